@@ -1,0 +1,141 @@
+//! The defaults of DESIGN.md's config contract, as typed values, in one place.
+//!
+//! `validate` fills omitted keys from here, and `summary` compares against the same values to
+//! decide which not-yet-active features a config actually asks for.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::model::*;
+
+pub(crate) const SHUTDOWN_DELAY: Duration = Duration::ZERO;
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const ROUTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
+pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
+pub(crate) const WEBSOCKET: bool = true;
+
+pub(crate) fn admin() -> AdminConfig {
+    AdminConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)),
+    }
+}
+
+pub(crate) fn log() -> LogConfig {
+    LogConfig {
+        format: LogFormat::Text,
+        access: true,
+        access_sample: 1.0,
+    }
+}
+
+pub(crate) fn metrics() -> MetricsConfig {
+    MetricsConfig {
+        max_endpoint_series: 1000,
+    }
+}
+
+pub(crate) fn retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        on: vec![
+            RetryOn::ConnectFailure,
+            RetryOn::Reset,
+            RetryOn::Status5xx,
+            RetryOn::GatewayError,
+            RetryOn::RefusedStream,
+        ],
+        statuses: Vec::new(),
+        per_try_timeout: None,
+        backoff: Duration::from_millis(25),
+        buffer: 64 * 1024,
+        budget: RetryBudget {
+            ratio: 0.2,
+            min_per_sec: 10,
+        },
+    }
+}
+
+pub(crate) fn hedge() -> HedgePolicy {
+    HedgePolicy {
+        after: Duration::from_millis(50),
+        max: 1,
+    }
+}
+
+pub(crate) fn pool() -> PoolConfig {
+    PoolConfig {
+        idle_timeout: Duration::from_secs(30),
+        max_idle_per_endpoint: 64,
+        max_connections_per_endpoint: 0,
+        tcp_keepalive: Some(Duration::from_secs(60)),
+    }
+}
+
+pub(crate) fn health_check() -> HealthCheckConfig {
+    HealthCheckConfig {
+        kind: HealthCheckKind::Http,
+        path: "/healthz".to_owned(),
+        host: String::new(),
+        statuses: vec![(200, 399)],
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+        initial_healthy: true,
+    }
+}
+
+pub(crate) fn outlier_detection() -> OutlierDetection {
+    OutlierDetection {
+        consecutive_5xx: 5,
+        consecutive_gateway_errors: 3,
+        failure_rate: 0.5,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+        success_rate_stdev: 1.9,
+        base_time: Duration::from_secs(30),
+        max_time: Duration::from_secs(300),
+        max_percent: 50,
+        probe_requests: 3,
+    }
+}
+
+pub(crate) fn circuit_breaker() -> CircuitBreaker {
+    CircuitBreaker {
+        max_connections: 1024,
+        max_pending: 256,
+        max_requests: 1024,
+        max_retries: 3,
+    }
+}
+
+pub(crate) fn cache() -> CacheConfig {
+    CacheConfig {
+        max_bytes: 256 * 1024 * 1024,
+        max_object: 8 * 1024 * 1024,
+    }
+}
+
+pub(crate) fn mesh_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 7946))
+}
+
+pub(crate) const MESH_EJECT_QUORUM: u32 = 2;
+pub(crate) const MESH_EJECT_WINDOW: Duration = Duration::from_secs(30);
+
+pub(crate) fn limits() -> LimitsConfig {
+    LimitsConfig {
+        max_header_bytes: 64 * 1024,
+        max_uri_bytes: 8 * 1024,
+        max_body_bytes: None,
+        first_byte_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(75),
+        h2_keepalive_interval: Duration::from_secs(30),
+        max_connections: 10_000,
+    }
+}

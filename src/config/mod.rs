@@ -1,0 +1,44 @@
+//! Configuration: TOML file -> raw serde model -> validated [`Config`].
+//!
+//! Two stages, as sozu does it: [`raw`] mirrors the file exactly (`deny_unknown_fields`, spans
+//! kept so every error can point at `FILE:LINE:COL`), and [`validate`] turns it into the typed
+//! model in [`model`], checking every reference. Subsystems take only their own section.
+//!
+//! Syntax and type errors stop at the first one (the TOML parser cannot go on meaningfully);
+//! semantic errors are all collected and reported together, sorted by position.
+
+mod defaults;
+mod error;
+mod model;
+mod raw;
+mod summary;
+mod units;
+mod validate;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::*;
+pub use units::{parse_duration, parse_size};
+
+use error::Locator;
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::whole_file(path, format!("cannot read config: {e}")))?;
+    parse(&text, path)
+}
+
+/// Validates config text. `path` names the file in messages, and relative paths inside the
+/// config (TLS files, discovery file, mesh secret) resolve against its parent folder.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let loc = Locator::new(text, path);
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        ConfigErrors {
+            errors: vec![loc.error(&span, e.message().trim_end())],
+        }
+    })?;
+    validate::validate(raw, &loc).map_err(|errors| ConfigErrors { errors })
+}

@@ -1,0 +1,417 @@
+//! The validated configuration: every value typed, every reference checked.
+//!
+//! `config::raw` mirrors the TOML file; `config::validate` turns it into these types. Nothing
+//! downstream of this module ever sees a string where a `Duration`, `SocketAddr` or enum belongs,
+//! and nothing here can name a cluster or listener that does not exist.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+/// The whole validated configuration, as one immutable value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from; relative paths inside were resolved against its folder.
+    pub source: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub listeners: Vec<ListenerConfig>,
+    /// In file order: the first matching route wins.
+    pub routes: Vec<RouteConfig>,
+    /// Keyed by name; a `BTreeMap` so every listing (check, explain, admin) is stable.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub cache: Option<CacheConfig>,
+    pub mesh: Option<MeshConfig>,
+    pub limits: LimitsConfig,
+}
+
+/// `[runtime]`: threads and shutdown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 in the file means one per core and is resolved here.
+    pub workers: usize,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// `[admin]`: the admin listener, loopback by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: output format and access-log sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub access: bool,
+    /// Fraction of successful requests logged, in `0.0..=1.0`; errors are always logged.
+    pub access_sample: f64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[metrics]`: cardinality guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub max_endpoint_series: usize,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub tls: Option<ListenerTls>,
+    /// How many `x-forwarded-for` entries sent by clients are trusted.
+    pub trusted_hops: u32,
+}
+
+/// Listener TLS: one or several certificates (chosen by SNI), optional client CA (mTLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Never empty; the first is the default for clients that send no SNI.
+    pub certs: Vec<CertKeyPair>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertKeyPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// `name` from the file, or `route-N` (N = 1-based position) when absent; metric label.
+    pub name: String,
+    pub listener: String,
+    pub matcher: RouteMatch,
+    pub target: RouteTarget,
+    /// Until response headers; `None` when configured as 0.
+    pub timeout: Option<Duration>,
+    /// Stream idle once the response started; `None` when configured as 0.
+    pub idle_timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub hedge: Option<HedgePolicy>,
+    pub cache: bool,
+    pub rewrite: Option<Rewrite>,
+    pub headers: HeaderRules,
+    pub websocket: bool,
+    pub debug_headers: bool,
+}
+
+/// The conditions of a route; all present conditions must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    pub method: Option<Method>,
+    /// Header name and exact value.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub client_identity: Option<String>,
+}
+
+/// How a route matches the request's host (port stripped, lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`: holds `.example.com`; matches any host ending with it (not the apex).
+    Suffix(String),
+}
+
+/// How a route matches the normalised path.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-unaware prefix, as Envoy's `prefix`.
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    Cluster(String),
+    /// Weighted split; every weight is > 0 and every cluster exists.
+    Split(Vec<WeightedCluster>),
+}
+
+/// One arm of a weighted split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// Route `retry`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries, first one included; at least 1.
+    pub attempts: u32,
+    pub on: Vec<RetryOn>,
+    pub statuses: Vec<u16>,
+    pub per_try_timeout: Option<Duration>,
+    pub backoff: Duration,
+    pub buffer: u64,
+    pub budget: RetryBudget,
+}
+
+/// A condition that makes an attempt retryable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    ConnectFailure,
+    Reset,
+    Status5xx,
+    GatewayError,
+    RefusedStream,
+}
+
+/// Retry budget: retries may add at most `ratio` of requests, plus `min_per_sec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_sec: u32,
+}
+
+/// Route `hedge`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgePolicy {
+    pub after: Duration,
+    pub max: u32,
+}
+
+/// Route `rewrite`: replace the matched path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub path_prefix: String,
+}
+
+/// Route `headers`: added (overwriting) and removed headers on each side.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRules {
+    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    pub request_remove: Vec<HeaderName>,
+    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    pub response_remove: Vec<HeaderName>,
+}
+
+/// One `[clusters.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    pub balance: BalanceAlgorithm,
+    pub hash_on: Option<HashOn>,
+    pub balance_factor: Option<f64>,
+    pub slow_start: Duration,
+    pub endpoints: EndpointSource,
+    pub connect_timeout: Duration,
+    pub pool: PoolConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier_detection: OutlierDetection,
+    pub circuit_breaker: CircuitBreaker,
+    pub panic_threshold: f64,
+    pub tls: Option<ClusterTls>,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    H2,
+}
+
+/// The balancing algorithms DESIGN.md names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceAlgorithm {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    PeakEwma,
+    LeastConnections,
+    RingHash,
+    Maglev,
+}
+
+impl BalanceAlgorithm {
+    /// The config spelling, for `check`, `explain` and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Random => "random",
+            Self::LeastRequest => "least_request",
+            Self::PeakEwma => "peak_ewma",
+            Self::LeastConnections => "least_connections",
+            Self::RingHash => "ring_hash",
+            Self::Maglev => "maglev",
+        }
+    }
+
+    /// Whether the algorithm consistently hashes a request key (and so needs `hash_on`).
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Self::RingHash | Self::Maglev)
+    }
+}
+
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+    SourceIp,
+    Path,
+}
+
+/// Where a cluster's endpoints come from: a static list or exactly one discovery source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointSource {
+    /// Never empty; addresses unique.
+    Static(Vec<StaticEndpoint>),
+    Dns {
+        name: String,
+        port: u16,
+        refresh: Duration,
+    },
+    Srv {
+        name: String,
+        refresh: Duration,
+    },
+    File(PathBuf),
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+    Mesh(String),
+}
+
+/// One endpoint written in the config (or in a discovery file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEndpoint {
+    pub address: SocketAddr,
+    /// > 0; 1 when not given.
+    pub weight: u32,
+    pub zone: Option<String>,
+}
+
+/// Cluster `pool`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    /// 0 = unlimited.
+    pub max_connections_per_endpoint: usize,
+    /// `None` when configured as 0.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// Cluster `health_check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub path: String,
+    /// Empty = the endpoint's address.
+    pub host: String,
+    /// Inclusive ranges.
+    pub statuses: Vec<(u16, u16)>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub initial_healthy: bool,
+}
+
+/// Probe kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+/// Cluster `outlier_detection` (on by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_errors: u32,
+    pub failure_rate: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub success_rate_stdev: f64,
+    pub base_time: Duration,
+    pub max_time: Duration,
+    pub max_percent: u32,
+    pub probe_requests: u32,
+}
+
+/// Cluster `circuit_breaker` thresholds (on by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreaker {
+    pub max_connections: u32,
+    pub max_pending: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+/// Cluster `tls`: how to speak TLS to the endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterTls {
+    pub sni: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub max_bytes: u64,
+    pub max_object: u64,
+}
+
+/// `[mesh]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshConfig {
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub secret_file: PathBuf,
+    pub advertise: Vec<MeshAdvertise>,
+    pub eject_quorum: u32,
+    pub eject_window: Duration,
+}
+
+/// One service this sidecar announces to its peers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshAdvertise {
+    pub service: String,
+    pub address: SocketAddr,
+}
+
+/// `[limits]`: downstream protection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    pub max_header_bytes: u64,
+    pub max_uri_bytes: u64,
+    /// `None` = unlimited (configured as 0).
+    pub max_body_bytes: Option<u64>,
+    pub first_byte_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub h2_keepalive_interval: Duration,
+    pub max_connections: usize,
+}

@@ -1,0 +1,242 @@
+//! The human summary `switchyard check` prints, and the list of configured features that are
+//! parsed and validated but not active yet.
+//!
+//! `inactive_features` is the single place that knows what is not wired up: when a later issue
+//! lands a feature, it deletes that feature's entry here. A feature counts as configured when
+//! its value differs from the default in `defaults.rs` (so a config that spells out a default
+//! is not nagged), except `balance`, reported whenever it is not `round_robin`.
+
+use std::fmt::Write as _;
+
+use super::defaults;
+use super::model::*;
+
+impl Config {
+    /// What `switchyard check` prints on success: listeners, routes (name, match, target),
+    /// clusters (balance, endpoints or discovery), then "not active yet:" when anything is.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: OK ({} workers)",
+            self.source.display(),
+            self.runtime.workers
+        );
+        let _ = writeln!(out, "listeners:");
+        for l in &self.listeners {
+            let tls = if l.tls.is_some() { " (tls)" } else { "" };
+            let _ = writeln!(out, "  {} {}{tls}", l.name, l.listen);
+        }
+        let _ = writeln!(out, "routes (first match wins):");
+        for r in &self.routes {
+            let _ = writeln!(
+                out,
+                "  {} [{}] {} -> {}",
+                r.name,
+                r.listener,
+                describe_match(&r.matcher),
+                describe_target(&r.target)
+            );
+        }
+        let _ = writeln!(out, "clusters:");
+        for c in self.clusters.values() {
+            let protocol = match c.protocol {
+                Protocol::Http1 => "http1",
+                Protocol::H2 => "h2",
+            };
+            let _ = writeln!(
+                out,
+                "  {} {protocol} {}: {}",
+                c.name,
+                c.balance.as_str(),
+                describe_endpoints(&c.endpoints)
+            );
+        }
+        let inactive = self.inactive_features();
+        if !inactive.is_empty() {
+            let _ = writeln!(out, "not active yet:");
+            for feature in inactive {
+                let _ = writeln!(out, "  - {feature}");
+            }
+        }
+        out
+    }
+
+    /// Every configured feature that this build parses but does not apply yet, one sentence
+    /// each, so nothing in a config is silently ignored.
+    pub fn inactive_features(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |what: String| out.push(format!("{what} is not active yet"));
+
+        if self.runtime.shutdown_delay != defaults::SHUTDOWN_DELAY {
+            note("[runtime] shutdown_delay".into());
+        }
+        if self.runtime.drain_timeout != defaults::DRAIN_TIMEOUT {
+            note("[runtime] drain_timeout".into());
+        }
+        if self.admin != defaults::admin() {
+            note("[admin]".into());
+        }
+        let log = defaults::log();
+        if self.log.access != log.access {
+            note("[log] access".into());
+        }
+        if self.log.access_sample != log.access_sample {
+            note("[log] access_sample".into());
+        }
+        if self.metrics != defaults::metrics() {
+            note("[metrics]".into());
+        }
+        for l in &self.listeners {
+            if l.tls.is_some() {
+                note(format!("listener {}: tls", l.name));
+            }
+            if l.trusted_hops != 0 {
+                note(format!("listener {}: trusted_hops", l.name));
+            }
+        }
+        for r in &self.routes {
+            let route = format!("route {}", r.name);
+            if r.matcher.client_identity.is_some() {
+                note(format!("{route}: match.client_identity"));
+            }
+            if r.idle_timeout != Some(defaults::ROUTE_IDLE_TIMEOUT) {
+                note(format!("{route}: idle_timeout"));
+            }
+            if r.retry.is_some() {
+                note(format!("{route}: retry"));
+            }
+            if r.hedge.is_some() {
+                note(format!("{route}: hedge"));
+            }
+            if r.cache {
+                note(format!("{route}: cache"));
+            }
+            if r.websocket != defaults::WEBSOCKET {
+                note(format!("{route}: websocket = {}", r.websocket));
+            }
+            if r.debug_headers {
+                note(format!("{route}: debug_headers"));
+            }
+        }
+        for c in self.clusters.values() {
+            let cluster = format!("cluster {}", c.name);
+            if c.balance != BalanceAlgorithm::RoundRobin {
+                out.push(format!(
+                    "{cluster}: balance = {:?} is not active yet (round_robin is used)",
+                    c.balance.as_str()
+                ));
+            }
+            let mut note = |what: String| out.push(format!("{what} is not active yet"));
+            if c.hash_on.is_some() {
+                note(format!("{cluster}: hash_on"));
+            }
+            if c.balance_factor.is_some() {
+                note(format!("{cluster}: balance_factor"));
+            }
+            if !c.slow_start.is_zero() {
+                note(format!("{cluster}: slow_start"));
+            }
+            if !matches!(c.endpoints, EndpointSource::Static(_)) {
+                note(format!("{cluster}: discovery"));
+            }
+            if c.pool != defaults::pool() {
+                note(format!("{cluster}: pool"));
+            }
+            if c.health_check.is_some() {
+                note(format!("{cluster}: health_check"));
+            }
+            if c.outlier_detection != defaults::outlier_detection() {
+                note(format!("{cluster}: outlier_detection"));
+            }
+            if c.circuit_breaker != defaults::circuit_breaker() {
+                note(format!("{cluster}: circuit_breaker"));
+            }
+            if c.panic_threshold != defaults::PANIC_THRESHOLD {
+                note(format!("{cluster}: panic_threshold"));
+            }
+            if c.tls.is_some() {
+                note(format!("{cluster}: tls"));
+            }
+        }
+        let mut note = |what: &str| out.push(format!("{what} is not active yet"));
+        if self.cache.is_some() {
+            note("[cache]");
+        }
+        if self.mesh.is_some() {
+            note("[mesh]");
+        }
+        if self.limits != defaults::limits() {
+            note("[limits]");
+        }
+        out
+    }
+}
+
+fn describe_match(m: &RouteMatch) -> String {
+    let mut parts = Vec::new();
+    match &m.host {
+        Some(HostMatch::Exact(h)) => parts.push(format!("host={h}")),
+        Some(HostMatch::Suffix(s)) => parts.push(format!("host=*{s}")),
+        None => {}
+    }
+    match &m.path {
+        Some(PathMatch::Exact(p)) => parts.push(format!("path={p}")),
+        Some(PathMatch::Prefix(p)) => parts.push(format!("path_prefix={p}")),
+        Some(PathMatch::Regex(re)) => parts.push(format!("path_regex={}", re.as_str())),
+        None => {}
+    }
+    if let Some(method) = &m.method {
+        parts.push(format!("method={method}"));
+    }
+    for (name, value) in &m.headers {
+        parts.push(format!(
+            "header {name}={}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    if let Some(id) = &m.client_identity {
+        parts.push(format!("client_identity={id}"));
+    }
+    if parts.is_empty() {
+        "(any request)".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn describe_target(t: &RouteTarget) -> String {
+    match t {
+        RouteTarget::Cluster(c) => format!("cluster {c}"),
+        RouteTarget::Split(arms) => {
+            let arms: Vec<String> = arms
+                .iter()
+                .map(|a| format!("{} weight {}", a.cluster, a.weight))
+                .collect();
+            format!("split {}", arms.join(", "))
+        }
+    }
+}
+
+fn describe_endpoints(e: &EndpointSource) -> String {
+    match e {
+        EndpointSource::Static(list) => {
+            let list: Vec<String> = list
+                .iter()
+                .map(|ep| {
+                    if ep.weight == 1 {
+                        ep.address.to_string()
+                    } else {
+                        format!("{} (weight {})", ep.address, ep.weight)
+                    }
+                })
+                .collect();
+            format!("endpoints {}", list.join(", "))
+        }
+        EndpointSource::Dns { name, port, .. } => format!("discovery dns {name}:{port}"),
+        EndpointSource::Srv { name, .. } => format!("discovery srv {name}"),
+        EndpointSource::File(path) => format!("discovery file {}", path.display()),
+        EndpointSource::Etcd { prefix, .. } => format!("discovery etcd {prefix}"),
+        EndpointSource::Mesh(service) => format!("discovery mesh {service}"),
+    }
+}

@@ -1,0 +1,171 @@
+//! The `switchyard` command line: parses arguments and calls into the library. Nothing else
+//! lives here, so every behaviour is reachable (and tested) through the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::config::{self, Config, LogFormat};
+use switchyard::router::{RequestView, Router};
+
+/// A Layer-7 HTTP load balancer and service-mesh sidecar.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log line format; overrides `[log] format` from the config.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGINT/SIGTERM.
+    Run {
+        #[arg(short, long, default_value = "config/switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 with a summary, or 1 with `FILE:LINE:COL: message` lines.
+    Check {
+        #[arg(short, long, default_value = "config/switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Show which route a request would take, and why earlier routes did not match.
+    Explain {
+        #[arg(short, long, default_value = "config/switchyard.toml")]
+        config: PathBuf,
+        /// The request, e.g. 'GET http://api.example.com/orders/1' or 'GET /path' with -H 'host: …'.
+        request: String,
+        /// A request header, 'name: value'; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Only consider routes of this listener (default: the first listener).
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// Start three built-in backends and the proxy in front of them, with an embedded config.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config, cli.log_format),
+        Command::Check { config } => return check(&config),
+        Command::Explain {
+            config,
+            request,
+            headers,
+            listener,
+        } => explain(&config, &request, &headers, listener.as_deref()),
+        Command::Demo { listen } => {
+            init_logging(cli.log_format.map_or(LogFormat::Text, Into::into));
+            switchyard::demo::run(listen)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("switchyard: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<CliLogFormat> for LogFormat {
+    fn from(format: CliLogFormat) -> Self {
+        match format {
+            CliLogFormat::Text => LogFormat::Text,
+            CliLogFormat::Json => LogFormat::Json,
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    // The errors already read `FILE:LINE:COL: message`, one per line; print them as they are.
+    config::load(path).map_err(|errors| anyhow::anyhow!("invalid config\n{errors}"))
+}
+
+fn run(path: &Path, log_format: Option<CliLogFormat>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(log_format.map_or(config.log.format, Into::into));
+    switchyard::runtime::run(config)
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: ok", path.display());
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(
+    path: &Path,
+    request: &str,
+    header_args: &[String],
+    listener: Option<&str>,
+) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let (method, target) = request
+        .trim()
+        .split_once(char::is_whitespace)
+        .context("the request must read 'METHOD URL', e.g. 'GET http://host/path'")?;
+    let method: http::Method = method.parse().context("invalid method")?;
+    let uri: http::Uri = target.trim().parse().context("invalid URL")?;
+    let mut headers = http::HeaderMap::new();
+    for line in header_args {
+        let (name, value) = line
+            .split_once(':')
+            .with_context(|| format!("header {line:?} must read 'name: value'"))?;
+        let name: http::HeaderName = name.trim().parse().context("invalid header name")?;
+        headers.append(name, value.trim().parse().context("invalid header value")?);
+    }
+    let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let view = RequestView {
+        method: &method,
+        host: host.as_deref(),
+        path_and_query,
+        headers: &headers,
+        client_identity: None,
+    };
+    let router = Router::new(&config);
+    print!("{}", router.explain(&config, listener, &view));
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

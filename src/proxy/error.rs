@@ -1,0 +1,121 @@
+//! The one error type of the request path: which side failed, the status the client gets, and
+//! whether trying again elsewhere is safe.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use thiserror::Error;
+
+use crate::router::PathError;
+use crate::upstream::UpstreamError;
+
+/// Which party a failure is attributed to (metrics, access log, retry decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The cluster or one of its endpoints failed us.
+    Upstream,
+    /// Our own bug or resource problem.
+    Internal,
+}
+
+/// Everything that can end a request before an upstream response starts streaming.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    /// 404, downstream: no route matches.
+    #[error("no route")]
+    NoRoute,
+    /// 400, downstream: the request target cannot be normalised.
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    /// 400, downstream: the request lacks something routing needs (e.g. a usable target).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// 503 with `retry-after`, upstream: the cluster has no endpoint to send to.
+    #[error("cluster {cluster:?} has no available endpoint")]
+    NoEndpoint {
+        /// The cluster that was picked.
+        cluster: String,
+    },
+    /// 502, upstream: connecting to the endpoint failed (refused, unreachable, connect timeout).
+    /// Nothing was sent, so another endpoint may be tried.
+    #[error("connect to upstream failed: {0}")]
+    Connect(#[source] UpstreamError),
+    /// 502, upstream: the request was (maybe) sent and the exchange failed — reset, closed, or
+    /// a malformed response. Not safe to retry unless the method is idempotent.
+    #[error("upstream request failed: {0}")]
+    Upstream(#[source] UpstreamError),
+    /// 504, upstream: no response headers within the route's `timeout`.
+    #[error("no upstream response within {0:?}")]
+    Timeout(Duration),
+    /// 500, internal: we built something invalid; a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who failed.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::NoRoute | Self::BadPath(_) | Self::BadRequest(_) => Side::Downstream,
+            Self::NoEndpoint { .. } | Self::Connect(_) | Self::Upstream(_) | Self::Timeout(_) => {
+                Side::Upstream
+            }
+            Self::Internal(_) => Side::Internal,
+        }
+    }
+
+    /// Whether the request certainly did not reach an endpoint, so sending it to another one
+    /// cannot duplicate its effects.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::NoEndpoint { .. })
+    }
+
+    /// The short text body the client sees (no internals leaked).
+    pub fn body_text(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no route\n",
+            Self::BadPath(_) | Self::BadRequest(_) => "bad request\n",
+            Self::NoEndpoint { .. } => "no healthy upstream\n",
+            Self::Connect(_) | Self::Upstream(_) => "bad gateway\n",
+            Self::Timeout(_) => "gateway timeout\n",
+            Self::Internal(_) => "internal error\n",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_the_design_table() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoRoute.body_text(), "no route\n");
+        assert_eq!(ProxyError::BadPath(PathError::EncodedNul).status(), 400);
+        let empty = ProxyError::NoEndpoint {
+            cluster: "a".into(),
+        };
+        assert_eq!(empty.status(), 503);
+        assert!(empty.retry_safe());
+        assert_eq!(ProxyError::Timeout(Duration::from_secs(1)).status(), 504);
+        assert_eq!(
+            ProxyError::Timeout(Duration::from_secs(1)).side(),
+            Side::Upstream
+        );
+        assert_eq!(ProxyError::BadRequest("x").side(), Side::Downstream);
+    }
+}

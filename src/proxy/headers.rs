@@ -1,0 +1,218 @@
+//! Header rewriting at the proxy boundary (DESIGN.md "Headers"): hop-by-hop headers stripped both
+//! ways, `x-forwarded-*` set, `x-request-id` kept or made, `traceparent` kept or made, `via` added.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
+/// `keep-alive` and `proxy-connection`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// `x-request-id`: correlates our access log, the backend's and the client's.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// What we add to `via` (RFC 9110 7.6.3: protocol version and a pseudonym).
+const VIA_ENTRY: &str = "1.1 switchyard";
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Keeps the client's `x-request-id` or makes a random 128-bit hex one; returns it so the
+/// response can echo it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        if !id.is_empty() {
+            return id.clone();
+        }
+    }
+    let id = random_hex_value(fastrand::u128(..), 32);
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// Keeps a client `traceparent`, or starts a trace (W3C Trace Context, version 00, sampled).
+pub fn ensure_traceparent(headers: &mut HeaderMap) {
+    if headers.contains_key(&TRACEPARENT) {
+        return;
+    }
+    // All-zero trace or span ids are invalid in the spec; `| 1` avoids them.
+    let trace = fastrand::u128(..) | 1;
+    let span = fastrand::u64(..) | 1;
+    let text = format!("00-{trace:032x}-{span:016x}-01");
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        headers.insert(TRACEPARENT.clone(), value);
+    }
+}
+
+/// Sets `x-forwarded-for` (the last `trusted_hops` client entries, then `peer`),
+/// `x-forwarded-proto` and `x-forwarded-host`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_hops: u32, host: Option<&str>) {
+    let client_entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let keep = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
+    let trusted = &client_entries[client_entries.len().saturating_sub(keep)..];
+    let mut chain = trusted.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&peer.to_string());
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(value) => {
+            headers.insert(X_FORWARDED_HOST.clone(), value);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Appends our entry to `via`.
+pub fn add_via(headers: &mut HeaderMap) {
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => {
+            HeaderValue::from_str(&format!("{existing}, {VIA_ENTRY}"))
+                .unwrap_or(HeaderValue::from_static(VIA_ENTRY))
+        }
+        _ => HeaderValue::from_static(VIA_ENTRY),
+    };
+    headers.insert(header::VIA, value);
+}
+
+fn random_hex_value(n: u128, width: usize) -> HeaderValue {
+    let text = format!("{n:0width$x}");
+    // Hex digits are always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x-sum"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut h = map(&[("x-request-id", "abc")]);
+        assert_eq!(ensure_request_id(&mut h), "abc");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .to_str()
+            .expect("ascii")
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(h["x-request-id"], id);
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
+    }
+
+    #[test]
+    fn forwarded_for_keeps_only_trusted_client_entries() {
+        let peer: IpAddr = "10.0.0.9".parse().expect("ip");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        set_forwarded(&mut h, peer, 0, Some("api.example.com"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        set_forwarded(&mut h, peer, 2, None);
+        assert_eq!(h["x-forwarded-for"], "2.2.2.2, 3.3.3.3, 10.0.0.9");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn via_is_appended() {
+        let mut h = HeaderMap::new();
+        add_via(&mut h);
+        assert_eq!(h["via"], "1.1 switchyard");
+        let mut h = map(&[("via", "1.0 fred")]);
+        add_via(&mut h);
+        assert_eq!(h["via"], "1.0 fred, 1.1 switchyard");
+    }
+
+    #[test]
+    fn traceparent_is_generated_in_w3c_form() {
+        let mut h = HeaderMap::new();
+        ensure_traceparent(&mut h);
+        let tp = h["traceparent"].to_str().expect("ascii").to_owned();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [2, 32, 16, 2]
+        );
+        let mut kept = map(&[("traceparent", "00-abc-def-01")]);
+        ensure_traceparent(&mut kept);
+        assert_eq!(kept["traceparent"], "00-abc-def-01");
+    }
+}

@@ -1,0 +1,19 @@
+//! The downstream side: listening sockets, server connections and the request path.
+//!
+//! - [`listener`]: `SO_REUSEPORT` sockets, one per worker per listener.
+//! - [`server`]: accept loops and HTTP/1.1 + h2c connections (hyper-util `auto`), graceful drain.
+//! - [`handler`]: the request path itself — route, pick, forward — in one readable function.
+//! - [`headers`]: hop-by-hop stripping, `x-forwarded-*`, `x-request-id`, `traceparent`, `via`.
+//! - [`error`]: [`ProxyError`], each variant with its status and the side that failed.
+//!
+//! Request hygiene and limits (smuggling checks, sizes, first-byte and body timers) come with a
+//! later issue as their own module between the connection and the handler.
+
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod listener;
+pub mod server;
+
+pub use error::{ProxyError, Side};

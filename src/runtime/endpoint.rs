@@ -1,0 +1,329 @@
+//! Per-endpoint state that outlives snapshots, and the registry that hands it out.
+//!
+//! A snapshot is rebuilt on every reload or discovery change, but what the proxy has learned about
+//! an endpoint (in-flight count, latency, health, ejections, pooled connections) must not be lost
+//! with it. So the state lives in an [`EndpointRegistry`] keyed by cluster name + address, and a
+//! snapshot only holds `Arc`s into it. Everything here is atomics: the request path bumps
+//! counters, control tasks (health, ejection) write flags, nobody takes a lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// Circuit-breaker phase of one endpoint (DESIGN.md: closed, open, half-open), as stored in
+/// [`EndpointState`]'s atomic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerPhase {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+impl BreakerPhase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::HalfOpen,
+            2 => Self::Open,
+            _ => Self::Closed,
+        }
+    }
+
+    /// The admin API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "half_open",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// What the proxy knows about one endpoint of one cluster; shared by every worker and every
+/// snapshot that lists the endpoint.
+///
+/// Fields that later issues drive (latency, health, ejection, breaker) exist now so those issues
+/// fill them in instead of inventing parallel state.
+#[derive(Debug)]
+pub struct EndpointState {
+    cluster: String,
+    address: SocketAddr,
+    /// Configured or discovered weight; rewritten when a new snapshot lists a different one.
+    weight: AtomicU32,
+    /// Requests sent and not yet finished; least-request balancing and the admin API read it.
+    in_flight: AtomicU64,
+    /// Open upstream connections; least-connections and `circuit_breaker.max_connections`.
+    connections: AtomicU64,
+    /// Latency EWMA in milliseconds, stored as `f64::to_bits` (no atomic f64 in std).
+    ewma_ms_bits: AtomicU64,
+    /// Active health-check verdict; `true` until a probe says otherwise.
+    healthy: AtomicBool,
+    /// Ejected until this many milliseconds since the Unix epoch; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    /// Times ejected so far; the next ejection lasts `base_time × (count + 1)`.
+    ejections: AtomicU32,
+    /// A [`BreakerPhase`] as `u8`.
+    breaker: AtomicU8,
+}
+
+impl EndpointState {
+    /// A fresh state: healthy, nothing in flight, never ejected.
+    pub fn new(cluster: &str, address: SocketAddr, weight: u32) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            address,
+            weight: AtomicU32::new(weight),
+            in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            ewma_ms_bits: AtomicU64::new(0f64.to_bits()),
+            healthy: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            breaker: AtomicU8::new(BreakerPhase::Closed as u8),
+        }
+    }
+
+    /// The cluster this endpoint belongs to (the same address in two clusters is two states).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Where to connect.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Current weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Set by snapshot builds when config or discovery changes the weight.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Requests in flight right now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the returned guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            endpoint: Arc::clone(self),
+        }
+    }
+
+    /// Open upstream connections.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Called by the upstream pool when a connection opens.
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by the upstream pool when a connection closes; saturates at 0.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(1))
+            });
+    }
+
+    /// Latency EWMA in milliseconds (0 until the first sample).
+    pub fn ewma_ms(&self) -> f64 {
+        f64::from_bits(self.ewma_ms_bits.load(Ordering::Relaxed))
+    }
+
+    /// Stores a new EWMA value computed by the caller (peak-EWMA owns the decay rule).
+    pub fn set_ewma_ms(&self, ms: f64) {
+        self.ewma_ms_bits.store(ms.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Active health-check verdict.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Written by the health checker.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Ejected until (ms since the Unix epoch), 0 when not ejected.
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the endpoint is ejected at `now_ms` (ms since the Unix epoch).
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms() > now_ms
+    }
+
+    /// Ejects until `until_ms` and counts the ejection.
+    pub fn eject_until(&self, until_ms: u64) {
+        self.ejected_until_ms.store(until_ms, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends an ejection (the ejection count stays, it sets the next ejection's length).
+    pub fn clear_ejection(&self) {
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Times ejected so far.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Current breaker phase.
+    pub fn breaker(&self) -> BreakerPhase {
+        BreakerPhase::from_u8(self.breaker.load(Ordering::Relaxed))
+    }
+
+    /// Written by the ejection/breaker logic.
+    pub fn set_breaker(&self, phase: BreakerPhase) {
+        self.breaker.store(phase as u8, Ordering::Relaxed);
+    }
+}
+
+/// Keeps an endpoint's in-flight count up while a request is outstanding.
+///
+/// Holds the `Arc` of the state it incremented, so the decrement lands there even if a reload
+/// replaced the snapshot (or dropped the endpoint) in the meantime.
+#[derive(Debug)]
+#[must_use = "the request stops counting as in flight when the guard drops"]
+pub struct InFlightGuard {
+    endpoint: Arc<EndpointState>,
+}
+
+impl InFlightGuard {
+    /// The endpoint this guard counts against.
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Key of the registry: cluster name and endpoint address.
+pub type EndpointKey = (String, SocketAddr);
+
+/// All live [`EndpointState`]s, keyed by cluster + address; lives as long as the process, not a
+/// snapshot. Only control-side code (snapshot builds) writes it.
+#[derive(Debug, Default)]
+pub struct EndpointRegistry {
+    states: DashMap<EndpointKey, Arc<EndpointState>>,
+}
+
+impl EndpointRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state for `cluster`/`address`, created on first sight; an existing state keeps
+    /// everything it learned and only takes the new weight.
+    pub fn get_or_create(
+        &self,
+        cluster: &str,
+        address: SocketAddr,
+        weight: u32,
+    ) -> Arc<EndpointState> {
+        let state = self
+            .states
+            .entry((cluster.to_owned(), address))
+            .or_insert_with(|| Arc::new(EndpointState::new(cluster, address, weight)))
+            .clone();
+        state.set_weight(weight);
+        state
+    }
+
+    /// The state for `cluster`/`address`, if registered.
+    pub fn get(&self, cluster: &str, address: SocketAddr) -> Option<Arc<EndpointState>> {
+        self.states
+            .get(&(cluster.to_owned(), address))
+            .map(|s| Arc::clone(s.value()))
+    }
+
+    /// Drops every entry for which `keep` is false (endpoints gone from the config). Requests
+    /// still holding an `Arc` finish against it undisturbed.
+    pub fn retain(&self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {
+        self.states
+            .retain(|(cluster, address), _| keep(cluster, *address));
+    }
+
+    /// Number of registered endpoints.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn guard_decrements_the_state_it_incremented() {
+        let registry = EndpointRegistry::new();
+        let state = registry.get_or_create("a", addr(1), 1);
+        let guard = state.start_request();
+        assert_eq!(state.in_flight(), 1);
+        // The endpoint leaves the config while the request runs.
+        registry.retain(|_, _| false);
+        assert!(registry.get("a", addr(1)).is_none());
+        drop(guard);
+        assert_eq!(state.in_flight(), 0);
+    }
+
+    #[test]
+    fn state_survives_when_endpoint_stays() {
+        let registry = EndpointRegistry::new();
+        let before = registry.get_or_create("a", addr(1), 1);
+        before.eject_until(5);
+        let after = registry.get_or_create("a", addr(1), 3);
+        assert!(Arc::ptr_eq(&before, &after));
+        assert_eq!(after.ejections(), 1);
+        assert_eq!(after.weight(), 3);
+        // Same address in another cluster is separate state.
+        let other = registry.get_or_create("b", addr(1), 1);
+        assert!(!Arc::ptr_eq(&before, &other));
+        registry.retain(|cluster, _| cluster == "a");
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn atomics_round_trip() {
+        let s = EndpointState::new("a", addr(1), 1);
+        s.set_ewma_ms(12.5);
+        assert_eq!(s.ewma_ms(), 12.5);
+        s.set_breaker(BreakerPhase::HalfOpen);
+        assert_eq!(s.breaker(), BreakerPhase::HalfOpen);
+        s.connection_closed();
+        assert_eq!(s.connections(), 0);
+        s.connection_opened();
+        assert_eq!(s.connections(), 1);
+        assert!(!s.is_ejected(10));
+        s.eject_until(20);
+        assert!(s.is_ejected(10) && !s.is_ejected(20));
+    }
+}

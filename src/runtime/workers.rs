@@ -1,0 +1,154 @@
+//! Worker and control threads.
+//!
+//! Runtimes and tokio listeners are created on the thread that calls `start`, so every bind or
+//! runtime error surfaces there synchronously; each runtime then moves to its own thread and is
+//! driven by `block_on` until shutdown.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, watch};
+
+use super::Shared;
+use crate::config::LimitsConfig;
+use crate::proxy::server::{ConnServer, ListenerContext};
+use crate::upstream::Upstream;
+
+/// Everything one worker thread needs, assembled before the thread starts.
+pub(super) struct Worker {
+    pub index: usize,
+    pub runtime: Runtime,
+    /// Listener name and this worker's socket for it, already registered with `runtime`.
+    pub listeners: Vec<(Arc<str>, TcpListener)>,
+    pub shared: Arc<Shared>,
+    pub limits: LimitsConfig,
+    pub drain_timeout: Duration,
+    pub shutdown: watch::Receiver<bool>,
+    /// Told once this worker's listening sockets are closed (the drain may go on after).
+    pub listeners_closed: std::sync::mpsc::Sender<()>,
+}
+
+/// A current-thread runtime, the flavour DESIGN.md measured as cheapest per request.
+pub(super) fn current_thread_runtime() -> io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Registers `socket` with `runtime`'s reactor (must happen inside the runtime's context).
+pub(super) fn register(
+    runtime: &Runtime,
+    socket: std::net::TcpListener,
+) -> io::Result<TcpListener> {
+    let _context = runtime.enter();
+    TcpListener::from_std(socket)
+}
+
+impl Worker {
+    /// Starts the worker's thread.
+    pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("switchyard-worker-{}", self.index))
+            .spawn(move || {
+                let Worker {
+                    runtime,
+                    listeners,
+                    shared,
+                    limits,
+                    drain_timeout,
+                    shutdown,
+                    listeners_closed,
+                    index,
+                } = self;
+                let stopped = Stopped {
+                    drain_timeout,
+                    shutdown,
+                    listeners_closed,
+                };
+                runtime.block_on(serve(listeners, shared, limits, stopped, index));
+                // Dropping the runtime cancels what the drain left behind (connections that
+                // outlived `drain_timeout`, idle upstream connections).
+                drop(runtime);
+            })
+    }
+}
+
+/// How a worker learns to stop and reports its progress.
+struct Stopped {
+    drain_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+    listeners_closed: std::sync::mpsc::Sender<()>,
+}
+
+async fn serve(
+    listeners: Vec<(Arc<str>, TcpListener)>,
+    shared: Arc<Shared>,
+    limits: LimitsConfig,
+    stopped: Stopped,
+    index: usize,
+) {
+    let Stopped {
+        drain_timeout,
+        shutdown,
+        listeners_closed,
+    } = stopped;
+    let upstream = Arc::new(Upstream::new());
+    let server = ConnServer::new(&limits);
+    // Every connection task holds a sender; `recv()` yields `None` once all are gone.
+    let (active, mut all_closed) = mpsc::channel::<()>(1);
+    let mut accept_loops = Vec::with_capacity(listeners.len());
+    for (name, listener) in listeners {
+        let ctx = ListenerContext {
+            shared: Arc::clone(&shared),
+            upstream: Arc::clone(&upstream),
+            name,
+        };
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        let active = active.clone();
+        accept_loops.push(tokio::spawn(async move {
+            server.accept_loop(listener, ctx, shutdown, active).await;
+        }));
+    }
+    drop(active);
+    for accept_loop in accept_loops {
+        // An accept loop ends only on shutdown; a panic in one is already logged by tokio.
+        let _ = accept_loop.await;
+    }
+    // Listeners are closed now (a finished task has dropped its future, and with it the socket);
+    // connections saw the same signal and are finishing.
+    let _ = listeners_closed.send(());
+    if tokio::time::timeout(drain_timeout, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = index,
+            ?drain_timeout,
+            "drain timeout: closing remaining connections"
+        );
+    }
+}
+
+/// Starts the control runtime's thread; it runs until `shutdown`, and the returned handle spawns
+/// control tasks onto it.
+pub(super) fn spawn_control(
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<(JoinHandle<()>, tokio::runtime::Handle)> {
+    let runtime = current_thread_runtime()?;
+    let handle = runtime.handle().clone();
+    let thread = std::thread::Builder::new()
+        .name("switchyard-control".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                crate::proxy::server::stopped(&mut shutdown).await;
+            });
+            // Control tasks hold no request state; don't wait for them.
+            runtime.shutdown_background();
+        })?;
+    Ok((thread, handle))
+}

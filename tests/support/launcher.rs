@@ -1,0 +1,311 @@
+//! Starting the proxy for a test: in-process from a TOML string ([`Proxy::start_toml`]), or as
+//! the real binary with captured output ([`BinProcess`]).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use switchyard::runtime::ProxyHandle;
+
+use super::{wait_until, DEADLINE};
+
+/// Namespace for the in-process launcher, as tests read it: `Proxy::start_toml(...)`.
+pub struct Proxy;
+
+impl Proxy {
+    /// See [`TestProxy::start_toml`].
+    pub fn start_toml(toml: &str) -> TestProxy {
+        TestProxy::start_toml(toml)
+    }
+}
+
+/// A proxy running inside the test process; shut down on drop.
+pub struct TestProxy {
+    handle: Option<ProxyHandle>,
+    path: PathBuf,
+    // Kept alive for the proxy's lifetime: relative paths in the config resolve against it.
+    _dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    /// Writes `toml` to `switchyard.toml` in a fresh temp folder, parses it with
+    /// `config::parse` and starts it. Listener addresses are used as written (use port 0 and
+    /// [`TestProxy::addr`]). Panics with the config errors or start error.
+    pub fn start_toml(toml: &str) -> Self {
+        match Self::try_start_toml(toml) {
+            Ok(p) => p,
+            Err(e) => panic!("test proxy did not start: {e}"),
+        }
+    }
+
+    /// [`TestProxy::start_toml`] that returns the failure as text instead of panicking.
+    pub fn try_start_toml(toml: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let config = switchyard::config::parse(toml, &path).map_err(|e| format!("{e}"))?;
+        // Started on a plain thread: `start` may build and block on runtimes of its own, which
+        // tokio forbids from inside the async test that calls us.
+        let handle = std::thread::scope(|s| {
+            s.spawn(|| switchyard::runtime::start(config))
+                .join()
+                .map_err(|_| "runtime::start panicked".to_string())
+        })?
+        .map_err(|e| format!("{e}"))?;
+        Ok(Self {
+            handle: Some(handle),
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The bound address of listener `name`; panics if there is no such listener.
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .and_then(|h| h.listener_addr(listener))
+            .unwrap_or_else(|| panic!("no listener named {listener:?}"))
+    }
+
+    /// `http://ADDR{path}` for listener `name`.
+    pub fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{}", self.addr(listener), path)
+    }
+
+    /// The config file the proxy was started from (its folder is the test's scratch space).
+    pub fn config_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Shuts the proxy down and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // Same reason as in `try_start_toml`: shutdown may block on the proxy's runtimes.
+            std::thread::scope(|s| {
+                let _ = s.spawn(move || handle.shutdown()).join();
+            });
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Which pipe a captured line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Default)]
+struct Captured {
+    lines: Vec<(Pipe, String)>,
+    /// Pipes that reached EOF (0..=2): when both have, no line will ever come.
+    closed: usize,
+}
+
+/// Lines captured from a child, with a condvar so waiting needs no polling.
+#[derive(Default)]
+struct Capture {
+    state: Mutex<Captured>,
+    changed: Condvar,
+}
+
+/// The `switchyard` binary running as a child process; killed on drop.
+pub struct BinProcess {
+    child: Child,
+    capture: Arc<Capture>,
+}
+
+/// Exit status and complete output of a finished run.
+#[derive(Debug)]
+pub struct BinOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl BinProcess {
+    /// The command for the binary Cargo built for this test run, for callers that need to set
+    /// a working directory or environment before [`BinProcess::spawn_command`].
+    pub fn command(args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs `switchyard ARGS...` with stdout and stderr captured.
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_command(Self::command(args))
+    }
+
+    /// Spawns a prepared [`BinProcess::command`] with stdout and stderr captured.
+    pub fn spawn_command(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn switchyard binary");
+        let capture = Arc::new(Capture::default());
+        if let Some(out) = child.stdout.take() {
+            read_lines(out, Pipe::Stdout, capture.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            read_lines(err, Pipe::Stderr, capture.clone());
+        }
+        Self { child, capture }
+    }
+
+    /// Runs the binary to completion (killing it after `deadline`, which fails the test).
+    pub fn run(args: &[&str], deadline: Duration) -> BinOutput {
+        let mut p = Self::spawn(args);
+        let status = p
+            .wait_exit(deadline)
+            .unwrap_or_else(|| panic!("switchyard {args:?} still running after {deadline:?}"));
+        // Both pipes reach EOF once the process is gone; wait so no output is missed.
+        let drained = p.wait_pipes_closed(deadline);
+        assert!(drained, "output pipes of switchyard {args:?} stayed open");
+        BinOutput {
+            status,
+            stdout: p.output(Pipe::Stdout),
+            stderr: p.output(Pipe::Stderr),
+        }
+    }
+
+    /// The child's process id, for signals the helpers do not wrap.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first line (stdout or stderr) containing `needle`, waiting up to `deadline`;
+    /// `None` if it never appears (or the process exits without printing it).
+    pub fn wait_for_line(&self, needle: &str, deadline: Duration) -> Option<String> {
+        let end = Instant::now() + deadline;
+        let mut state = self.lock();
+        loop {
+            if let Some((_, line)) = state.lines.iter().find(|(_, l)| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if state.closed == 2 || now >= end {
+                return None;
+            }
+            state = self
+                .capture
+                .changed
+                .wait_timeout(state, end - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// [`BinProcess::wait_for_line`] with [`DEADLINE`], panicking with all output if the line
+    /// does not appear.
+    pub fn expect_line(&self, needle: &str) -> String {
+        self.wait_for_line(needle, DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "switchyard never printed {needle:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.output(Pipe::Stdout),
+                self.output(Pipe::Stderr)
+            )
+        })
+    }
+
+    /// Waits for a line containing `needle` followed by `http://ADDR` and returns ADDR, e.g.
+    /// `wait_for_addr("listening on")` for `switchyard demo listening on http://127.0.0.1:4242`.
+    pub fn wait_for_addr(&self, needle: &str) -> SocketAddr {
+        let line = self.expect_line(needle);
+        parse_url_addr(&line[line.find(needle).unwrap_or(0)..])
+            .unwrap_or_else(|| panic!("no http://ADDR after {needle:?} in {line:?}"))
+    }
+
+    /// Everything captured so far from one pipe, one line per line.
+    pub fn output(&self, pipe: Pipe) -> String {
+        let state = self.lock();
+        let lines: Vec<&str> = state
+            .lines
+            .iter()
+            .filter(|(p, _)| *p == pipe)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        lines.join("\n")
+    }
+
+    /// Sends SIGTERM (through the `kill` utility: no libc binding needed for one signal).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status once the process ends, or `None` if it is still running at `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(deadline, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    fn wait_pipes_closed(&self, deadline: Duration) -> bool {
+        wait_until(deadline, || self.lock().closed == 2)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Captured> {
+        self.capture
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for BinProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(pipe: impl Read + Send + 'static, which: Pipe, capture: Arc<Capture>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    let mut state = capture.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.lines.push((which, line));
+                    capture.changed.notify_all();
+                }
+            }
+        }
+        let mut state = capture.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.closed += 1;
+        capture.changed.notify_all();
+    });
+}
+
+/// The socket address in the first `http://ADDR` of `text` (ADDR ends at whitespace or `/`).
+pub fn parse_url_addr(text: &str) -> Option<SocketAddr> {
+    let rest = &text[text.find("http://")? + "http://".len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '/')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
