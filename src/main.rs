@@ -107,7 +107,6 @@ fn run(path: &Path, log_format: Option<CliLogFormat>) -> anyhow::Result<()> {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
-            println!("{}: ok", path.display());
             print!("{}", config.summary());
             ExitCode::SUCCESS
         }

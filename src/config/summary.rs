@@ -68,12 +68,6 @@ impl Config {
         let mut out = Vec::new();
         let mut note = |what: String| out.push(format!("{what} is not active yet"));
 
-        if self.runtime.shutdown_delay != defaults::SHUTDOWN_DELAY {
-            note("[runtime] shutdown_delay".into());
-        }
-        if self.runtime.drain_timeout != defaults::DRAIN_TIMEOUT {
-            note("[runtime] drain_timeout".into());
-        }
         if self.admin != defaults::admin() {
             note("[admin]".into());
         }
@@ -90,9 +84,6 @@ impl Config {
         for l in &self.listeners {
             if l.tls.is_some() {
                 note(format!("listener {}: tls", l.name));
-            }
-            if l.trusted_hops != 0 {
-                note(format!("listener {}: trusted_hops", l.name));
             }
         }
         for r in &self.routes {
@@ -140,8 +131,9 @@ impl Config {
             if !matches!(c.endpoints, EndpointSource::Static(_)) {
                 note(format!("{cluster}: discovery"));
             }
-            if c.pool != defaults::pool() {
-                note(format!("{cluster}: pool"));
+            if c.pool.max_connections_per_endpoint != defaults::pool().max_connections_per_endpoint
+            {
+                note(format!("{cluster}: pool.max_connections_per_endpoint"));
             }
             if c.health_check.is_some() {
                 note(format!("{cluster}: health_check"));
@@ -166,8 +158,15 @@ impl Config {
         if self.mesh.is_some() {
             note("[mesh]");
         }
-        if self.limits != defaults::limits() {
-            note("[limits]");
+        // header_read_timeout and h2_keepalive_interval are applied; the rest is issue 4's.
+        let limits = defaults::limits();
+        let active_limits = LimitsConfig {
+            header_read_timeout: limits.header_read_timeout,
+            h2_keepalive_interval: limits.h2_keepalive_interval,
+            ..self.limits.clone()
+        };
+        if active_limits != limits {
+            note("[limits] (except header_read_timeout, h2_keepalive_interval)");
         }
         out
     }
