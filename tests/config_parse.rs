@@ -519,7 +519,7 @@ fn summary_lists_routes_clusters_and_inactive_features() {
     let text = MINIMAL.replace(
         "cluster = \"web\"",
         "name = \"api\"\nmatch = { path_prefix = \"/api\" }\ncluster = \"web\"\nretry = {}\n",
-    ) + "[limits]\nmax_connections = 5\n";
+    ) + "[cache]\nmax_object = \"1MiB\"\n";
     let c = parse_ok(&text);
     let inactive = c.inactive_features();
     assert_eq!(
@@ -528,7 +528,7 @@ fn summary_lists_routes_clusters_and_inactive_features() {
             "route api: retry is not active yet".to_owned(),
             "cluster web: balance = \"least_request\" is not active yet (round_robin is used)"
                 .to_owned(),
-            "[limits] is not active yet".to_owned(),
+            "[cache] is not active yet".to_owned(),
         ]
     );
     let summary = c.summary();

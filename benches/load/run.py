@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Drive the load benchmark: switchyard vs HAProxy vs NGINX, loopback only.
+
+Every server (backend and proxies) is pinned to core 0 and the load generator to core 1, so the
+proxies compete for the same core under the same load. Rounds are interleaved (each round runs
+every proxy once) and the table shows medians; a round whose direct-to-backend req/s is more
+than 20 % off the median is dropped, since the machine was noisy during it.
+
+CPU per request comes from /proc/PID/stat (utime + stime of the proxy's whole process tree)
+over the measured interval: it stays stable on a noisy machine where req/s does not.
+"""
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, deadline=10.0):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree_pids(root):
+    """The process and all its descendants (nginx master + worker)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_ticks(root):
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def status_kib(root, key):
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def to_us(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+
+def wrk(url, conns, duration, headers=()):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {p: to_us(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "requests": total, "p50": lat.get("50"), "p90": lat.get("90"),
+            "p99": lat.get("99"), "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def h2load(url, duration):
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-c10", "-m10", "-D", str(duration), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+    return {"rps": rps, "requests": done}
+
+
+class Server:
+    def __init__(self, name, cmd, port, workdir):
+        self.name = name
+        log = open(os.path.join(workdir, f"{name}.log"), "w")
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=log,
+                                     stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+        wait_port(port)
+
+    def measure(self, fn):
+        before = cpu_ticks(self.proc.pid)
+        result = fn()
+        used = cpu_ticks(self.proc.pid) - before
+        result["cpu_us"] = used / TICK * 1e6 / max(result["requests"], 1)
+        return result
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def idle_connections(port, count):
+    """Open `count` keep-alive connections, each after one request; returns the sockets."""
+    socks = []
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(request)
+        s.recv(4096)
+        socks.append(s)
+    return socks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--switchyard", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--idle-connections", type=int, default=9000)
+    args = ap.parse_args()
+    raise_nofile()
+    work = tempfile.mkdtemp(prefix="switchyard-bench-")
+    os.makedirs(f"{work}/www")
+    with open(f"{work}/www/4k", "wb") as f:
+        f.write(b"x" * 4096)
+    b1, b2 = free_port(), free_port()
+    ports = {n: (free_port(), free_port()) for n in ("switchyard", "haproxy", "nginx")}
+    admin = free_port()
+    temp = " ".join(f"{k}_temp_path {work}/{k};" for k in
+                    ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    common = f"""worker_processes 1; daemon off; worker_rlimit_nofile 30000;
+events {{ worker_connections 20000; }}"""
+    with open(f"{work}/backend.conf", "w") as f:
+        f.write(f"""{common} pid {work}/backend.pid; error_log {work}/backend.err;
+http {{ access_log off; keepalive_requests 10000000; {temp}
+  server {{ listen 127.0.0.1:{b1}; listen 127.0.0.1:{b2}; root {work}/www;
+    location = / {{ return 200 "ok"; }} }} }}""")
+    sy, sy2 = ports["switchyard"]
+    with open(f"{work}/switchyard.toml", "w") as f:
+        f.write(f"""[runtime]
+workers = 1
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+access = false
+[[listeners]]
+name = "bench"
+listen = "127.0.0.1:{sy}"
+[[routes]]
+listener = "bench"
+cluster = "backend"
+[clusters.backend]
+balance = "round_robin"
+endpoints = ["127.0.0.1:{b1}", "127.0.0.1:{b2}"]
+""")
+    hp, hp2 = ports["haproxy"]
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(f"""global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend bench
+  bind 127.0.0.1:{hp}
+  bind 127.0.0.1:{hp2} proto h2
+  default_backend backend
+backend backend
+  balance roundrobin
+  http-reuse always
+  server s1 127.0.0.1:{b1}
+  server s2 127.0.0.1:{b2}
+""")
+    np, np2 = ports["nginx"]
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(f"""{common} pid {work}/nginx.pid; error_log {work}/nginx.err;
+http {{ access_log off; keepalive_requests 10000000; {temp}
+  upstream backend {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{np}; listen 127.0.0.1:{np2} http2;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host $host; }} }} }}""")
+
+    backend = Server("backend", ["nginx", "-c", f"{work}/backend.conf", "-p", work], b1, work)
+    commands = {
+        "switchyard": ([args.switchyard, "run", "-c", f"{work}/switchyard.toml"], sy, sy),
+        "haproxy": (["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2),
+        "nginx": (["nginx", "-c", f"{work}/nginx.conf", "-p", work], np, np2),
+    }
+    rounds = []
+    memory = {}
+    try:
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+            row = {"direct": wrk(f"http://127.0.0.1:{b1}/", 50, args.duration)}
+            for name, (cmd, port, h2port) in commands.items():
+                srv = Server(name, cmd, port, work)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    if r == 0:
+                        memory[name] = {"idle": status_kib(srv.proc.pid, "VmRSS")}
+                    fig = {
+                        "c50": srv.measure(lambda: wrk(base + "/", 50, args.duration)),
+                        "c1": srv.measure(lambda: wrk(base + "/", 1, args.duration)),
+                        "4k": srv.measure(lambda: wrk(base + "/4k", 50, args.duration)),
+                        "close": srv.measure(lambda: wrk(base + "/", 50, args.duration,
+                                                         ["Connection: close"])),
+                        "h2": srv.measure(lambda: h2load(f"http://127.0.0.1:{h2port}/",
+                                                         args.duration)),
+                    }
+                    if r == 0:
+                        socks = idle_connections(port, args.idle_connections)
+                        time.sleep(1)
+                        memory[name]["loaded"] = status_kib(srv.proc.pid, "VmRSS")
+                        for s in socks:
+                            s.close()
+                        memory[name]["peak"] = status_kib(srv.proc.pid, "VmHWM")
+                    row[name] = fig
+                finally:
+                    srv.stop()
+            row["direct_c1"] = wrk(f"http://127.0.0.1:{b1}/", 1, args.duration)
+            rounds.append(row)
+    finally:
+        backend.stop()
+    report(rounds, memory, args)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(rounds, memory, args):
+    med = statistics.median(r["direct"]["rps"] for r in rounds)
+    kept = [r for r in rounds if abs(r["direct"]["rps"] - med) <= 0.2 * med] or rounds
+    names = ["switchyard", "haproxy", "nginx"]
+
+    def fig(name, test, key):
+        vals = [r[name][test][key] for r in kept if r[name][test].get(key) is not None]
+        return statistics.median(vals) if vals else float("nan")
+
+    direct_p50_c1 = statistics.median(r["direct_c1"]["p50"] for r in kept)
+    rows = [
+        ("CPU us/req, 50 conns, small", lambda n: fig(n, "c50", "cpu_us")),
+        ("req/s, 50 conns, small", lambda n: fig(n, "c50", "rps")),
+        ("p50 us, 50 conns", lambda n: fig(n, "c50", "p50")),
+        ("p90 us, 50 conns", lambda n: fig(n, "c50", "p90")),
+        ("p99 us, 50 conns", lambda n: fig(n, "c50", "p99")),
+        ("req/s, 1 conn", lambda n: fig(n, "c1", "rps")),
+        ("added p50 us, 1 conn", lambda n: fig(n, "c1", "p50") - direct_p50_c1),
+        ("CPU us/req, 4 KiB, 50 conns", lambda n: fig(n, "4k", "cpu_us")),
+        ("req/s, 4 KiB, 50 conns", lambda n: fig(n, "4k", "rps")),
+        ("CPU us/req, conn per request", lambda n: fig(n, "close", "cpu_us")),
+        ("req/s, conn per request", lambda n: fig(n, "close", "rps")),
+        ("CPU us/req, h2 10x10", lambda n: fig(n, "h2", "cpu_us")),
+        ("req/s, h2 10x10", lambda n: fig(n, "h2", "rps")),
+        ("idle RSS KiB", lambda n: memory[n]["idle"]),
+        (f"RSS KiB per idle conn ({args.idle_connections})",
+         lambda n: (memory[n]["loaded"] - memory[n]["idle"]) / args.idle_connections),
+        ("peak RSS KiB", lambda n: memory[n]["peak"]),
+    ]
+    errors = {n: sum(r[n][t].get("errors", 0) for r in kept for t in ("c50", "c1", "4k"))
+              for n in names}
+    print(f"\nrounds kept: {len(kept)}/{len(rounds)}; direct backend {med:.0f} req/s at 50 conns;"
+          f" {args.duration}s per test; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
+    head = f"| figure | {' | '.join(names)} | ÷ haproxy | ÷ nginx |"
+    print(head)
+    print("|---" * (len(names) + 3) + "|")
+    for label, f in rows:
+        vals = [f(n) for n in names]
+        ratio_h = vals[0] / vals[1] if vals[1] else float("nan")
+        ratio_n = vals[0] / vals[2] if vals[2] else float("nan")
+        cells = " | ".join(f"{v:.1f}" for v in vals)
+        print(f"| {label} | {cells} | {ratio_h:.2f} | {ratio_n:.2f} |")
+    print(f"| errors or non-2xx (keep-alive tests) | "
+          f"{' | '.join(str(errors[n]) for n in names)} | | |")
+    print("\nnot measured yet: reload at 10,000 routes (needs POST /reload), cache hit vs "
+          "proxy_cache/varnish (needs the response cache)")
+
+
+if __name__ == "__main__":
+    main()
