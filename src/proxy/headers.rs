@@ -27,7 +27,23 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// What we add to `via` (RFC 9110 7.6.3: protocol version and a pseudonym).
 const VIA_ENTRY: &str = "1.1 switchyard";
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// Headers the proxy itself sets or relies on. A `Connection` header naming one of them must
+/// not make us drop it: `Connection: x-forwarded-for` would otherwise erase the trusted part of
+/// the chain, `Connection: x-request-id` the correlation id, `Connection: host` the host.
+const PROTECTED: [&str; 8] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "via",
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names (except
+/// [`PROTECTED`] ones), and `expect`: the proxy answers `100-continue` itself (hyper sends it
+/// when the body is first read, i.e. once the upstream request is on its way).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -35,6 +51,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !PROTECTED.contains(&name.as_str()))
         .collect();
     for name in named {
         headers.remove(name);
@@ -42,6 +59,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+    headers.remove(header::EXPECT);
 }
 
 /// Keeps the client's `x-request-id` or makes a random 128-bit hex one; returns it so the
@@ -152,6 +170,32 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn connection_cannot_name_the_proxys_own_headers_away() {
+        let mut h = map(&[
+            (
+                "connection",
+                "x-forwarded-for, x-request-id, traceparent, host, x-gone",
+            ),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-request-id", "id"),
+            ("traceparent", "00-a-b-01"),
+            ("host", "a"),
+            ("x-gone", "1"),
+            ("expect", "100-continue"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        for kept in ["x-forwarded-for", "x-request-id", "traceparent", "host"] {
+            assert!(h.contains_key(kept), "{kept} dropped: {h:?}");
+        }
+        assert!(
+            !h.contains_key("x-gone") && !h.contains_key("expect"),
+            "{h:?}"
+        );
+        set_forwarded(&mut h, "10.0.0.1".parse().expect("ip"), 1, Some("a"));
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
     }
 
     #[test]

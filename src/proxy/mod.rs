@@ -6,13 +6,14 @@
 //! - [`headers`]: hop-by-hop stripping, `x-forwarded-*`, `x-request-id`, `traceparent`, `via`.
 //! - [`error`]: [`ProxyError`], each variant with its status and the side that failed.
 //!
-//! Request hygiene and limits (smuggling checks, sizes, first-byte and body timers) come with a
-//! later issue as their own module between the connection and the handler.
+//! - [`hygiene`]: between the socket and hyper — strict HTTP/1 head checks (smuggling), size
+//!   limits, our own first-byte/header/body/keep-alive timers, HTTP/2 request checks.
 
 pub mod body;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod hygiene;
 pub mod listener;
 pub mod server;
 

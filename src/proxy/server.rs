@@ -2,29 +2,44 @@
 //!
 //! Each worker runs one accept loop per listener on its own `SO_REUSEPORT` socket; each accepted
 //! connection becomes a task on the same current-thread runtime (`tokio::spawn` on a
-//! current-thread runtime never leaves that thread, so no `LocalSet` is needed). HTTP/1.1 and
-//! h2c with prior knowledge are told apart by hyper-util's `auto` builder from the first bytes.
+//! current-thread runtime never leaves that thread, so no `LocalSet` is needed).
+//!
+//! Every connection goes through [`GuardedIo`] first: it checks each HTTP/1 request head before
+//! hyper parses it, runs the first-byte, header, body and keep-alive timers, and recognises the
+//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). hyper-util's
+//! `auto` builder then picks HTTP/1.1 or h2c from the bytes it is given.
+//!
+//! Connection limit: one semaphore shared by every worker; a connection accepted without a
+//! permit is closed at once (mini-redis holds the accept instead, but then the backlog fills and
+//! clients hang in SYN queues rather than learning at once that we are full).
 //!
 //! Graceful drain follows mini-redis: every connection task holds a clone of an `mpsc::Sender`,
 //! so the worker knows all connections are gone when `recv()` returns `None`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
+use super::hygiene::{self, conn, ConnState, GuardedIo, Limits, Reject};
 use crate::config::LimitsConfig;
 use crate::runtime::Shared;
 use crate::upstream::Upstream;
 
-/// Pause after an accept error (e.g. EMFILE) so a persistent failure is not a busy loop.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// First pause after an accept error such as EMFILE; doubled per consecutive error up to
+/// [`ACCEPT_BACKOFF_MAX`]. Retrying at once would spin a core while descriptors are short.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between accept attempts while errors persist.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What one worker's accept loop for one listener hands to each connection.
 #[derive(Debug, Clone)]
@@ -37,10 +52,13 @@ pub struct ListenerContext {
     pub name: Arc<str>,
 }
 
-/// How a worker serves connections: the protocol builder, configured once from `[limits]`.
+/// How a worker serves connections: the protocol builder and limits, configured once from
+/// `[limits]`, and the process-wide connection semaphore.
 #[derive(Clone)]
 pub struct ConnServer {
     builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Arc<Limits>,
+    connections: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for ConnServer {
@@ -50,26 +68,41 @@ impl std::fmt::Debug for ConnServer {
 }
 
 impl ConnServer {
-    /// HTTP/1.1 with keep-alive and a header read timeout, plus h2c; the full limits (header
-    /// size, first byte, body) are applied by the hygiene layer of a later issue.
-    pub fn new(limits: &LimitsConfig) -> Self {
+    /// HTTP/1.1 (keep-alive, half-close) and h2c with `[limits]` applied; `connections` is the
+    /// semaphore of `max_connections` permits shared by all workers.
+    pub fn new(limits: &LimitsConfig, connections: Arc<Semaphore>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .header_read_timeout(limits.header_read_timeout);
+            // With half-close, a reader at end-of-stream still gets its pending answers; that is
+            // how `GuardedIo` refuses a bad pipelined head after good ones.
+            .half_close(true)
+            // `GuardedIo` runs the header timer (hyper's would also count keep-alive idle time).
+            .header_read_timeout(None);
+        let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(limits.h2_keepalive_interval);
+            .keep_alive_interval(limits.h2_keepalive_interval)
+            .keep_alive_timeout(limits.h2_keepalive_interval.min(Duration::from_secs(20)))
+            .max_header_list_size(header_list)
+            .max_concurrent_streams(hygiene::H2_MAX_CONCURRENT_STREAMS)
+            // Rapid reset (CVE-2023-44487): streams the client opens and resets before we
+            // accept them; beyond 20 pending the connection is closed with ENHANCE_YOUR_CALM.
+            .max_pending_accept_reset_streams(20)
+            // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
+            .max_local_error_reset_streams(256);
         Self {
             builder: Arc::new(builder),
+            limits: Arc::new(Limits::from_config(limits)),
+            connections,
         }
     }
 
     /// Accepts on `listener` until `shutdown` turns true (or its sender is gone), spawning one
-    /// task per connection. Each task holds a clone of `active`.
+    /// task per connection. Each task holds a clone of `active` and a connection permit.
     pub async fn accept_loop(
         &self,
         listener: TcpListener,
@@ -77,62 +110,93 @@ impl ConnServer {
         mut shutdown: watch::Receiver<bool>,
         active: mpsc::Sender<()>,
     ) {
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
                 _ = stopped(&mut shutdown) => break,
                 accepted = listener.accept() => accepted,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%error, %peer, "set TCP_NODELAY failed");
-                    }
-                    let ctx = ConnContext {
-                        shared: Arc::clone(&ctx.shared),
-                        upstream: Arc::clone(&ctx.upstream),
-                        listener: Arc::clone(&ctx.name),
-                        peer,
-                    };
-                    let server = self.clone();
-                    let shutdown = shutdown.clone();
-                    let active = active.clone();
-                    tokio::spawn(async move {
-                        server.serve(stream, ctx, shutdown).await;
-                        drop(active);
-                    });
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    pair
+                }
+                Err(error) if transient_accept_error(&error) => {
+                    tracing::debug!(%error, listener = %ctx.name, "accept: connection gone");
+                    continue;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, listener = %ctx.name, "accept failed");
+                    tracing::warn!(%error, listener = %ctx.name, ?backoff, "accept failed; backing off");
                     tokio::select! {
                         _ = stopped(&mut shutdown) => break,
-                        () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                        () = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
                 }
+            };
+            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+                // Over `max_connections`: closed at once, so the client learns now and the
+                // descriptor is back before the next accept.
+                hygiene::count("connection_limit");
+                drop(stream);
+                continue;
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, %peer, "set TCP_NODELAY failed");
             }
+            let ctx = ConnContext {
+                shared: Arc::clone(&ctx.shared),
+                upstream: Arc::clone(&ctx.upstream),
+                listener: Arc::clone(&ctx.name),
+                peer,
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            let active = active.clone();
+            tokio::spawn(async move {
+                // A guard, so the gauge comes down even if serving panics.
+                let _open = crate::admin::metrics::DownstreamConnection::opened();
+                server.serve(stream, ctx, shutdown).await;
+                drop(permit);
+                drop(active);
+            });
         }
     }
 
     /// Serves one connection; on shutdown, lets requests in progress finish and then closes
-    /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY).
+    /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2 connection without open streams
+    /// for `keepalive_timeout` is closed the same way (HTTP/1 idling is `GuardedIo`'s job).
     async fn serve(
         &self,
-        stream: tokio::net::TcpStream,
+        stream: TcpStream,
         ctx: ConnContext,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let peer = ctx.peer;
-        let ctx = Arc::new(ctx);
-        let service = service_fn(move |req| {
-            let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(handler::handle(&ctx, req).await) }
-        });
+        let state = ConnState::new();
+        let io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits));
+        let service = {
+            let (ctx, state, limits) =
+                (Arc::new(ctx), Arc::clone(&state), Arc::clone(&self.limits));
+            service_fn(move |req| {
+                let (ctx, state, limits) =
+                    (Arc::clone(&ctx), Arc::clone(&state), Arc::clone(&limits));
+                async move { Ok::<_, Infallible>(serve_request(&ctx, &state, &limits, req).await) }
+            })
+        };
         let conn = self
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
+        let keepalive = self.limits.keepalive_timeout;
         let result = tokio::select! {
             result = conn.as_mut() => result,
             _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            () = idle(&state, keepalive) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -140,6 +204,64 @@ impl ConnServer {
         if let Err(error) = result {
             // Client resets and timeouts are routine; not worth more than debug.
             tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
+/// the handler. The response body holds the request open for the idle timer.
+async fn serve_request(
+    ctx: &ConnContext,
+    state: &Arc<ConnState>,
+    limits: &Limits,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let open = state.start();
+    let connect = req.method() == Method::CONNECT;
+    let response = match hygiene::h2::check(&req, limits) {
+        Ok(()) => handler::handle(ctx, req).await,
+        Err(reject) => {
+            reject.count();
+            refusal(reject)
+        }
+    };
+    let status = response.status();
+    state.responded(status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()));
+    response.map(|body| conn::hold_open(body, open))
+}
+
+/// The answer to a refused HTTP/2 request (the stream ends; the connection stays).
+fn refusal(reject: Reject) -> Response<ProxyBody> {
+    let status = reject.status();
+    let text = format!("{}\n", status.canonical_reason().unwrap_or("refused"));
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Accept errors that concern one connection (it was reset before we took it), not the
+/// listener; anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM) means back off.
+fn transient_accept_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// Resolves once the connection has had no open request for `keepalive`.
+async fn idle(state: &ConnState, keepalive: Duration) {
+    loop {
+        match state.idle_deadline(keepalive) {
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => tokio::time::sleep(keepalive).await,
         }
     }
 }

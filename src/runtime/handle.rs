@@ -83,6 +83,9 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
 
     let (stop, stop_rx) = watch::channel(false);
     let (closed_tx, listeners_closed) = mpsc::channel();
+    workers::raise_fd_limit();
+    // `max_connections` counts every worker's connections together.
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut prepared = Vec::with_capacity(workers);
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
         let runtime = workers::current_thread_runtime().map_err(StartError::Runtime)?;
@@ -99,6 +102,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
             listeners: registered,
             shared: Arc::clone(&shared),
             limits: limits.clone(),
+            connections: Arc::clone(&connections),
             drain_timeout,
             shutdown: stop_rx.clone(),
             listeners_closed: closed_tx.clone(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::Shared;
 use crate::config::LimitsConfig;
@@ -26,6 +26,8 @@ pub(super) struct Worker {
     pub listeners: Vec<(Arc<str>, TcpListener)>,
     pub shared: Arc<Shared>,
     pub limits: LimitsConfig,
+    /// `max_connections` permits, shared by every worker.
+    pub connections: Arc<Semaphore>,
     pub drain_timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
     /// Told once this worker's listening sockets are closed (the drain may go on after).
@@ -37,6 +39,17 @@ pub(super) fn current_thread_runtime() -> io::Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (once per process): every downstream and
+/// upstream connection is a descriptor, and the common soft default of 1024 is far below
+/// `max_connections`. Failure is logged, not fatal: the proxy still runs, with fewer sockets.
+pub(super) fn raise_fd_limit() {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(|| match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    });
 }
 
 /// Registers `socket` with `runtime`'s reactor (must happen inside the runtime's context).
@@ -59,6 +72,7 @@ impl Worker {
                     listeners,
                     shared,
                     limits,
+                    connections,
                     drain_timeout,
                     shutdown,
                     listeners_closed,
@@ -69,7 +83,8 @@ impl Worker {
                     shutdown,
                     listeners_closed,
                 };
-                runtime.block_on(serve(listeners, shared, limits, stopped, index));
+                let server = ConnServer::new(&limits, connections);
+                runtime.block_on(serve(listeners, shared, server, stopped, index));
                 // Dropping the runtime cancels what the drain left behind (connections that
                 // outlived `drain_timeout`, idle upstream connections).
                 drop(runtime);
@@ -87,7 +102,7 @@ struct Stopped {
 async fn serve(
     listeners: Vec<(Arc<str>, TcpListener)>,
     shared: Arc<Shared>,
-    limits: LimitsConfig,
+    server: ConnServer,
     stopped: Stopped,
     index: usize,
 ) {
@@ -97,7 +112,6 @@ async fn serve(
         listeners_closed,
     } = stopped;
     let upstream = Arc::new(Upstream::new());
-    let server = ConnServer::new(&limits);
     // Every connection task holds a sender; `recv()` yields `None` once all are gone.
     let (active, mut all_closed) = mpsc::channel::<()>(1);
     let mut accept_loops = Vec::with_capacity(listeners.len());

@@ -1,0 +1,176 @@
+//! What the socket wrapper ([`super::GuardedIo`]) and the service of one connection share.
+//!
+//! The wrapper sees bytes, the service sees requests; some decisions need both. The wrapper
+//! must know whether the service already produced a response before it writes a 408 or 413 of
+//! its own, and whether an `Upgrade` was accepted before it stops parsing HTTP. The idle timer
+//! of HTTP/2 connections needs to know whether any stream is open. Atomics only: the service
+//! runs on the same thread, but hyper requires `Send` I/O.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+
+use crate::proxy::body::ProxyBody;
+use crate::upstream::BoxError;
+
+/// Per-connection state shared by the socket wrapper and the service.
+#[derive(Debug)]
+pub struct ConnState {
+    born: Instant,
+    /// Requests whose response head the service has produced.
+    responded: AtomicU64,
+    /// Whether the last response switched protocols (101, or a 2xx to CONNECT).
+    switched: AtomicBool,
+    /// The socket wrapper's reader, parked while it waits for an upgrade verdict. A std mutex
+    /// held only to swap the waker, never across an `.await`.
+    waker: Mutex<Option<Waker>>,
+    /// Requests (HTTP/2: streams) whose response has not finished.
+    open: AtomicUsize,
+    /// When `open` last became 0, in milliseconds since `born`.
+    idle_since_ms: AtomicU64,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        Self {
+            born: Instant::now(),
+            responded: AtomicU64::new(0),
+            switched: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            open: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ConnState {
+    /// A new connection's state, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Marks a request as started; the guard ends it when dropped (keep it in the response
+    /// body so a streaming response counts as open).
+    pub fn start(self: &Arc<Self>) -> OpenGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard {
+            state: Arc::clone(self),
+        }
+    }
+
+    /// The service produced a response head; `switched` = it switches protocols.
+    pub fn responded(&self, switched: bool) {
+        self.switched.store(switched, Ordering::SeqCst);
+        self.responded.fetch_add(1, Ordering::SeqCst);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// How many responses the service has produced.
+    pub fn responses(&self) -> u64 {
+        self.responded.load(Ordering::SeqCst)
+    }
+
+    /// Whether the latest response switched protocols.
+    pub fn switched(&self) -> bool {
+        self.switched.load(Ordering::SeqCst)
+    }
+
+    /// Parks the reader until the next [`ConnState::responded`].
+    pub fn park(&self, waker: &Waker) {
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+    }
+
+    /// When an idle connection should be closed: `None` while a request is open.
+    pub fn idle_deadline(&self, keepalive: Duration) -> Option<Instant> {
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+        Some(self.born + since + keepalive)
+    }
+}
+
+/// Holds a request open (see [`ConnState::start`]).
+#[derive(Debug)]
+pub struct OpenGuard {
+    state: Arc<ConnState>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.state.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state.idle_since_ms.store(now, Ordering::SeqCst);
+        self.state.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Keeps `guard` alive until `body` is finished or dropped.
+pub fn hold_open(body: ProxyBody, guard: OpenGuard) -> ProxyBody {
+    Held {
+        inner: body,
+        _guard: guard,
+    }
+    .boxed_unsync()
+}
+
+pin_project! {
+    struct Held {
+        #[pin]
+        inner: ProxyBody,
+        _guard: OpenGuard,
+    }
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_deadline_waits_for_open_requests() {
+        let state = ConnState::new();
+        let keep = Duration::from_secs(5);
+        assert!(state.idle_deadline(keep).is_some());
+        let guard = state.start();
+        assert_eq!(state.idle_deadline(keep), None);
+        drop(guard);
+        let deadline = state.idle_deadline(keep).expect("idle again");
+        assert!(deadline > Instant::now() + Duration::from_secs(4));
+        state.responded(true);
+        assert_eq!(state.responses(), 1);
+        assert!(state.switched());
+    }
+}

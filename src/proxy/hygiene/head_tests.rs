@@ -1,0 +1,152 @@
+use std::time::Duration;
+
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        max_header_bytes: 1024,
+        max_uri_bytes: 64,
+        max_body_bytes: Some(100),
+        first_byte_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(1),
+    }
+}
+
+fn run(head: &str) -> Result<Option<Head>, Reject> {
+    check(head.as_bytes(), &limits())
+}
+
+fn reject(head: &str) -> Reject {
+    match run(head) {
+        Err(r) => r,
+        other => panic!("{head:?} was accepted: {other:?}"),
+    }
+}
+
+fn framing_of(head: &str) -> Framing {
+    match run(head) {
+        Ok(Some(h)) => h.framing,
+        other => panic!("{head:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn plain_requests_pass_with_their_framing() {
+    assert_eq!(
+        framing_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Framing::None
+    );
+    assert_eq!(
+        framing_of("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+        Framing::Length(5)
+    );
+    assert_eq!(
+        framing_of("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+        Framing::Chunked
+    );
+    assert_eq!(framing_of("GET / HTTP/1.0\r\n\r\n"), Framing::None);
+    assert_eq!(
+        framing_of("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Framing::None
+    );
+    let head = run("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next")
+        .expect("ok")
+        .expect("complete");
+    assert_eq!(head.len, "GET / HTTP/1.1\r\nHost: a\r\n\r\n".len());
+    assert!(!head.close && !head.upgrade);
+    assert_eq!(
+        framing_of("GET http://a:8080/x HTTP/1.1\r\nHost: A:8080\r\n\r\n"),
+        Framing::None
+    );
+    assert_eq!(
+        framing_of(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ),
+        Framing::Length(1)
+    );
+}
+
+#[test]
+fn incomplete_heads_wait_for_more() {
+    assert_eq!(run("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    assert_eq!(run("GET / HTTP/1.1\r"), Ok(None));
+    assert_eq!(run(""), Ok(None));
+}
+
+#[test]
+fn smuggling_vectors_are_refused() {
+    let cases = [
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Reject::TeWithContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n", Reject::BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Reject::BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Reject::BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Reject::BadTransferEncoding),
+        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Reject::TeOnHttp10),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", Reject::BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", Reject::BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", Reject::BadContentLength),
+        ("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n", Reject::ObsFold),
+        ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Reject::SpaceBeforeColon),
+        ("GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n", Reject::InvalidHeaderValue),
+        ("GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Reject::BareLineBreak),
+        ("GET / HTTP/1.1\nHost: a\n\n", Reject::BareLineBreak),
+        ("GET / HTTP/1.1\r\nX(A): 1\r\nHost: a\r\n\r\n", Reject::InvalidHeaderName),
+        ("GET / HTTP/1.1\r\n\r\n", Reject::MissingHost),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Reject::DuplicateHost),
+        ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Reject::InvalidHost),
+        ("GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", Reject::HostMismatch),
+        ("GET http://a:81/ HTTP/1.1\r\nHost: a\r\n\r\n", Reject::HostMismatch),
+        ("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", Reject::InvalidTarget),
+        ("GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", Reject::MalformedRequestLine),
+        ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", Reject::InvalidTarget),
+        ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", Reject::UnsupportedVersion),
+        ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Reject::MalformedRequestLine),
+        ("POST / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", Reject::UnknownExpectation),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", Reject::BodyTooLarge),
+    ];
+    for (head, want) in cases {
+        assert_eq!(run(head), Err(want), "{head:?}");
+    }
+}
+
+#[test]
+fn limits_give_414_and_431() {
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100));
+    assert_eq!(reject(&long_target), Reject::UriTooLong);
+    // Detected before the line is even complete.
+    assert_eq!(
+        reject(&format!("GET /{}", "a".repeat(100))),
+        Reject::UriTooLong
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(2000)
+    );
+    assert_eq!(reject(&big), Reject::HeaderTooLarge);
+    assert_eq!(reject(&big[..1500]), Reject::HeaderTooLarge);
+    let many: String = (0..=MAX_HEADER_COUNT)
+        .map(|i| format!("x{i}: 1\r\n"))
+        .collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    let mut roomy = limits();
+    roomy.max_header_bytes = 64 * 1024;
+    assert_eq!(check(many.as_bytes(), &roomy), Err(Reject::TooManyHeaders));
+}
+
+#[test]
+fn upgrade_and_close_are_noticed() {
+    let ws = run("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .expect("ok")
+        .expect("complete");
+    assert!(ws.upgrade);
+    let close = run("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("ok")
+        .expect("complete");
+    assert!(close.close);
+    let ten = run("GET / HTTP/1.0\r\n\r\n")
+        .expect("ok")
+        .expect("complete");
+    assert!(ten.close);
+}
