@@ -1,33 +1,53 @@
 //! What a client sees when forwarding cannot succeed (DESIGN.md "Statuses"), and graceful
 //! shutdown.
 
-mod proxy_helpers;
+mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxy_helpers::{get, simple_config, start_proxy, url, wait_until, Backend};
+use support::backend::{Backend, Behavior};
+use support::http_client;
+use support::launcher::{Proxy, TestProxy};
+use support::{wait_until_async, DEADLINE};
+
+fn config(workers: usize, endpoints: &[SocketAddr], route: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[runtime]\nworkers = {workers}\ndrain_timeout = \"5s\"\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n{route}\n\n\
+         [clusters.app]\nendpoints = [{}]\n",
+        endpoints.join(", ")
+    )
+}
+
+fn start(workers: usize, endpoints: &[SocketAddr], route: &str) -> TestProxy {
+    Proxy::start_toml(&config(workers, endpoints, route))
+}
 
 #[tokio::test]
 async fn no_matching_route_is_404_with_a_short_body() {
-    let backend = Backend::start("b0");
-    let route = "match = { path_prefix = \"/api\" }";
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], route, ""));
-    let reply = get(&url(&proxy, "/other")).await;
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = start(1, &[backend.addr()], "match = { path_prefix = \"/api\" }");
+    let reply = http_client::get(&proxy.url("public", "/other")).await.expect("reply");
     assert_eq!(reply.status, 404);
     assert_eq!(reply.text(), "no route\n");
-    assert_eq!(reply.header("via"), "1.1 switchyard");
-    assert_eq!(reply.header("x-request-id").len(), 32);
-    assert!(backend.seen().is_empty());
-    assert_eq!(get(&url(&proxy, "/api/x")).await.status, 200);
+    assert_eq!(reply.header("via"), Some("1.1 switchyard"));
+    assert_eq!(reply.header("x-request-id").map(str::len), Some(32));
+    assert_eq!(backend.request_count(), 0);
+    let ok = http_client::get(&proxy.url("public", "/api/x")).await.expect("reply");
+    assert_eq!(ok.status, 200);
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn malformed_path_is_400() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], "", ""));
-    assert_eq!(get(&url(&proxy, "/a%00b")).await.status, 400);
-    assert!(backend.seen().is_empty());
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = start(1, &[backend.addr()], "");
+    let reply = http_client::get(&proxy.url("public", "/a%00b")).await.expect("reply");
+    assert_eq!(reply.status, 400);
+    assert_eq!(backend.request_count(), 0);
     proxy.shutdown();
 }
 
@@ -37,64 +57,59 @@ async fn closed_endpoint_port_is_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("ephemeral port");
-    let proxy = start_proxy(&simple_config(1, &[closed], "", ""));
-    let reply = get(&url(&proxy, "/")).await;
+    let proxy = start(1, &[closed], "");
+    let reply = http_client::get(&proxy.url("public", "/")).await.expect("reply");
     assert_eq!(reply.status, 502);
     assert_eq!(reply.text(), "bad gateway\n");
     let state = proxy
+        .handle()
         .shared()
         .registry()
         .get("app", closed)
         .expect("endpoint registered");
-    assert_eq!(
-        state.in_flight(),
-        0,
-        "the failed request released its in-flight count"
-    );
+    assert_eq!(state.in_flight(), 0, "the failed request released its in-flight count");
+    assert_eq!(state.connections(), 0, "the failed connect is not counted as open");
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn hanging_backend_hits_the_route_timeout_as_504() {
-    let backend = Backend::start("b0");
-    let route = "timeout = \"200ms\"";
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], route, ""));
+    let backend = Backend::start(Behavior::Hang);
+    let proxy = start(1, &[backend.addr()], "timeout = \"200ms\"");
     let started = Instant::now();
-    let reply = get(&url(&proxy, "/hang")).await;
+    let reply = http_client::get(&proxy.url("public", "/hang")).await.expect("reply");
     assert_eq!(reply.status, 504);
-    assert!(started.elapsed() >= Duration::from_millis(200));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     // The backend did get it: this is a timeout, not a connect failure.
-    assert_eq!(backend.seen().len(), 1);
+    assert_eq!(backend.request_count(), 1);
     proxy.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(2, &[backend.addr], "", ""));
-    let target = url(&proxy, "/slow");
-    let in_flight = tokio::spawn(async move { get(&target).await });
+    let backend = Backend::start(Behavior::Delay(Duration::from_millis(300)));
+    let proxy = start(2, &[backend.addr()], "");
+    let target = proxy.url("public", "/slow");
+    let in_flight = tokio::spawn(async move { http_client::get(&target).await });
 
     let state = proxy
+        .handle()
         .shared()
         .registry()
-        .get("app", backend.addr)
+        .get("app", backend.addr())
         .expect("endpoint registered");
     assert!(
-        wait_until(|| state.in_flight() == 1),
+        wait_until_async(DEADLINE, || state.in_flight() == 1).await,
         "request never reached the proxy"
     );
-    let addr = proxy.listener_addr("public").expect("listener");
+    let addr = proxy.addr("public");
     proxy.shutdown();
 
-    let reply = in_flight.await.expect("request task");
+    let reply = in_flight.await.expect("request task").expect("reply");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.text(), "slow");
+    assert_eq!(reply.body.as_ref(), support::backend::DELAYED_BODY);
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "listener still accepting after shutdown"
@@ -102,38 +117,47 @@ async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
 }
 
 #[test]
-fn dropping_the_handle_stops_the_listeners() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(2, &[backend.addr], "", ""));
-    let addr = proxy.listener_addr("public").expect("listener");
+fn dropping_the_proxy_stops_the_listeners() {
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = start(2, &[backend.addr()], "");
+    let addr = proxy.addr("public");
     assert!(std::net::TcpStream::connect(addr).is_ok());
     drop(proxy);
     assert!(
-        wait_until(|| std::net::TcpStream::connect(addr).is_err()),
-        "listener still accepting after the handle was dropped"
+        support::wait_until(DEADLINE, || std::net::TcpStream::connect(addr).is_err()),
+        "listener still accepting after the proxy was dropped"
     );
 }
 
 #[tokio::test]
-async fn cluster_without_endpoints_is_503_with_retry_after() {
-    // Discovery is not active yet, so a discovery-fed cluster has no endpoints: the one way to
-    // reach an empty cluster with a valid config today.
-    let proxy = start_proxy(
-        r#"
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
+async fn grpc_request_to_a_dead_endpoint_gets_grpc_status_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port");
+    let proxy = start(1, &[closed], "");
+    let req = http::Request::post(proxy.url("public", "/pkg.Svc/Call"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .expect("request");
+    let reply = http_client::HttpClient::h2c().send(req).await.expect("reply");
+    assert_eq!(reply.status, 200, "gRPC failures travel as grpc-status");
+    assert_eq!(reply.header("grpc-status"), Some("14"));
+    assert_eq!(reply.header("grpc-message"), Some("bad gateway"));
+    assert!(reply.body.is_empty());
+    proxy.shutdown();
+}
 
-[[routes]]
-listener = "public"
-cluster = "app"
-
-[clusters.app]
-discovery = { dns = "app.invalid:8080" }
-"#,
-    );
-    let reply = get(&url(&proxy, "/")).await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.header("retry-after"), "1");
+#[tokio::test]
+async fn grpc_request_past_the_route_timeout_gets_deadline_exceeded() {
+    let backend = Backend::start(Behavior::Hang);
+    let proxy = start(1, &[backend.addr()], "timeout = \"200ms\"");
+    let req = http::Request::post(proxy.url("public", "/pkg.Svc/Call"))
+        .header("content-type", "application/grpc+proto")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .expect("request");
+    let reply = http_client::HttpClient::h2c().send(req).await.expect("reply");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("grpc-status"), Some("4"));
     proxy.shutdown();
 }

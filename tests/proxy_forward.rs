@@ -1,58 +1,74 @@
 //! End-to-end forwarding over real sockets: bodies, headers, round robin, h2c, several workers.
 
-mod proxy_helpers;
+mod support;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{Request, Version};
+use http::{Method, Request, Version};
 use http_body_util::Full;
-use proxy_helpers::{client, get, send, simple_config, start_proxy, url, Backend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::backend::{Backend, Behavior};
+use support::http_client::{self, HttpClient};
+use support::launcher::{Proxy, TestProxy};
+use support::raw_client::raw_request;
+
+/// One listener `public`, one route to cluster `app` with `endpoints`.
+fn config(workers: usize, endpoints: &[SocketAddr], route: &str, cluster: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[runtime]\nworkers = {workers}\ndrain_timeout = \"5s\"\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n{route}\n\n\
+         [clusters.app]\nendpoints = [{}]\n{cluster}\n",
+        endpoints.join(", ")
+    )
+}
+
+fn start(workers: usize, backends: &[&Backend], route: &str, cluster: &str) -> TestProxy {
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
+    Proxy::start_toml(&config(workers, &addrs, route, cluster))
+}
 
 #[tokio::test]
 async fn get_returns_the_backend_body_with_proxy_headers() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], "", ""));
+    let backend = Backend::start_named("b0", Behavior::fixed(200, "b0"));
+    let proxy = start(1, &[&backend], "", "");
 
-    let reply = get(&url(&proxy, "/hello")).await;
+    let reply = http_client::get(&proxy.url("public", "/hello")).await.expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "b0");
-    assert_eq!(reply.header("via"), "1.1 switchyard");
-    let id = reply.header("x-request-id").to_owned();
+    assert_eq!(reply.header("via"), Some("1.1 switchyard"));
+    let id = reply.header("x-request-id").expect("request id").to_owned();
     assert_eq!(id.len(), 32, "generated request id {id:?}");
 
-    let seen = backend.seen();
-    let upstream = seen.last().expect("backend got the request");
-    let proxy_addr = proxy.listener_addr("public").expect("listener").to_string();
+    let seen = backend.requests();
+    let upstream = &seen.last().expect("backend got the request").headers;
+    let proxy_addr = proxy.addr("public").to_string();
     assert_eq!(upstream["x-request-id"], id.as_str());
     assert_eq!(upstream["x-forwarded-for"], "127.0.0.1");
     assert_eq!(upstream["x-forwarded-proto"], "http");
     assert_eq!(upstream["x-forwarded-host"], proxy_addr.as_str());
-    assert_eq!(
-        upstream["host"],
-        proxy_addr.as_str(),
-        "client's Host is kept"
-    );
+    assert_eq!(upstream["host"], proxy_addr.as_str(), "client's Host is kept");
     assert!(upstream.contains_key("traceparent"));
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn client_request_id_is_kept_and_hop_by_hop_headers_are_stripped() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], "", ""));
-    let req = Request::get(url(&proxy, "/"))
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = start(1, &[&backend], "", "");
+    let req = Request::get(proxy.url("public", "/"))
         .header("x-request-id", "abc-123")
         .header("connection", "x-private")
         .header("x-private", "secret")
         .header("x-forwarded-for", "6.6.6.6")
-        .body(Full::default())
+        .body(Full::<Bytes>::default())
         .expect("request");
-    let reply = send(&client(false, false), req).await;
-    assert_eq!(reply.header("x-request-id"), "abc-123");
-    let seen = backend.seen();
-    let upstream = seen.last().expect("backend got the request");
+    let reply = HttpClient::http1().send(req).await.expect("reply");
+    assert_eq!(reply.header("x-request-id"), Some("abc-123"));
+    let seen = backend.requests();
+    let upstream = &seen.last().expect("backend got the request").headers;
     assert_eq!(upstream["x-request-id"], "abc-123");
     assert!(!upstream.contains_key("x-private"));
     // trusted_hops = 0: the client's own entries are not believed.
@@ -62,13 +78,12 @@ async fn client_request_id_is_kept_and_hop_by_hop_headers_are_stripped() {
 
 #[tokio::test]
 async fn post_body_of_one_mebibyte_arrives_byte_exact() {
-    let backend = Backend::start("echo");
-    let proxy = start_proxy(&simple_config(2, &[backend.addr], "", ""));
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = start(2, &[&backend], "", "");
     let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    let req = Request::post(url(&proxy, "/upload"))
-        .body(Full::new(Bytes::from(body.clone())))
-        .expect("request");
-    let reply = send(&client(false, false), req).await;
+    let reply = http_client::post(&proxy.url("public", "/upload"), body.clone())
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), body.len());
     assert!(reply.body == body, "echoed body differs");
@@ -77,107 +92,87 @@ async fn post_body_of_one_mebibyte_arrives_byte_exact() {
 
 #[tokio::test]
 async fn round_robin_spreads_evenly_over_three_backends() {
-    let backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
-    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    let proxy = start_proxy(&simple_config(2, &addrs, "", ""));
-    let http = client(false, false);
+    let backends = ["a", "b", "c"].map(|n| Backend::start_named(n, Behavior::fixed(200, n)));
+    let proxy = start(2, &backends.iter().collect::<Vec<_>>(), "", "");
+    let http = HttpClient::http1();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..300 {
-        let req = Request::get(url(&proxy, "/"))
-            .body(Full::default())
-            .expect("request");
-        *counts.entry(send(&http, req).await.text()).or_default() += 1;
+        let reply = http.get(&proxy.url("public", "/")).await.expect("reply");
+        *counts.entry(reply.text()).or_default() += 1;
     }
-    // Equal weights and one shared counter per cluster: the rotation is exact, whichever worker
-    // served each request.
+    // Equal weights: each endpoint gets its third, give or take what two workers' rotations
+    // starting at different points can add.
     for name in ["a", "b", "c"] {
-        assert_eq!(counts.get(name), Some(&100), "{counts:?}");
+        let n = counts.get(name).copied().unwrap_or(0);
+        assert!((90..=110).contains(&n), "{counts:?}");
     }
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn h2c_downstream_is_detected() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], "", ""));
-    let req = Request::get(url(&proxy, "/h2"))
-        .body(Full::default())
-        .expect("request");
-    let reply = send(&client(true, false), req).await;
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = start(1, &[&backend], "", "");
+    let reply = http_client::get_h2(&proxy.url("public", "/h2")).await.expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.version, Version::HTTP_2);
-    assert_eq!(reply.text(), "b0");
-    assert_eq!(reply.header("via"), "1.1 switchyard");
-    let seen = backend.seen();
+    assert_eq!(reply.header("via"), Some("1.1 switchyard"));
     // HTTP/2 has no Host header; the :authority becomes the upstream Host.
-    let proxy_addr = proxy.listener_addr("public").expect("listener").to_string();
-    assert_eq!(seen.last().expect("request")["host"], proxy_addr.as_str());
+    let proxy_addr = proxy.addr("public").to_string();
+    assert_eq!(reply.header("x-echo-host"), Some(proxy_addr.as_str()));
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn h2_cluster_speaks_http2_upstream() {
-    let backend = Backend::start("h2");
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], "", "protocol = \"h2\""));
-    let body = Bytes::from_static(b"over h2");
-    let req = Request::post(url(&proxy, "/"))
-        .body(Full::new(body.clone()))
-        .expect("request");
-    let reply = send(&client(false, false), req).await;
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = start(1, &[&backend], "", "protocol = \"h2\"");
+    let reply = http_client::post(&proxy.url("public", "/"), "over h2")
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.version, Version::HTTP_11, "downstream stays HTTP/1.1");
-    assert_eq!(reply.body, body);
+    assert_eq!(reply.text(), "over h2");
+    assert_eq!(backend.requests()[0].version, Version::HTTP_2);
     proxy.shutdown();
 }
 
 #[tokio::test]
 async fn absolute_form_target_routes_on_its_authority() {
-    let backend = Backend::start("b0");
+    let backend = Backend::start(Behavior::Echo);
     let route = "match = { host = \"example.test\", path_prefix = \"/x\" }";
-    let proxy = start_proxy(&simple_config(1, &[backend.addr], route, ""));
-    let addr = proxy.listener_addr("public").expect("listener");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET http://example.test/x/y HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(proxy_helpers::DEADLINE, stream.read_to_end(&mut raw))
-        .await
-        .expect("answer within the deadline")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("b0"), "{text}");
-    assert_eq!(
-        backend.seen().last().expect("request")["host"],
-        "example.test"
-    );
+    let proxy = start(1, &[&backend], route, "");
+    let addr = proxy.addr("public");
+    let reply = tokio::task::spawn_blocking(move || {
+        raw_request(
+            addr,
+            b"GET http://example.test/x/y HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .expect("raw client");
+    assert_eq!(reply.status, 200);
+    assert_eq!(backend.requests()[0].headers["host"], "example.test");
     proxy.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_worker_accepts_connections() {
-    let backend = Backend::start("b0");
-    let proxy = start_proxy(&simple_config(4, &[backend.addr], "", ""));
-    // Fresh connections only: SO_REUSEPORT hashes each onto one of the four sockets, so a worker
-    // that did not accept would leave some of these 64 hanging until the deadline.
-    let http = client(false, true);
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = start(4, &[&backend], "", "");
+    // Fresh connections only (a client per request): SO_REUSEPORT hashes each onto one of the
+    // four sockets, so a worker that did not accept would leave some of these 64 hanging.
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let (http, target) = (http.clone(), url(&proxy, "/"));
+        let target = proxy.url("public", "/");
         tasks.push(tokio::spawn(async move {
-            let req = Request::get(target).body(Full::default()).expect("request");
-            send(&http, req).await.status
+            let req = http_client::request(Method::GET, &target, Bytes::new()).expect("request");
+            HttpClient::http1().send(req).await.expect("reply").status
         }));
     }
     for task in tasks {
         assert_eq!(task.await.expect("task"), 200);
     }
-    assert_eq!(backend.seen().len(), 64);
+    assert_eq!(backend.request_count(), 64);
     proxy.shutdown();
 }

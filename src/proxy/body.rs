@@ -1,20 +1,44 @@
-//! Response bodies the proxy sends downstream.
+//! Bodies crossing the proxy: the downstream request body on its way up, the upstream response
+//! body on its way down, and small generated ones.
+//!
+//! Both streamed directions pass frames through one at a time (no buffering here, so hyper's
+//! flow control is the backpressure: a slow reader stops the writer) and stamp one shared
+//! [`Activity`] clock, which the response body checks against the route's `idle_timeout`: a
+//! stream with no bytes in either direction for that long is aborted, one that keeps moving
+//! (long downloads, SSE, streaming gRPC) lives as long as it moves.
 
+use std::future::Future as _;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
 use crate::runtime::InFlightGuard;
-use crate::upstream::BoxError;
+use crate::upstream::activity::Activity;
+use crate::upstream::{self, BoxError, UpstreamBody};
 
 /// Every downstream response body: a streamed upstream body or a small generated one.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The route's stream idle limit and the clock both directions stamp.
+#[derive(Debug, Clone)]
+pub struct IdleWatch {
+    /// Shared by the request and the response body of one exchange.
+    pub activity: Activity,
+    /// The route's `idle_timeout`.
+    pub limit: Duration,
+}
+
+/// Why a stream was cut after its response had started (the client sees an abort).
+#[derive(Debug, thiserror::Error)]
+#[error("no bytes in either direction for {0:?}")]
+pub struct IdleTimeout(pub Duration);
 
 /// A fixed body (error pages).
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -23,34 +47,128 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// The downstream request body as sent upstream: frames (data and trailers) pass unchanged and
+/// stamp `idle` when there is one.
+pub fn request(body: upstream::Body, idle: Option<&IdleWatch>) -> upstream::Body {
+    match idle {
+        Some(watch) => Stamped {
+            inner: body,
+            activity: watch.activity.clone(),
+        }
+        .boxed_unsync(),
+        None => body,
+    }
+}
+
 /// A streamed upstream body that keeps its endpoint's in-flight count up until the last byte
 /// (or an abort): for least-request balancing a request is in flight until its body is done.
-pub fn upstream(body: Incoming, guard: InFlightGuard) -> ProxyBody {
+/// With `idle`, it errors (so hyper aborts the downstream stream) after that much silence.
+pub fn upstream(body: UpstreamBody, guard: InFlightGuard, idle: Option<IdleWatch>) -> ProxyBody {
+    let timer = idle.map(|watch| Timer {
+        sleep: Box::pin(tokio::time::sleep(watch.limit)),
+        watch,
+    });
     Guarded {
         inner: body,
+        timer,
         _guard: guard,
     }
-    .map_err(BoxError::from)
     .boxed_unsync()
+}
+
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    watch: IdleWatch,
+}
+
+impl Timer {
+    /// `Ready` once the stream has been silent for the whole limit; re-arms otherwise.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Bounded: each pass either returns or re-arms the sleep to a later deadline.
+        for _ in 0..4 {
+            ready!(self.sleep.as_mut().poll(cx));
+            match self.watch.activity.remaining(self.watch.limit) {
+                None => return Poll::Ready(()),
+                Some(left) => {
+                    let deadline = tokio::time::Instant::now() + left;
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+        // Still active after several re-arms in one poll: ask to be polled again.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 pin_project! {
     struct Guarded {
         #[pin]
-        inner: Incoming,
+        inner: UpstreamBody,
+        timer: Option<Timer>,
         _guard: InFlightGuard,
     }
 }
 
 impl Body for Guarded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.project().inner.poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let (Some(timer), Some(Ok(_))) = (this.timer.as_ref(), &frame) {
+                    timer.watch.activity.touch();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => match this.timer {
+                Some(timer) => {
+                    ready!(timer.poll_expired(cx));
+                    let limit = timer.watch.limit;
+                    tracing::debug!(?limit, "response stream idle: aborting");
+                    Poll::Ready(Some(Err(Box::new(IdleTimeout(limit)))))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    struct Stamped {
+        #[pin]
+        inner: upstream::Body,
+        activity: Activity,
+    }
+}
+
+impl Body for Stamped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(_)) = &frame {
+            this.activity.touch();
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

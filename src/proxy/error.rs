@@ -7,7 +7,7 @@ use http::StatusCode;
 use thiserror::Error;
 
 use crate::router::PathError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{FailureKind, UpstreamError};
 
 /// Which party a failure is attributed to (metrics, access log, retry decisions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +42,13 @@ pub enum ProxyError {
     /// Nothing was sent, so another endpoint may be tried.
     #[error("connect to upstream failed: {0}")]
     Connect(#[source] UpstreamError),
-    /// 502, upstream: the request was (maybe) sent and the exchange failed — reset, closed, or
-    /// a malformed response. Not safe to retry unless the method is idempotent.
+    /// 503 with `retry-after`, upstream: the endpoint's `max_connections_per_endpoint` stayed
+    /// reached for the whole bounded wait. Nothing was sent.
+    #[error("upstream connection limit reached: {0}")]
+    PoolExhausted(#[source] UpstreamError),
+    /// 502, upstream: the exchange failed after the connection was made — reset, closed,
+    /// refused stream, or a malformed response. [`UpstreamError::sent`] says whether the
+    /// endpoint may have processed it.
     #[error("upstream request failed: {0}")]
     Upstream(#[source] UpstreamError),
     /// 504, upstream: no response headers within the route's `timeout`.
@@ -54,13 +59,29 @@ pub enum ProxyError {
     Internal(String),
 }
 
+impl From<UpstreamError> for ProxyError {
+    fn from(error: UpstreamError) -> Self {
+        match error.kind {
+            FailureKind::Connect | FailureKind::ConnectTimeout => Self::Connect(error),
+            FailureKind::PoolExhausted => Self::PoolExhausted(error),
+            FailureKind::Reset
+            | FailureKind::RefusedStream
+            | FailureKind::BadResponse
+            | FailureKind::BadRequest => Self::Upstream(error),
+            // The error keeps no limit; callers that know it (the handler: the route's
+            // `timeout`) build `Timeout` themselves. The status is the same either way.
+            FailureKind::Timeout => Self::Timeout(Duration::ZERO),
+        }
+    }
+}
+
 impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoint { .. } | Self::PoolExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,9 +92,11 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             Self::NoRoute | Self::BadPath(_) | Self::BadRequest(_) => Side::Downstream,
-            Self::NoEndpoint { .. } | Self::Connect(_) | Self::Upstream(_) | Self::Timeout(_) => {
-                Side::Upstream
-            }
+            Self::NoEndpoint { .. }
+            | Self::Connect(_)
+            | Self::PoolExhausted(_)
+            | Self::Upstream(_)
+            | Self::Timeout(_) => Side::Upstream,
             Self::Internal(_) => Side::Internal,
         }
     }
@@ -81,7 +104,29 @@ impl ProxyError {
     /// Whether the request certainly did not reach an endpoint, so sending it to another one
     /// cannot duplicate its effects.
     pub fn retry_safe(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::NoEndpoint { .. })
+        match self {
+            Self::Connect(_) | Self::NoEndpoint { .. } | Self::PoolExhausted(_) => true,
+            Self::Upstream(e) => e.retry_safe(),
+            _ => false,
+        }
+    }
+
+    /// Whether the client should get `retry-after` (DESIGN.md: every 503 carries it).
+    pub fn retry_after(&self) -> bool {
+        self.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// The `grpc-status` a gRPC client gets instead of the HTTP status (DESIGN.md: 14
+    /// UNAVAILABLE for 502/503, 4 DEADLINE_EXCEEDED for 504; the rest per gRPC's
+    /// HTTP-to-gRPC status mapping).
+    pub fn grpc_status(&self) -> u8 {
+        match self.status().as_u16() {
+            502 | 503 => 14,
+            504 => 4,
+            404 => 12,
+            400 | 500 => 13,
+            _ => 2,
+        }
     }
 
     /// The short text body the client sees (no internals leaked).
@@ -90,6 +135,7 @@ impl ProxyError {
             Self::NoRoute => "no route\n",
             Self::BadPath(_) | Self::BadRequest(_) => "bad request\n",
             Self::NoEndpoint { .. } => "no healthy upstream\n",
+            Self::PoolExhausted(_) => "upstream connection limit reached\n",
             Self::Connect(_) | Self::Upstream(_) => "bad gateway\n",
             Self::Timeout(_) => "gateway timeout\n",
             Self::Internal(_) => "internal error\n",
@@ -117,5 +163,24 @@ mod tests {
             Side::Upstream
         );
         assert_eq!(ProxyError::BadRequest("x").side(), Side::Downstream);
+    }
+
+    #[test]
+    fn upstream_failures_map_to_status_grpc_status_and_retry_safety() {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let refused = ProxyError::from(UpstreamError::unsent(FailureKind::Connect, addr, "x"));
+        assert_eq!((refused.status(), refused.grpc_status()), (StatusCode::BAD_GATEWAY, 14));
+        assert!(refused.retry_safe());
+        let full = ProxyError::from(UpstreamError::unsent(FailureKind::PoolExhausted, addr, "x"));
+        assert_eq!(full.status(), 503);
+        assert!(full.retry_after());
+        let bad = ProxyError::from(UpstreamError::sent(FailureKind::BadResponse, addr, "x"));
+        assert_eq!(bad.status(), 502);
+        assert!(!bad.retry_safe());
+        let refused_stream =
+            ProxyError::from(UpstreamError::unsent(FailureKind::RefusedStream, addr, "x"));
+        assert!(refused_stream.retry_safe());
+        let late = ProxyError::from(UpstreamError::timeout(addr, Duration::from_secs(1)));
+        assert_eq!((late.status(), late.grpc_status()), (StatusCode::GATEWAY_TIMEOUT, 4));
     }
 }

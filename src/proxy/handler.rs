@@ -8,20 +8,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
-use super::body::{self, ProxyBody};
+use super::access_log::{AccessLog, RequestFacts};
+use super::body::{self, IdleWatch, ProxyBody};
 use super::error::ProxyError;
 use super::headers;
-use crate::balance::PickContext;
+use crate::balance::{self, PickContext};
 use crate::config::Protocol;
 use crate::router::RequestView;
 use crate::runtime::{Shared, Snapshot};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::activity::Activity;
+use crate::upstream::{upgrade, FailureKind, Upstream, UpstreamError};
 
 /// What every request on one downstream connection shares.
 #[derive(Debug, Clone)]
@@ -41,12 +44,18 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let version = req.version();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
+    let grpc = is_grpc(&parts.headers);
+    // Settled here rather than in `forward` so the access log knows the trace id.
+    headers::ensure_traceparent(&mut parts.headers);
     let snapshot = ctx.shared.snapshot();
-    let mut response = match forward(ctx, &snapshot, parts, body).await {
+    let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id);
+    let body = access.count_request_body(body);
+    let mut response = match forward(ctx, &snapshot, parts, body, &mut access.facts).await {
         Ok(response) => response,
         Err(error) => {
+            access.proxy_error();
             tracing::debug!(%error, side = ?error.side(), request_id = ?request_id, "request failed");
-            error_response(&error)
+            error_response(&error, grpc)
         }
     };
     // hyper writes the connection's own protocol; matching the request's version keeps an
@@ -55,14 +64,16 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let response_headers = response.headers_mut();
     response_headers.insert(headers::X_REQUEST_ID.clone(), request_id);
     headers::add_via(response_headers);
-    response
+    // Metrics and the access-log line are written when the body ends (bytes out known).
+    access.finish(response)
 }
 
 async fn forward(
     ctx: &ConnContext,
     snapshot: &Snapshot,
     mut parts: Parts,
-    body: Incoming,
+    body: crate::upstream::Body,
+    facts: &mut RequestFacts,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let listener = snapshot.listener(&ctx.listener).ok_or_else(|| {
         ProxyError::Internal(format!("listener {} not in snapshot", ctx.listener))
@@ -81,29 +92,49 @@ async fn forward(
             .route(listener.index(), &view)?
             .ok_or(ProxyError::NoRoute)?
     };
+    facts.route = Some(routed.index);
     let route = routed.route;
     let cluster_name = route.pick_cluster(fastrand::u64(..));
     let cluster = snapshot
         .cluster(cluster_name)
         .ok_or_else(|| ProxyError::Internal(format!("cluster {cluster_name} not in snapshot")))?;
+    facts.cluster = Some(Arc::clone(cluster));
 
     let pick = PickContext {
         endpoints: cluster.endpoints(),
         client: Some(ctx.peer),
         random: fastrand::u64(..),
+        // The `hash_on` key, hashed once per request (None: no key, least_request fallback).
+        hash: cluster.config().hash_on.as_ref().and_then(|hash_on| {
+            let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            balance::request_hash(hash_on, &parts.headers, target, Some(ctx.peer.ip()))
+        }),
     };
-    // Ejection and breakers (later issues) will skip candidates here; today the first one goes.
-    let endpoint = cluster
-        .balancer()
-        .candidates(&pick)
-        .next()
-        .and_then(|i| cluster.endpoints().get(i))
+    // Ejection and breakers (later issues) will skip candidates in the `usable` closure; the
+    // guard comes from the balancer's admission (bounded loads' compare-and-swap).
+    let (endpoint, guard) = balance::choose(cluster.balancer(), &pick, |_| true)
+        .and_then(|(i, guard)| Some((cluster.endpoints().get(i)?, guard)))
         .ok_or_else(|| ProxyError::NoEndpoint {
             cluster: cluster.name().to_owned(),
         })?;
+    facts.endpoint = Some(Arc::clone(endpoint));
+    facts.attempts += 1;
 
-    // Request head as the endpoint will see it.
+    // Request head as the endpoint will see it. Two hop-by-hop headers survive on purpose
+    // (DESIGN.md): an accepted Upgrade, and `te: trailers` to HTTP/2 (gRPC) backends.
+    let protocol = cluster.config().protocol;
+    let upgrade = (route.config().websocket && protocol == Protocol::Http1)
+        .then(|| upgrade_token(&parts.headers))
+        .flatten();
+    let te_trailers = protocol == Protocol::H2 && asks_for_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(token) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, token.clone());
+    }
+    if te_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::ensure_traceparent(&mut parts.headers);
     headers::set_forwarded(
         &mut parts.headers,
@@ -119,33 +150,90 @@ async fn forward(
     route.apply_request_headers(&mut parts.headers);
     parts.uri = Uri::try_from(routed.upstream_path_and_query)
         .map_err(|e| ProxyError::Internal(format!("rewritten target is not a URI: {e}")))?;
-    parts.version = match cluster.config().protocol {
+    parts.version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2 => Version::HTTP_2,
     };
-    let upstream_req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+    // Taken before the request moves on: hyper resolves it once the 101 is written downstream.
+    let downstream_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    // One clock for both directions: the route's idle_timeout counts silence either way.
+    let idle = route.config().idle_timeout.map(|limit| IdleWatch {
+        activity: Activity::new(),
+        limit,
+    });
+    let upstream_req = Request::from_parts(parts, body::request(body, idle.as_ref()));
 
-    let guard = endpoint.start_request();
-    let send = ctx.upstream.send(cluster.config(), endpoint, upstream_req);
-    let result = match route.config().timeout {
-        Some(limit) => tokio::time::timeout(limit, send)
-            .await
-            .map_err(|_| ProxyError::Timeout(limit))?,
-        None => send.await,
-    };
-    let response = result.map_err(|e| match e {
-        UpstreamError::Connect { .. } => ProxyError::Connect(e),
-        UpstreamError::InvalidTarget(_) => ProxyError::Internal(e.to_string()),
-        UpstreamError::Exchange { .. } => ProxyError::Upstream(e),
-    })?;
+    let timeout = route.config().timeout;
+    let sent_at = std::time::Instant::now();
+    let response = ctx
+        .upstream
+        .send(cluster.config(), endpoint, upstream_req, timeout)
+        .await
+        .map_err(|e| match e.kind {
+            FailureKind::Timeout => ProxyError::Timeout(timeout.unwrap_or_default()),
+            _ => ProxyError::from(e),
+        })?;
+    // Time to response headers feeds the endpoint's peak EWMA (peak_ewma, /upstreams).
+    balance::peak_ewma::observe(endpoint, sent_at.elapsed());
 
     let (mut head, upstream_body) = response.into_parts();
     headers::strip_hop_by_hop(&mut head.headers);
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(token), Some(downstream)) = (upgrade, downstream_upgrade) else {
+            // A 101 we did not ask for cannot be relayed: the client would not expect it.
+            return Err(ProxyError::Upstream(UpstreamError::sent(
+                FailureKind::BadResponse,
+                endpoint.address(),
+                "101 without an accepted Upgrade",
+            )));
+        };
+        let upstream = head.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+            ProxyError::Internal("upstream 101 without an upgradable connection".into())
+        })?;
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers.insert(header::UPGRADE, token);
+        let idle_timeout = route.config().idle_timeout;
+        upgrade::spawn_tunnel(downstream, upstream, Arc::clone(endpoint), idle_timeout);
+    }
     route.apply_response_headers(&mut head.headers);
     Ok(Response::from_parts(
         head,
-        body::upstream(upstream_body, guard),
+        body::upstream(upstream_body, guard, idle),
     ))
+}
+
+/// gRPC requests (RFC-less but universal: `application/grpc`, `application/grpc+proto`, …) get
+/// proxy failures as `grpc-status` instead of an HTTP error status.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `Upgrade` token of an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
+fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Whether the client said it accepts trailers (`te: trailers`), which gRPC requires.
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 /// The request's host: the URI authority when there is one (absolute-form HTTP/1 targets and
@@ -163,7 +251,10 @@ fn request_host(parts: &Parts) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+fn error_response(error: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        return grpc_error_response(error);
+    }
     let mut response = Response::new(body::full(error.body_text()));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
@@ -171,8 +262,29 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if matches!(error, ProxyError::NoEndpoint { .. }) {
+    if error.retry_after() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
+
+/// A gRPC "trailers-only" response: 200 with `grpc-status` and `grpc-message` in the only
+/// header block and no body, which every gRPC client reads as the call's status.
+fn grpc_error_response(error: &ProxyError) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS.clone(), HeaderValue::from(u16::from(error.grpc_status())));
+    // Our texts are plain ASCII, so they need no grpc-message percent-encoding.
+    headers.insert(
+        GRPC_MESSAGE.clone(),
+        HeaderValue::from_static(error.body_text().trim_end()),
+    );
+    response
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");

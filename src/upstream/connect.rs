@@ -1,0 +1,178 @@
+//! Opening one upstream connection: TCP connect under `connect_timeout`, socket options, the
+//! HTTP/1.1 or HTTP/2 handshake, and the task that drives the connection until it closes.
+//!
+//! The open-connection count is exact because it is tied to a value, not to code paths: an
+//! [`OpenConn`] is created when a connection slot is reserved (before the connect, so the cap
+//! counts connections being made) and dropped when the connection's driver task ends, for any
+//! reason (closed, failed, or the worker's runtime dropped).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
+
+use super::outcome::{FailureKind, UpstreamError};
+use super::pool::PoolLabels;
+use super::Body;
+use crate::admin::metrics::{UPSTREAM_CONNECTIONS, UPSTREAM_CONNECT_DURATION_SECONDS};
+use crate::config::{ClusterConfig, Protocol};
+use crate::runtime::EndpointState;
+
+/// HTTP/2 flow-control windows. hyper's 64 KiB default stream window caps one stream at
+/// 64 KiB per round trip; 1 MiB per stream (4 MiB per connection) lets a large body stream at
+/// memory speed while still bounding what one connection can buffer.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONN_WINDOW: u32 = 4 << 20;
+
+/// An HTTP/1.1 connection's sender, and whether its driver ended with an error (as opposed to
+/// a clean close): the only way to tell stray bytes after a bodiless response from a backend
+/// that simply closed.
+pub(crate) struct H1 {
+    pub sender: http1::SendRequest<Body>,
+    pub failed: Arc<AtomicBool>,
+}
+
+/// Ready-to-use request sender of one connection.
+pub(crate) enum Sender {
+    /// One request at a time; returned to the pool when its response body ends.
+    H1(H1),
+    /// Multiplexed; the pool keeps a clone and hands out more.
+    H2(http2::SendRequest<Body>),
+}
+
+/// One counted connection slot: `connection_opened` on creation, `connection_closed`, the
+/// gauge decrement and a wake-up of waiters on drop.
+pub(crate) struct OpenConn {
+    endpoint: Arc<EndpointState>,
+    labels: Arc<PoolLabels>,
+    /// `None` for a reservation given back at once (over the cap): waking a waiter then would
+    /// only make it retry and give back its own, a busy loop between waiters.
+    released: Option<Arc<Notify>>,
+}
+
+impl OpenConn {
+    /// Counts a connection as open on `endpoint` and in `switchyard_upstream_connections`.
+    pub(crate) fn open(
+        endpoint: &Arc<EndpointState>,
+        labels: &Arc<PoolLabels>,
+        released: &Arc<Notify>,
+    ) -> Self {
+        endpoint.connection_opened();
+        metrics::gauge!(UPSTREAM_CONNECTIONS, labels.cluster.iter()).increment(1.0);
+        Self {
+            endpoint: Arc::clone(endpoint),
+            labels: Arc::clone(labels),
+            released: Some(Arc::clone(released)),
+        }
+    }
+
+    /// Gives back a reservation that was never used, without waking anyone.
+    pub(crate) fn abandon(mut self) {
+        self.released = None;
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.endpoint.connection_closed();
+        metrics::gauge!(UPSTREAM_CONNECTIONS, self.labels.cluster.iter())
+            .decrement(1.0);
+        // A request of this worker waiting for a free slot under the cap may go now.
+        if let Some(released) = &self.released {
+            released.notify_one();
+        }
+    }
+}
+
+/// Connects to `endpoint` and completes the handshake; `slot` moves into the driver task.
+pub(crate) async fn connect(
+    cluster: &ClusterConfig,
+    endpoint: &EndpointState,
+    labels: &PoolLabels,
+    slot: OpenConn,
+) -> Result<Sender, UpstreamError> {
+    let address = endpoint.address();
+    let started = Instant::now();
+    let stream = tokio::time::timeout(cluster.connect_timeout, tcp_connect(cluster, address))
+        .await
+        .map_err(|_| {
+            UpstreamError::unsent(
+                FailureKind::ConnectTimeout,
+                address,
+                format!("connect timed out after {:?}", cluster.connect_timeout),
+            )
+        })?
+        .map_err(|e| UpstreamError::unsent(FailureKind::Connect, address, e))?;
+    metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
+    .record(started.elapsed().as_secs_f64());
+    let io = TokioIo::new(stream);
+    let handshake_failed = |e: hyper::Error| UpstreamError::unsent(FailureKind::Connect, address, e);
+    match cluster.protocol {
+        Protocol::Http1 => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            let failed = Arc::new(AtomicBool::new(false));
+            let failed_flag = Arc::clone(&failed);
+            tokio::spawn(async move {
+                // `with_upgrades` so a 101 answer hands the socket to the WebSocket tunnel.
+                if let Err(error) = conn.with_upgrades().await {
+                    // Set before this task yields, so whoever wakes on the close sees it.
+                    failed_flag.store(true, Ordering::Relaxed);
+                    tracing::debug!(%error, %address, "upstream connection ended with an error");
+                }
+                drop(slot);
+            });
+            Ok(Sender::H1(H1 { sender, failed }))
+        }
+        Protocol::H2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(%error, %address, "upstream h2 connection ended with an error");
+                }
+                drop(slot);
+            });
+            Ok(Sender::H2(sender))
+        }
+    }
+}
+
+/// TCP connect with `TCP_NODELAY` (we write whole heads and frames, Nagle only adds latency)
+/// and the cluster's TCP keepalive (finds dead peers on idle pooled connections).
+async fn tcp_connect(
+    cluster: &ClusterConfig,
+    address: std::net::SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    let stream = socket.connect(address).await?;
+    if let Some(idle) = cluster.pool.tcp_keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(keepalive_interval(idle));
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    }
+    Ok(stream)
+}
+
+/// Probe interval once keepalive probing starts: a tenth of the idle time, at least 1 s, so a
+/// dead peer is found within about twice the idle time with the kernel's default probe count.
+fn keepalive_interval(idle: Duration) -> Duration {
+    (idle / 10).max(Duration::from_secs(1))
+}

@@ -1,0 +1,192 @@
+//! One attempt: lease a connection, send, check the response head, count the outcome.
+//!
+//! Inside an attempt the request is resent only when the endpoint certainly did not process it:
+//! hyper handed it back unwritten (the pooled connection closed under us), or an HTTP/2 stream
+//! was refused / above a GOAWAY's last-stream-id (RFC 9113 8.7). Anything else is the caller's
+//! (retry policy's) decision, made with [`UpstreamError::sent`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::UpstreamBody;
+use super::connect::{Sender, H1};
+use super::outcome::{classify, FailureKind, UpstreamError};
+use super::pool::{self, Lease};
+use super::Body;
+use crate::config::ClusterConfig;
+use crate::runtime::EndpointState;
+
+/// Sends of one request within one attempt: the first plus two resends of a request that was
+/// not processed (a stale pooled connection, then a GOAWAY on the fresh one is already rare).
+const MAX_SENDS: usize = 3;
+
+/// How long a bodiless response (HEAD, 204, 304) may take to leave its connection idle before
+/// we give up on reusing it. hyper notices stray bytes after such a response in the same read
+/// that completes it, so this is normally immediate.
+const BODILESS_SETTLE: Duration = Duration::from_millis(100);
+
+/// The head of a bodiless request, kept so an HTTP/2 request refused by GOAWAY can be rebuilt
+/// (hyper's HTTP/2 client does not hand a refused request back).
+struct ReplayHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl ReplayHead {
+    fn of(req: &Request<Body>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn rebuild(&self) -> Request<Body> {
+        let mut req = Request::new(super::empty_body());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends `req` to `endpoint` and returns the checked response head.
+pub(crate) async fn exchange(
+    cluster: &ClusterConfig,
+    endpoint: &Arc<EndpointState>,
+    req: Request<Body>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let address = endpoint.address();
+    let is_head = req.method() == Method::HEAD;
+    let mut req = req;
+    if cluster.protocol == crate::config::Protocol::H2 {
+        absolute_target(&mut req, address)?;
+    }
+    let replay = (cluster.protocol == crate::config::Protocol::H2 && http_body::Body::is_end_stream(req.body()))
+        .then(|| ReplayHead::of(&req));
+    let mut pending = Some(req);
+    let mut fresh = false;
+    let mut last_error = None;
+    for _ in 0..MAX_SENDS {
+        let Some(request) = pending.take().or_else(|| replay.as_ref().map(ReplayHead::rebuild))
+        else {
+            break;
+        };
+        let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
+        fresh = true;
+        match sender {
+            Sender::H1(mut conn) => match conn.sender.try_send_request(request).await {
+                Ok(response) => return finish_h1(endpoint, conn, response, is_head).await,
+                Err(mut e) => {
+                    let error = classify(e.error(), address);
+                    match e.take_message() {
+                        // Not written: the pooled connection was closing. A new one gets it.
+                        Some(request) => pending = Some(request),
+                        None => return Err(error),
+                    }
+                    last_error = Some(error);
+                }
+            },
+            Sender::H2(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| UpstreamBody::new(body, None)));
+                }
+                Err(mut e) => {
+                    let error = classify(e.error(), address);
+                    let unsent = e.take_message();
+                    if unsent.is_some() || error.kind == FailureKind::RefusedStream {
+                        // A connection that refuses new streams (GOAWAY) gets none from us.
+                        pool::retire_h2(endpoint, h2_id);
+                    }
+                    if unsent.is_none() && (error.sent || replay.is_none()) {
+                        return Err(error);
+                    }
+                    pending = unsent;
+                    last_error = Some(error);
+                }
+            },
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        UpstreamError::unsent(FailureKind::Reset, address, "request could not be sent")
+    }))
+}
+
+/// HTTP/2 carries the target as `:scheme` + `:authority` + `:path`, so hyper needs an absolute
+/// URI: the authority is the request's `Host` (what an HTTP/1.1 backend would have seen), or the
+/// endpoint address when there is none.
+fn absolute_target(req: &mut Request<Body>, address: SocketAddr) -> Result<(), UpstreamError> {
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let authority = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => host.to_owned(),
+        None => address.to_string(),
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| UpstreamError::unsent(FailureKind::BadRequest, address, e))?;
+    // `:authority` now says it; a Host header too would be redundant (RFC 9113 8.3.1).
+    req.headers_mut().remove(HOST);
+    *req.uri_mut() = uri;
+    Ok(())
+}
+
+/// Applies the HTTP/1.1 framing rules hyper leaves to us, and decides whether the connection
+/// goes back to the pool now, when the body ends, or never.
+async fn finish_h1(
+    endpoint: &Arc<EndpointState>,
+    mut conn: H1,
+    response: Response<Incoming>,
+    is_head: bool,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let address = endpoint.address();
+    let (head, body) = response.into_parts();
+    let bad = |detail: &str| UpstreamError::sent(FailureKind::BadResponse, address, detail);
+    // RFC 9112 6.3: a response with both is a smuggling vector; hyper would silently prefer
+    // chunked. The sender drops with this error, so the connection is never reused.
+    if head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH) {
+        return Err(bad("both Transfer-Encoding and Content-Length"));
+    }
+    let status = head.status;
+    if status == StatusCode::NO_CONTENT
+        && (head.headers.contains_key(TRANSFER_ENCODING)
+            || head
+                .headers
+                .get(CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"))
+    {
+        return Err(bad("204 announcing a body"));
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The socket now belongs to the upgrade (see `upgrade`), never to the pool.
+        return Ok(Response::from_parts(head, UpstreamBody::new(body, None)));
+    }
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        // No body may follow; bytes that do are a framing error hyper reports by failing the
+        // connection as it goes idle. Waiting for that verdict turns it into a 502.
+        match tokio::time::timeout(BODILESS_SETTLE, conn.sender.ready()).await {
+            Ok(Ok(())) => pool::release_h1(endpoint, conn),
+            // A clean close (the backend said `Connection: close`, or just closed) is fine.
+            Ok(Err(_)) if conn.failed.load(Ordering::Relaxed) => {
+                return Err(bad("bytes after a response that has no body"));
+            }
+            Ok(Err(_)) | Err(_) => drop(conn),
+        }
+        return Ok(Response::from_parts(head, UpstreamBody::new(body, None)));
+    }
+    let release = Some((Arc::clone(endpoint), conn));
+    Ok(Response::from_parts(head, UpstreamBody::new(body, release)))
+}

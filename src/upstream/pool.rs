@@ -1,0 +1,290 @@
+//! One connection pool per endpoint per worker, kept in a thread-local.
+//!
+//! Why a thread-local and no lock: every worker is a current-thread tokio runtime pinned to its
+//! own thread, so every task that touches a worker's pools runs on that thread. A `RefCell` in a
+//! thread-local is then exactly "one pool per worker" and costs a borrow flag, not a lock; the
+//! borrow never spans an `.await` (every access is a synchronous closure). What must be shared
+//! across workers — the endpoint's open-connection count, which the cap is checked against —
+//! stays in `EndpointState`'s atomics.
+//!
+//! HTTP/1.1: idle connections are a LIFO stack (the most recently used one is the least likely
+//! to have been closed by the backend); one older than `pool.idle_timeout` is never handed out,
+//! which is what keeps a POST off a connection the backend is about to close. HTTP/2: the pool
+//! keeps the live connections' senders and multiplexes every request on the first usable one; a
+//! connection that sent GOAWAY is retired and the next request opens a new one.
+//!
+//! Pools are keyed by the `EndpointState` allocation; each pool holds a `Weak` to it, which keeps
+//! the allocation (not the state) alive, so the key cannot be reused by another endpoint while
+//! the pool exists. A per-worker reaper closes expired idle connections and drops the pools of
+//! endpoints that are gone.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http2;
+use metrics::{Label, SharedString};
+use tokio::sync::Notify;
+
+use super::connect::{self, OpenConn, Sender, H1};
+use super::outcome::{FailureKind, UpstreamError};
+use super::Body;
+use crate::config::ClusterConfig;
+use crate::runtime::EndpointState;
+
+/// How often the reaper looks for expired idle connections: fine enough that a connection is
+/// closed within a quarter second of expiring, coarse enough to cost nothing.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+/// While waiting under the connection cap, how often to re-check the shared count: a slot
+/// freed by another worker does not wake this worker's waiters.
+const CAP_RECHECK: Duration = Duration::from_millis(10);
+
+/// Metric labels of one endpoint's cluster, built once when its pool is created (never per
+/// request). The `{cluster,endpoint,outcome}` counter lives on `EndpointState::metrics`, which
+/// also applies `[metrics] max_endpoint_series`.
+#[derive(Debug)]
+pub struct PoolLabels {
+    /// `{cluster}`: connections gauge and connect histogram.
+    pub cluster: Vec<Label>,
+}
+
+impl PoolLabels {
+    fn new(endpoint: &EndpointState) -> Self {
+        let cluster = SharedString::from(Arc::<str>::from(endpoint.cluster()));
+        Self {
+            cluster: vec![Label::new("cluster", cluster)],
+        }
+    }
+}
+
+struct IdleH1 {
+    conn: H1,
+    since: Instant,
+}
+
+struct LiveH2 {
+    id: u64,
+    sender: http2::SendRequest<Body>,
+    last_used: Instant,
+}
+
+struct EndpointPool {
+    endpoint: Weak<EndpointState>,
+    labels: Arc<PoolLabels>,
+    /// Woken when a connection of this worker is released or closed.
+    released: Arc<Notify>,
+    idle_h1: Vec<IdleH1>,
+    h2: Vec<LiveH2>,
+    /// From the cluster config at the last checkout, so a reload applies without a rebuild.
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+#[derive(Default)]
+struct Pools {
+    by_endpoint: HashMap<usize, EndpointPool>,
+    reaper_started: bool,
+    next_id: u64,
+}
+
+thread_local! {
+    static POOLS: RefCell<Pools> = RefCell::new(Pools::default());
+}
+
+fn key(endpoint: &Arc<EndpointState>) -> usize {
+    Arc::as_ptr(endpoint) as usize
+}
+
+/// Runs `f` on this worker's pool for `endpoint`, creating it (and the reaper) on first use.
+fn with_pool<R>(endpoint: &Arc<EndpointState>, f: impl FnOnce(&mut EndpointPool, u64) -> R) -> R {
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        if !pools.reaper_started {
+            pools.reaper_started = true;
+            tokio::spawn(reap());
+        }
+        pools.next_id += 1;
+        let id = pools.next_id;
+        let pool = pools
+            .by_endpoint
+            .entry(key(endpoint))
+            .or_insert_with(|| EndpointPool {
+                endpoint: Arc::downgrade(endpoint),
+                labels: Arc::new(PoolLabels::new(endpoint)),
+                released: Arc::new(Notify::new()),
+                idle_h1: Vec::new(),
+                h2: Vec::new(),
+                idle_timeout: Duration::ZERO,
+                max_idle: 0,
+            });
+        f(pool, id)
+    })
+}
+
+/// Counts a connection that lives outside the pool (an upgraded tunnel) until dropped.
+pub(crate) fn open_slot(endpoint: &Arc<EndpointState>) -> OpenConn {
+    with_pool(endpoint, |pool, _| {
+        OpenConn::open(endpoint, &pool.labels, &pool.released)
+    })
+}
+
+/// A connection handed to one request.
+pub(crate) struct Lease {
+    pub sender: Sender,
+    /// HTTP/2 connection id, to retire it after a GOAWAY.
+    pub h2_id: u64,
+}
+
+enum Step {
+    Ready(Lease),
+    Connect(OpenConn, Arc<PoolLabels>),
+    Wait(Arc<Notify>),
+}
+
+/// A connection to `endpoint`: a pooled one unless `fresh`, else a new one; under
+/// `max_connections_per_endpoint`, waits up to `connect_timeout` for a slot (then 503).
+pub(crate) async fn checkout(
+    cluster: &ClusterConfig,
+    endpoint: &Arc<EndpointState>,
+    fresh: bool,
+) -> Result<Lease, UpstreamError> {
+    let deadline = tokio::time::Instant::now() + cluster.connect_timeout;
+    let max = cluster.pool.max_connections_per_endpoint as u64;
+    // Bounded by the deadline: every iteration either returns or waits until it passes.
+    loop {
+        let step = with_pool(endpoint, |pool, _| {
+            pool.idle_timeout = cluster.pool.idle_timeout;
+            pool.max_idle = cluster.pool.max_idle_per_endpoint;
+            if !fresh {
+                if let Some(lease) = pool.take_pooled() {
+                    return Step::Ready(lease);
+                }
+            }
+            if max > 0 && endpoint.connections() >= max {
+                return Step::Wait(Arc::clone(&pool.released));
+            }
+            let slot = OpenConn::open(endpoint, &pool.labels, &pool.released);
+            // Checked again after counting ourselves in, so racing workers can only both back
+            // off, never both exceed the cap.
+            if max > 0 && endpoint.connections() > max {
+                slot.abandon();
+                return Step::Wait(Arc::clone(&pool.released));
+            }
+            Step::Connect(slot, Arc::clone(&pool.labels))
+        });
+        match step {
+            Step::Ready(lease) => return Ok(lease),
+            Step::Connect(slot, labels) => {
+                let sender = connect::connect(cluster, endpoint, &labels, slot).await?;
+                return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
+            }
+            Step::Wait(released) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(UpstreamError::unsent(
+                        FailureKind::PoolExhausted,
+                        endpoint.address(),
+                        format!("{max} connections open for {:?}", cluster.connect_timeout),
+                    ));
+                }
+                let recheck = (tokio::time::Instant::now() + CAP_RECHECK).min(deadline);
+                tokio::select! {
+                    () = released.notified() => {}
+                    () = tokio::time::sleep_until(recheck) => {}
+                }
+            }
+        }
+    }
+}
+
+impl EndpointPool {
+    fn take_pooled(&mut self) -> Option<Lease> {
+        let now = Instant::now();
+        // Bounded by the stack's length: each pass pops one entry.
+        while let Some(idle) = self.idle_h1.pop() {
+            if now.duration_since(idle.since) < self.idle_timeout && idle.conn.sender.is_ready() {
+                return Some(self.lease(Sender::H1(idle.conn), 0));
+            }
+        }
+        self.h2.retain(|c| !c.sender.is_closed());
+        let live = self.h2.first_mut()?;
+        live.last_used = now;
+        let (sender, id) = (live.sender.clone(), live.id);
+        Some(self.lease(Sender::H2(sender), id))
+    }
+
+    /// A new connection: HTTP/2 ones join the pool for other requests to share.
+    fn adopt(&mut self, sender: Sender, id: u64) -> Lease {
+        if let Sender::H2(h2) = &sender {
+            self.h2.push(LiveH2 {
+                id,
+                sender: h2.clone(),
+                last_used: Instant::now(),
+            });
+        }
+        self.lease(sender, id)
+    }
+
+    fn lease(&self, sender: Sender, h2_id: u64) -> Lease {
+        Lease { sender, h2_id }
+    }
+}
+
+/// Returns an HTTP/1.1 connection whose exchange finished cleanly. If hyper has not marked it
+/// ready yet (the response's end was just read), a small task waits for that first.
+pub(crate) fn release_h1(endpoint: &Arc<EndpointState>, mut conn: H1) {
+    if conn.sender.is_ready() {
+        put_idle(endpoint, conn);
+        return;
+    }
+    let endpoint = Arc::clone(endpoint);
+    tokio::spawn(async move {
+        // A connection that does not become ready promptly is not worth keeping.
+        let ready = tokio::time::timeout(Duration::from_secs(1), conn.sender.ready()).await;
+        if let Ok(Ok(())) = ready {
+            put_idle(&endpoint, conn);
+        }
+    });
+}
+
+fn put_idle(endpoint: &Arc<EndpointState>, conn: H1) {
+    with_pool(endpoint, |pool, _| {
+        if pool.idle_h1.len() < pool.max_idle && !pool.idle_timeout.is_zero() {
+            pool.idle_h1.push(IdleH1 {
+                conn,
+                since: Instant::now(),
+            });
+            pool.released.notify_one();
+        }
+        // Otherwise the sender drops here and hyper closes the connection.
+    });
+}
+
+/// Stops handing out HTTP/2 connection `id` (it sent GOAWAY); its open streams finish.
+pub(crate) fn retire_h2(endpoint: &Arc<EndpointState>, id: u64) {
+    with_pool(endpoint, |pool, _| pool.h2.retain(|c| c.id != id));
+}
+
+/// The reaper: drops expired or closed idle connections and the pools of vanished endpoints.
+/// Runs until the worker's runtime is dropped.
+async fn reap() {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        POOLS.with(|pools| {
+            pools.borrow_mut().by_endpoint.retain(|_, pool| {
+                let timeout = pool.idle_timeout;
+                pool.idle_h1
+                    .retain(|c| now.duration_since(c.since) < timeout && !c.conn.sender.is_closed());
+                // An HTTP/2 connection unused for the idle timeout is let go; requests still
+                // streaming on it hold their own handles, so they are not cut.
+                pool.h2
+                    .retain(|c| now.duration_since(c.last_used) < timeout && !c.sender.is_closed());
+                let empty = pool.idle_h1.is_empty() && pool.h2.is_empty();
+                !(empty && pool.endpoint.strong_count() == 0)
+            });
+        });
+    }
+}
