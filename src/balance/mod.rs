@@ -2,138 +2,184 @@
 //!
 //! A [`Balancer`] is built once per cluster per [`Snapshot`](crate::runtime::Snapshot), off the
 //! request path, from the cluster's endpoint list (sorted by address, so every worker and every
-//! peer agrees on what index `i` means). Picking yields [`Candidates`]: endpoint indices in
-//! preference order, so the caller can skip an ejected or open-breaker endpoint and take the next
-//! one without asking the balancer again (pingora's "selection yields candidates" idea).
+//! peer agrees on what index `i` means); tables (smooth-WRR period, hash ring, Maglev table) are
+//! computed there. Picking yields [`Candidates`]: endpoint indices in preference order, so the
+//! caller can skip an ejected or open-breaker endpoint and take the next one without asking the
+//! balancer again (pingora's "selection yields candidates" idea); [`choose`] is that loop.
 //!
-//! Implemented now: smooth weighted round robin ([`round_robin`]). The other algorithms DESIGN.md
-//! names arrive in a later issue; until then [`build`] gives those clusters round robin and
-//! `switchyard check` reports their `balance` as not active yet.
+//! | `balance` | how | source |
+//! |---|---|---|
+//! | `round_robin` | smooth weighted round robin | nginx |
+//! | `random` | weighted random | — |
+//! | `least_request` | power of two choices on in-flight requests, `weight / (active + 1)` | Mitzenmacher; Envoy's default |
+//! | `least_connections` | power of two choices on open upstream connections | — |
+//! | `peak_ewma` | power of two choices on peak latency EWMA × (in flight + 1) | Finagle, linkerd, tower |
+//! | `ring_hash` | Ketama-style consistent hash ring over xxh3 | Karger et al.; Ketama |
+//! | `maglev` | Maglev lookup table | Eisenbud et al., NSDI 2016 |
+//!
+//! `balance_factor` adds bounded loads to the hashing balancers (Mirrokni, Thorup, Zadimoghaddam,
+//! 2018): see [`bounded`]. `slow_start` ramps new endpoints in: see [`slow_start`]. A request
+//! without the `hash_on` key is balanced by `least_request` (see [`hash_key`]).
 
+mod bounded;
+mod candidates;
+pub mod explain;
+pub mod hash_key;
+mod hashed;
+mod least_connections;
+mod least_request;
+mod maglev;
+mod p2c;
+pub mod peak_ewma;
+mod random;
+mod ring_hash;
 pub mod round_robin;
+pub mod slow_start;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{BalanceAlgorithm, ClusterConfig};
-use crate::runtime::EndpointState;
+use crate::runtime::{EndpointState, InFlightGuard};
 
+pub use bounded::bounded_cap;
+pub use candidates::Candidates;
+pub use hash_key::request_hash;
 pub use round_robin::RoundRobin;
 
 /// What a balancer may look at when it picks. Borrowed for one pick; nothing here allocates.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PickContext<'a> {
     /// The cluster's endpoints, in the snapshot's canonical (address) order.
     pub endpoints: &'a [Arc<EndpointState>],
-    /// The downstream peer, for `hash_on = "source_ip"` balancers.
+    /// The downstream peer (informational; `source_ip` hashing uses [`Self::hash`]).
     pub client: Option<SocketAddr>,
     /// A per-request random number, so randomised balancers need no RNG state of their own.
     pub random: u64,
+    /// The request's `hash_on` key hashed ([`request_hash`]), computed once per request; `None`
+    /// when the cluster does not hash or the request lacks the key.
+    pub hash: Option<u64>,
 }
 
 /// Picks endpoints for one cluster. `Send + Sync` because one snapshot serves every worker.
 pub trait Balancer: Send + Sync + fmt::Debug {
-    /// Endpoint indices (into [`PickContext::endpoints`]) in preference order; each index at
-    /// most once. Empty only when the cluster has no endpoints.
-    fn candidates(&self, ctx: &PickContext<'_>) -> Candidates;
+    /// Endpoint indices (into [`PickContext::endpoints`]) in preference order; each index exactly
+    /// once. Empty only when the cluster has no endpoints.
+    fn candidates<'a>(&'a self, ctx: &PickContext<'a>) -> Candidates<'a>;
+
+    /// Counts a request against candidate `index` and returns the guard, or `None` when the
+    /// balancer's admission rule (bounded loads) refuses the endpoint right now; the caller then
+    /// tries the next candidate. The default admits always.
+    fn admit(&self, ctx: &PickContext<'_>, index: usize) -> Option<InFlightGuard> {
+        ctx.endpoints.get(index).map(EndpointState::start_request)
+    }
 
     /// The algorithm's config spelling, for logs and the admin API.
     fn name(&self) -> &'static str;
 }
 
-/// Builds the balancer a cluster's config asks for, over `endpoints` (already in canonical
-/// order). Algorithms not implemented yet fall back to round robin; `check` says so.
-pub fn build(cluster: &ClusterConfig, endpoints: &[Arc<EndpointState>]) -> Box<dyn Balancer> {
-    if cluster.balance != BalanceAlgorithm::RoundRobin {
-        // `run` already warned once at startup; this repeats per snapshot build, so debug only.
-        tracing::debug!(
-            cluster = %cluster.name,
-            balance = cluster.balance.as_str(),
-            "balance algorithm not active yet; using round_robin"
-        );
-    }
-    // Weights are read once here, so the table matches the endpoint list it indexes.
-    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
-    Box::new(RoundRobin::new(&weights))
-}
-
-/// Endpoint indices in preference order, produced by [`Balancer::candidates`].
+/// The request path's pick: the first candidate that `usable` accepts (the caller's view of
+/// ejection and breakers) and the balancer admits, with its in-flight guard.
 ///
-/// A concrete iterator (not `Box<dyn Iterator>`) so a pick never allocates; new shapes of
-/// preference order are new private variants.
-#[derive(Debug, Clone)]
-pub struct Candidates {
-    repr: Repr,
-}
-
-#[derive(Debug, Clone)]
-enum Repr {
-    /// `start, start+1, …` modulo `len`: the preferred endpoint, then every other in index order.
-    Rotate {
-        start: usize,
-        len: usize,
-        taken: usize,
-    },
-}
-
-impl Candidates {
-    /// No endpoint at all.
-    pub fn empty() -> Self {
-        Self::rotate(0, 0)
-    }
-
-    /// `start` first, then the rest of `0..len` walking forward and wrapping around.
-    pub fn rotate(start: usize, len: usize) -> Self {
-        let start = if len == 0 { 0 } else { start % len };
-        Self {
-            repr: Repr::Rotate {
-                start,
-                len,
-                taken: 0,
-            },
-        }
-    }
-}
-
-impl Iterator for Candidates {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        match &mut self.repr {
-            Repr::Rotate { start, len, taken } => {
-                if *taken >= *len {
-                    return None;
-                }
-                let index = (*start + *taken) % *len;
-                *taken += 1;
-                Some(index)
+/// Admission (bounded loads) reads the cluster's total in flight racily, so under a burst every
+/// cap can look full for an instant: the walk is then repeated with fresh counts, up to
+/// [`ADMISSION_PASSES`] times, and after that the first usable candidate is taken anyway —
+/// overshooting a soft cap by one beats a 503.
+pub fn choose(
+    balancer: &dyn Balancer,
+    ctx: &PickContext<'_>,
+    mut usable: impl FnMut(usize) -> bool,
+) -> Option<(usize, InFlightGuard)> {
+    let mut first_usable = None;
+    for _ in 0..ADMISSION_PASSES {
+        for index in balancer.candidates(ctx) {
+            if !usable(index) {
+                continue;
+            }
+            first_usable.get_or_insert(index);
+            if let Some(guard) = balancer.admit(ctx, index) {
+                return Some((index, guard));
             }
         }
+        // Nothing usable at all: no point in walking again.
+        first_usable?;
     }
+    let index = first_usable?;
+    let endpoint = ctx.endpoints.get(index)?;
+    Some((index, endpoint.start_request()))
+}
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.repr {
-            Repr::Rotate { len, taken, .. } => {
-                let left = len.saturating_sub(*taken);
-                (left, Some(left))
-            }
+/// Walks over the candidates before [`choose`] stops honouring admission; see there.
+pub const ADMISSION_PASSES: usize = 3;
+
+/// Builds the balancer a cluster's config asks for, over `endpoints` (already in canonical
+/// order). Weights are read once here, so every table matches the endpoint list it indexes.
+pub fn build(cluster: &ClusterConfig, endpoints: &[Arc<EndpointState>]) -> Box<dyn Balancer> {
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+    let slow_start = cluster.slow_start;
+    match cluster.balance {
+        BalanceAlgorithm::RoundRobin => {
+            Box::new(RoundRobin::new(&weights).with_slow_start(slow_start))
+        }
+        BalanceAlgorithm::Random => Box::new(random::Random::new(&weights, slow_start)),
+        BalanceAlgorithm::LeastRequest => Box::new(least_request::new(&weights, slow_start)),
+        BalanceAlgorithm::LeastConnections => {
+            Box::new(least_connections::new(&weights, slow_start))
+        }
+        BalanceAlgorithm::PeakEwma => Box::new(peak_ewma::new(&weights, slow_start)),
+        algorithm @ (BalanceAlgorithm::RingHash | BalanceAlgorithm::Maglev) => {
+            let listed: Vec<(String, u32)> = endpoints
+                .iter()
+                .zip(&weights)
+                .map(|(e, &w)| (e.address().to_string(), w))
+                .collect();
+            hashing(algorithm, &listed, cluster.balance_factor, slow_start)
         }
     }
 }
 
-impl ExactSizeIterator for Candidates {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotate_yields_every_index_once_starting_at_start() {
-        let order: Vec<usize> = Candidates::rotate(2, 4).collect();
-        assert_eq!(order, vec![2, 3, 0, 1]);
-        assert_eq!(Candidates::rotate(7, 3).next(), Some(1));
-        assert_eq!(Candidates::empty().count(), 0);
-        assert_eq!(Candidates::rotate(1, 5).len(), 5);
+/// Builds a hashing balancer (`ring_hash`, or `maglev`; any other algorithm means `ring_hash`)
+/// from `(identity, weight)` pairs. The identity is what the table hashes — the address as
+/// text in the snapshot, so every peer listing the same addresses builds the same table — and
+/// tables do not depend on the list's order; indices in the candidates refer to the list as
+/// given. Public so property tests and benchmarks build exactly what the snapshot builds.
+pub fn hashing(
+    algorithm: BalanceAlgorithm,
+    endpoints: &[(String, u32)],
+    balance_factor: Option<f64>,
+    slow_start: Duration,
+) -> Box<dyn Balancer> {
+    let identities: Vec<&str> = endpoints.iter().map(|(a, _)| a.as_str()).collect();
+    let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
+    match algorithm {
+        BalanceAlgorithm::Maglev => Box::new(hashed::Hashed::new(
+            maglev::Maglev::new(&identities, &weights),
+            &weights,
+            balance_factor,
+            slow_start,
+        )),
+        _ => Box::new(hashed::Hashed::new(
+            ring_hash::Ring::new(&identities, &weights),
+            &weights,
+            balance_factor,
+            slow_start,
+        )),
     }
+}
+
+/// Maps a random 64-bit value onto `0..n` without division (Lemire's multiply-shift); unbiased
+/// enough for load balancing (bias below 2^-32 for any realistic `n`).
+fn below(random: u64, n: usize) -> usize {
+    ((u128::from(random) * n as u128) >> 64) as usize
+}
+
+/// splitmix64's finaliser: a fresh, well-mixed value from a used one, so one per-request random
+/// number can feed several independent draws.
+fn remix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

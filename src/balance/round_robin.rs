@@ -12,8 +12,12 @@
 //! the endpoint list it indexes, so the two can never disagree.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use super::{Balancer, Candidates, PickContext};
+use super::{remix, slow_start, Balancer, Candidates, PickContext};
+
+/// With `slow_start`, how many table turns a pick may pass over warming endpoints.
+const MAX_SKIPS: usize = 8;
 
 /// Longest table we precompute. Weights are first divided by their GCD; if the period is still
 /// longer, they are scaled down (keeping each ≥ 1), which bounds memory at 256 KiB per cluster
@@ -27,6 +31,9 @@ pub struct RoundRobin {
     table: Vec<u32>,
     /// Picks so far; wraps harmlessly (the table length is far below `usize::MAX`).
     next: AtomicUsize,
+    /// A warming endpoint keeps its turn with probability = its ramp factor, otherwise the turn
+    /// passes to the next entry, so its share scales with `weight × factor`.
+    slow_start: Duration,
 }
 
 impl RoundRobin {
@@ -39,7 +46,14 @@ impl RoundRobin {
             // Start at a random point so N freshly reloaded snapshots (or N peers) do not all
             // send their first request to endpoint 0.
             next: AtomicUsize::new(fastrand::usize(..=usize::from(u16::MAX))),
+            slow_start: Duration::ZERO,
         }
+    }
+
+    /// Ramps new endpoints in over `slow_start` (zero: off).
+    pub fn with_slow_start(mut self, slow_start: Duration) -> Self {
+        self.slow_start = slow_start;
+        self
     }
 
     /// The next endpoint index in the sequence, or `None` when there are no endpoints.
@@ -55,11 +69,25 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn candidates(&self, ctx: &PickContext<'_>) -> Candidates {
-        match self.pick() {
-            Some(first) => Candidates::rotate(first, ctx.endpoints.len()),
-            None => Candidates::empty(),
+    fn candidates<'a>(&'a self, ctx: &PickContext<'a>) -> Candidates<'a> {
+        let Some(mut first) = self.pick() else {
+            return Candidates::empty();
+        };
+        if !self.slow_start.is_zero() {
+            let now = Instant::now();
+            let mut random = ctx.random;
+            for _ in 0..MAX_SKIPS {
+                let factor = ctx.endpoints.get(first).map_or(1.0, |e| {
+                    slow_start::factor(e.created(), now, self.slow_start)
+                });
+                random = remix(random);
+                if factor >= 1.0 || ((random >> 11) as f64 / (1u64 << 53) as f64) < factor {
+                    break;
+                }
+                first = self.pick().unwrap_or(first);
+            }
         }
+        Candidates::rotate(first, ctx.endpoints.len())
     }
 
     fn name(&self) -> &'static str {
@@ -194,6 +222,7 @@ mod tests {
             endpoints: &[],
             client: None,
             random: 0,
+            hash: None,
         };
         assert_eq!(rr.candidates(&ctx).count(), 0);
     }

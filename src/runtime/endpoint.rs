@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -65,6 +66,12 @@ pub struct EndpointState {
     ejections: AtomicU32,
     /// A [`BreakerPhase`] as `u8`.
     breaker: AtomicU8,
+    /// When the registry first saw the endpoint: `slow_start` ramps its weight from here, and
+    /// [`Self::ewma_stamp_ns`] counts from here.
+    created: Instant,
+    /// When the EWMA last took a sample, in nanoseconds since `created`; peak-EWMA decays the
+    /// estimate by the time elapsed since then.
+    ewma_stamp_ns: AtomicU64,
 }
 
 impl EndpointState {
@@ -81,7 +88,35 @@ impl EndpointState {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             breaker: AtomicU8::new(BreakerPhase::Closed as u8),
+            created: Instant::now(),
+            ewma_stamp_ns: AtomicU64::new(0),
         }
+    }
+
+    /// When the registry first saw this endpoint (what `slow_start` ramps from).
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// When the EWMA last took a sample (`created` until the first one).
+    pub fn ewma_stamp(&self) -> Instant {
+        self.created + Duration::from_nanos(self.ewma_stamp_ns.load(Ordering::Relaxed))
+    }
+
+    /// Folds a latency sample taken at `now` into the EWMA: `rule(previous_ms, since_previous)`
+    /// returns the new value (`previous_ms` is 0 before the first sample). A CAS loop, so samples
+    /// from several workers at once are all counted; the decay rule itself lives in
+    /// `balance::peak_ewma`.
+    pub fn update_ewma_ms(&self, now: Instant, mut rule: impl FnMut(f64, Duration) -> f64) {
+        let since = now.saturating_duration_since(self.ewma_stamp());
+        let _ = self
+            .ewma_ms_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some(rule(f64::from_bits(bits), since).to_bits())
+            });
+        let stamp = now.saturating_duration_since(self.created).as_nanos();
+        self.ewma_stamp_ns
+            .store(u64::try_from(stamp).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The cluster this endpoint belongs to (the same address in two clusters is two states).
@@ -115,6 +150,20 @@ impl EndpointState {
         InFlightGuard {
             endpoint: Arc::clone(self),
         }
+    }
+
+    /// Counts a request as in flight only if the count after the increment stays `<= cap`
+    /// (bounded-load hashing). A compare-and-swap, so concurrent requests cannot overshoot the
+    /// cap between the check and the increment.
+    pub fn try_start_request(self: &Arc<Self>, cap: u64) -> Option<InFlightGuard> {
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlightGuard {
+            endpoint: Arc::clone(self),
+        })
     }
 
     /// Open upstream connections.

@@ -1,0 +1,199 @@
+//! `maglev`: the Maglev lookup table (Eisenbud et al., "Maglev: A Fast and Reliable Software
+//! Network Load Balancer", NSDI 2016, section 3.4).
+//!
+//! Each endpoint gets a permutation of the table's `M` slots from two hashes of its identity
+//! (`offset = h1 % M`, `skip = h2 % (M − 1) + 1`, xxh3 under [`OFFSET_SEED`] and [`SKIP_SEED`]);
+//! endpoints take turns claiming their next free preferred slot until the table is full. A key
+//! is then one multiply-shift and one table read: O(1), unlike the ring's binary search. Equal
+//! endpoints end up with ⌊M/N⌋ or ⌈M/N⌉ slots each, and removing one moves little more than 1/N
+//! of keys.
+//!
+//! `M` is the smallest prime ≥ 100 × endpoints and ≥ 65537 (the paper's advice: prime, and much
+//! larger than N, so shares stay within 1 % — 100 slots each differ by at most one). Weights use
+//! turn credits: an endpoint of weight w claims on average w / w_max slots per round (as
+//! Envoy's Maglev does).
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::below;
+use super::hashed::Table;
+
+/// Seed of the permutation offset hash.
+pub const OFFSET_SEED: u64 = 0x5357_594d_4147_4f46; // "SWYMAGOF"
+/// Seed of the permutation skip hash.
+pub const SKIP_SEED: u64 = 0x5357_594d_4147_534b; // "SWYMAGSK"
+
+/// Smallest table size.
+pub const MIN_TABLE: u64 = 65_537;
+/// Slots per endpoint at least.
+pub const SLOTS_PER_ENDPOINT: u64 = 100;
+
+/// The lookup table: slot → endpoint index.
+#[derive(Debug)]
+pub(crate) struct Maglev {
+    table: Vec<u32>,
+}
+
+impl Maglev {
+    /// Builds the table for `identities[i]` with `weights[i]` (zero counts as 1). Independent of
+    /// the lists' order: endpoints take turns in identity order.
+    pub(crate) fn new(identities: &[&str], weights: &[u32]) -> Self {
+        let n = identities.len().min(weights.len());
+        if n == 0 {
+            return Self { table: Vec::new() };
+        }
+        let size = table_size(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by(|&a, &b| identities[a].cmp(identities[b]));
+        let max_weight = weights[..n]
+            .iter()
+            .map(|&w| u64::from(w.max(1)))
+            .max()
+            .unwrap_or(1);
+        struct Turn {
+            index: u32,
+            weight: u64,
+            /// Credit needed before the next claim (Envoy's "target weight").
+            target: u64,
+            /// Current slot of the permutation and its step.
+            slot: u64,
+            skip: u64,
+        }
+        let mut turns: Vec<Turn> = order
+            .iter()
+            .map(|&i| {
+                let id = identities[i].as_bytes();
+                Turn {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    weight: u64::from(weights[i].max(1)),
+                    target: 0,
+                    slot: xxh3_64_with_seed(id, OFFSET_SEED) % size,
+                    skip: xxh3_64_with_seed(id, SKIP_SEED) % (size - 1) + 1,
+                }
+            })
+            .collect();
+        let size_usize = usize::try_from(size).unwrap_or(usize::MAX);
+        let mut table = vec![u32::MAX; size_usize];
+        let mut filled = 0usize;
+        let mut round = 1u64;
+        while filled < size_usize {
+            for turn in &mut turns {
+                if filled == size_usize {
+                    break;
+                }
+                if round * turn.weight < turn.target {
+                    continue;
+                }
+                turn.target += max_weight;
+                // Walk this endpoint's permutation to its next free slot; terminates because
+                // `skip` and the prime `size` are coprime, so the walk visits every slot.
+                while table[turn.slot as usize] != u32::MAX {
+                    turn.slot = step(turn.slot, turn.skip, size);
+                }
+                table[turn.slot as usize] = turn.index;
+                turn.slot = step(turn.slot, turn.skip, size);
+                filled += 1;
+            }
+            round += 1;
+        }
+        Self { table }
+    }
+
+    /// Slot counts per endpoint index.
+    #[cfg(test)]
+    pub(crate) fn slot_counts(&self, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; n];
+        for &i in &self.table {
+            if let Some(c) = counts.get_mut(i as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+}
+
+fn step(slot: u64, skip: u64, size: u64) -> u64 {
+    let next = slot + skip;
+    if next >= size {
+        next - size
+    } else {
+        next
+    }
+}
+
+/// The smallest prime ≥ max(100 × n, 65537).
+pub(crate) fn table_size(n: usize) -> u64 {
+    let mut candidate = (n as u64).saturating_mul(SLOTS_PER_ENDPOINT).max(MIN_TABLE);
+    while !is_prime(candidate) {
+        candidate += 1;
+    }
+    candidate
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+impl Table for Maglev {
+    const NAME: &'static str = "maglev";
+
+    fn locate(&self, hash: u64) -> (&[u32], usize) {
+        (&self.table, below(hash, self.table.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_sizes_are_the_smallest_fitting_primes() {
+        assert_eq!(table_size(1), 65_537);
+        assert_eq!(table_size(655), 65_537);
+        assert_eq!(table_size(1000), 100_003);
+        assert!(is_prime(100_003) && !is_prime(100_001));
+    }
+
+    #[test]
+    fn equal_endpoints_get_shares_within_one_percent() {
+        for n in [2usize, 3, 10, 99, 1000] {
+            let names: Vec<String> = (0..n)
+                .map(|i| format!("10.1.{}.{}:80", i / 200, i % 200))
+                .collect();
+            let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+            let maglev = Maglev::new(&ids, &vec![1; n]);
+            let counts = maglev.slot_counts(n);
+            let mean = maglev.table.len() as f64 / n as f64;
+            for c in counts {
+                assert!(
+                    (c as f64 - mean).abs() <= mean * 0.01,
+                    "n={n}: {c} vs {mean}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weights_scale_slots() {
+        let ids = ["a:1", "b:1", "c:1"];
+        let maglev = Maglev::new(&ids, &[1, 3, 2]);
+        let counts = maglev.slot_counts(3);
+        let unit = maglev.table.len() as f64 / 6.0;
+        for (c, w) in counts.iter().zip([1.0, 3.0, 2.0]) {
+            assert!((*c as f64 / (unit * w) - 1.0).abs() < 0.01, "{counts:?}");
+        }
+    }
+}
