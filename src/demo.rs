@@ -31,6 +31,10 @@ const SLOW: Duration = Duration::from_secs(2);
 /// The embedded config; `@LISTEN@`, `@BLUE@`, `@GREEN@`, `@RED@` are replaced with real
 /// addresses. Routes are tried in order, so the catch-all `/` comes last.
 const CONFIG_TEMPLATE: &str = r#"
+# Port 0: the demo must not clash with a real proxy's admin port; the banner prints the address.
+[admin]
+listen = "127.0.0.1:0"
+
 [[listeners]]
 name = "demo"
 listen = "@LISTEN@"
@@ -97,7 +101,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .listener_addr("demo")
         .context("demo listener missing after start")?;
 
-    print_banner(proxy, &backend_addrs);
+    print_banner(proxy, handle.admin_addr(), &backend_addrs);
 
     backends_rt.block_on(wait_for_signal())?;
     println!("switchyard demo shutting down");
@@ -106,12 +110,13 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(proxy: SocketAddr, backends: &[SocketAddr]) {
+fn print_banner(proxy: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) {
     println!("switchyard demo");
     for (name, addr) in BACKENDS.iter().zip(backends) {
         println!("  backend {name:<6} http://{addr}");
     }
     println!("  proxy          http://{proxy}");
+    println!("  admin          http://{admin}");
     println!();
     println!("try:");
     println!("  curl -s http://{proxy}/                                   # round robin over blue, green, red");
@@ -119,6 +124,8 @@ fn print_banner(proxy: SocketAddr, backends: &[SocketAddr]) {
     println!("  curl -s -H 'Host: api.localhost' http://{proxy}/          # host-based route to the canary");
     println!("  curl -s -i http://{proxy}/status/503                      # backend status passed through");
     println!("  curl -s -i http://{proxy}/slow                            # answers after 2 s");
+    println!("  curl -s http://{admin}/metrics                            # Prometheus metrics");
+    println!("  curl -s http://{admin}/upstreams                          # endpoints as JSON");
     println!();
     // Tests and scripts wait for this exact line; keep it last and stable.
     println!("switchyard demo listening on http://{proxy}");

@@ -13,6 +13,7 @@
 //! [`runtime::Snapshot`] off the request path and publishes it with one `ArcSwap` store.
 //! Per-endpoint state that must survive snapshots lives in [`runtime::EndpointState`].
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;

@@ -40,5 +40,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             errors: vec![loc.error(&span, e.message().trim_end())],
         }
     })?;
-    validate::validate(raw, &loc).map_err(|errors| ConfigErrors { errors })
+    let mut config = validate::validate(raw, &loc).map_err(|errors| ConfigErrors { errors })?;
+    config.sha256 = sha256_hex(text.as_bytes());
+    Ok(config)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }

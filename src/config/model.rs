@@ -17,6 +17,9 @@ use regex::Regex;
 pub struct Config {
     /// The file this config was read from; relative paths inside were resolved against its folder.
     pub source: PathBuf,
+    /// SHA-256 of the config text, lower-case hex: the admin API's `/config` shows it so an
+    /// operator can tell which file version is live.
+    pub sha256: String,
     pub runtime: RuntimeConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,

@@ -54,6 +54,8 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     }
     Ok(Config {
         source: loc.file().to_path_buf(),
+        // Filled in by `config::parse`, which has the text.
+        sha256: String::new(),
         runtime,
         admin,
         log,

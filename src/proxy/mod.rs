@@ -9,6 +9,7 @@
 //! - [`hygiene`]: between the socket and hyper — strict HTTP/1 head checks (smuggling), size
 //!   limits, our own first-byte/header/body/keep-alive timers, HTTP/2 request checks.
 
+pub mod access_log;
 pub mod body;
 pub mod error;
 pub mod handler;

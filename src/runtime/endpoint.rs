@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::admin::metrics::EndpointMetrics;
+
 /// Circuit-breaker phase of one endpoint (DESIGN.md: closed, open, half-open), as stored in
 /// [`EndpointState`]'s atomic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub struct EndpointState {
     ejections: AtomicU32,
     /// A [`BreakerPhase`] as `u8`.
     breaker: AtomicU8,
+    /// Metric labels (address, or `other` past `max_endpoint_series`) and series handles.
+    metrics: EndpointMetrics,
     /// When the registry first saw the endpoint: `slow_start` ramps its weight from here, and
     /// [`Self::ewma_stamp_ns`] counts from here.
     created: Instant,
@@ -88,6 +92,7 @@ impl EndpointState {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             breaker: AtomicU8::new(BreakerPhase::Closed as u8),
+            metrics: EndpointMetrics::new(cluster, address),
             created: Instant::now(),
             ewma_stamp_ns: AtomicU64::new(0),
         }
@@ -117,6 +122,13 @@ impl EndpointState {
         let stamp = now.saturating_duration_since(self.created).as_nanos();
         self.ewma_stamp_ns
             .store(u64::try_from(stamp).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// This endpoint's metric labels and series: record `upstream_requests_total` through
+    /// [`EndpointMetrics::record_upstream`], label other endpoint series with
+    /// [`EndpointMetrics::endpoint_label`] (both honour `[metrics] max_endpoint_series`).
+    pub fn metrics(&self) -> &EndpointMetrics {
+        &self.metrics
     }
 
     /// The cluster this endpoint belongs to (the same address in two clusters is two states).

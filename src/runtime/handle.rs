@@ -4,12 +4,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use thiserror::Error;
 use tokio::sync::watch;
 
 use super::workers::{self, Worker};
 use super::Shared;
+use crate::admin;
 use crate::config::Config;
 use crate::proxy::listener::bind_reuseport;
 
@@ -39,6 +42,8 @@ pub struct ProxyHandle {
     shared: Arc<Shared>,
     /// Listener name and resolved address, in config order.
     listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's resolved address.
+    admin: SocketAddr,
     stop: watch::Sender<bool>,
     /// One message per worker once its listening sockets are closed.
     listeners_closed: mpsc::Receiver<()>,
@@ -51,11 +56,30 @@ pub struct ProxyHandle {
 /// allowed: it resolves once and every worker shares the port). Returns once all sockets are
 /// bound and registered, so connections are accepted from then on.
 pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
+    // rustls picks its crypto provider from crate features; if a dependency ever enables a
+    // second one, building a TLS config would panic on the ambiguity. Installing `ring`
+    // explicitly settles it. `Err` only means a provider is already installed (a second
+    // `start` in one process, e.g. tests), which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The recorder must exist before the snapshot registers its series handles.
+    let recorder = admin::metrics::install();
+    if let Err(reason) = recorder {
+        tracing::warn!(reason, "metrics are not recorded; /metrics answers 503");
+    }
+    admin::metrics::set_max_endpoint_series(config.metrics.max_endpoint_series);
+    let admin_listener =
+        admin::server::bind(config.admin.listen).map_err(|source| StartError::Bind {
+            listener: "admin".to_owned(),
+            address: config.admin.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().map_err(StartError::Runtime)?;
     let workers = config.runtime.workers.max(1);
     let limits = config.limits.clone();
     let drain_timeout = config.runtime.drain_timeout;
     let listener_configs = config.listeners.clone();
     let shared = Arc::new(Shared::new(config));
+    admin::metrics::set_config_version(shared.snapshot().version());
 
     // sockets[w] = worker w's socket for every listener, in config order.
     let mut sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
@@ -111,9 +135,18 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
 
     let (control_thread, control) =
         workers::spawn_control(stop_rx.clone()).map_err(StartError::Runtime)?;
+    let state = admin::AdminState {
+        shared: Arc::clone(&shared),
+    };
+    admin::server::spawn(&control, admin_listener, state, stop_rx.clone())
+        .map_err(StartError::Runtime)?;
+    if let Ok(recorder) = recorder {
+        control.spawn(upkeep(recorder, stop_rx.clone()));
+    }
     let mut handle = ProxyHandle {
         shared,
         listeners,
+        admin: admin_addr,
         stop,
         listeners_closed,
         workers,
@@ -136,6 +169,11 @@ impl ProxyHandle {
             .iter()
             .find(|(n, _)| n == name)
             .map(|&(_, addr)| addr)
+    }
+
+    /// The admin listener's resolved address (the real port when configured with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 
     /// Every listener's name and resolved address, in config order.
@@ -199,42 +237,114 @@ impl Drop for ProxyHandle {
     }
 }
 
-/// Runs the proxy until SIGINT or SIGTERM, then drains and returns. What `switchyard run` and
-/// `switchyard demo` call.
+/// How often the recorder's histograms are drained into their buckets between scrapes (the
+/// exporter's own default period), so samples never pile up unbounded.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn upkeep(recorder: &'static PrometheusHandle, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = crate::proxy::server::stopped(&mut stop) => break,
+            () = tokio::time::sleep(UPKEEP_INTERVAL) => recorder.run_upkeep(),
+        }
+    }
+}
+
+/// What the CLI's main thread waits for during shutdown.
+enum Event {
+    /// SIGINT or SIGTERM arrived.
+    Signal,
+    /// Every worker has finished draining.
+    Drained,
+}
+
+/// Runs the proxy until SIGINT or SIGTERM, then shuts down gracefully and returns `Ok` (exit 0).
+/// What `switchyard run` calls.
+///
+/// Shutdown, in order: `/readyz` answers 503 at once; the proxy keeps serving for
+/// `[runtime] shutdown_delay` so load balancers in front notice; then listeners close (new
+/// connections are refused), HTTP/2 connections get GOAWAY and HTTP/1 responses
+/// `Connection: close`, and requests in flight get up to `drain_timeout` to finish. A second
+/// signal at any point exits the process at once with status 1, without waiting.
 pub fn run(config: Config) -> anyhow::Result<()> {
     for feature in config.inactive_features() {
         tracing::warn!("{feature}: configured but not active yet; it is validated and ignored");
     }
     let shutdown_delay = config.runtime.shutdown_delay;
+    let drain_timeout = config.runtime.drain_timeout;
+    // Watch signals before starting, so one that arrives during start is not lost.
+    let (events_tx, events) = mpsc::channel();
+    watch_signals(events_tx.clone())?;
     let handle = start(config)?;
+    // URLs in the messages: scripts and tests read the real ports (port 0) from these lines.
     for (name, addr) in handle.listeners() {
-        tracing::info!(listener = %name, %addr, "listening");
+        tracing::info!(listener = %name, "listening on http://{addr}");
     }
-    wait_for_signal()?;
-    tracing::info!(?shutdown_delay, "shutting down");
+    tracing::info!("admin API listening on http://{}", handle.admin_addr());
+    if events.recv().is_err() {
+        anyhow::bail!("the signal watcher stopped unexpectedly");
+    }
+    tracing::info!(?shutdown_delay, "shutting down: not ready, still serving");
     handle.shared().set_draining();
-    // Readiness already says 503; keep serving while load balancers in front notice.
-    std::thread::sleep(shutdown_delay);
-    handle.shutdown();
+    match events.recv_timeout(shutdown_delay) {
+        Ok(Event::Signal) => exit_at_once(),
+        Ok(Event::Drained) | Err(_) => {}
+    }
+    tracing::info!(?drain_timeout, "closing listeners, draining connections");
+    let drain = std::thread::Builder::new()
+        .name("switchyard-drain".to_owned())
+        .spawn(move || {
+            handle.shutdown();
+            let _ = events_tx.send(Event::Drained);
+        })?;
+    match events.recv() {
+        Ok(Event::Signal) => exit_at_once(),
+        Ok(Event::Drained) | Err(_) => {}
+    }
+    // The drain thread has sent `Drained`, its last act; a panic in it was reported already.
+    let _ = drain.join();
     tracing::info!("stopped");
     Ok(())
 }
 
-fn wait_for_signal() -> io::Result<()> {
+fn exit_at_once() -> ! {
+    tracing::warn!("second signal: exiting without waiting for requests in flight");
+    std::process::exit(1)
+}
+
+/// Forwards SIGINT and SIGTERM to `events` from a thread of its own. The handlers are
+/// registered before this returns. After two signals the watcher ends: the second one makes
+/// `run` exit the process.
+fn watch_signals(events: mpsc::Sender<Event>) -> io::Result<()> {
     let runtime = workers::current_thread_runtime()?;
-    runtime.block_on(async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => result,
-                _ = term.recv() => Ok(()),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await
-        }
-    })
+    #[cfg(unix)]
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _context = runtime.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("switchyard-signals".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                for _ in 0..2 {
+                    #[cfg(unix)]
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    #[cfg(not(unix))]
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        return;
+                    }
+                    if events.send(Event::Signal).is_err() {
+                        return;
+                    }
+                }
+            });
+        })?;
+    Ok(())
 }

@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use super::endpoint::{EndpointRegistry, EndpointState};
+use crate::admin::metrics::SnapshotMetrics;
 use crate::balance::{self, Balancer};
 use crate::config::{ClusterConfig, Config, EndpointSource};
 use crate::router::Router;
@@ -25,6 +27,10 @@ pub struct Snapshot {
     router: Router,
     clusters: HashMap<String, Arc<ClusterSnapshot>>,
     listeners: Vec<ListenerSnapshot>,
+    /// When this version was built (the admin API's `loaded_at`).
+    loaded_at: SystemTime,
+    /// Metric series per route × cluster and listener, so requests never format labels.
+    metrics: SnapshotMetrics,
 }
 
 /// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
@@ -68,13 +74,26 @@ impl Snapshot {
                 trusted_hops: l.trusted_hops,
             })
             .collect();
+        let metrics = SnapshotMetrics::build(&config);
         Self {
             version,
             config,
             router,
             clusters,
             listeners,
+            loaded_at: SystemTime::now(),
+            metrics,
         }
+    }
+
+    /// When this version was built.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// The precomputed metric series of this version's routes and listeners.
+    pub fn metrics(&self) -> &SnapshotMetrics {
+        &self.metrics
     }
 
     /// Increases by one on every publish; the admin API and metrics show it.
@@ -214,6 +233,7 @@ impl Shared {
         let version = self.snapshot.load().version() + 1;
         let next = Arc::new(Snapshot::build(Arc::new(config), &self.registry, version));
         self.snapshot.store(Arc::clone(&next));
+        crate::admin::metrics::set_config_version(version);
         self.registry
             .retain(|cluster, address| next.has_endpoint(cluster, address));
         next

@@ -46,7 +46,8 @@ impl TestProxy {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, toml).map_err(|e| e.to_string())?;
-        let config = switchyard::config::parse(toml, &path).map_err(|e| format!("{e}"))?;
+        let mut config = switchyard::config::parse(toml, &path).map_err(|e| format!("{e}"))?;
+        admin_on_free_port(toml, &mut config);
         // Started on a plain thread: `start` may build and block on runtimes of its own, which
         // tokio forbids from inside the async test that calls us.
         let handle = std::thread::scope(|s| {
@@ -75,6 +76,26 @@ impl TestProxy {
         format!("http://{}{}", self.addr(listener), path)
     }
 
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .map(ProxyHandle::admin_addr)
+            .unwrap_or_else(|| panic!("proxy already shut down"))
+    }
+
+    /// `http://ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr(), path)
+    }
+
+    /// The running proxy's handle (snapshot, endpoint registry).
+    pub fn handle(&self) -> &ProxyHandle {
+        self.handle
+            .as_ref()
+            .unwrap_or_else(|| panic!("proxy already shut down"))
+    }
+
     /// The config file the proxy was started from (its folder is the test's scratch space).
     pub fn config_path(&self) -> &Path {
         &self.path
@@ -98,6 +119,15 @@ impl TestProxy {
 impl Drop for TestProxy {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Moves the admin listener to a free port unless the test's TOML has an `[admin]` section:
+/// tests run in parallel in one process, and every proxy on the default 127.0.0.1:9901 would
+/// clash with the next one.
+pub fn admin_on_free_port(toml: &str, config: &mut switchyard::config::Config) {
+    if !toml.contains("[admin]") {
+        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
 }
 

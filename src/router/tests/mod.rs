@@ -106,6 +106,7 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
     }
     Config {
         source: "test.toml".into(),
+        sha256: String::new(),
         runtime: RuntimeConfig {
             workers: 1,
             shutdown_delay: Duration::ZERO,

@@ -1,0 +1,468 @@
+//! Prometheus metrics: the recorder, every metric's name and HELP text, and the precomputed
+//! label sets the request path records through.
+//!
+//! The `metrics` facade has one global recorder per process, so [`install`] runs once (a
+//! `OnceLock`) however many proxies a process starts (tests start several): every proxy's
+//! `/metrics` renders the same registry. Series are registered lazily (`OnceLock` per label
+//! set) so a scrape shows only what happened, yet a request never formats a label: it indexes a
+//! [`RequestSeries`] built with the snapshot and picks its status-code slot.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Config;
+
+/// `requests_total{listener,route,cluster,code}`: every request the handler answered.
+pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+/// `request_duration_seconds{route,cluster,class}`: until the response body ended.
+pub const REQUEST_DURATION_SECONDS: &str = "switchyard_request_duration_seconds";
+/// `upstream_requests_total{cluster,endpoint,outcome}`: one per attempt at an endpoint.
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "switchyard_upstream_requests_total";
+/// `upstream_connect_duration_seconds{cluster}`: TCP (and later TLS) connect time.
+pub const UPSTREAM_CONNECT_DURATION_SECONDS: &str = "switchyard_upstream_connect_duration_seconds";
+/// `upstream_connections{cluster}`: open upstream connections.
+pub const UPSTREAM_CONNECTIONS: &str = "switchyard_upstream_connections";
+/// `rejected_requests_total{reason}`: refused by request hygiene or limits, never forwarded.
+pub const REJECTED_REQUESTS_TOTAL: &str = "switchyard_rejected_requests_total";
+/// `config_reloads_total{result}`.
+pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+/// `config_reload_duration_seconds`.
+pub const CONFIG_RELOAD_DURATION_SECONDS: &str = "switchyard_config_reload_duration_seconds";
+/// `config_version`: the published snapshot's version.
+pub const CONFIG_VERSION: &str = "switchyard_config_version";
+/// `downstream_connections`: open client connections.
+pub const DOWNSTREAM_CONNECTIONS: &str = "switchyard_downstream_connections";
+/// `build_info{version}`: always 1.
+pub const BUILD_INFO: &str = "switchyard_build_info";
+
+/// Histogram buckets in seconds: 50 µs (a pooled loopback hop) to 30 s (the default drain
+/// timeout), roughly ×2–2.5 apart so each decade has three buckets.
+pub const BUCKETS: [f64; 18] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process's recorder, or why it could not be installed (another recorder got there
+/// first); `/metrics` answers 503 with that reason.
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process), describes every metric and sets
+/// `build_info`. Later calls return the same handle.
+pub fn install() -> Result<&'static PrometheusHandle, &'static str> {
+    RECORDER
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// HELP text and unit for every metric DESIGN.md names that this build can produce (and the
+/// reload ones, whose help is ready before reload lands). Units are base units, as Prometheus
+/// naming asks: seconds, bytes, plain counts.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests answered, by listener, route, cluster and status code (route and cluster empty when no route matched)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from request head received to response body ended, by route, cluster and status class."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS_TOTAL,
+        Unit::Count,
+        "Attempts at an endpoint, by cluster, endpoint and outcome (success, error_5xx, connect_failure, reset, timeout)."
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to open an upstream connection, by cluster."
+    );
+    describe_gauge!(
+        UPSTREAM_CONNECTIONS,
+        Unit::Count,
+        "Open upstream connections, by cluster."
+    );
+    describe_counter!(
+        REJECTED_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests refused before routing (malformed, too large, too slow), by reason."
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        Unit::Count,
+        "Config reload attempts, by result (success, failure)."
+    );
+    describe_histogram!(
+        CONFIG_RELOAD_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to read, validate and publish a config."
+    );
+    describe_gauge!(
+        CONFIG_VERSION,
+        Unit::Count,
+        "Version of the published config snapshot; increases by one per publish."
+    );
+    describe_gauge!(
+        DOWNSTREAM_CONNECTIONS,
+        Unit::Count,
+        "Open client connections on the proxy listeners."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build."
+    );
+}
+
+/// Records that snapshot `version` is now the published one.
+pub fn set_config_version(version: u64) {
+    // f64 holds every integer up to 2^53 exactly; a config version never gets near that.
+    metrics::gauge!(CONFIG_VERSION).set(version as f64);
+}
+
+/// One open downstream connection, counted in `downstream_connections` until dropped.
+#[derive(Debug)]
+#[must_use = "the connection stops counting when the guard drops"]
+pub struct DownstreamConnection {
+    gauge: Gauge,
+}
+
+impl DownstreamConnection {
+    /// Counts a connection as open.
+    pub fn opened() -> Self {
+        let gauge = metrics::gauge!(DOWNSTREAM_CONNECTIONS);
+        gauge.increment(1.0);
+        Self { gauge }
+    }
+}
+
+impl Drop for DownstreamConnection {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
+/// Status codes with a preregistered slot: what proxies and typical backends answer. Sorted,
+/// for the binary search; any other code takes the slower path that builds its label.
+const COMMON_CODES: [u16; 27] = [
+    200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413, 414,
+    417, 429, 431, 500, 501, 502, 503, 504,
+];
+
+/// Status classes for the `class` label, indexed by `code / 100 - 1`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The `requests_total` and `request_duration_seconds` series of one listener + route + cluster,
+/// built once per snapshot. Recording costs an index and an atomic add.
+#[derive(Debug)]
+pub struct RequestSeries {
+    /// listener, route, cluster: the `requests_total` labels but `code`.
+    labels: [Label; 3],
+    by_code: [OnceLock<Counter>; COMMON_CODES.len()],
+    by_class: [OnceLock<Histogram>; CLASSES.len()],
+}
+
+impl RequestSeries {
+    /// The series for requests on `listener` routed by `route` to `cluster` (empty strings for
+    /// requests that matched no route).
+    pub fn new(listener: &str, route: &str, cluster: &str) -> Self {
+        Self {
+            labels: [
+                Label::new("listener", listener.to_owned()),
+                Label::new("route", route.to_owned()),
+                Label::new("cluster", cluster.to_owned()),
+            ],
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+            by_class: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        let code = status.as_u16();
+        match COMMON_CODES.binary_search(&code) {
+            Ok(slot) => self.by_code[slot]
+                .get_or_init(|| self.counter(SharedString::from(code.to_string())))
+                .increment(1),
+            // Rare codes pay for their label each time rather than a slot per possible code.
+            Err(_) => self
+                .counter(SharedString::from(code.to_string()))
+                .increment(1),
+        }
+        // StatusCode guarantees 100..=999; codes over 599 are counted as 5xx.
+        let class = usize::from(code / 100).clamp(1, CLASSES.len()) - 1;
+        self.by_class[class]
+            .get_or_init(|| {
+                let labels = vec![
+                    self.labels[1].clone(),
+                    self.labels[2].clone(),
+                    Label::new("class", CLASSES[class]),
+                ];
+                metrics::histogram!(REQUEST_DURATION_SECONDS, labels)
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    fn counter(&self, code: SharedString) -> Counter {
+        let mut labels = self.labels.to_vec();
+        labels.push(Label::new("code", code));
+        metrics::counter!(REQUESTS_TOTAL, labels)
+    }
+}
+
+/// Every [`RequestSeries`] of one snapshot, indexed the way the request path knows them.
+#[derive(Debug, Default)]
+pub struct SnapshotMetrics {
+    /// By route index (config order): the series of each cluster the route can pick.
+    routes: Vec<Vec<(String, std::sync::Arc<RequestSeries>)>>,
+    /// By listener index: requests that matched no route there (404, 400).
+    unrouted: Vec<std::sync::Arc<RequestSeries>>,
+}
+
+impl SnapshotMetrics {
+    /// Builds the series of every route × target cluster and every listener.
+    pub fn build(config: &Config) -> Self {
+        use crate::config::RouteTarget;
+        use std::sync::Arc;
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                let clusters: Vec<&str> = match &route.target {
+                    RouteTarget::Cluster(cluster) => vec![cluster.as_str()],
+                    RouteTarget::Split(arms) => arms.iter().map(|a| a.cluster.as_str()).collect(),
+                };
+                clusters
+                    .into_iter()
+                    .map(|cluster| {
+                        let series = RequestSeries::new(&route.listener, &route.name, cluster);
+                        (cluster.to_owned(), Arc::new(series))
+                    })
+                    .collect()
+            })
+            .collect();
+        let unrouted = config
+            .listeners
+            .iter()
+            .map(|l| Arc::new(RequestSeries::new(&l.name, "", "")))
+            .collect();
+        Self { routes, unrouted }
+    }
+
+    /// The series for a request on listener `listener` (index), routed by `route` (index) to
+    /// `cluster`; the listener's unrouted series when no route (or no cluster) was chosen.
+    pub fn series(
+        &self,
+        listener: usize,
+        route: Option<usize>,
+        cluster: Option<&str>,
+    ) -> Option<&std::sync::Arc<RequestSeries>> {
+        let routed = route
+            .zip(cluster)
+            .and_then(|(route, cluster)| self.routes.get(route)?.iter().find(|(c, _)| c == cluster))
+            .map(|(_, series)| series);
+        routed.or_else(|| self.unrouted.get(listener))
+    }
+}
+
+/// What an attempt at an endpoint came to (`upstream_requests_total`'s `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// A response below 500.
+    Success,
+    /// A 5xx response.
+    Error5xx,
+    /// No connection could be made.
+    ConnectFailure,
+    /// The connection or stream failed mid-exchange.
+    Reset,
+    /// No response within the route's (or try's) timeout.
+    Timeout,
+}
+
+impl UpstreamOutcome {
+    const ALL: [UpstreamOutcome; 5] = [
+        Self::Success,
+        Self::Error5xx,
+        Self::ConnectFailure,
+        Self::Reset,
+        Self::Timeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error5xx => "error_5xx",
+            Self::ConnectFailure => "connect_failure",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The metric labels of one endpoint, fixed when its state is created: the address, or `other`
+/// once `[metrics] max_endpoint_series` endpoints have their own label.
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    cluster: SharedString,
+    endpoint: SharedString,
+    outcomes: [OnceLock<Counter>; UpstreamOutcome::ALL.len()],
+}
+
+impl EndpointMetrics {
+    /// Labels for endpoint `address` of `cluster`, folding to `other` when the process's
+    /// endpoint-series budget is spent.
+    pub fn new(cluster: &str, address: SocketAddr) -> Self {
+        Self {
+            cluster: SharedString::from(cluster.to_owned()),
+            endpoint: ENDPOINT_BUDGET.label(cluster, address),
+            outcomes: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The `endpoint` label value: the address, or `other`.
+    pub fn endpoint_label(&self) -> &SharedString {
+        &self.endpoint
+    }
+
+    /// Counts one attempt at this endpoint in `upstream_requests_total`.
+    pub fn record_upstream(&self, outcome: UpstreamOutcome) {
+        let slot = UpstreamOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.outcomes[slot]
+            .get_or_init(|| {
+                metrics::counter!(
+                    UPSTREAM_REQUESTS_TOTAL,
+                    "cluster" => self.cluster.clone(),
+                    "endpoint" => self.endpoint.clone(),
+                    "outcome" => outcome.as_str()
+                )
+            })
+            .increment(1);
+    }
+}
+
+/// The label an endpoint gets once the budget is spent.
+pub const OTHER_ENDPOINT: &str = "other";
+
+/// Process-wide, like the recorder whose cardinality it guards. Starts at the config default
+/// (`[metrics] max_endpoint_series = 1000`); [`set_max_endpoint_series`] applies the config.
+static ENDPOINT_BUDGET: EndpointBudget = EndpointBudget::new(1000);
+
+/// Sets `[metrics] max_endpoint_series` for endpoints created from now on (the process's
+/// latest config wins; endpoints already labelled keep their label).
+pub fn set_max_endpoint_series(max: usize) {
+    ENDPOINT_BUDGET.max.store(max, Ordering::Relaxed);
+}
+
+/// Hands out endpoint labels: the first `max` distinct cluster + address pairs get their
+/// address, later ones `other`. A pair seen before keeps its own label (its series exist
+/// already), so an endpoint that leaves and comes back does not spend the budget twice.
+#[derive(Debug)]
+pub struct EndpointBudget {
+    max: AtomicUsize,
+    /// Pairs with their own label. A std `Mutex` is fine: taken only when an endpoint state is
+    /// created (snapshot builds, off the request path), never across an `.await`.
+    labelled: Mutex<Option<HashSet<(String, SocketAddr)>>>,
+}
+
+impl EndpointBudget {
+    /// A budget of `max` endpoint labels.
+    pub const fn new(max: usize) -> Self {
+        Self {
+            max: AtomicUsize::new(max),
+            labelled: Mutex::new(None),
+        }
+    }
+
+    /// The label for `cluster`/`address`.
+    pub fn label(&self, cluster: &str, address: SocketAddr) -> SharedString {
+        let mut labelled = self.labelled.lock().unwrap_or_else(PoisonError::into_inner);
+        let labelled = labelled.get_or_insert_with(HashSet::new);
+        let key = (cluster.to_owned(), address);
+        if labelled.contains(&key) || labelled.len() < self.max.load(Ordering::Relaxed) {
+            labelled.insert(key);
+            SharedString::from(address.to_string())
+        } else {
+            SharedString::const_str(OTHER_ENDPOINT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn endpoint_labels_fold_to_other_beyond_the_budget() {
+        let budget = EndpointBudget::new(2);
+        assert_eq!(&*budget.label("a", addr(1)), "127.0.0.1:1");
+        assert_eq!(&*budget.label("b", addr(1)), "127.0.0.1:1");
+        assert_eq!(&*budget.label("a", addr(2)), OTHER_ENDPOINT);
+        // Seen before: keeps its own series.
+        assert_eq!(&*budget.label("a", addr(1)), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn common_codes_are_sorted_for_binary_search() {
+        assert!(COMMON_CODES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn series_lookup_falls_back_to_the_listener() {
+        let text = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "web"
+split = [ { cluster = "a", weight = 1 }, { cluster = "b", weight = 1 } ]
+
+[clusters.a]
+endpoints = ["127.0.0.1:1"]
+
+[clusters.b]
+endpoints = ["127.0.0.1:2"]
+"#;
+        let config =
+            crate::config::parse(text, std::path::Path::new("t.toml")).expect("valid config");
+        let metrics = SnapshotMetrics::build(&config);
+        let b = metrics.series(0, Some(0), Some("b")).expect("route series");
+        assert_eq!(b.labels[1].value(), "web");
+        assert_eq!(b.labels[2].value(), "b");
+        let none = metrics.series(0, None, None).expect("unrouted series");
+        assert_eq!(none.labels[0].value(), "public");
+        assert_eq!(none.labels[1].value(), "");
+        assert!(metrics.series(0, Some(0), Some("zzz")).is_some());
+        assert!(metrics.series(5, None, None).is_none());
+        // Recording without a recorder installed is a no-op, never a panic.
+        b.record(StatusCode::IM_A_TEAPOT, Duration::from_millis(3));
+        b.record(StatusCode::OK, Duration::from_millis(3));
+    }
+}

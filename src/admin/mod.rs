@@ -1,0 +1,18 @@
+//! Admin and operations: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/config`,
+//! `/upstreams`, `/explain`), the Prometheus recorder and the metric label sets.
+//!
+//! - [`server`]: the admin HTTP server, on the control runtime and its own listener only.
+//! - [`metrics`]: recorder install (once per process), HELP text, buckets, and the
+//!   precomputed series the request path records through ([`metrics::SnapshotMetrics`],
+//!   [`metrics::EndpointMetrics`]).
+//! - [`views`]: the JSON documents.
+//!
+//! The metrics layout follows axum's `prometheus-metrics` example (`metrics` facade +
+//! `metrics-exporter-prometheus`, rendered on a separate port), with series handles cached per
+//! label set as the `metrics` crate's docs recommend for hot paths.
+
+pub mod metrics;
+pub mod server;
+pub mod views;
+
+pub use server::AdminState;

@@ -1,0 +1,233 @@
+//! The admin API's JSON documents: `/config`, `/upstreams`, `/explain`.
+//!
+//! Plain `serde_json::Value` builders over the live [`Snapshot`] and endpoint states: the
+//! shapes are the contract (DESIGN.md field names), so they are spelled out here rather than
+//! derived from internal types that may grow.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde_json::{json, Value};
+
+use crate::config::EndpointSource;
+use crate::router::RequestView;
+use crate::runtime::{EndpointState, Snapshot};
+
+/// `GET /config`: the published config's identity and an outline of what it declares.
+/// `last_error` is the last failed reload's message (none yet: reload arrives later).
+pub fn config(snapshot: &Snapshot, last_error: Option<&str>) -> Value {
+    let config = snapshot.config();
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string() }))
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| json!({ "name": r.name, "listener": r.listener }))
+        .collect();
+    json!({
+        "version": snapshot.version(),
+        "loaded_at": rfc3339(snapshot.loaded_at()),
+        "sha256": config.sha256,
+        "last_error": last_error,
+        "source": config.source.display().to_string(),
+        "workers": config.runtime.workers,
+        "admin": config.admin.listen.to_string(),
+        "listeners": listeners,
+        "routes": routes,
+        "clusters": config.clusters.keys().collect::<Vec<_>>(),
+        "inactive_features": config.inactive_features(),
+    })
+}
+
+/// `GET /upstreams`: every cluster (by name) and each endpoint's live state.
+pub fn upstreams(snapshot: &Snapshot) -> Value {
+    let mut clusters: Vec<_> = snapshot.clusters().collect();
+    clusters.sort_by(|a, b| a.name().cmp(b.name()));
+    let clusters: Vec<Value> = clusters
+        .into_iter()
+        .map(|cluster| {
+            let source = match cluster.config().endpoints {
+                EndpointSource::Static(_) => "static",
+                EndpointSource::Dns { .. } | EndpointSource::Srv { .. } => "dns",
+                EndpointSource::File(_) => "file",
+                EndpointSource::Etcd { .. } => "etcd",
+                EndpointSource::Mesh(_) => "mesh",
+            };
+            let endpoints: Vec<Value> = cluster
+                .endpoints()
+                .iter()
+                .map(|e| endpoint(e, source))
+                .collect();
+            json!({
+                "name": cluster.name(),
+                "balance": cluster.config().balance.as_str(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({ "version": snapshot.version(), "clusters": clusters })
+}
+
+fn endpoint(e: &EndpointState, source: &str) -> Value {
+    let until = e.ejected_until_ms();
+    let ejected_until = (until > 0)
+        .then(|| rfc3339(UNIX_EPOCH + Duration::from_millis(until)))
+        .filter(|_| e.is_ejected(now_ms()));
+    json!({
+        "address": e.address().to_string(),
+        "source": source,
+        "healthy": e.is_healthy(),
+        "ejected_until": ejected_until,
+        "ejections": e.ejections(),
+        "breaker": e.breaker().as_str(),
+        "in_flight": e.in_flight(),
+        "connections": e.connections(),
+        "ewma_ms": e.ewma_ms(),
+        "weight": e.weight(),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why an `/explain` query cannot be answered (400).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadQuery(pub String);
+
+/// `GET /explain?method=GET&url=http://host/path&header=name:%20value&listener=NAME`: the
+/// router's explanation against the live snapshot. `method` defaults to GET; `url` is
+/// absolute (the host comes from it) or origin-form with a `host` header.
+pub fn explain(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, BadQuery> {
+    let mut method = Method::GET;
+    let mut url = None;
+    let mut listener = None;
+    let mut headers = HeaderMap::new();
+    for (key, value) in query_pairs(query.unwrap_or("")) {
+        match key.as_str() {
+            "method" => {
+                method = Method::from_bytes(value.as_bytes())
+                    .map_err(|_| BadQuery(format!("invalid method {value:?}")))?;
+            }
+            "url" => url = Some(value),
+            "listener" => listener = Some(value),
+            "header" => {
+                let (name, value) = value
+                    .split_once(':')
+                    .ok_or_else(|| BadQuery(format!("header {value:?} must read 'name: value'")))?;
+                let name = HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| BadQuery(format!("invalid header name {name:?}")))?;
+                let value = HeaderValue::from_str(value.trim())
+                    .map_err(|_| BadQuery(format!("invalid header value {value:?}")))?;
+                headers.append(name, value);
+            }
+            other => return Err(BadQuery(format!("unknown parameter {other:?}"))),
+        }
+    }
+    let url = url.ok_or_else(|| BadQuery("missing url parameter".into()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| BadQuery(format!("invalid url {url:?}")))?;
+    let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let view = RequestView {
+        method: &method,
+        host: host.as_deref(),
+        path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        headers: &headers,
+        client_identity: None,
+    };
+    let explanation = snapshot
+        .router()
+        .explain(snapshot.config(), listener.as_deref(), &view);
+    serde_json::to_value(explanation).map_err(|e| BadQuery(e.to_string()))
+}
+
+/// `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` decoded), in order.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(key), form_decode(value))
+        })
+        .collect()
+}
+
+fn form_decode(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `2024-05-01T12:34:56.789Z`: RFC 3339 in UTC with milliseconds, without a date crate
+/// (civil-from-days by Howard Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // day is 1..=31 and month 1..=12 by construction.
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_827_696_789);
+        assert_eq!(rfc3339(t), "2000-02-29T12:34:56.789Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599);
+        assert_eq!(rfc3339(t), "2024-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn query_pairs_decode_form_encoding() {
+        assert_eq!(
+            query_pairs("url=http%3A%2F%2Fa%2Fb&header=x-a%3A+1&&method=POST"),
+            vec![
+                ("url".to_owned(), "http://a/b".to_owned()),
+                ("header".to_owned(), "x-a: 1".to_owned()),
+                ("method".to_owned(), "POST".to_owned()),
+            ]
+        );
+    }
+}

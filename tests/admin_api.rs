@@ -1,0 +1,237 @@
+//! The admin API over real sockets: every path, its JSON shape, and its absence from the proxy
+//! listeners.
+
+mod support;
+
+use http::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::backend::{Backend, Behavior};
+use support::http_client::{self, HttpResponse};
+use support::launcher::{Proxy, TestProxy};
+
+fn config(backend: &Backend) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "api"
+listener = "public"
+match = {{ path_prefix = "/api" }}
+cluster = "app"
+
+[clusters.app]
+balance = "round_robin"
+endpoints = ["{}", {{ address = "127.0.0.1:1", weight = 3 }}]
+"#,
+        backend.addr()
+    )
+}
+
+async fn admin_get(proxy: &TestProxy, path: &str) -> HttpResponse {
+    http_client::get(&proxy.admin_url(path))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on the admin listener: {e}"))
+}
+
+async fn admin_json(proxy: &TestProxy, path: &str) -> Value {
+    let resp = admin_get(proxy, path).await;
+    assert_eq!(resp.status, StatusCode::OK, "{path}: {}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_ok_while_serving() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    assert_ne!(proxy.admin_addr().port(), 0);
+    let health = admin_get(&proxy, "/healthz").await;
+    assert_eq!(
+        (health.status, health.text().as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    let ready = admin_get(&proxy, "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.text().as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+
+    // Draining (what SIGTERM does first) flips readiness, not liveness.
+    proxy.handle().shared().set_draining();
+    assert_eq!(
+        admin_get(&proxy, "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(admin_get(&proxy, "/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn config_shows_version_time_hash_and_no_error() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    let json = admin_json(&proxy, "/config").await;
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["last_error"], Value::Null);
+    let file = std::fs::read(proxy.config_path()).expect("read config file");
+    let expected: String = Sha256::digest(&file)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(json["sha256"], Value::String(expected));
+    let loaded_at = json["loaded_at"].as_str().expect("loaded_at is a string");
+    // RFC 3339, UTC, e.g. 2025-01-31T12:00:00.123Z
+    let shape = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").expect("regex");
+    assert!(shape.is_match(loaded_at), "{loaded_at}");
+    assert!(loaded_at >= "2024-01-01", "{loaded_at}");
+    assert_eq!(json["listeners"][0]["name"], "public");
+    assert_eq!(json["routes"][0]["name"], "api");
+    assert_eq!(json["clusters"][0], "app");
+}
+
+#[tokio::test]
+async fn upstreams_list_every_endpoint_with_its_state() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    let json = admin_json(&proxy, "/upstreams").await;
+    let clusters = json["clusters"].as_array().expect("clusters array");
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0]["name"], "app");
+    let endpoints = clusters[0]["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 2);
+    let weighted = endpoints
+        .iter()
+        .find(|e| e["address"] == "127.0.0.1:1")
+        .expect("the weighted endpoint");
+    assert_eq!(weighted["weight"], 3);
+    for endpoint in endpoints {
+        for field in [
+            "address",
+            "source",
+            "healthy",
+            "ejected_until",
+            "ejections",
+            "breaker",
+            "in_flight",
+            "connections",
+            "ewma_ms",
+            "weight",
+        ] {
+            assert!(endpoint.get(field).is_some(), "{field} missing: {endpoint}");
+        }
+        assert_eq!(endpoint["source"], "static");
+        assert_eq!(endpoint["healthy"], true);
+        assert_eq!(endpoint["ejected_until"], Value::Null);
+        assert_eq!(endpoint["breaker"], "closed");
+        assert_eq!(endpoint["in_flight"], 0);
+    }
+}
+
+#[tokio::test]
+async fn explain_answers_against_the_live_snapshot() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    let json = admin_json(
+        &proxy,
+        "/explain?method=GET&url=http%3A%2F%2Fexample.com%2Fapi%2Fx&header=x-a%3A%201",
+    )
+    .await;
+    assert_eq!(json["matched"]["name"], "api");
+    assert_eq!(json["matched"]["clusters"][0]["name"], "app");
+    assert_eq!(json["routes"][0]["verdict"], "matched");
+
+    let miss = admin_json(&proxy, "/explain?url=/other&header=host:%20example.com").await;
+    assert_eq!(miss["matched"], Value::Null);
+    assert_eq!(miss["routes"][0]["verdict"], "no_match");
+
+    let bad = admin_get(&proxy, "/explain?method=GET").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bad.body).expect("JSON error");
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("url")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_writes_are_405() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    assert_eq!(
+        admin_get(&proxy, "/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(admin_get(&proxy, "/").await.status, StatusCode::NOT_FOUND);
+    let post = http_client::post(&proxy.admin_url("/config"), "x")
+        .await
+        .expect("POST /config");
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
+async fn metrics_answer_in_prometheus_text_format() {
+    let backend = Backend::start(Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    let resp = admin_get(&proxy, "/metrics").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
+    let text = resp.text();
+    assert!(
+        text.contains("# TYPE switchyard_build_info gauge"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "switchyard_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(text.contains("switchyard_config_version"), "{text}");
+}
+
+#[tokio::test]
+async fn admin_paths_on_a_proxy_listener_are_routed_like_any_request() {
+    let backend = Backend::start_named("app", Behavior::Echo);
+    let proxy = Proxy::start_toml(&config(&backend));
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/config",
+        "/upstreams",
+        "/explain",
+    ] {
+        let resp = http_client::get(&proxy.url("public", path))
+            .await
+            .expect("GET on the proxy listener");
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(resp.text(), "no route\n", "{path}");
+    }
+    assert_eq!(backend.request_count(), 0);
+
+    // With a catch-all route the path goes to the backend, never to the admin API.
+    let catch_all = Proxy::start_toml(&format!(
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+cluster = "app"
+
+[clusters.app]
+endpoints = ["{}"]
+"#,
+        backend.addr()
+    ));
+    let resp = http_client::get(&catch_all.url("public", "/metrics"))
+        .await
+        .expect("GET /metrics through the proxy");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("x-backend"), Some("app"));
+    assert!(!resp.text().contains("switchyard_"));
+}
