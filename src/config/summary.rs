@@ -4,7 +4,8 @@
 //! `inactive_features` is the single place that knows what is not wired up: when a later issue
 //! lands a feature, it deletes that feature's entry here. A feature counts as configured when
 //! its value differs from the default in `defaults.rs` (so a config that spells out a default
-//! is not nagged), except `balance`, reported whenever it is not `round_robin`.
+//! is not nagged). Every `balance` algorithm, `hash_on`, `balance_factor` and `slow_start` are
+//! active, so they are never listed.
 
 use std::fmt::Write as _;
 
@@ -68,19 +69,7 @@ impl Config {
         let mut out = Vec::new();
         let mut note = |what: String| out.push(format!("{what} is not active yet"));
 
-        if self.admin != defaults::admin() {
-            note("[admin]".into());
-        }
-        let log = defaults::log();
-        if self.log.access != log.access {
-            note("[log] access".into());
-        }
-        if self.log.access_sample != log.access_sample {
-            note("[log] access_sample".into());
-        }
-        if self.metrics != defaults::metrics() {
-            note("[metrics]".into());
-        }
+        // [admin], [log] access/access_sample, [metrics] and shutdown_delay are active (issue 5).
         for l in &self.listeners {
             if l.tls.is_some() {
                 note(format!("listener {}: tls", l.name));
@@ -112,22 +101,7 @@ impl Config {
         }
         for c in self.clusters.values() {
             let cluster = format!("cluster {}", c.name);
-            if c.balance != BalanceAlgorithm::RoundRobin {
-                out.push(format!(
-                    "{cluster}: balance = {:?} is not active yet (round_robin is used)",
-                    c.balance.as_str()
-                ));
-            }
             let mut note = |what: String| out.push(format!("{what} is not active yet"));
-            if c.hash_on.is_some() {
-                note(format!("{cluster}: hash_on"));
-            }
-            if c.balance_factor.is_some() {
-                note(format!("{cluster}: balance_factor"));
-            }
-            if !c.slow_start.is_zero() {
-                note(format!("{cluster}: slow_start"));
-            }
             if !matches!(c.endpoints, EndpointSource::Static(_)) {
                 note(format!("{cluster}: discovery"));
             }
