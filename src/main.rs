@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::{self, Config, LogFormat};
 use switchyard::router::{RequestView, Router};
+use switchyard::runtime::{EndpointRegistry, Snapshot};
 
 /// A Layer-7 HTTP load balancer and service-mesh sidecar.
 #[derive(Parser)]
@@ -153,7 +154,13 @@ fn explain(
         client_identity: None,
     };
     let router = Router::new(&config);
-    print!("{}", router.explain(&config, listener, &view));
+    let mut explanation = router.explain(&config, listener, &view);
+    // The endpoint a hashing cluster maps the key to comes from the balancer tables a snapshot
+    // of this config holds, exactly as the running proxy would build them.
+    let config = std::sync::Arc::new(config);
+    let snapshot = Snapshot::build(std::sync::Arc::clone(&config), &EndpointRegistry::new(), 0);
+    switchyard::balance::explain::fill_hashed_endpoints(&mut explanation, &snapshot, &view, None);
+    print!("{explanation}");
     Ok(())
 }
 

@@ -111,7 +111,10 @@ fn worst_overshoot(algorithm: BalanceAlgorithm, factor: Option<f64>) -> i64 {
 fn bounded_loads_never_exceed_the_cap_under_concurrency() {
     for algorithm in [BalanceAlgorithm::RingHash, BalanceAlgorithm::Maglev] {
         let worst = worst_overshoot(algorithm, Some(C));
-        assert!(worst <= 0, "{algorithm:?}: an endpoint went {worst} over the cap");
+        assert!(
+            worst <= 0,
+            "{algorithm:?}: an endpoint went {worst} over the cap"
+        );
     }
 }
 
@@ -120,6 +123,9 @@ fn without_a_balance_factor_the_same_traffic_overshoots() {
     // The workload is skewed enough that plain hashing breaks the cap: the test above can fail.
     for algorithm in [BalanceAlgorithm::RingHash, BalanceAlgorithm::Maglev] {
         let worst = worst_overshoot(algorithm, None);
-        assert!(worst > 0, "{algorithm:?}: plain hashing stayed within the cap ({worst})");
+        assert!(
+            worst > 0,
+            "{algorithm:?}: plain hashing stayed within the cap ({worst})"
+        );
     }
 }

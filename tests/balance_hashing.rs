@@ -54,7 +54,11 @@ impl Cluster {
     /// The address key `key` maps to.
     fn lookup(&self, key: u64) -> &str {
         let ctx = self.ctx(key);
-        let first = self.balancer.candidates(&ctx).next().expect("non-empty cluster");
+        let first = self
+            .balancer
+            .candidates(&ctx)
+            .next()
+            .expect("non-empty cluster");
         &self.addresses[first]
     }
 }
@@ -134,7 +138,10 @@ fn keys_spread_over_every_endpoint() {
         assert_eq!(counts.len(), 10);
         for (address, count) in counts {
             // Fair share 10,000; the ring's 100 points per endpoint allow ±~30 % at the tails.
-            assert!((6_000..14_000).contains(&count), "{algorithm:?} {address}: {count}");
+            assert!(
+                (6_000..14_000).contains(&count),
+                "{algorithm:?} {address}: {count}"
+            );
         }
     }
 }
@@ -152,7 +159,11 @@ fn key_less_requests_fall_back_to_least_request() {
                 random: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 hash: None,
             };
-            assert_ne!(cluster.balancer.candidates(&ctx).next(), Some(0), "{algorithm:?}");
+            assert_ne!(
+                cluster.balancer.candidates(&ctx).next(),
+                Some(0),
+                "{algorithm:?}"
+            );
         }
     }
 }
@@ -167,11 +178,18 @@ fn candidates_walk_on_to_the_same_neighbour_everywhere() {
         for key in 0..200 {
             let order = |c: &Cluster| -> Vec<String> {
                 let ctx = c.ctx(key);
-                c.balancer.candidates(&ctx).map(|i| c.addresses[i].clone()).collect()
+                c.balancer
+                    .candidates(&ctx)
+                    .map(|i| c.addresses[i].clone())
+                    .collect()
             };
             let (x, y) = (order(&a), order(&b));
             assert_eq!(x.len(), 20);
-            assert_eq!(x[..3], y[..3], "{algorithm:?}: first three candidates agree");
+            assert_eq!(
+                x[..3],
+                y[..3],
+                "{algorithm:?}: first three candidates agree"
+            );
         }
     }
 }

@@ -106,7 +106,9 @@ async fn hashing_pins_each_key_and_serves_key_less_requests() {
         let refs: Vec<&Backend> = backends.iter().collect();
         let proxy = start(
             &refs,
-            &format!("balance = \"{balance}\"\nhash_on = \"header:x-user-id\"\nbalance_factor = 1.5"),
+            &format!(
+                "balance = \"{balance}\"\nhash_on = \"header:x-user-id\"\nbalance_factor = 1.5"
+            ),
         );
         let http = HttpClient::http1();
         let url = proxy.url("public", "/");
@@ -121,7 +123,10 @@ async fn hashing_pins_each_key_and_serves_key_less_requests() {
             assert_eq!(seen.len(), 1, "{balance}: user-{user} went to {seen:?}");
             homes.extend(seen);
         }
-        assert!(homes.len() >= 3, "{balance}: 20 keys landed on only {homes:?}");
+        assert!(
+            homes.len() >= 3,
+            "{balance}: 20 keys landed on only {homes:?}"
+        );
         // No key: least_request serves it.
         let reply = http.send(get_with(&url, None)).await.expect("reply");
         assert_eq!(reply.status, 200);

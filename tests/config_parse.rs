@@ -526,8 +526,6 @@ fn summary_lists_routes_clusters_and_inactive_features() {
         inactive,
         vec![
             "route api: retry is not active yet".to_owned(),
-            "cluster web: balance = \"least_request\" is not active yet (round_robin is used)"
-                .to_owned(),
             "[cache] is not active yet".to_owned(),
         ]
     );
