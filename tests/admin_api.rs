@@ -235,3 +235,35 @@ endpoints = ["{}"]
     assert_eq!(resp.header("x-backend"), Some("app"));
     assert!(!resp.text().contains("switchyard_"));
 }
+
+#[tokio::test]
+async fn explain_names_the_endpoint_a_hash_key_maps_to() {
+    let proxy = Proxy::start_toml(
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+cluster = "users"
+
+[clusters.users]
+balance = "ring_hash"
+hash_on = "header:x-user"
+endpoints = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+"#,
+    );
+    let url = "/explain?url=http%3A%2F%2Fa%2Fb&header=x-user%3A%20alice";
+    let json = admin_json(&proxy, url).await;
+    let hashed = json["matched"]["clusters"][0]["hashed_endpoint"]
+        .as_str()
+        .expect("hashed_endpoint is filled in")
+        .to_owned();
+    assert!(hashed.starts_with("127.0.0.1:"), "{hashed}");
+    // Same key, same endpoint: the answer comes from the live balancer table.
+    let again = admin_json(&proxy, url).await;
+    assert_eq!(
+        again["matched"]["clusters"][0]["hashed_endpoint"],
+        hashed.as_str()
+    );
+}

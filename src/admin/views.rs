@@ -146,9 +146,11 @@ pub fn explain(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, BadQue
         headers: &headers,
         client_identity: None,
     };
-    let explanation = snapshot
+    let mut explanation = snapshot
         .router()
         .explain(snapshot.config(), listener.as_deref(), &view);
+    // The live snapshot's balancer tables say where a hashing cluster sends this key.
+    crate::balance::explain::fill_hashed_endpoints(&mut explanation, snapshot, &view, None);
     serde_json::to_value(explanation).map_err(|e| BadQuery(e.to_string()))
 }
 
