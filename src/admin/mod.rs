@@ -4,13 +4,14 @@
 //! - [`server`]: the admin HTTP server, on the control runtime and its own listener only.
 //! - [`metrics`]: recorder install (once per process), HELP text, buckets, and the
 //!   precomputed series the request path records through ([`metrics::SnapshotMetrics`],
-//!   [`metrics::EndpointMetrics`]).
+//!   [`metrics::EndpointMetrics`], whose labels fold to `other` past `max_endpoint_series`).
 //! - [`views`]: the JSON documents.
 //!
 //! The metrics layout follows axum's `prometheus-metrics` example (`metrics` facade +
 //! `metrics-exporter-prometheus`, rendered on a separate port), with series handles cached per
 //! label set as the `metrics` crate's docs recommend for hot paths.
 
+mod endpoint_series;
 pub mod metrics;
 pub mod server;
 pub mod views;
