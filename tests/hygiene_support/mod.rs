@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+pub mod h2raw;
+
 use crate::support::backend::{Backend, Behavior};
 use crate::support::launcher::{Proxy, TestProxy};
 use crate::support::raw_client::raw_request;
