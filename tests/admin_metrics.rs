@@ -112,7 +112,7 @@ endpoints = ["{fail}"]
         addr,
         b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
-    assert_ne!(smuggle.status, 0, "the proxy answers a smuggling attempt");
+    assert_eq!(smuggle.status, 400, "a smuggling attempt is refused");
 
     let resp = http_client::get(&proxy.admin_url("/metrics"))
         .await
@@ -147,6 +147,8 @@ endpoints = ["{fail}"]
     series("# HELP switchyard_requests_total ");
     series("# HELP switchyard_request_duration_seconds ");
     series("# TYPE switchyard_request_duration_seconds histogram");
+    series("switchyard_rejected_requests_total{reason=\"");
+    series("# HELP switchyard_rejected_requests_total ");
     series("switchyard_downstream_connections");
     series("switchyard_config_version");
     series("switchyard_build_info{version=");

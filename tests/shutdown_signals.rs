@@ -157,6 +157,58 @@ fn http1_responses_during_the_drain_close_the_connection() {
 }
 
 #[tokio::test]
+async fn http2_connections_get_goaway_and_finish_their_streams() {
+    let backend = backend();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), backend.addr(), "0s");
+    let (mut proxy, addr, _) = spawn(&config);
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = |path: &str| {
+        http::Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .expect("request")
+    };
+    let (response, _) = client
+        .send_request(request("/slow"), true)
+        .expect("open a stream");
+    assert!(wait_until_async(DEADLINE, || backend.request_count() == 1).await);
+    proxy.terminate();
+
+    let response = tokio::time::timeout(DEADLINE, response)
+        .await
+        .expect("response in time")
+        .expect("the stream in flight completes");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(DEADLINE, body.data())
+        .await
+        .expect("body in time")
+    {
+        text.extend_from_slice(&chunk.expect("body chunk"));
+    }
+    assert_eq!(text, b"finally");
+    // GOAWAY then close: the connection ends cleanly (an abrupt close would be an error)...
+    let ended = tokio::time::timeout(DEADLINE, connection)
+        .await
+        .expect("the connection ends after the drain")
+        .expect("join");
+    assert!(ended.is_ok(), "{ended:?}");
+    // ...and takes no new stream.
+    let refused = match client.send_request(request("/fast"), true) {
+        Err(_) => true,
+        Ok((response, _)) => response.await.is_err(),
+    };
+    assert!(refused, "a new stream was accepted after GOAWAY");
+    assert_eq!(backend.request_count(), 1);
+    let exit = proxy.wait_exit(DEADLINE).expect("exits after the drain");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
 async fn a_second_signal_exits_at_once() {
     let backend = backend();
     let dir = tempfile::tempdir().expect("tempdir");
