@@ -132,16 +132,6 @@ impl Config {
         if self.mesh.is_some() {
             note("[mesh]");
         }
-        // header_read_timeout and h2_keepalive_interval are applied; the rest is issue 4's.
-        let limits = defaults::limits();
-        let active_limits = LimitsConfig {
-            header_read_timeout: limits.header_read_timeout,
-            h2_keepalive_interval: limits.h2_keepalive_interval,
-            ..self.limits.clone()
-        };
-        if active_limits != limits {
-            note("[limits] (except header_read_timeout, h2_keepalive_interval)");
-        }
         out
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::admin::metrics::REJECTED_REQUESTS_TOTAL;
 use crate::config::LimitsConfig;
 
 pub use conn::ConnState;
@@ -206,7 +207,7 @@ impl Reject {
 /// Counts one rejection under `reason` (also used for connection-level refusals such as
 /// `connection_limit` that have no [`Reject`] variant).
 pub fn count(reason: &'static str) {
-    metrics::counter!("switchyard_rejected_requests_total", "reason" => reason).increment(1);
+    metrics::counter!(REJECTED_REQUESTS_TOTAL, "reason" => reason).increment(1);
 }
 
 #[cfg(test)]
