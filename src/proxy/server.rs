@@ -131,7 +131,7 @@ impl ConnServer {
                         _ = stopped(&mut shutdown) => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    backoff = next_backoff(backoff);
                     continue;
                 }
             };
@@ -255,6 +255,12 @@ fn transient_accept_error(error: &std::io::Error) -> bool {
     )
 }
 
+/// The pause after the next consecutive accept error: doubled, capped at
+/// [`ACCEPT_BACKOFF_MAX`] (50 ms, 100 ms, … 800 ms, 1 s, 1 s, …).
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(ACCEPT_BACKOFF_MAX)
+}
+
 /// Resolves once the connection has had no open request for `keepalive`.
 async fn idle(state: &ConnState, keepalive: Duration) {
     loop {
@@ -270,4 +276,26 @@ async fn idle(state: &ConnState, keepalive: Duration) {
 /// `wait_for`'s `Ref`, which is a read guard on the channel and must not live across an `.await`.
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_to_one_second_and_never_spin() {
+        let mut pause = ACCEPT_BACKOFF_MIN;
+        let mut total = Duration::ZERO;
+        for _ in 0..10 {
+            total += pause;
+            pause = next_backoff(pause);
+        }
+        assert_eq!(pause, ACCEPT_BACKOFF_MAX);
+        // Ten consecutive EMFILEs cost at least 5 s of sleeping, i.e. at most 10 attempts.
+        assert!(total >= Duration::from_secs(5), "{total:?}");
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert!(!transient_accept_error(&emfile), "EMFILE must back off");
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert!(transient_accept_error(&aborted));
+    }
 }

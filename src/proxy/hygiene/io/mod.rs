@@ -31,15 +31,20 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+mod ops;
+
 use super::chunked::{ChunkError, Chunked};
 use super::head::{self, Framing};
-use super::{count, ConnState, Limits, Reject};
+use super::{ConnState, Limits, Reject};
 
 /// The HTTP/2 client connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How much is read from the socket at once.
+/// How much is read from the socket at once into our own buffer (heads).
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most body bytes read at once straight into hyper's buffer.
+const DIRECT_READ_MAX: usize = 256 * 1024;
 
 #[derive(Debug)]
 enum Phase {
@@ -73,15 +78,6 @@ impl After {
             Self::Closed => Phase::Closed,
         }
     }
-}
-
-/// Which wait ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    FirstByte,
-    Idle,
-    Header,
-    Body,
 }
 
 /// The guarded socket; see the module doc.
@@ -215,144 +211,6 @@ impl<T> GuardedIo<T> {
             Phase::AwaitUpgrade | Phase::Passthrough | Phase::Closed => Ok(false),
         }
     }
-
-    /// What hyper's waiting on and until when; `None` = no limit (our own service is busy, or
-    /// the bytes are no longer HTTP/1).
-    fn deadline(&mut self, now: Instant) -> Option<(Instant, Wait)> {
-        let waiting = *self.waiting_since.get_or_insert(now);
-        let first = self.accepted + self.limits.first_byte_timeout;
-        match self.phase {
-            Phase::Head if self.inbuf.is_empty() && self.heads == 0 => {
-                Some((first, Wait::FirstByte))
-            }
-            Phase::Head if self.inbuf.is_empty() => {
-                Some((waiting + self.limits.keepalive_timeout, Wait::Idle))
-            }
-            Phase::Head => {
-                let started = *self.head_started.get_or_insert(now);
-                let mut at = started + self.limits.header_read_timeout;
-                if self.heads == 0 {
-                    at = at.min(first);
-                }
-                Some((at, Wait::Header))
-            }
-            Phase::Length(..) | Phase::Chunked(..) => {
-                Some((waiting + self.limits.body_read_timeout, Wait::Body))
-            }
-            Phase::AwaitUpgrade | Phase::Passthrough | Phase::Closed => None,
-        }
-    }
-
-    /// A refusal found while reading a head: end-of-stream now, the answer at shutdown.
-    fn refuse_head(&mut self, reject: Reject) -> Poll<io::Result<()>> {
-        reject.count();
-        tracing::debug!(reason = reject.reason(), "request refused");
-        self.farewell = Some(reject.http1_response());
-        self.phase = Phase::Closed;
-        self.inbuf.clear();
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
-    /// A refusal inside a body the service already has: answer now unless it has answered,
-    /// then fail the read so the body (and the upstream request reading it) is aborted.
-    fn refuse_body(&mut self, cx: &mut Context<'_>, reject: Reject) -> Poll<io::Result<()>> {
-        reject.count();
-        tracing::debug!(reason = reject.reason(), "request body refused");
-        if self.state.responses() < self.heads {
-            self.write_now(cx, &reject.http1_response());
-            self.hijacked = true;
-        }
-        self.phase = Phase::Closed;
-        self.inbuf.clear();
-        let kind = match reject {
-            Reject::BodyTimeout => io::ErrorKind::TimedOut,
-            _ => io::ErrorKind::InvalidData,
-        };
-        Poll::Ready(Err(io::Error::new(kind, reject.reason())))
-    }
-
-    /// Best-effort write of a short response: the socket's send buffer is empty (no response
-    /// is in progress), so it goes out in one call in practice; if not, the close says enough.
-    fn write_now(&mut self, cx: &mut Context<'_>, bytes: &[u8]) {
-        let mut off = 0;
-        while off < bytes.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &bytes[off..]) {
-                Poll::Ready(Ok(n)) if n > 0 => off += n,
-                _ => break,
-            }
-        }
-    }
-
-    /// Slow-read protection: a client that takes none of our bytes for `body_read_timeout`
-    /// (the same "no progress" limit as for its body) fails the write, closing the connection.
-    fn watch_write(
-        &mut self,
-        cx: &mut Context<'_>,
-        result: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        if result.is_ready() {
-            self.write_stalled_since = None;
-            return result;
-        }
-        let now = Instant::now();
-        let at = *self.write_stalled_since.get_or_insert(now) + self.limits.body_read_timeout;
-        let timer = self
-            .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
-        if timer.deadline() != at.into() {
-            timer.as_mut().reset(at.into());
-        }
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        count("slow_read");
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "client stopped reading",
-        )))
-    }
-
-    /// Lingering close, shortened: discard what the client already sent, so closing a socket
-    /// with unread input does not turn into an RST that could destroy our answer in flight.
-    fn drain(&mut self, cx: &mut Context<'_>) {
-        let mut chunk = [0u8; READ_CHUNK];
-        // Bounded: at most 16 reads (256 KiB), and only what is already there.
-        for _ in 0..16 {
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
-                _ => break,
-            }
-        }
-    }
-
-    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
-                self.inbuf.extend_from_slice(buf.filled());
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn on_timeout(&mut self, cx: &mut Context<'_>, wait: Wait) -> Poll<io::Result<()>> {
-        match wait {
-            // Nothing of a request arrived: close quietly, as for any idle connection.
-            Wait::FirstByte | Wait::Idle => {
-                self.phase = Phase::Closed;
-                Poll::Ready(Ok(()))
-            }
-            Wait::Header => self.refuse_head(Reject::HeaderTimeout),
-            Wait::Body => self.refuse_body(cx, Reject::BodyTimeout),
-        }
-    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
@@ -362,6 +220,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.ready > 0 {
                 let n = this.ready.min(buf.remaining());
@@ -413,7 +274,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
                 this.inbuf.clear();
                 return Poll::Ready(Ok(()));
             }
-            match this.read_more(cx) {
+            let read = if body && this.inbuf.is_empty() {
+                match this.read_body_direct(cx, buf) {
+                    // Body bytes went straight into hyper's buffer.
+                    Poll::Ready(Ok(Ok(n))) if n > 0 => {
+                        this.waiting_since = None;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Ok(Ok(_))) => Poll::Ready(Ok(0)),
+                    Poll::Ready(Ok(Err(reject))) => return this.refuse_body(cx, reject),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                this.read_more(cx)
+            };
+            match read {
                 Poll::Ready(Ok(0)) => this.eof = true,
                 Poll::Ready(Ok(_)) => {
                     this.waiting_since = None;

@@ -1,0 +1,210 @@
+//! The side paths of [`GuardedIo`]: timers, refusals, the slow-reader watch, the direct body
+//! read and the lingering drain. Split from `mod.rs` to keep the main read path readable.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{GuardedIo, Phase, DIRECT_READ_MAX, READ_CHUNK};
+use crate::proxy::hygiene::chunked::ChunkError;
+use crate::proxy::hygiene::{count, Reject};
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    FirstByte,
+    Idle,
+    Header,
+    Body,
+}
+
+impl<T> GuardedIo<T> {
+    /// What hyper's waiting on and until when; `None` = no limit (our own service is busy, or
+    /// the bytes are no longer HTTP/1).
+    pub(super) fn deadline(&mut self, now: Instant) -> Option<(Instant, Wait)> {
+        let waiting = *self.waiting_since.get_or_insert(now);
+        let first = self.accepted + self.limits.first_byte_timeout;
+        match self.phase {
+            Phase::Head if self.inbuf.is_empty() && self.heads == 0 => {
+                Some((first, Wait::FirstByte))
+            }
+            Phase::Head if self.inbuf.is_empty() => {
+                Some((waiting + self.limits.keepalive_timeout, Wait::Idle))
+            }
+            Phase::Head => {
+                let started = *self.head_started.get_or_insert(now);
+                let mut at = started + self.limits.header_read_timeout;
+                if self.heads == 0 {
+                    at = at.min(first);
+                }
+                Some((at, Wait::Header))
+            }
+            Phase::Length(..) | Phase::Chunked(..) => {
+                Some((waiting + self.limits.body_read_timeout, Wait::Body))
+            }
+            Phase::AwaitUpgrade | Phase::Passthrough | Phase::Closed => None,
+        }
+    }
+
+    /// A refusal found while reading a head: end-of-stream now, the answer at shutdown.
+    pub(super) fn refuse_head(&mut self, reject: Reject) -> Poll<io::Result<()>> {
+        reject.count();
+        tracing::debug!(reason = reject.reason(), "request refused");
+        self.farewell = Some(reject.http1_response());
+        self.phase = Phase::Closed;
+        self.inbuf.clear();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
+    /// A refusal inside a body the service already has: answer now unless it has answered,
+    /// then fail the read so the body (and the upstream request reading it) is aborted.
+    pub(super) fn refuse_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        reject: Reject,
+    ) -> Poll<io::Result<()>> {
+        reject.count();
+        tracing::debug!(reason = reject.reason(), "request body refused");
+        if self.state.responses() < self.heads {
+            self.write_now(cx, &reject.http1_response());
+            self.hijacked = true;
+        }
+        self.phase = Phase::Closed;
+        self.inbuf.clear();
+        let kind = match reject {
+            Reject::BodyTimeout => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::InvalidData,
+        };
+        Poll::Ready(Err(io::Error::new(kind, reject.reason())))
+    }
+
+    /// Best-effort write of a short response: the socket's send buffer is empty (no response
+    /// is in progress), so it goes out in one call in practice; if not, the close says enough.
+    fn write_now(&mut self, cx: &mut Context<'_>, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[off..]) {
+                Poll::Ready(Ok(n)) if n > 0 => off += n,
+                _ => break,
+            }
+        }
+    }
+
+    /// Slow-read protection: a client that takes none of our bytes for `body_read_timeout`
+    /// (the same "no progress" limit as for its body) fails the write, closing the connection.
+    pub(super) fn watch_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if result.is_ready() {
+            self.write_stalled_since = None;
+            return result;
+        }
+        let now = Instant::now();
+        let at = *self.write_stalled_since.get_or_insert(now) + self.limits.body_read_timeout;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
+        if timer.deadline() != at.into() {
+            timer.as_mut().reset(at.into());
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        count("slow_read");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading",
+        )))
+    }
+
+    /// Lingering close, shortened: discard what the client already sent, so closing a socket
+    /// with unread input does not turn into an RST that could destroy our answer in flight.
+    pub(super) fn drain(&mut self, cx: &mut Context<'_>) {
+        let mut chunk = [0u8; READ_CHUNK];
+        // Bounded: at most 16 reads (256 KiB), and only what is already there.
+        for _ in 0..16 {
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                _ => break,
+            }
+        }
+    }
+
+    /// The fast path for bodies: read straight into hyper's buffer (no copy through `inbuf`),
+    /// then check what arrived. Bytes past the end of a chunked body belong to the next head
+    /// and are moved to `inbuf`. Returns the bytes read from the socket.
+    pub(super) fn read_body_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<Result<usize, Reject>>> {
+        let room = match &self.phase {
+            Phase::Length(left, _) => usize::try_from(*left).unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        };
+        let dst = buf.initialize_unfilled_to(room.min(buf.remaining()).min(DIRECT_READ_MAX));
+        let mut direct = ReadBuf::new(dst);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut direct))?;
+        let n = direct.filled().len();
+        let keep = match &mut self.phase {
+            Phase::Length(left, after) => {
+                *left -= n as u64;
+                if *left == 0 {
+                    self.phase = after.phase();
+                }
+                n
+            }
+            Phase::Chunked(chunked, after) => {
+                let used = match chunked.feed(&dst[..n]) {
+                    Ok(used) => used,
+                    // Not handed over: `buf` is not advanced, so hyper never sees these bytes.
+                    Err(ChunkError::Malformed) => return Poll::Ready(Ok(Err(Reject::BadChunk))),
+                    Err(ChunkError::TooLarge) => return Poll::Ready(Ok(Err(Reject::BodyTooLarge))),
+                };
+                if chunked.is_done() {
+                    self.inbuf.extend_from_slice(&dst[used..n]);
+                    self.phase = after.phase();
+                }
+                used
+            }
+            _ => n,
+        };
+        buf.advance(keep);
+        Poll::Ready(Ok(Ok(n)))
+    }
+
+    pub(super) fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                self.inbuf.extend_from_slice(buf.filled());
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, cx: &mut Context<'_>, wait: Wait) -> Poll<io::Result<()>> {
+        match wait {
+            // Nothing of a request arrived: close quietly, as for any idle connection.
+            Wait::FirstByte | Wait::Idle => {
+                self.phase = Phase::Closed;
+                Poll::Ready(Ok(()))
+            }
+            Wait::Header => self.refuse_head(Reject::HeaderTimeout),
+            Wait::Body => self.refuse_body(cx, Reject::BodyTimeout),
+        }
+    }
+}
