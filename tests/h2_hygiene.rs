@@ -205,3 +205,22 @@ async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
         .expect("driver");
     assert!(idle_from.elapsed() >= Duration::from_millis(450));
 }
+
+#[test]
+fn the_server_pings_at_h2_keepalive_interval() {
+    let (_backend, _proxy, addr) = hygiene_support::start_with(&hygiene_support::limits(
+        "h2_keepalive_interval = \"200ms\"",
+    ));
+    let mut raw = RawH2::connect(addr);
+    // Acknowledge the server's SETTINGS so the connection is fully up, then wait for a PING.
+    raw.send(&h2raw::frame(h2raw::SETTINGS, 1, 0, &[]))
+        .expect("ack");
+    let mut pinged = false;
+    while let Some(f) = raw.next(Duration::from_secs(3)) {
+        if f.kind == h2raw::PING && f.flags & 1 == 0 {
+            pinged = true;
+            break;
+        }
+    }
+    assert!(pinged, "no keep-alive PING within 3 s at a 200 ms interval");
+}
