@@ -39,6 +39,10 @@ enum Command {
     Check {
         #[arg(short, long, default_value = "config/switchyard.toml")]
         config: PathBuf,
+        /// Instead of the summary, list what reloading from RUNNING to the checked file would
+        /// change (listeners, routes, clusters, endpoints).
+        #[arg(long, value_name = "RUNNING")]
+        diff: Option<PathBuf>,
     },
     /// Show which route a request would take, and why earlier routes did not match.
     Explain {
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config, cli.log_format),
-        Command::Check { config } => return check(&config),
+        Command::Check { config, diff } => return check(&config, diff.as_deref()),
         Command::Explain {
             config,
             request,
@@ -105,13 +109,21 @@ fn run(path: &Path, log_format: Option<CliLogFormat>) -> anyhow::Result<()> {
     switchyard::runtime::run(config)
 }
 
-fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(config) => {
+fn check(path: &Path, running: Option<&Path>) -> ExitCode {
+    match (config::load(path), running.map(config::load)) {
+        (Ok(config), None) => {
             print!("{}", config.summary());
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        (Ok(config), Some(Ok(running))) => {
+            print!("{}", config::diff::diff(&running, &config));
+            ExitCode::SUCCESS
+        }
+        (Ok(_), Some(Err(errors))) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+        (Err(errors), _) => {
             eprintln!("{errors}");
             ExitCode::FAILURE
         }

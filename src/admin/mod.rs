@@ -1,5 +1,5 @@
 //! Admin and operations: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/config`,
-//! `/upstreams`, `/explain`), the Prometheus recorder and the metric label sets.
+//! `/upstreams`, `/explain`, `POST /reload`), the Prometheus recorder and the metric label sets.
 //!
 //! - [`server`]: the admin HTTP server, on the control runtime and its own listener only.
 //! - [`metrics`]: recorder install (once per process), HELP text, buckets, and the
@@ -13,6 +13,7 @@
 
 mod endpoint_series;
 pub mod metrics;
+mod reload;
 pub mod server;
 pub mod views;
 

@@ -31,6 +31,8 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub struct AdminState {
     /// The live snapshot, endpoint states and the draining flag.
     pub shared: Arc<Shared>,
+    /// `POST /reload`, and the last reload error `/config` shows.
+    pub reload: crate::runtime::ReloadHandle,
 }
 
 /// Binds the admin address (port 0 allowed) without serving yet, so a bind error surfaces from
@@ -68,9 +70,18 @@ pub fn spawn(
             };
             let state = state.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                    async move {
+                        // The one handler that waits (for the reloader); the others answer
+                        // from the snapshot at once.
+                        if req.uri().path() == "/reload" {
+                            return Ok::<_, Infallible>(
+                                super::reload::answer(&state, req.method()).await,
+                            );
+                        }
+                        Ok::<_, Infallible>(handle(&state, &req))
+                    }
                 });
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -123,7 +134,13 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),
-        "/config" => json(StatusCode::OK, &views::config(&snapshot, None)),
+        "/config" => {
+            let last_error = state.reload.last_error();
+            json(
+                StatusCode::OK,
+                &views::config(&snapshot, last_error.as_deref().map(String::as_str)),
+            )
+        }
         "/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
         _ => match views::explain(&snapshot, req.uri().query()) {
             Ok(explanation) => json(StatusCode::OK, &explanation),

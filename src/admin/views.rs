@@ -14,7 +14,7 @@ use crate::router::RequestView;
 use crate::runtime::{EndpointState, Snapshot};
 
 /// `GET /config`: the published config's identity and an outline of what it declares.
-/// `last_error` is the last failed reload's message (none yet: reload arrives later).
+/// `last_error` is the last failed reload's errors, one per line, until a reload succeeds.
 pub fn config(snapshot: &Snapshot, last_error: Option<&str>) -> Value {
     let config = snapshot.config();
     let listeners: Vec<Value> = config

@@ -8,6 +8,7 @@
 //! semantic errors are all collected and reported together, sorted by position.
 
 mod defaults;
+pub mod diff;
 mod error;
 mod model;
 mod raw;
@@ -45,7 +46,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     Ok(config)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes` as lower-case hex: `Config::sha256`, and what a reload compares to tell
+/// whether the file changed at all.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write as _;
     Sha256::digest(bytes)

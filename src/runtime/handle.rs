@@ -6,10 +6,12 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{mpsc as tokio_mpsc, watch};
 
+use super::reload::{self, LiveListener, ReloadHandle, Trigger};
 use super::workers::{self, Worker};
 use super::Shared;
 use crate::admin;
@@ -40,8 +42,10 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ProxyHandle {
     shared: Arc<Shared>,
-    /// Listener name and resolved address, in config order.
-    listeners: Vec<(String, SocketAddr)>,
+    /// The listeners as running, in config order; the reloader replaces the table.
+    listeners: Arc<ArcSwap<Vec<LiveListener>>>,
+    /// Asks the reloader for a reload (`POST /reload`, `SIGHUP`).
+    reload: ReloadHandle,
     /// The admin listener's resolved address.
     admin: SocketAddr,
     stop: watch::Sender<bool>,
@@ -85,6 +89,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let mut sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut listeners = Vec::with_capacity(listener_configs.len());
+    let mut commands = Vec::with_capacity(workers);
     for listener in &listener_configs {
         let bind_error = |source| StartError::Bind {
             listener: listener.name.clone(),
@@ -98,7 +103,11 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
             .transpose()
             .map_err(bind_error)?
             .unwrap_or(listener.listen);
-        listeners.push((listener.name.clone(), resolved));
+        listeners.push(LiveListener {
+            name: listener.name.clone(),
+            configured: listener.listen,
+            resolved,
+        });
         let name: Arc<str> = Arc::from(listener.name.as_str());
         for (slot, socket) in sockets.iter_mut().zip(bound) {
             slot.push((Arc::clone(&name), socket));
@@ -120,6 +129,8 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
                 workers::register(&runtime, socket).map_err(StartError::Runtime)?,
             ));
         }
+        let (command_tx, command_rx) = tokio_mpsc::unbounded_channel();
+        commands.push(command_tx);
         prepared.push(Worker {
             index,
             runtime,
@@ -130,13 +141,23 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
             drain_timeout,
             shutdown: stop_rx.clone(),
             listeners_closed: closed_tx.clone(),
+            commands: command_rx,
         });
     }
 
     let (control_thread, control) =
         workers::spawn_control(stop_rx.clone()).map_err(StartError::Runtime)?;
+    let listeners = Arc::new(ArcSwap::from_pointee(listeners));
+    let reload = reload::spawn(
+        &control,
+        Arc::clone(&shared),
+        Arc::clone(&listeners),
+        commands,
+        stop_rx.clone(),
+    );
     let state = admin::AdminState {
         shared: Arc::clone(&shared),
+        reload: reload.clone(),
     };
     admin::server::spawn(&control, admin_listener, state, stop_rx.clone())
         .map_err(StartError::Runtime)?;
@@ -146,6 +167,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let mut handle = ProxyHandle {
         shared,
         listeners,
+        reload,
         admin: admin_addr,
         stop,
         listeners_closed,
@@ -164,11 +186,13 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
 
 impl ProxyHandle {
     /// The resolved address of listener `name` (the real port when configured with port 0).
+    /// Follows reloads: a listener added by one is found, a removed one is not.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
+            .load()
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|&(_, addr)| addr)
+            .find(|l| l.name == name)
+            .map(|l| l.resolved)
     }
 
     /// The admin listener's resolved address (the real port when configured with port 0).
@@ -176,9 +200,19 @@ impl ProxyHandle {
         self.admin
     }
 
-    /// Every listener's name and resolved address, in config order.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    /// Every listener's name and resolved address, in config order, as of now.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .load()
+            .iter()
+            .map(|l| (l.name.clone(), l.resolved))
+            .collect()
+    }
+
+    /// Reloads the config file on demand (what `POST /reload` and `SIGHUP` use), and the last
+    /// reload error.
+    pub fn reloader(&self) -> &ReloadHandle {
+        &self.reload
     }
 
     /// The current snapshot and endpoint registry.
@@ -272,10 +306,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let shutdown_delay = config.runtime.shutdown_delay;
     let drain_timeout = config.runtime.drain_timeout;
-    // Watch signals before starting, so one that arrives during start is not lost.
+    // Watch signals before starting, so one that arrives during start is not lost (and a
+    // SIGHUP then does not kill the process, its default action).
     let (events_tx, events) = mpsc::channel();
-    watch_signals(events_tx.clone())?;
+    let (hangups_tx, mut hangups) = tokio_mpsc::unbounded_channel();
+    watch_signals(events_tx.clone(), hangups_tx)?;
     let handle = start(config)?;
+    let reloader = handle.reloader().clone();
+    handle.control().spawn(async move {
+        while hangups.recv().await.is_some() {
+            reloader.trigger(Trigger::Signal);
+        }
+    });
     // URLs in the messages: scripts and tests read the real ports (port 0) from these lines.
     for (name, addr) in handle.listeners() {
         tracing::info!(listener = %name, "listening on http://{addr}");
@@ -312,30 +354,43 @@ fn exit_at_once() -> ! {
     std::process::exit(1)
 }
 
-/// Forwards SIGINT and SIGTERM to `events` from a thread of its own. The handlers are
-/// registered before this returns. After two signals the watcher ends: the second one makes
-/// `run` exit the process.
-fn watch_signals(events: mpsc::Sender<Event>) -> io::Result<()> {
+/// Forwards SIGINT and SIGTERM to `events`, and SIGHUP (reload) to `hangups`, from a thread of
+/// its own. The handlers are registered before this returns. After two SIGINT/SIGTERM the
+/// watcher ends: the second one makes `run` exit the process.
+fn watch_signals(
+    events: mpsc::Sender<Event>,
+    hangups: tokio_mpsc::UnboundedSender<()>,
+) -> io::Result<()> {
     let runtime = workers::current_thread_runtime()?;
     #[cfg(unix)]
-    let (mut interrupt, mut terminate) = {
+    let (mut interrupt, mut terminate, mut hangup) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _context = runtime.enter();
         (
             signal(SignalKind::interrupt())?,
             signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
         )
     };
+    #[cfg(not(unix))]
+    let _ = hangups;
     std::thread::Builder::new()
         .name("switchyard-signals".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                for _ in 0..2 {
+                let mut stops = 0;
+                while stops < 2 {
                     #[cfg(unix)]
                     tokio::select! {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
+                        _ = hangup.recv() => {
+                            // `Err`: the proxy is shutting down; a reload no longer matters.
+                            let _ = hangups.send(());
+                            continue;
+                        }
                     }
+                    stops += 1;
                     #[cfg(not(unix))]
                     if tokio::signal::ctrl_c().await.is_err() {
                         return;

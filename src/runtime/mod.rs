@@ -9,9 +9,11 @@
 
 mod endpoint;
 mod handle;
+pub mod reload;
 mod snapshot;
 mod workers;
 
 pub use endpoint::{BreakerPhase, EndpointKey, EndpointRegistry, EndpointState, InFlightGuard};
 pub use handle::{run, start, ProxyHandle, StartError};
+pub use reload::{ReloadError, ReloadHandle, Reloaded, Trigger};
 pub use snapshot::{ClusterSnapshot, ListenerSnapshot, Shared, Snapshot};

@@ -13,9 +13,10 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::reload::{AcceptLoops, ListenerCommand};
 use super::Shared;
 use crate::config::LimitsConfig;
-use crate::proxy::server::{ConnServer, ListenerContext};
+use crate::proxy::server::ConnServer;
 use crate::upstream::Upstream;
 
 /// Everything one worker thread needs, assembled before the thread starts.
@@ -32,6 +33,8 @@ pub(super) struct Worker {
     pub shutdown: watch::Receiver<bool>,
     /// Told once this worker's listening sockets are closed (the drain may go on after).
     pub listeners_closed: std::sync::mpsc::Sender<()>,
+    /// Listeners a reload starts or stops while the worker runs.
+    pub commands: mpsc::UnboundedReceiver<ListenerCommand>,
 }
 
 /// A current-thread runtime, the flavour DESIGN.md measured as cheapest per request.
@@ -77,11 +80,13 @@ impl Worker {
                     shutdown,
                     listeners_closed,
                     index,
+                    commands,
                 } = self;
                 let stopped = Stopped {
                     drain_timeout,
                     shutdown,
                     listeners_closed,
+                    commands,
                 };
                 let server = ConnServer::new(&limits, connections);
                 runtime.block_on(serve(listeners, shared, server, stopped, index));
@@ -97,6 +102,7 @@ struct Stopped {
     drain_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     listeners_closed: std::sync::mpsc::Sender<()>,
+    commands: mpsc::UnboundedReceiver<ListenerCommand>,
 }
 
 async fn serve(
@@ -110,29 +116,18 @@ async fn serve(
         drain_timeout,
         shutdown,
         listeners_closed,
+        commands,
     } = stopped;
     let upstream = Arc::new(Upstream::new());
     // Every connection task holds a sender; `recv()` yields `None` once all are gone.
     let (active, mut all_closed) = mpsc::channel::<()>(1);
-    let mut accept_loops = Vec::with_capacity(listeners.len());
+    let mut accept_loops = AcceptLoops::new(server, shared, upstream, active, index);
     for (name, listener) in listeners {
-        let ctx = ListenerContext {
-            shared: Arc::clone(&shared),
-            upstream: Arc::clone(&upstream),
-            name,
-        };
-        let server = server.clone();
-        let shutdown = shutdown.clone();
-        let active = active.clone();
-        accept_loops.push(tokio::spawn(async move {
-            server.accept_loop(listener, ctx, shutdown, active).await;
-        }));
+        accept_loops.start(name, listener);
     }
-    drop(active);
-    for accept_loop in accept_loops {
-        // An accept loop ends only on shutdown; a panic in one is already logged by tokio.
-        let _ = accept_loop.await;
-    }
+    // Until shutdown; reloads add, rebind and remove listeners meanwhile. Returns once every
+    // accept loop has ended (and dropped its socket and its `active` sender).
+    accept_loops.run(commands, shutdown).await;
     // Listeners are closed now (a finished task has dropped its future, and with it the socket);
     // connections saw the same signal and are finishing.
     let _ = listeners_closed.send(());
