@@ -17,6 +17,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -62,6 +62,28 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Announce a local service in etcd under a lease kept alive until SIGINT/SIGTERM, which
+    /// deletes the key.
+    Register {
+        /// An etcd endpoint, `http://host:port`; repeatable.
+        #[arg(long, required = true)]
+        etcd: Vec<String>,
+        /// The service name; the key is `{prefix}{service}/{address}`.
+        #[arg(long)]
+        service: String,
+        /// The address sidecars should connect to.
+        #[arg(long)]
+        address: SocketAddr,
+        /// The lease TTL: how long the key outlives a crashed process.
+        #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, default_value = "/services/")]
+        prefix: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        weight: u32,
+        #[arg(long)]
+        zone: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +100,26 @@ fn main() -> ExitCode {
         Command::Demo { listen } => {
             init_logging(cli.log_format.map_or(LogFormat::Text, Into::into));
             switchyard::demo::run(listen)
+        }
+        Command::Register {
+            etcd,
+            service,
+            address,
+            ttl,
+            prefix,
+            weight,
+            zone,
+        } => {
+            init_logging(cli.log_format.map_or(LogFormat::Text, Into::into));
+            register(switchyard::discovery::register::Registration {
+                etcd,
+                prefix,
+                service,
+                address,
+                weight,
+                zone,
+                ttl,
+            })
         }
     };
     match result {
@@ -174,6 +216,32 @@ fn explain(
     switchyard::balance::explain::fill_hashed_endpoints(&mut explanation, &snapshot, &view, None);
     print!("{explanation}");
     Ok(())
+}
+
+fn register(registration: switchyard::discovery::register::Registration) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        let shutdown = {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut interrupt = signal(SignalKind::interrupt())?;
+            let mut terminate = signal(SignalKind::terminate())?;
+            async move {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        switchyard::discovery::register::run(registration, shutdown).await?;
+        Ok(())
+    })
 }
 
 fn init_logging(format: LogFormat) {

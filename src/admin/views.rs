@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 
-use crate::config::EndpointSource;
 use crate::router::RequestView;
 use crate::runtime::{EndpointState, Snapshot};
 
@@ -49,13 +48,7 @@ pub fn upstreams(snapshot: &Snapshot) -> Value {
     let clusters: Vec<Value> = clusters
         .into_iter()
         .map(|cluster| {
-            let source = match cluster.config().endpoints {
-                EndpointSource::Static(_) => "static",
-                EndpointSource::Dns { .. } | EndpointSource::Srv { .. } => "dns",
-                EndpointSource::File(_) => "file",
-                EndpointSource::Etcd { .. } => "etcd",
-                EndpointSource::Mesh(_) => "mesh",
-            };
+            let source = crate::discovery::source_label(&cluster.config().endpoints);
             let endpoints: Vec<Value> = cluster
                 .endpoints()
                 .iter()

@@ -147,6 +147,8 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
 
     let (control_thread, control) =
         workers::spawn_control(stop_rx.clone()).map_err(StartError::Runtime)?;
+    // Clusters with a `discovery` source start empty; their provider tasks fill them.
+    crate::discovery::start(&shared, control.clone());
     let listeners = Arc::new(ArcSwap::from_pointee(listeners));
     let reload = reload::spawn(
         &control,

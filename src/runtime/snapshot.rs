@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use super::endpoint::{EndpointRegistry, EndpointState};
 use crate::admin::metrics::SnapshotMetrics;
 use crate::balance::{self, Balancer};
-use crate::config::{ClusterConfig, Config, EndpointSource};
+use crate::config::{ClusterConfig, Config, EndpointSource, StaticEndpoint};
+use crate::discovery::{DiscoveredSet, DiscoveredSets, Supervisor};
 use crate::router::Router;
 
 /// One published version of the proxy's rules.
@@ -24,13 +25,14 @@ use crate::router::Router;
 pub struct Snapshot {
     version: u64,
     config: Arc<Config>,
-    router: Router,
+    /// `Arc`: a discovery update rebuilds one cluster and shares the rest of the version.
+    router: Arc<Router>,
     clusters: HashMap<String, Arc<ClusterSnapshot>>,
     listeners: Vec<ListenerSnapshot>,
     /// When this version was built (the admin API's `loaded_at`).
     loaded_at: SystemTime,
     /// Metric series per route × cluster and listener, so requests never format labels.
-    metrics: SnapshotMetrics,
+    metrics: Arc<SnapshotMetrics>,
 }
 
 /// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
@@ -53,14 +55,28 @@ pub struct ListenerSnapshot {
 
 impl Snapshot {
     /// Compiles `config` into a snapshot, taking endpoint state from `registry` (creating what is
-    /// new). Clusters fed by discovery start with no endpoints until their provider reports.
+    /// new). Clusters fed by discovery have no endpoints here (see [`Self::build_with`]).
     pub fn build(config: Arc<Config>, registry: &EndpointRegistry, version: u64) -> Self {
-        let router = Router::new(&config);
+        Self::build_with(config, registry, &DiscoveredSets::default(), version)
+    }
+
+    /// [`Self::build`] taking each discovery cluster's endpoints from `discovered` (its last
+    /// published set for the cluster's current source; none yet = no endpoints, so requests get
+    /// 503 with `retry-after` until the provider's first answer). The one build path that both
+    /// config reloads and discovery updates go through, so they always agree.
+    pub fn build_with(
+        config: Arc<Config>,
+        registry: &EndpointRegistry,
+        discovered: &DiscoveredSets,
+        version: u64,
+    ) -> Self {
+        let router = Arc::new(Router::new(&config));
         let clusters = config
             .clusters
             .values()
             .map(|cluster| {
-                let snapshot = ClusterSnapshot::build(cluster, registry);
+                let set = discovered.get(&cluster.name).map(|s| Arc::clone(s.value()));
+                let snapshot = ClusterSnapshot::build(cluster, registry, set.as_deref());
                 (cluster.name.clone(), Arc::new(snapshot))
             })
             .collect();
@@ -74,7 +90,7 @@ impl Snapshot {
                 trusted_hops: l.trusted_hops,
             })
             .collect();
-        let metrics = SnapshotMetrics::build(&config);
+        let metrics = Arc::new(SnapshotMetrics::build(&config));
         Self {
             version,
             config,
@@ -138,19 +154,25 @@ impl Snapshot {
 }
 
 impl ClusterSnapshot {
-    fn build(config: &ClusterConfig, registry: &EndpointRegistry) -> Self {
-        let mut endpoints: Vec<Arc<EndpointState>> = match &config.endpoints {
-            EndpointSource::Static(list) => list
-                .iter()
-                .map(|e| registry.get_or_create(&config.name, e.address, e.weight))
-                .collect(),
-            // Discovery providers arrive in a later issue; until then such a cluster is empty and
-            // requests to it get 503, which `check` explains.
-            _ => Vec::new(),
+    fn build(
+        config: &ClusterConfig,
+        registry: &EndpointRegistry,
+        discovered: Option<&DiscoveredSet>,
+    ) -> Self {
+        let list: &[StaticEndpoint] = match (&config.endpoints, discovered) {
+            (EndpointSource::Static(list), _) => list,
+            // A set published for another source (the cluster's discovery changed in a reload)
+            // is stale: the new source's task has not answered yet.
+            (source, Some(set)) if set.source == *source => &set.endpoints,
+            _ => &[],
         };
         endpoints.sort_by_key(|e| e.address());
         endpoints.dedup_by_key(|e| e.address());
         let balancer = balance::build(config, &endpoints);
+        let mut endpoints: Vec<Arc<EndpointState>> = list
+            .iter()
+            .map(|e| registry.get_or_create(&config.name, e.address, e.weight))
+            .collect();
         Self {
             config: config.clone(),
             endpoints,
@@ -210,6 +232,15 @@ impl Shared {
     pub fn new(config: Config) -> Self {
         let registry = EndpointRegistry::new();
         let snapshot = Snapshot::build(Arc::new(config), &registry, 1);
+    /// The last endpoint set each discovery task published, per cluster; every build reads it.
+    discovered: DiscoveredSets,
+    /// Serialises publishers (the reload task and discovery tasks) so that one's load-build-store
+    /// never overwrites the other's newer snapshot. Control side only, never held across
+    /// `.await`, never taken by the request path.
+    publishing: Mutex<()>,
+    /// The discovery tasks, attached once the control runtime runs; [`Self::publish`] hands it
+    /// every new config so sources follow reloads.
+    discovery: OnceLock<Supervisor>,
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -219,9 +250,15 @@ impl Shared {
 
     /// The current snapshot. Lock-free; hold the `Arc` for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
+        for cluster in snapshot.clusters() {
+            crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
+        }
         self.snapshot.load_full()
     }
 
+            discovered: DiscoveredSets::default(),
+            publishing: Mutex::new(()),
+            discovery: OnceLock::new(),
     /// The endpoint registry.
     pub fn registry(&self) -> &EndpointRegistry {
         &self.registry
@@ -231,7 +268,12 @@ impl Shared {
     /// listed. Control-side only; callers serialise (one reload task).
     pub fn publish(&self, config: Config) -> Arc<Snapshot> {
         let version = self.snapshot.load().version() + 1;
-        let next = Arc::new(Snapshot::build(Arc::new(config), &self.registry, version));
+        let next = Arc::new(Snapshot::build_with(
+            Arc::new(config),
+            &self.registry,
+            &self.discovered,
+            version,
+        ));
         self.snapshot.store(Arc::clone(&next));
         crate::admin::metrics::set_config_version(version);
         self.registry
@@ -239,15 +281,75 @@ impl Shared {
         next
     }
 
+        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+        for cluster in next.clusters() {
+            crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
+        }
+        // Sets of sources no longer configured are stale from now on; a cluster that gets the
+        // same source back later starts empty, as at start.
+        self.discovered.retain(|name, set| {
+            next.config
+                .clusters
+                .get(name)
+                .is_some_and(|c| c.endpoints == set.source)
+        });
+        if let Some(discovery) = self.discovery.get() {
+            discovery.apply(&next.config);
+        }
     }
 
     /// Marks shutdown as begun.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
+    /// Publishes a discovery task's new endpoint set for `cluster`: rebuilds that cluster's
+    /// endpoints and balancer table only, and stores a snapshot with the same config, version and
+    /// everything else shared. Endpoints that stay keep their state; the state of removed ones is
+    /// forgotten by the registry while requests still holding it finish undisturbed. A cluster
+    /// gone from the config (or fed by another source now) ignores the set.
+    pub fn publish_endpoints(&self, cluster: &str, set: Arc<DiscoveredSet>) -> Arc<Snapshot> {
+        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load_full();
+        let Some(config) = current
+            .config
+            .clusters
+            .get(cluster)
+            .filter(|c| c.endpoints == set.source)
+        else {
+            return current;
+        };
+        self.discovered.insert(cluster.to_owned(), Arc::clone(&set));
+        let rebuilt = ClusterSnapshot::build(config, &self.registry, Some(&set));
+        let count = rebuilt.endpoints.len();
+        let mut clusters = current.clusters.clone();
+        clusters.insert(cluster.to_owned(), Arc::new(rebuilt));
+        let next = Arc::new(Snapshot {
+            version: current.version,
+            config: Arc::clone(&current.config),
+            router: Arc::clone(&current.router),
+            clusters,
+            listeners: current.listeners.clone(),
+            loaded_at: current.loaded_at,
+            metrics: Arc::clone(&current.metrics),
+        });
+        self.snapshot.store(Arc::clone(&next));
+        crate::discovery::record_endpoint_count(cluster, count);
+        self.registry
+            .retain(|c, address| c != cluster || next.has_endpoint(c, address));
+        next
+    }
+
+    /// Attaches the discovery supervisor (once, at start) and starts the current config's
+    /// sources; from then on every [`Self::publish`] re-applies it. A second call is ignored.
+    pub fn attach_discovery(&self, supervisor: Supervisor) {
+        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let supervisor = self.discovery.get_or_init(|| supervisor);
+        supervisor.apply(self.snapshot.load().config());
+    }
+
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod dns;
+pub mod etcd;
 pub mod fault_proxy;
 pub mod http_client;
 pub mod launcher;

@@ -1,0 +1,307 @@
+//! Service discovery: where a cluster's endpoints come from when the config does not list them.
+//!
+//! Task model (DESIGN.md, STYLE.md rule 2): every cluster with a `discovery` source gets one
+//! provider task on the control runtime. The task owns everything it has learned (the last good
+//! set, the etcd revision, the file's last contents) and reports through its [`Sink`], which
+//! publishes a [`DiscoveredSet`] with [`Shared::publish_endpoints`]: that rebuilds the cluster's
+//! endpoint list and balancer table off the request path and stores one new snapshot. A request
+//! never waits for discovery; a cluster whose source has not answered yet has no endpoints, so
+//! requests get 503 with `retry-after`, exactly as for any empty cluster.
+//!
+//! Providers: [`file`] (a watched JSON file), [`dns`] (A/AAAA or SRV, refreshed at the record
+//! TTL), [`etcd`] (list, then watch a key prefix over etcd's v3 JSON gateway). Every provider
+//! keeps its last good set when its source fails, counting the failure in
+//! `switchyard_discovery_errors_total`. `mesh` belongs to the mesh subsystem and stays inactive
+//! here.
+//!
+//! The [`Supervisor`] maps the config's sources to running tasks: started by `runtime::start`
+//! and re-applied on every config publish, it starts tasks for new or changed sources and aborts
+//! the ones whose source went away. Tasks hold only a `Weak` of the shared state, so a stopped
+//! proxy is freed even if a task outlives it.
+
+pub mod dns;
+mod endpoints;
+pub mod etcd;
+pub mod etcd_api;
+pub mod file;
+pub mod register;
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use dashmap::DashMap;
+use metrics::Counter;
+
+pub use endpoints::{parse_endpoint, parse_endpoint_list};
+
+use crate::config::{Config, EndpointSource, StaticEndpoint};
+use crate::runtime::Shared;
+
+/// One endpoint set as a provider published it, tagged with the source it came from so a
+/// snapshot build can tell a current set from one left over by a source a reload replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredSet {
+    /// The cluster's `discovery` source when the set was published.
+    pub source: EndpointSource,
+    /// Sorted by address, addresses unique.
+    pub endpoints: Vec<StaticEndpoint>,
+}
+
+/// The last set each cluster's provider published, keyed by cluster name; kept in `Shared` and
+/// read by every snapshot build.
+pub type DiscoveredSets = DashMap<String, Arc<DiscoveredSet>>;
+
+/// The `source` label of metrics and of `/upstreams` for endpoints from `source`.
+pub fn source_label(source: &EndpointSource) -> &'static str {
+    match source {
+        EndpointSource::Static(_) => "static",
+        EndpointSource::Dns { .. } => "dns",
+        EndpointSource::Srv { .. } => "srv",
+        EndpointSource::File(_) => "file",
+        EndpointSource::Etcd { .. } => "etcd",
+        EndpointSource::Mesh(_) => "mesh",
+    }
+}
+
+/// Sets `switchyard_endpoints{cluster}`: how many endpoints the live snapshot lists. Called by
+/// every publish (control side).
+pub fn record_endpoint_count(cluster: &str, count: usize) {
+    // Counts are small; the cast to f64 is exact.
+    metrics::gauge!("switchyard_endpoints", "cluster" => cluster.to_owned()).set(count as f64);
+}
+
+/// A provider's only way out: publishes sets for one cluster and counts updates and errors.
+#[derive(Debug)]
+pub struct Sink {
+    shared: Weak<Shared>,
+    cluster: String,
+    source: EndpointSource,
+    /// What was last published, to skip rebuilding a snapshot for an unchanged answer.
+    last: Option<Vec<StaticEndpoint>>,
+    updates: Counter,
+    errors: Counter,
+}
+
+impl Sink {
+    /// A sink publishing `cluster`'s sets from `source` into `shared`.
+    pub fn new(shared: Weak<Shared>, cluster: &str, source: EndpointSource) -> Self {
+        let labels = [
+            ("cluster", cluster.to_owned()),
+            ("source", source_label(&source).to_owned()),
+        ];
+        Self {
+            updates: metrics::counter!("switchyard_discovery_updates_total", &labels),
+            errors: metrics::counter!("switchyard_discovery_errors_total", &labels),
+            shared,
+            cluster: cluster.to_owned(),
+            source,
+            last: None,
+        }
+    }
+
+    /// The cluster this sink feeds (for log lines).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Publishes `endpoints` as the cluster's new set (sorted and deduplicated by address here;
+    /// the first of duplicates wins). An unchanged set publishes nothing. Returns `false` once
+    /// the proxy is gone, so the provider can end.
+    pub fn publish(&mut self, mut endpoints: Vec<StaticEndpoint>) -> bool {
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
+        endpoints.sort_by_key(|e| e.address);
+        endpoints.dedup_by_key(|e| e.address);
+        if self.last.as_ref() == Some(&endpoints) {
+            return true;
+        }
+        tracing::info!(
+            cluster = %self.cluster,
+            source = source_label(&self.source),
+            endpoints = endpoints.len(),
+            "discovery update"
+        );
+        let set = DiscoveredSet {
+            source: self.source.clone(),
+            endpoints: endpoints.clone(),
+        };
+        shared.publish_endpoints(&self.cluster, Arc::new(set));
+        self.updates.increment(1);
+        self.last = Some(endpoints);
+        true
+    }
+
+    /// Records a failed lookup, read or watch: the last good set stays published.
+    pub fn error(&self, error: &dyn Display) {
+        tracing::warn!(
+            cluster = %self.cluster,
+            source = source_label(&self.source),
+            %error,
+            "discovery failed; keeping the last good endpoint set"
+        );
+        self.errors.increment(1);
+    }
+
+    /// Whether the proxy this sink publishes to still exists.
+    pub fn is_open(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+}
+
+/// A running provider task and the source it was started for.
+#[derive(Debug)]
+struct Task {
+    source: EndpointSource,
+    abort: tokio::task::AbortHandle,
+}
+
+/// Keeps one provider task per discovery cluster running on the control runtime, matching the
+/// config it was last given.
+#[derive(Debug)]
+pub struct Supervisor {
+    shared: Weak<Shared>,
+    control: tokio::runtime::Handle,
+    /// Cluster name -> its task. Control side only; the lock is never held across `.await`.
+    tasks: Mutex<HashMap<String, Task>>,
+}
+
+impl Supervisor {
+    /// A supervisor spawning onto `control` and publishing into `shared`; runs nothing until
+    /// [`Self::apply`].
+    pub fn new(shared: &Arc<Shared>, control: tokio::runtime::Handle) -> Self {
+        Self {
+            shared: Arc::downgrade(shared),
+            control,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Brings the tasks in line with `config`: a cluster whose source is unchanged keeps its
+    /// task (and so its state: etcd revision, DNS schedule); a changed or removed source's task
+    /// is aborted; a new source gets a task. `Shared::publish` calls this on every reload.
+    pub fn apply(&self, config: &Config) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|name, task| {
+            let keep = config
+                .clusters
+                .get(name)
+                .is_some_and(|c| c.endpoints == task.source);
+            if !keep {
+                task.abort.abort();
+            }
+            keep
+        });
+        for cluster in config.clusters.values() {
+            if tasks.contains_key(&cluster.name) {
+                continue;
+            }
+            let sink = Sink::new(
+                Weak::clone(&self.shared),
+                &cluster.name,
+                cluster.endpoints.clone(),
+            );
+            let abort = match &cluster.endpoints {
+                // Static lists are in the config itself; mesh discovery is the mesh's.
+                EndpointSource::Static(_) | EndpointSource::Mesh(_) => continue,
+                EndpointSource::File(path) => self.control.spawn(file::run(path.clone(), sink)),
+                EndpointSource::Dns { .. } | EndpointSource::Srv { .. } => self
+                    .control
+                    .spawn(dns::run(cluster.endpoints.clone(), sink)),
+                EndpointSource::Etcd { endpoints, prefix } => {
+                    self.control
+                        .spawn(etcd::run(endpoints.clone(), prefix.clone(), sink))
+                }
+            }
+            .abort_handle();
+            tasks.insert(
+                cluster.name.clone(),
+                Task {
+                    source: cluster.endpoints.clone(),
+                    abort,
+                },
+            );
+        }
+    }
+
+    /// How many provider tasks are running (tests and the admin view).
+    pub fn running(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for task in tasks.values() {
+            task.abort.abort();
+        }
+    }
+}
+
+/// Starts discovery for a freshly started proxy: attaches a [`Supervisor`] on `control` to
+/// `shared`, which starts the tasks of the current config and follows every later publish.
+pub fn start(shared: &Arc<Shared>, control: tokio::runtime::Handle) {
+    shared.attach_discovery(Supervisor::new(shared, control));
+}
+
+/// Exponential backoff between reconnects or retries: doubles from `initial` up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    current: std::time::Duration,
+    initial: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: std::time::Duration, max: std::time::Duration) -> Self {
+        Self {
+            current: initial,
+            initial,
+            max,
+        }
+    }
+
+    /// The delay to wait now; the next one is twice as long (capped).
+    pub(crate) fn next_delay(&mut self) -> std::time::Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    /// After a success: the next failure waits `initial` again.
+    pub(crate) fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn labels_name_each_source() {
+        let srv = EndpointSource::Srv {
+            name: "_http._tcp.a".into(),
+            refresh: Duration::from_secs(1),
+        };
+        assert_eq!(source_label(&srv), "srv");
+        assert_eq!(source_label(&EndpointSource::File("a".into())), "file");
+        assert_eq!(source_label(&EndpointSource::Static(Vec::new())), "static");
+    }
+}
