@@ -166,13 +166,13 @@ impl ClusterSnapshot {
             (source, Some(set)) if set.source == *source => &set.endpoints,
             _ => &[],
         };
-        endpoints.sort_by_key(|e| e.address());
-        endpoints.dedup_by_key(|e| e.address());
-        let balancer = balance::build(config, &endpoints);
         let mut endpoints: Vec<Arc<EndpointState>> = list
             .iter()
             .map(|e| registry.get_or_create(&config.name, e.address, e.weight))
             .collect();
+        endpoints.sort_by_key(|e| e.address());
+        endpoints.dedup_by_key(|e| e.address());
+        let balancer = balance::build(config, &endpoints);
         Self {
             config: config.clone(),
             endpoints,
@@ -223,15 +223,6 @@ impl ListenerSnapshot {
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     registry: EndpointRegistry,
-    /// Set once shutdown starts; readiness reports 503 from then on.
-    draining: AtomicBool,
-}
-
-impl Shared {
-    /// Builds version 1 from `config`.
-    pub fn new(config: Config) -> Self {
-        let registry = EndpointRegistry::new();
-        let snapshot = Snapshot::build(Arc::new(config), &registry, 1);
     /// The last endpoint set each discovery task published, per cluster; every build reads it.
     discovered: DiscoveredSets,
     /// Serialises publishers (the reload task and discovery tasks) so that one's load-build-store
@@ -241,24 +232,33 @@ impl Shared {
     /// The discovery tasks, attached once the control runtime runs; [`Self::publish`] hands it
     /// every new config so sources follow reloads.
     discovery: OnceLock<Supervisor>,
+    /// Set once shutdown starts; readiness reports 503 from then on.
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Builds version 1 from `config`.
+    pub fn new(config: Config) -> Self {
+        let registry = EndpointRegistry::new();
+        let snapshot = Snapshot::build(Arc::new(config), &registry, 1);
+        for cluster in snapshot.clusters() {
+            crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
+        }
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
+            discovered: DiscoveredSets::default(),
+            publishing: Mutex::new(()),
+            discovery: OnceLock::new(),
             draining: AtomicBool::new(false),
         }
     }
 
     /// The current snapshot. Lock-free; hold the `Arc` for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        for cluster in snapshot.clusters() {
-            crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
-        }
         self.snapshot.load_full()
     }
 
-            discovered: DiscoveredSets::default(),
-            publishing: Mutex::new(()),
-            discovery: OnceLock::new(),
     /// The endpoint registry.
     pub fn registry(&self) -> &EndpointRegistry {
         &self.registry
@@ -267,6 +267,7 @@ impl Shared {
     /// Builds the next version from `config`, publishes it, and forgets endpoint state no longer
     /// listed. Control-side only; callers serialise (one reload task).
     pub fn publish(&self, config: Config) -> Arc<Snapshot> {
+        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let version = self.snapshot.load().version() + 1;
         let next = Arc::new(Snapshot::build_with(
             Arc::new(config),
@@ -275,16 +276,6 @@ impl Shared {
             version,
         ));
         self.snapshot.store(Arc::clone(&next));
-        crate::admin::metrics::set_config_version(version);
-        self.registry
-            .retain(|cluster, address| next.has_endpoint(cluster, address));
-        next
-    }
-
-        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-    /// Whether shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
         for cluster in next.clusters() {
             crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
         }
@@ -299,12 +290,12 @@ impl Shared {
         if let Some(discovery) = self.discovery.get() {
             discovery.apply(&next.config);
         }
+        crate::admin::metrics::set_config_version(version);
+        self.registry
+            .retain(|cluster, address| next.has_endpoint(cluster, address));
+        next
     }
 
-    /// Marks shutdown as begun.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
     /// Publishes a discovery task's new endpoint set for `cluster`: rebuilds that cluster's
     /// endpoints and balancer table only, and stores a snapshot with the same config, version and
     /// everything else shared. Endpoints that stay keep their state; the state of removed ones is
@@ -350,6 +341,15 @@ impl Shared {
         supervisor.apply(self.snapshot.load().config());
     }
 
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks shutdown as begun.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
