@@ -30,13 +30,17 @@ fn start(workers: usize, endpoints: &[SocketAddr], route: &str) -> TestProxy {
 async fn no_matching_route_is_404_with_a_short_body() {
     let backend = Backend::start(Behavior::fixed(200, "ok"));
     let proxy = start(1, &[backend.addr()], "match = { path_prefix = \"/api\" }");
-    let reply = http_client::get(&proxy.url("public", "/other")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/other"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 404);
     assert_eq!(reply.text(), "no route\n");
     assert_eq!(reply.header("via"), Some("1.1 switchyard"));
     assert_eq!(reply.header("x-request-id").map(str::len), Some(32));
     assert_eq!(backend.request_count(), 0);
-    let ok = http_client::get(&proxy.url("public", "/api/x")).await.expect("reply");
+    let ok = http_client::get(&proxy.url("public", "/api/x"))
+        .await
+        .expect("reply");
     assert_eq!(ok.status, 200);
     proxy.shutdown();
 }
@@ -45,7 +49,9 @@ async fn no_matching_route_is_404_with_a_short_body() {
 async fn malformed_path_is_400() {
     let backend = Backend::start(Behavior::fixed(200, "ok"));
     let proxy = start(1, &[backend.addr()], "");
-    let reply = http_client::get(&proxy.url("public", "/a%00b")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/a%00b"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 400);
     assert_eq!(backend.request_count(), 0);
     proxy.shutdown();
@@ -58,7 +64,9 @@ async fn closed_endpoint_port_is_502() {
         .and_then(|l| l.local_addr())
         .expect("ephemeral port");
     let proxy = start(1, &[closed], "");
-    let reply = http_client::get(&proxy.url("public", "/")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 502);
     assert_eq!(reply.text(), "bad gateway\n");
     let state = proxy
@@ -67,8 +75,16 @@ async fn closed_endpoint_port_is_502() {
         .registry()
         .get("app", closed)
         .expect("endpoint registered");
-    assert_eq!(state.in_flight(), 0, "the failed request released its in-flight count");
-    assert_eq!(state.connections(), 0, "the failed connect is not counted as open");
+    assert_eq!(
+        state.in_flight(),
+        0,
+        "the failed request released its in-flight count"
+    );
+    assert_eq!(
+        state.connections(),
+        0,
+        "the failed connect is not counted as open"
+    );
     proxy.shutdown();
 }
 
@@ -77,7 +93,9 @@ async fn hanging_backend_hits_the_route_timeout_as_504() {
     let backend = Backend::start(Behavior::Hang);
     let proxy = start(1, &[backend.addr()], "timeout = \"200ms\"");
     let started = Instant::now();
-    let reply = http_client::get(&proxy.url("public", "/hang")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/hang"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 504);
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
@@ -138,9 +156,14 @@ async fn grpc_request_to_a_dead_endpoint_gets_grpc_status_unavailable() {
     let req = http::Request::post(proxy.url("public", "/pkg.Svc/Call"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
         .expect("request");
-    let reply = http_client::HttpClient::h2c().send(req).await.expect("reply");
+    let reply = http_client::HttpClient::h2c()
+        .send(req)
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200, "gRPC failures travel as grpc-status");
     assert_eq!(reply.header("grpc-status"), Some("14"));
     assert_eq!(reply.header("grpc-message"), Some("bad gateway"));
@@ -154,9 +177,14 @@ async fn grpc_request_past_the_route_timeout_gets_deadline_exceeded() {
     let proxy = start(1, &[backend.addr()], "timeout = \"200ms\"");
     let req = http::Request::post(proxy.url("public", "/pkg.Svc/Call"))
         .header("content-type", "application/grpc+proto")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
         .expect("request");
-    let reply = http_client::HttpClient::h2c().send(req).await.expect("reply");
+    let reply = http_client::HttpClient::h2c()
+        .send(req)
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("grpc-status"), Some("4"));
     proxy.shutdown();

@@ -35,7 +35,9 @@ async fn get_returns_the_backend_body_with_proxy_headers() {
     let backend = Backend::start_named("b0", Behavior::fixed(200, "b0"));
     let proxy = start(1, &[&backend], "", "");
 
-    let reply = http_client::get(&proxy.url("public", "/hello")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/hello"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "b0");
     assert_eq!(reply.header("via"), Some("1.1 switchyard"));
@@ -49,7 +51,11 @@ async fn get_returns_the_backend_body_with_proxy_headers() {
     assert_eq!(upstream["x-forwarded-for"], "127.0.0.1");
     assert_eq!(upstream["x-forwarded-proto"], "http");
     assert_eq!(upstream["x-forwarded-host"], proxy_addr.as_str());
-    assert_eq!(upstream["host"], proxy_addr.as_str(), "client's Host is kept");
+    assert_eq!(
+        upstream["host"],
+        proxy_addr.as_str(),
+        "client's Host is kept"
+    );
     assert!(upstream.contains_key("traceparent"));
     proxy.shutdown();
 }
@@ -113,7 +119,9 @@ async fn round_robin_spreads_evenly_over_three_backends() {
 async fn h2c_downstream_is_detected() {
     let backend = Backend::start(Behavior::Echo);
     let proxy = start(1, &[&backend], "", "");
-    let reply = http_client::get_h2(&proxy.url("public", "/h2")).await.expect("reply");
+    let reply = http_client::get_h2(&proxy.url("public", "/h2"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.version, Version::HTTP_2);
     assert_eq!(reply.header("via"), Some("1.1 switchyard"));

@@ -43,7 +43,11 @@ async fn sequential_requests_reuse_one_connection_until_it_idles_out() {
         let reply = http.get(&proxy.url("public", "/")).await.expect("reply");
         assert_eq!(reply.status, 200);
     }
-    assert_eq!(backend.connections(), 1, "keep-alive: one upstream connection");
+    assert_eq!(
+        backend.connections(),
+        1,
+        "keep-alive: one upstream connection"
+    );
     let endpoint = state(&proxy, backend.addr());
     assert_eq!(endpoint.connections(), 1);
     assert_eq!(endpoint.in_flight(), 0);
@@ -52,14 +56,20 @@ async fn sequential_requests_reuse_one_connection_until_it_idles_out() {
     assert!(wait_until_async(DEADLINE, || backend.open_connections() == 0).await);
     let reply = http.get(&proxy.url("public", "/")).await.expect("reply");
     assert_eq!(reply.status, 200);
-    assert_eq!(backend.connections(), 2, "an expired connection is never reused");
+    assert_eq!(
+        backend.connections(),
+        2,
+        "an expired connection is never reused"
+    );
     proxy.shutdown();
 }
 
 /// A keep-alive HTTP/1.1 backend that closes a connection idle for `idle`, like most servers
 /// do; answers every request `200 ok`. Returns its address and its connection count.
 async fn closing_backend(idle: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
@@ -112,7 +122,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn posts_just_after_the_backend_idle_close_never_fail() {
     let (addr, accepted) = closing_backend(Duration::from_secs(1)).await;
     // The pool gives up on idle connections before the backend does (DESIGN.md's advice).
-    let proxy = start("127.0.0.1:0", addr, "", "pool = { idle_timeout = \"900ms\" }");
+    let proxy = start(
+        "127.0.0.1:0",
+        addr,
+        "",
+        "pool = { idle_timeout = \"900ms\" }",
+    );
     let http = HttpClient::http1();
     for i in 0..5 {
         if i > 0 {
@@ -126,7 +141,11 @@ async fn posts_just_after_the_backend_idle_close_never_fail() {
         assert_eq!(reply.status, 200, "POST {i} failed");
         assert_eq!(reply.text(), "ok");
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 5, "each POST got a fresh connection");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "each POST got a fresh connection"
+    );
     proxy.shutdown();
 }
 
@@ -168,15 +187,19 @@ async fn requests_under_the_cap_wait_for_a_free_connection() {
     for call in calls {
         assert_eq!(call.await.expect("task").expect("reply").status, 200);
     }
-    assert_eq!(backend.connections(), 1, "the cap held: one connection, reused");
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the cap held: one connection, reused"
+    );
     proxy.shutdown();
 }
 
 /// A listening socket whose accept queue is full: further connects get no SYN-ACK and hang,
 /// like a blackholed address. The returned streams keep the queue full.
 fn full_backlog() -> (SocketAddr, socket2::Socket, Vec<std::net::TcpStream>) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket
         .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .expect("bind");
@@ -203,11 +226,16 @@ async fn connect_timeout_to_an_unanswering_address_is_502() {
     let cluster = "connect_timeout = \"250ms\"";
     let proxy = start("127.0.0.1:0", addr, "timeout = \"10s\"", cluster);
     let started = Instant::now();
-    let reply = http_client::get(&proxy.url("public", "/")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/"))
+        .await
+        .expect("reply");
     let elapsed = started.elapsed();
     assert_eq!(reply.status, 502);
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "connect_timeout, not the route timeout: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "connect_timeout, not the route timeout: {elapsed:?}"
+    );
     assert_eq!(state(&proxy, addr).connections(), 0);
     proxy.shutdown();
 }
@@ -219,7 +247,9 @@ async fn blackholed_endpoint_ends_at_the_route_timeout() {
     fault.set(Fault::Blackhole);
     let proxy = start("127.0.0.1:0", fault.addr(), "timeout = \"300ms\"", "");
     let started = Instant::now();
-    let reply = http_client::get(&proxy.url("public", "/")).await.expect("reply");
+    let reply = http_client::get(&proxy.url("public", "/"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, 504);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(backend.request_count(), 0);

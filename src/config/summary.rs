@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 
-use super::defaults;
 use super::model::*;
 
 impl Config {
@@ -80,9 +79,6 @@ impl Config {
             if r.matcher.client_identity.is_some() {
                 note(format!("{route}: match.client_identity"));
             }
-            if r.idle_timeout != Some(defaults::ROUTE_IDLE_TIMEOUT) {
-                note(format!("{route}: idle_timeout"));
-            }
             if r.retry.is_some() {
                 note(format!("{route}: retry"));
             }
@@ -91,9 +87,6 @@ impl Config {
             }
             if r.cache {
                 note(format!("{route}: cache"));
-            }
-            if r.websocket != defaults::WEBSOCKET {
-                note(format!("{route}: websocket = {}", r.websocket));
             }
             if r.debug_headers {
                 note(format!("{route}: debug_headers"));
@@ -105,22 +98,7 @@ impl Config {
             if !matches!(c.endpoints, EndpointSource::Static(_)) {
                 note(format!("{cluster}: discovery"));
             }
-            if c.pool.max_connections_per_endpoint != defaults::pool().max_connections_per_endpoint
-            {
-                note(format!("{cluster}: pool.max_connections_per_endpoint"));
-            }
-            if c.health_check.is_some() {
-                note(format!("{cluster}: health_check"));
-            }
-            if c.outlier_detection != defaults::outlier_detection() {
-                note(format!("{cluster}: outlier_detection"));
-            }
-            if c.circuit_breaker != defaults::circuit_breaker() {
-                note(format!("{cluster}: circuit_breaker"));
-            }
-            if c.panic_threshold != defaults::PANIC_THRESHOLD {
-                note(format!("{cluster}: panic_threshold"));
-            }
+            // health_check, outlier_detection, circuit_breaker, panic_threshold: active (issue 7).
             if c.tls.is_some() {
                 note(format!("{cluster}: tls"));
             }

@@ -38,6 +38,15 @@ pub enum ProxyError {
         /// The cluster that was picked.
         cluster: String,
     },
+    /// 503 with `retry-after`, upstream: a cluster limit (`circuit_breaker`) is reached; the
+    /// request was not sent. Retrying into an overloaded cluster is what the limit prevents.
+    #[error("cluster {cluster:?} is over its {reason} limit")]
+    Overloaded {
+        /// The cluster.
+        cluster: String,
+        /// The limit (`max_requests`, `max_pending`, `max_connections`, `max_retries`).
+        reason: &'static str,
+    },
     /// 502, upstream: connecting to the endpoint failed (refused, unreachable, connect timeout).
     /// Nothing was sent, so another endpoint may be tried.
     #[error("connect to upstream failed: {0}")]
@@ -81,7 +90,9 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NoEndpoint { .. } | Self::PoolExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoint { .. } | Self::PoolExhausted(_) | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +104,7 @@ impl ProxyError {
         match self {
             Self::NoRoute | Self::BadPath(_) | Self::BadRequest(_) => Side::Downstream,
             Self::NoEndpoint { .. }
+            | Self::Overloaded { .. }
             | Self::Connect(_)
             | Self::PoolExhausted(_)
             | Self::Upstream(_)
@@ -136,6 +148,7 @@ impl ProxyError {
             Self::BadPath(_) | Self::BadRequest(_) => "bad request\n",
             Self::NoEndpoint { .. } => "no healthy upstream\n",
             Self::PoolExhausted(_) => "upstream connection limit reached\n",
+            Self::Overloaded { .. } => "upstream overloaded\n",
             Self::Connect(_) | Self::Upstream(_) => "bad gateway\n",
             Self::Timeout(_) => "gateway timeout\n",
             Self::Internal(_) => "internal error\n",
@@ -169,7 +182,10 @@ mod tests {
     fn upstream_failures_map_to_status_grpc_status_and_retry_safety() {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let refused = ProxyError::from(UpstreamError::unsent(FailureKind::Connect, addr, "x"));
-        assert_eq!((refused.status(), refused.grpc_status()), (StatusCode::BAD_GATEWAY, 14));
+        assert_eq!(
+            (refused.status(), refused.grpc_status()),
+            (StatusCode::BAD_GATEWAY, 14)
+        );
         assert!(refused.retry_safe());
         let full = ProxyError::from(UpstreamError::unsent(FailureKind::PoolExhausted, addr, "x"));
         assert_eq!(full.status(), 503);
@@ -181,6 +197,9 @@ mod tests {
             ProxyError::from(UpstreamError::unsent(FailureKind::RefusedStream, addr, "x"));
         assert!(refused_stream.retry_safe());
         let late = ProxyError::from(UpstreamError::timeout(addr, Duration::from_secs(1)));
-        assert_eq!((late.status(), late.grpc_status()), (StatusCode::GATEWAY_TIMEOUT, 4));
+        assert_eq!(
+            (late.status(), late.grpc_status()),
+            (StatusCode::GATEWAY_TIMEOUT, 4)
+        );
     }
 }

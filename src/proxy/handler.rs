@@ -110,13 +110,21 @@ async fn forward(
             balance::request_hash(hash_on, &parts.headers, target, Some(ctx.peer.ip()))
         }),
     };
-    // Ejection and breakers (later issues) will skip candidates in the `usable` closure; the
-    // guard comes from the balancer's admission (bounded loads' compare-and-swap).
-    let (endpoint, guard) = balance::choose(cluster.balancer(), &pick, |_| true)
+    // Cluster limits first (503 at once when over); `_pending` lasts until the response head.
+    let crate::health::limits::Admission {
+        pending: _pending,
+        request: cluster_slot,
+    } = crate::health::limits::admit(cluster)?;
+    // `health::admit` skips ejected and (outside panic mode) unhealthy endpoints and hands out
+    // half-open trial permits; the guard comes from the balancer's admission (bounded loads'
+    // compare-and-swap) and holds the cluster's `max_requests` slot until the body ends.
+    let usable = |i| crate::health::admit(cluster, i);
+    let (endpoint, mut guard) = balance::choose(cluster.balancer(), &pick, usable)
         .and_then(|(i, guard)| Some((cluster.endpoints().get(i)?, guard)))
         .ok_or_else(|| ProxyError::NoEndpoint {
             cluster: cluster.name().to_owned(),
         })?;
+    guard.hold(cluster_slot);
     facts.endpoint = Some(Arc::clone(endpoint));
     facts.attempts += 1;
 
@@ -129,11 +137,15 @@ async fn forward(
     let te_trailers = protocol == Protocol::H2 && asks_for_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(token) = &upgrade {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, token.clone());
     }
     if te_trailers {
-        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::ensure_traceparent(&mut parts.headers);
     headers::set_forwarded(
@@ -167,14 +179,16 @@ async fn forward(
 
     let timeout = route.config().timeout;
     let sent_at = std::time::Instant::now();
-    let response = ctx
+    let result = ctx
         .upstream
         .send(cluster.config(), endpoint, upstream_req, timeout)
-        .await
-        .map_err(|e| match e.kind {
-            FailureKind::Timeout => ProxyError::Timeout(timeout.unwrap_or_default()),
-            _ => ProxyError::from(e),
-        })?;
+        .await;
+    // The attempt's outcome feeds outlier detection (non-blocking hand-off to the health task).
+    crate::health::record(cluster, endpoint, &result);
+    let response = result.map_err(|e| match e.kind {
+        FailureKind::Timeout => ProxyError::Timeout(timeout.unwrap_or_default()),
+        _ => ProxyError::from(e),
+    })?;
     // Time to response headers feeds the endpoint's peak EWMA (peak_ewma, /upstreams).
     balance::peak_ewma::observe(endpoint, sent_at.elapsed());
 
@@ -277,7 +291,10 @@ fn grpc_error_response(error: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert(GRPC_STATUS.clone(), HeaderValue::from(u16::from(error.grpc_status())));
+    headers.insert(
+        GRPC_STATUS.clone(),
+        HeaderValue::from(u16::from(error.grpc_status())),
+    );
     // Our texts are plain ASCII, so they need no grpc-message percent-encoding.
     headers.insert(
         GRPC_MESSAGE.clone(),

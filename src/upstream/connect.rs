@@ -79,8 +79,7 @@ impl OpenConn {
 impl Drop for OpenConn {
     fn drop(&mut self) {
         self.endpoint.connection_closed();
-        metrics::gauge!(UPSTREAM_CONNECTIONS, self.labels.cluster.iter())
-            .decrement(1.0);
+        metrics::gauge!(UPSTREAM_CONNECTIONS, self.labels.cluster.iter()).decrement(1.0);
         // A request of this worker waiting for a free slot under the cap may go now.
         if let Some(released) = &self.released {
             released.notify_one();
@@ -108,9 +107,10 @@ pub(crate) async fn connect(
         })?
         .map_err(|e| UpstreamError::unsent(FailureKind::Connect, address, e))?;
     metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
-    .record(started.elapsed().as_secs_f64());
+        .record(started.elapsed().as_secs_f64());
     let io = TokioIo::new(stream);
-    let handshake_failed = |e: hyper::Error| UpstreamError::unsent(FailureKind::Connect, address, e);
+    let handshake_failed =
+        |e: hyper::Error| UpstreamError::unsent(FailureKind::Connect, address, e);
     match cluster.protocol {
         Protocol::Http1 => {
             let (sender, conn) = http1::Builder::new()

@@ -73,13 +73,16 @@ pub(crate) async fn exchange(
     if cluster.protocol == crate::config::Protocol::H2 {
         absolute_target(&mut req, address)?;
     }
-    let replay = (cluster.protocol == crate::config::Protocol::H2 && http_body::Body::is_end_stream(req.body()))
-        .then(|| ReplayHead::of(&req));
+    let replay = (cluster.protocol == crate::config::Protocol::H2
+        && http_body::Body::is_end_stream(req.body()))
+    .then(|| ReplayHead::of(&req));
     let mut pending = Some(req);
     let mut fresh = false;
     let mut last_error = None;
     for _ in 0..MAX_SENDS {
-        let Some(request) = pending.take().or_else(|| replay.as_ref().map(ReplayHead::rebuild))
+        let Some(request) = pending
+            .take()
+            .or_else(|| replay.as_ref().map(ReplayHead::rebuild))
         else {
             break;
         };

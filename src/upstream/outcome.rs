@@ -168,8 +168,8 @@ pub(crate) fn classify(error: &hyper::Error, address: SocketAddr) -> UpstreamErr
     if let Some(h2) = find_h2(error) {
         // A stream the server refused, or one above a GOAWAY's last-stream-id, was never
         // processed (RFC 9113 8.7): safe to send again on another connection.
-        let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-            || (h2.is_go_away() && h2.is_remote());
+        let refused =
+            h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.is_remote());
         if refused {
             return UpstreamError::unsent(FailureKind::RefusedStream, address, error);
         }
@@ -204,7 +204,13 @@ mod tests {
         let labels: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
         assert_eq!(
             labels,
-            ["success", "error_5xx", "connect_failure", "reset", "timeout"]
+            [
+                "success",
+                "error_5xx",
+                "connect_failure",
+                "reset",
+                "timeout"
+            ]
         );
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i);
@@ -213,7 +219,10 @@ mod tests {
             Outcome::of_status(http::StatusCode::BAD_GATEWAY),
             Outcome::Error5xx
         );
-        assert_eq!(Outcome::of_status(http::StatusCode::NOT_FOUND), Outcome::Success);
+        assert_eq!(
+            Outcome::of_status(http::StatusCode::NOT_FOUND),
+            Outcome::Success
+        );
     }
 
     #[test]
@@ -224,6 +233,9 @@ mod tests {
         let t = UpstreamError::timeout(addr, Duration::from_secs(1));
         assert_eq!(t.kind.outcome(), Outcome::Timeout);
         assert_eq!(FailureKind::RefusedStream.outcome(), Outcome::Reset);
-        assert_eq!(FailureKind::PoolExhausted.outcome(), Outcome::ConnectFailure);
+        assert_eq!(
+            FailureKind::PoolExhausted.outcome(),
+            Outcome::ConnectFailure
+        );
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use super::connect::{self, OpenConn, Sender, H1};
 use super::outcome::{FailureKind, UpstreamError};
 use super::Body;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Protocol};
 use crate::runtime::EndpointState;
 
 /// How often the reaper looks for expired idle connections: fine enough that a connection is
@@ -76,6 +76,9 @@ struct EndpointPool {
     released: Arc<Notify>,
     idle_h1: Vec<IdleH1>,
     h2: Vec<LiveH2>,
+    /// An HTTP/2 connection is being opened: requests arriving meanwhile wait for it instead of
+    /// each opening their own (a burst would otherwise open one connection per request).
+    h2_connecting: bool,
     /// From the cluster config at the last checkout, so a reload applies without a rebuild.
     idle_timeout: Duration,
     max_idle: usize,
@@ -115,6 +118,7 @@ fn with_pool<R>(endpoint: &Arc<EndpointState>, f: impl FnOnce(&mut EndpointPool,
                 released: Arc::new(Notify::new()),
                 idle_h1: Vec::new(),
                 h2: Vec::new(),
+                h2_connecting: false,
                 idle_timeout: Duration::ZERO,
                 max_idle: 0,
             });
@@ -161,7 +165,8 @@ pub(crate) async fn checkout(
                     return Step::Ready(lease);
                 }
             }
-            if max > 0 && endpoint.connections() >= max {
+            let h2 = cluster.protocol == Protocol::H2;
+            if (h2 && !fresh && pool.h2_connecting) || (max > 0 && endpoint.connections() >= max) {
                 return Step::Wait(Arc::clone(&pool.released));
             }
             let slot = OpenConn::open(endpoint, &pool.labels, &pool.released);
@@ -171,13 +176,21 @@ pub(crate) async fn checkout(
                 slot.abandon();
                 return Step::Wait(Arc::clone(&pool.released));
             }
+            pool.h2_connecting |= h2;
             Step::Connect(slot, Arc::clone(&pool.labels))
         });
         match step {
             Step::Ready(lease) => return Ok(lease),
             Step::Connect(slot, labels) => {
-                let sender = connect::connect(cluster, endpoint, &labels, slot).await?;
-                return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
+                let connected = connect::connect(cluster, endpoint, &labels, slot).await;
+                return with_pool(endpoint, |pool, id| {
+                    if cluster.protocol == Protocol::H2 {
+                        // Whatever the result, the requests that waited for it look again.
+                        pool.h2_connecting = false;
+                        pool.released.notify_waiters();
+                    }
+                    connected.map(|sender| pool.adopt(sender, id))
+                });
             }
             Step::Wait(released) => {
                 if tokio::time::Instant::now() >= deadline {
@@ -276,8 +289,9 @@ async fn reap() {
         POOLS.with(|pools| {
             pools.borrow_mut().by_endpoint.retain(|_, pool| {
                 let timeout = pool.idle_timeout;
-                pool.idle_h1
-                    .retain(|c| now.duration_since(c.since) < timeout && !c.conn.sender.is_closed());
+                pool.idle_h1.retain(|c| {
+                    now.duration_since(c.since) < timeout && !c.conn.sender.is_closed()
+                });
                 // An HTTP/2 connection unused for the idle timeout is let go; requests still
                 // streaming on it hold their own handles, so they are not cut.
                 pool.h2
