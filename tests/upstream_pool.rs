@@ -277,3 +277,60 @@ async fn ipv6_listener_and_endpoint() {
     assert_eq!(backend.request_count(), 1);
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn attempts_connections_and_connect_times_reach_the_metrics() {
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port");
+    let proxy = Proxy::start_toml(&format!(
+        "[runtime]\nworkers = 1\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\nmatch = {{ path_prefix = \"/dead\" }}\ncluster = \"dead\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"metered\"\n\n\
+         [clusters.metered]\nendpoints = [\"{}\"]\n\n\
+         [clusters.dead]\nendpoints = [\"{closed}\"]\n",
+        backend.addr()
+    ));
+    let http = HttpClient::http1();
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(&proxy.url("public", "/"))
+                .await
+                .expect("reply")
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        http.get(&proxy.url("public", "/dead"))
+            .await
+            .expect("reply")
+            .status,
+        502
+    );
+    let text = http_client::get(&proxy.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+    let success = format!(
+        "switchyard_upstream_requests_total{{cluster=\"metered\",endpoint=\"{}\",outcome=\"success\"}} 3",
+        backend.addr()
+    );
+    let refused = format!(
+        "switchyard_upstream_requests_total{{cluster=\"dead\",endpoint=\"{closed}\",outcome=\"connect_failure\"}} 1"
+    );
+    assert!(has(&success), "{success} not in:\n{text}");
+    assert!(has(&refused), "{refused} not in:\n{text}");
+    assert!(
+        has("switchyard_upstream_connections{cluster=\"metered\"} 1"),
+        "{text}"
+    );
+    assert!(
+        has("switchyard_upstream_connect_duration_seconds_count{cluster=\"metered\"} 1"),
+        "{text}"
+    );
+    proxy.shutdown();
+}
