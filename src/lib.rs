@@ -18,6 +18,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod health;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -127,6 +127,28 @@ fn describe() {
         Unit::Count,
         "Open client connections on the proxy listeners."
     );
+    // Health (issue 7).
+    describe_gauge!(
+        crate::health::ENDPOINT_HEALTHY,
+        "1 while the endpoint passes active health checks (always 1 without checks), by cluster and endpoint."
+    );
+    describe_gauge!(
+        crate::health::ENDPOINT_EJECTED,
+        "1 while the endpoint is ejected by outlier detection (breaker open), by cluster and endpoint."
+    );
+    describe_gauge!(
+        crate::health::CIRCUIT_STATE,
+        "Breaker phase of the endpoint: 0 closed, 1 half-open, 2 open; by cluster and endpoint."
+    );
+    describe_counter!(
+        crate::health::CIRCUIT_REJECTIONS_TOTAL,
+        Unit::Count,
+        "Requests refused by a cluster limit (503), by cluster and reason (max_connections, max_pending, max_requests, max_retries)."
+    );
+    describe_gauge!(
+        crate::health::PANIC_MODE,
+        "1 while fewer than panic_threshold of the cluster's endpoints pass health checks and traffic spreads over all of them."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."

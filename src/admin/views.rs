@@ -57,6 +57,7 @@ pub fn upstreams(snapshot: &Snapshot) -> Value {
             json!({
                 "name": cluster.name(),
                 "balance": cluster.config().balance.as_str(),
+                "panic_mode": cluster.health().panic(),
                 "endpoints": endpoints,
             })
         })
@@ -76,6 +77,12 @@ fn endpoint(e: &EndpointState, source: &str) -> Value {
         "ejected_until": ejected_until,
         "ejections": e.ejections(),
         "breaker": e.breaker().as_str(),
+        // Health (issue 7): last active probe, and the trigger that last took it out.
+        "last_probe": e.health().last_probe().map(|passed| json!({
+            "passed": passed,
+            "at": rfc3339(UNIX_EPOCH + Duration::from_millis(e.health().last_probe_ms())),
+        })),
+        "trigger": e.health().trigger().map(crate::health::Trigger::as_str),
         "in_flight": e.in_flight(),
         "connections": e.connections(),
         "ewma_ms": e.ewma_ms(),

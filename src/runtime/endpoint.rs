@@ -76,6 +76,9 @@ pub struct EndpointState {
     /// When the EWMA last took a sample, in nanoseconds since `created`; peak-EWMA decays the
     /// estimate by the time elapsed since then.
     ewma_stamp_ns: AtomicU64,
+    /// Health facts beyond the flags above (last probe, trigger, half-open permits, link to
+    /// the cluster's limit counters); written by the cluster's health task.
+    health: crate::health::EndpointHealth,
 }
 
 impl EndpointState {
@@ -95,7 +98,13 @@ impl EndpointState {
             metrics: EndpointMetrics::new(cluster, address),
             created: Instant::now(),
             ewma_stamp_ns: AtomicU64::new(0),
+            health: crate::health::EndpointHealth::default(),
         }
+    }
+
+    /// Health facts: last probe, trigger that fired, half-open trial permits.
+    pub fn health(&self) -> &crate::health::EndpointHealth {
+        &self.health
     }
 
     /// When the registry first saw this endpoint (what `slow_start` ramps from).
@@ -161,6 +170,7 @@ impl EndpointState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
             endpoint: Arc::clone(self),
+            slot: None,
         }
     }
 
@@ -175,6 +185,7 @@ impl EndpointState {
             .ok()?;
         Some(InFlightGuard {
             endpoint: Arc::clone(self),
+            slot: None,
         })
     }
 
@@ -186,6 +197,7 @@ impl EndpointState {
     /// Called by the upstream pool when a connection opens.
     pub fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.health.connection_opened();
     }
 
     /// Called by the upstream pool when a connection closes; saturates at 0.
@@ -195,6 +207,7 @@ impl EndpointState {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
                 Some(c.saturating_sub(1))
             });
+        self.health.connection_closed();
     }
 
     /// Latency EWMA in milliseconds (0 until the first sample).
@@ -262,9 +275,17 @@ impl EndpointState {
 #[must_use = "the request stops counting as in flight when the guard drops"]
 pub struct InFlightGuard {
     endpoint: Arc<EndpointState>,
+    /// The cluster's `max_requests` slot, released together with the in-flight count (the
+    /// guard lives until the response body ends).
+    slot: Option<crate::health::limits::Slot>,
 }
 
 impl InFlightGuard {
+    /// Keeps `slot` (a cluster-limit reservation) until this guard drops.
+    pub fn hold(&mut self, slot: crate::health::limits::Slot) {
+        self.slot = Some(slot);
+    }
+
     /// The endpoint this guard counts against.
     pub fn endpoint(&self) -> &Arc<EndpointState> {
         &self.endpoint
@@ -285,6 +306,9 @@ pub type EndpointKey = (String, SocketAddr);
 #[derive(Debug, Default)]
 pub struct EndpointRegistry {
     states: DashMap<EndpointKey, Arc<EndpointState>>,
+    /// Per-cluster health state (limit counters, panic flag, health-task sender), kept across
+    /// snapshots like the endpoint states.
+    clusters: DashMap<String, Arc<crate::health::ClusterHealth>>,
 }
 
 impl EndpointRegistry {
@@ -304,7 +328,11 @@ impl EndpointRegistry {
         let state = self
             .states
             .entry((cluster.to_owned(), address))
-            .or_insert_with(|| Arc::new(EndpointState::new(cluster, address, weight)))
+            .or_insert_with(|| {
+                let state = EndpointState::new(cluster, address, weight);
+                state.health().bind(self.cluster_health(cluster));
+                Arc::new(state)
+            })
             .clone();
         state.set_weight(weight);
         state
@@ -322,6 +350,22 @@ impl EndpointRegistry {
     pub fn retain(&self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {
         self.states
             .retain(|(cluster, address), _| keep(cluster, *address));
+    }
+
+    /// The health state of `cluster`, created on first sight.
+    pub fn cluster_health(&self, cluster: &str) -> Arc<crate::health::ClusterHealth> {
+        if let Some(found) = self.clusters.get(cluster) {
+            return Arc::clone(found.value());
+        }
+        self.clusters
+            .entry(cluster.to_owned())
+            .or_insert_with(|| Arc::new(crate::health::ClusterHealth::new(cluster)))
+            .clone()
+    }
+
+    /// Drops the health state of clusters for which `keep` is false.
+    pub fn retain_clusters(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.clusters.retain(|name, _| keep(name));
     }
 
     /// Number of registered endpoints.

@@ -42,6 +42,9 @@ pub struct ClusterSnapshot {
     /// Sorted by address: the canonical order every balancer table indexes.
     endpoints: Vec<Arc<EndpointState>>,
     balancer: Box<dyn Balancer>,
+    /// The cluster's health state (limits, panic flag, health task), shared with every other
+    /// snapshot of the cluster.
+    health: Arc<crate::health::ClusterHealth>,
 }
 
 /// Per-listener data the request path needs, computed once.
@@ -177,7 +180,13 @@ impl ClusterSnapshot {
             config: config.clone(),
             endpoints,
             balancer,
+            health: registry.cluster_health(&config.name),
         }
+    }
+
+    /// The cluster's health state: limit counters, panic flag, the health task's inbox.
+    pub fn health(&self) -> &Arc<crate::health::ClusterHealth> {
+        &self.health
     }
 
     /// The cluster's config.

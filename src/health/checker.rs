@@ -1,0 +1,139 @@
+//! Active health checks for one cluster, owned by the cluster's health task: probe every
+//! endpoint each `interval` (±10 % jitter, so a fleet of sidecars does not probe in lockstep),
+//! and flip an endpoint's verdict only after `healthy_threshold` / `unhealthy_threshold`
+//! consecutive results (pingora's rule: one lost probe must not flap the endpoint).
+//!
+//! A failed verdict is the "failed active check" trigger: the endpoint is marked unhealthy
+//! (trigger `health_check`, logged like an ejection) rather than given an ejection timer — it
+//! returns when probes pass again, and panic mode may still use it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+
+use super::ejection::epoch_ms;
+use super::probe;
+use super::state::Trigger;
+use crate::config::{HealthCheckConfig, Protocol};
+use crate::runtime::EndpointState;
+
+/// Consecutive probe results of one endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    passes: u32,
+    failures: u32,
+}
+
+/// Probe scheduling and verdicts for one cluster.
+#[derive(Debug)]
+pub struct Checker {
+    config: HealthCheckConfig,
+    protocol: Protocol,
+    streaks: HashMap<SocketAddr, Streak>,
+    /// Endpoints with a probe still running: a slow endpoint gets one probe at a time.
+    probing: HashSet<SocketAddr>,
+}
+
+impl Checker {
+    /// A checker for `config`; call [`Checker::set_endpoints`] next.
+    pub fn new(config: HealthCheckConfig, protocol: Protocol) -> Self {
+        Self {
+            config,
+            protocol,
+            streaks: HashMap::new(),
+            probing: HashSet::new(),
+        }
+    }
+
+    /// Takes a new endpoint list and config. An endpoint never probed starts in the configured
+    /// `initial` state; one already probed keeps its verdict.
+    pub fn set_endpoints(
+        &mut self,
+        endpoints: &[Arc<EndpointState>],
+        config: HealthCheckConfig,
+        protocol: Protocol,
+    ) {
+        self.config = config;
+        self.protocol = protocol;
+        let mut streaks = HashMap::with_capacity(endpoints.len());
+        for e in endpoints {
+            let streak = self.streaks.remove(&e.address()).unwrap_or_else(|| {
+                if e.health().last_probe().is_none() {
+                    publish_verdict(e, self.config.initial_healthy, false);
+                }
+                Streak::default()
+            });
+            streaks.insert(e.address(), streak);
+        }
+        self.streaks = streaks;
+    }
+
+    /// Time to the next round: `interval` ± 10 %.
+    pub fn next_delay(&self) -> Duration {
+        self.config.interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+    }
+
+    /// Starts a probe of every endpoint that has none running.
+    pub fn start_round(
+        &mut self,
+        endpoints: &[Arc<EndpointState>],
+        probes: &mut JoinSet<(SocketAddr, bool)>,
+    ) {
+        for e in endpoints {
+            let address = e.address();
+            if !self.probing.insert(address) {
+                continue;
+            }
+            let config = self.config.clone();
+            let protocol = self.protocol;
+            probes.spawn(async move { (address, probe::probe(address, &config, protocol).await) });
+        }
+    }
+
+    /// Records a finished probe and flips the verdict once a threshold is reached.
+    pub fn on_result(&mut self, endpoint: &EndpointState, passed: bool) {
+        let address = endpoint.address();
+        self.probing.remove(&address);
+        endpoint
+            .health()
+            .set_last_probe(passed, epoch_ms(SystemTime::now()));
+        let Some(streak) = self.streaks.get_mut(&address) else {
+            return;
+        };
+        if passed {
+            streak.passes = streak.passes.saturating_add(1);
+            streak.failures = 0;
+        } else {
+            streak.failures = streak.failures.saturating_add(1);
+            streak.passes = 0;
+        }
+        let healthy = endpoint.is_healthy();
+        if !healthy && streak.passes >= self.config.healthy_threshold.max(1) {
+            publish_verdict(endpoint, true, true);
+        } else if healthy && streak.failures >= self.config.unhealthy_threshold.max(1) {
+            publish_verdict(endpoint, false, true);
+        }
+    }
+}
+
+/// Writes the verdict, its gauge, and (on a change) the log line naming the trigger.
+pub fn publish_verdict(endpoint: &EndpointState, healthy: bool, log: bool) {
+    endpoint.set_healthy(healthy);
+    let labels = super::endpoint_labels(endpoint);
+    metrics::gauge!(super::ENDPOINT_HEALTHY, labels).set(if healthy { 1.0 } else { 0.0 });
+    if healthy {
+        if log {
+            tracing::info!(cluster = endpoint.cluster(), endpoint = %endpoint.address(),
+                "endpoint healthy again: active checks pass");
+        }
+    } else {
+        endpoint.health().set_trigger(Trigger::HealthCheck);
+        if log {
+            tracing::warn!(cluster = endpoint.cluster(), endpoint = %endpoint.address(),
+                trigger = Trigger::HealthCheck.as_str(), "endpoint ejected as unhealthy");
+        }
+    }
+}

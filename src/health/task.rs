@@ -1,0 +1,168 @@
+//! The health task of one cluster: the single writer of its endpoints' health, ejection and
+//! breaker state and of its panic flag (linkerd's style: a task owns the state and receives
+//! outcomes over a channel, instead of a lock every request would take).
+//!
+//! Inputs: outcome reports from the request path (bounded mpsc, `try_send`), probe results,
+//! timers (probe rounds, window ticks, ejection deadlines), and new cluster snapshots from the
+//! supervisor (reload, discovery). It ends when the supervisor drops its snapshot sender (the
+//! cluster is gone) or at shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use super::checker::{self, Checker};
+use super::ejection::Ejector;
+use super::panic;
+use super::state::Report;
+use crate::runtime::{ClusterSnapshot, EndpointState};
+
+/// How many reports may wait for the task before the request path starts dropping them.
+pub const REPORT_QUEUE: usize = 4096;
+
+/// A long way off: the deadline of timers that are switched off.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+struct ClusterTask {
+    cluster: Arc<ClusterSnapshot>,
+    ejector: Ejector,
+    checker: Option<Checker>,
+    next_probe: Instant,
+}
+
+impl ClusterTask {
+    fn new(cluster: Arc<ClusterSnapshot>) -> Self {
+        let config = cluster.config();
+        let mut task = Self {
+            ejector: Ejector::new(config.outlier_detection.clone()),
+            checker: None,
+            next_probe: Instant::now(),
+            cluster: Arc::clone(&cluster),
+        };
+        task.apply(cluster);
+        task
+    }
+
+    fn endpoints(&self) -> &[Arc<EndpointState>] {
+        self.cluster.endpoints()
+    }
+
+    /// Takes a new snapshot of the cluster (state of surviving endpoints is kept).
+    fn apply(&mut self, cluster: Arc<ClusterSnapshot>) {
+        self.cluster = cluster;
+        let config = self.cluster.config();
+        let endpoints = self.cluster.endpoints();
+        self.ejector
+            .set_endpoints(endpoints, config.outlier_detection.clone());
+        match (&config.health_check, &mut self.checker) {
+            (Some(hc), Some(checker)) => {
+                checker.set_endpoints(endpoints, hc.clone(), config.protocol);
+            }
+            (Some(hc), None) => {
+                let mut checker = Checker::new(hc.clone(), config.protocol);
+                checker.set_endpoints(endpoints, hc.clone(), config.protocol);
+                self.checker = Some(checker);
+                self.next_probe = Instant::now();
+            }
+            (None, _) => {
+                // No active checks (any more): nothing can hold an endpoint unhealthy.
+                self.checker = None;
+                for e in endpoints.iter().filter(|e| !e.is_healthy()) {
+                    checker::publish_verdict(e, true, false);
+                }
+            }
+        }
+        self.publish_panic();
+    }
+
+    fn publish_panic(&self) {
+        // Without active checks nothing is "unhealthy", so the fraction is always 1.
+        let on = self.checker.is_some()
+            && panic::in_panic(self.endpoints(), self.cluster.config().panic_threshold);
+        panic::publish(self.cluster.health(), on);
+    }
+
+    fn endpoint(&self, address: SocketAddr) -> Option<&Arc<EndpointState>> {
+        let endpoints = self.endpoints();
+        endpoints
+            .binary_search_by(|e| e.address().cmp(&address))
+            .ok()
+            .and_then(|i| endpoints.get(i))
+    }
+
+    fn on_probe(&mut self, address: SocketAddr, passed: bool) {
+        let Some(endpoint) = self.endpoint(address).cloned() else {
+            return;
+        };
+        if let Some(checker) = &mut self.checker {
+            checker.on_result(&endpoint, passed);
+        }
+        self.publish_panic();
+    }
+}
+
+/// Runs the health task of `cluster` until `snapshots` closes or `stop` turns true.
+/// `own_sender` is a sender of `reports` kept here so the channel never reads as closed (the
+/// request path's copy may be replaced at any time).
+pub async fn run(
+    mut snapshots: watch::Receiver<Arc<ClusterSnapshot>>,
+    mut reports: mpsc::Receiver<Report>,
+    own_sender: mpsc::Sender<Report>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let first = Arc::clone(&snapshots.borrow_and_update());
+    let mut task = ClusterTask::new(first);
+    let mut probes: JoinSet<(SocketAddr, bool)> = JoinSet::new();
+    let mut tick = tokio::time::interval(task.ejector.tick_period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = Instant::now();
+        let deadline = task.ejector.next_deadline().unwrap_or(now + FAR);
+        let probe_at = if task.checker.is_some() {
+            task.next_probe
+        } else {
+            now + FAR
+        };
+        tokio::select! {
+            _ = crate::proxy::server::stopped(&mut stop) => break,
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let period = task.ejector.tick_period();
+                let cluster = Arc::clone(&snapshots.borrow_and_update());
+                task.apply(cluster);
+                if task.ejector.tick_period() != period {
+                    tick = tokio::time::interval(task.ejector.tick_period());
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+            }
+            Some(report) = reports.recv() => match report {
+                Report::Outcome { address, attempt } => {
+                    task.ejector.on_outcome(address, attempt, Instant::now());
+                }
+                Report::Quorum { address } => task.ejector.on_quorum(address, Instant::now()),
+            },
+            _ = tick.tick() => task.ejector.on_tick(Instant::now()),
+            () = sleep_until(deadline) => task.ejector.on_deadline(Instant::now()),
+            () = sleep_until(probe_at) => {
+                let cluster = Arc::clone(&task.cluster);
+                if let Some(checker) = &mut task.checker {
+                    checker.start_round(cluster.endpoints(), &mut probes);
+                    task.next_probe = Instant::now() + checker.next_delay();
+                }
+            }
+            Some(done) = probes.join_next(), if !probes.is_empty() => {
+                if let Ok((address, passed)) = done {
+                    task.on_probe(address, passed);
+                }
+            }
+        }
+    }
+    probes.abort_all();
+    drop(own_sender);
+}

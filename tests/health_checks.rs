@@ -1,0 +1,215 @@
+//! Active health checks end to end: a `/healthz` flipping to 503 stops traffic within
+//! `interval × unhealthy_threshold` + one interval and traffic returns after recovery; TCP
+//! probes follow a backend going away and coming back; panic mode spreads traffic over all
+//! endpoints when too few pass.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::backend::{Action, Backend, Behavior};
+use support::http_client::HttpClient;
+use support::launcher::{Proxy, TestProxy};
+use support::{wait_until_async, DEADLINE};
+
+const INTERVAL: Duration = Duration::from_millis(100);
+/// Room for scheduling on a busy 2-core CI machine, on top of the bound under test.
+const SLACK: Duration = Duration::from_millis(250);
+
+fn start(cluster: &str, endpoints: &[SocketAddr], extra: &str) -> TestProxy {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    Proxy::start_toml(&format!(
+        "[runtime]\nworkers = 2\ndrain_timeout = \"1s\"\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"{cluster}\"\n\n\
+         [clusters.{cluster}]\nbalance = \"round_robin\"\nendpoints = [{}]\n{extra}\n",
+        list.join(", ")
+    ))
+}
+
+/// A backend whose `/healthz` answers the status in `health`; other paths get 200.
+fn checked_backend(health: &Arc<AtomicU16>) -> Backend {
+    let health = Arc::clone(health);
+    Backend::start(Behavior::script(move |req, _| {
+        if req.uri.path() == "/healthz" {
+            Action::status(health.load(Ordering::Relaxed))
+        } else {
+            Action::status(200)
+        }
+    }))
+}
+
+/// Requests (not probes) the backend got.
+fn traffic(backend: &Backend) -> usize {
+    backend
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path() != "/healthz")
+        .count()
+}
+
+fn healthy(proxy: &TestProxy, cluster: &str, addr: SocketAddr) -> bool {
+    proxy
+        .handle()
+        .shared()
+        .registry()
+        .get(cluster, addr)
+        .is_some_and(|e| e.is_healthy())
+}
+
+async fn send(proxy: &TestProxy, n: usize) {
+    let http = HttpClient::http1();
+    for _ in 0..n {
+        let reply = http
+            .get(&proxy.url("public", "/work"))
+            .await
+            .expect("reply");
+        assert_eq!(reply.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn failing_healthz_stops_traffic_in_time_and_recovery_brings_it_back() {
+    let flipping = Arc::new(AtomicU16::new(200));
+    let steady = Arc::new(AtomicU16::new(200));
+    let a = checked_backend(&flipping);
+    let b = checked_backend(&steady);
+    let proxy = start(
+        "flip",
+        &[a.addr(), b.addr()],
+        "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 2, unhealthy_threshold = 3 }",
+    );
+    // Probes run.
+    assert!(
+        wait_until_async(DEADLINE, || a.request_count() > traffic(&a)
+            && b.request_count() > 0)
+        .await
+    );
+    send(&proxy, 10).await;
+    assert!(traffic(&a) >= 4, "both endpoints serve while healthy");
+
+    flipping.store(503, Ordering::Relaxed);
+    let flipped = Instant::now();
+    assert!(wait_until_async(DEADLINE, || !healthy(&proxy, "flip", a.addr())).await);
+    let took = flipped.elapsed();
+    // The 10 % jitter can stretch each of the intervals.
+    let bound = INTERVAL.mul_f64(1.1) * 4 + SLACK;
+    assert!(took <= bound, "unhealthy after {took:?}, bound {bound:?}");
+    let before = traffic(&a);
+    send(&proxy, 10).await;
+    assert_eq!(traffic(&a), before, "no traffic to the unhealthy endpoint");
+
+    let view: serde_json::Value = serde_json::from_slice(
+        &HttpClient::http1()
+            .get(&proxy.admin_url("/upstreams"))
+            .await
+            .expect("admin")
+            .body,
+    )
+    .expect("json");
+    let endpoints = view["clusters"][0]["endpoints"].as_array().expect("array");
+    let down = endpoints
+        .iter()
+        .find(|e| e["address"] == a.addr().to_string())
+        .expect("endpoint a");
+    assert_eq!(down["healthy"], false);
+    assert_eq!(down["trigger"], "health_check");
+    assert_eq!(down["last_probe"]["passed"], false);
+    assert!(down["last_probe"]["at"].is_string());
+
+    flipping.store(200, Ordering::Relaxed);
+    let recovered = Instant::now();
+    assert!(wait_until_async(DEADLINE, || healthy(&proxy, "flip", a.addr())).await);
+    let took = recovered.elapsed();
+    let bound = INTERVAL.mul_f64(1.1) * 3 + SLACK;
+    assert!(
+        took <= bound,
+        "healthy again after {took:?}, bound {bound:?}"
+    );
+    send(&proxy, 10).await;
+    assert!(traffic(&a) > before, "traffic returns");
+    proxy.shutdown();
+}
+
+#[tokio::test]
+async fn tcp_probe_follows_the_listener() {
+    let mut a = Backend::start(Behavior::fixed(200, "a"));
+    let b = Backend::start(Behavior::fixed(200, "b"));
+    let addr = a.addr();
+    let proxy = start(
+        "tcp",
+        &[addr, b.addr()],
+        "health_check = { kind = \"tcp\", interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 1, unhealthy_threshold = 2 }",
+    );
+    a.stop();
+    assert!(wait_until_async(DEADLINE, || !healthy(&proxy, "tcp", addr)).await);
+    // With `a` out, every request succeeds on `b` (no 502 from the dead one).
+    send(&proxy, 6).await;
+    let back = Backend::start_at(addr, None, Behavior::fixed(200, "a again"));
+    assert!(wait_until_async(DEADLINE, || healthy(&proxy, "tcp", addr)).await);
+    send(&proxy, 6).await;
+    assert!(
+        back.request_count() > 0,
+        "traffic returns to the restarted endpoint"
+    );
+    proxy.shutdown();
+}
+
+#[tokio::test]
+async fn panic_mode_spreads_over_all_endpoints() {
+    let health: Vec<Arc<AtomicU16>> = (0..4).map(|_| Arc::new(AtomicU16::new(200))).collect();
+    let backends: Vec<Backend> = health.iter().map(checked_backend).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
+    let proxy = start(
+        "panicky",
+        &addrs,
+        "panic_threshold = 0.5\nhealth_check = { interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 1, unhealthy_threshold = 1 }",
+    );
+    let unhealthy = || {
+        addrs
+            .iter()
+            .filter(|a| !healthy(&proxy, "panicky", **a))
+            .count()
+    };
+    // Two of four failing: 50 % pass, not below the threshold — only the healthy two serve.
+    health[0].store(500, Ordering::Relaxed);
+    health[1].store(500, Ordering::Relaxed);
+    assert!(wait_until_async(DEADLINE, || unhealthy() == 2).await);
+    let before: Vec<usize> = backends.iter().map(traffic).collect();
+    send(&proxy, 12).await;
+    let during: Vec<usize> = backends.iter().map(traffic).collect();
+    assert_eq!(&during[..2], &before[..2]);
+    assert!(!proxy
+        .handle()
+        .shared()
+        .snapshot()
+        .cluster("panicky")
+        .expect("c")
+        .health()
+        .panic());
+
+    // Three of four failing: below 50 %, so traffic spreads over all four.
+    health[2].store(500, Ordering::Relaxed);
+    assert!(wait_until_async(DEADLINE, || unhealthy() == 3).await);
+    let snapshot = proxy.handle().shared().snapshot();
+    let cluster = snapshot.cluster("panicky").expect("cluster");
+    assert!(wait_until_async(DEADLINE, || cluster.health().panic()).await);
+    send(&proxy, 20).await;
+    let after: Vec<usize> = backends.iter().map(traffic).collect();
+    for i in 0..4 {
+        assert!(
+            after[i] > during[i],
+            "endpoint {i} gets traffic in panic mode: {after:?}"
+        );
+    }
+    let metrics = HttpClient::http1()
+        .get(&proxy.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    assert!(metrics.contains("switchyard_panic_mode{cluster=\"panicky\"} 1"));
+    proxy.shutdown();
+}
