@@ -35,7 +35,7 @@ async fn bodies(url: &str, n: usize) -> Vec<String> {
     for _ in 0..n {
         out.push(match get(url).await {
             Ok(r) if r.status == 200 => r.text(),
-            Ok(r) => format!("!{}", r.status),
+            Ok(r) => format!("!{}", r.status.as_u16()),
             Err(e) => format!("!{e:?}"),
         });
     }
