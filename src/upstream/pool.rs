@@ -182,15 +182,13 @@ pub(crate) async fn checkout(
         match step {
             Step::Ready(lease) => return Ok(lease),
             Step::Connect(slot, labels) => {
-                let connected = connect::connect(cluster, endpoint, &labels, slot).await;
-                return with_pool(endpoint, |pool, id| {
-                    if cluster.protocol == Protocol::H2 {
-                        // Whatever the result, the requests that waited for it look again.
-                        pool.h2_connecting = false;
-                        pool.released.notify_waiters();
-                    }
-                    connected.map(|sender| pool.adopt(sender, id))
+                // Clears `h2_connecting` however this ends: success, failure, or this future
+                // dropped mid-connect by a timeout (else later requests would wait forever).
+                let _connecting = (cluster.protocol == Protocol::H2).then(|| Connecting {
+                    endpoint: Arc::clone(endpoint),
                 });
+                let sender = connect::connect(cluster, endpoint, &labels, slot).await?;
+                return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
             }
             Step::Wait(released) => {
                 if tokio::time::Instant::now() >= deadline {
@@ -207,6 +205,24 @@ pub(crate) async fn checkout(
                 }
             }
         }
+    }
+}
+
+/// Marks the end of an HTTP/2 connect on drop; the requests that waited for it look again.
+struct Connecting {
+    endpoint: Arc<EndpointState>,
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        // `try_with`: during thread teardown the pools may already be gone, and then so is
+        // everyone who could be waiting.
+        let _ = POOLS.try_with(|pools| {
+            if let Some(pool) = pools.borrow_mut().by_endpoint.get_mut(&key(&self.endpoint)) {
+                pool.h2_connecting = false;
+                pool.released.notify_waiters();
+            }
+        });
     }
 }
 
