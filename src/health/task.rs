@@ -69,9 +69,10 @@ impl ClusterTask {
                 self.next_probe = Instant::now();
             }
             (None, _) => {
-                // No active checks (any more): nothing can hold an endpoint unhealthy.
+                // No active checks (any more): nothing can hold an endpoint unhealthy. Published
+                // for every endpoint so `endpoint_healthy` has a series for each.
                 self.checker = None;
-                for e in endpoints.iter().filter(|e| !e.is_healthy()) {
+                for e in endpoints {
                     checker::publish_verdict(e, true, false);
                 }
             }
