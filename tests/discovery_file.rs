@@ -202,3 +202,39 @@ async fn an_endpoint_removed_with_a_request_in_flight_lets_it_finish() {
     assert_eq!(state.in_flight(), 0);
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_the_source_restarts_discovery() {
+    let a = Backend::start(Behavior::fixed(200, "a"));
+    let b = Backend::start(Behavior::fixed(200, "b"));
+    let proxy = start("moved");
+    let config = proxy.config_path().to_path_buf();
+    let url = proxy.url("public", "/");
+    replace(
+        &config.with_file_name("endpoints.json"),
+        &format!("[\"{}\"]", a.addr()),
+    );
+    assert!(wait_for_backends(&url, &["a"]).await, "first source");
+
+    replace(
+        &config.with_file_name("other.json"),
+        &format!("[\"{}\"]", b.addr()),
+    );
+    let text = std::fs::read_to_string(&config).expect("read config");
+    replace(&config, &text.replace("endpoints.json", "other.json"));
+    let reload = support::http_client::post(&proxy.admin_url("/reload"), "")
+        .await
+        .expect("reload");
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    assert!(
+        wait_for_backends(&url, &["b"]).await,
+        "new source after reload"
+    );
+    // The old file no longer matters.
+    replace(
+        &config.with_file_name("endpoints.json"),
+        &format!("[\"{}\", \"{}\"]", a.addr(), b.addr()),
+    );
+    assert_eq!(bodies(&url, 6).await, ["b"; 6]);
+    proxy.shutdown();
+}

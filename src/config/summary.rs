@@ -95,8 +95,9 @@ impl Config {
         for c in self.clusters.values() {
             let cluster = format!("cluster {}", c.name);
             let mut note = |what: String| out.push(format!("{what} is not active yet"));
-            if !matches!(c.endpoints, EndpointSource::Static(_)) {
-                note(format!("{cluster}: discovery"));
+            // dns, srv, file and etcd discovery are active (issue 10); mesh comes with the mesh.
+            if matches!(c.endpoints, EndpointSource::Mesh(_)) {
+                note(format!("{cluster}: discovery.mesh"));
             }
             // health_check, outlier_detection, circuit_breaker, panic_threshold: active (issue 7).
             if c.tls.is_some() {

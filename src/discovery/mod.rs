@@ -281,9 +281,83 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
+
+    fn config(file: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n\n\
+             [clusters.app]\ndiscovery = {{ file = \"{file}\" }}\n"
+        );
+        crate::config::parse(&text, Path::new("test.toml")).expect("valid config")
+    }
+
+    fn endpoint(port: u16) -> StaticEndpoint {
+        StaticEndpoint {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            zone: None,
+        }
+    }
+
+    fn ports(shared: &Shared) -> Vec<u16> {
+        let snapshot = shared.snapshot();
+        let cluster = snapshot.cluster("app").expect("cluster app");
+        cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.address().port())
+            .collect()
+    }
+
+    #[test]
+    fn published_sets_rebuild_the_cluster_keep_state_and_follow_reloads() {
+        let shared = Arc::new(Shared::new(config("a.json")));
+        assert!(ports(&shared).is_empty(), "discovery clusters start empty");
+        let source = shared.snapshot().config().clusters["app"].endpoints.clone();
+        let mut sink = Sink::new(Arc::downgrade(&shared), "app", source);
+
+        assert!(sink.publish(vec![endpoint(2), endpoint(1), endpoint(2)]));
+        assert_eq!(ports(&shared), [1, 2], "sorted, deduplicated");
+        assert_eq!(shared.snapshot().version(), 1, "same config, same version");
+        let kept = shared
+            .registry()
+            .get("app", endpoint(1).address)
+            .expect("registered");
+        let removed = shared
+            .registry()
+            .get("app", endpoint(2).address)
+            .expect("registered");
+        let in_flight = removed.start_request();
+
+        assert!(sink.publish(vec![endpoint(1), endpoint(3)]));
+        assert_eq!(ports(&shared), [1, 3]);
+        let after = shared.registry().get("app", endpoint(1).address);
+        assert!(after.is_some_and(|s| Arc::ptr_eq(&s, &kept)), "state kept");
+        assert!(shared.registry().get("app", endpoint(2).address).is_none());
+        drop(in_flight);
+        assert_eq!(removed.in_flight(), 0, "the guard decrements the old state");
+
+        // A reload with the same source keeps the discovered set.
+        shared.publish(config("a.json"));
+        assert_eq!(ports(&shared), [1, 3]);
+        assert_eq!(shared.snapshot().version(), 2);
+        // A reload to another source drops it, and the old source's late sets are ignored.
+        shared.publish(config("b.json"));
+        assert!(ports(&shared).is_empty());
+        assert!(sink.publish(vec![endpoint(4)]));
+        assert!(ports(&shared).is_empty());
+        // Back to the first source: empty until its task publishes again.
+        shared.publish(config("a.json"));
+        assert!(ports(&shared).is_empty());
+
+        drop(shared);
+        assert!(!sink.publish(vec![endpoint(5)]), "the proxy is gone");
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {
