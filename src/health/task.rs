@@ -167,3 +167,77 @@ pub async fn run(
     probes.abort_all();
     drop(own_sender);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::health::Attempt;
+    use crate::runtime::{BreakerPhase, Shared};
+
+    fn shared() -> Shared {
+        let text = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+listener = "public"
+cluster = "app"
+
+[clusters.app]
+endpoints = ["127.0.0.1:9001", "127.0.0.1:9002"]
+outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
+"#;
+        Shared::new(crate::config::parse(text, Path::new("t.toml")).expect("config"))
+    }
+
+    /// Lets the task run until it waits again (paused time auto-advances only when idle).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_ejects_reopens_half_open_and_closes_in_paused_time() {
+        let shared = shared();
+        let snapshot = shared.snapshot();
+        let cluster = Arc::clone(snapshot.cluster("app").expect("cluster"));
+        let endpoint = Arc::clone(&cluster.endpoints()[0]);
+        let (_snapshots_tx, snapshots_rx) = watch::channel(Arc::clone(&cluster));
+        let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
+        cluster.health().set_reports(Some(reports_tx.clone()));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(snapshots_rx, reports_rx, reports_tx, stop_rx));
+
+        let address = endpoint.address();
+        for _ in 0..3 {
+            cluster.health().report(Report::Outcome {
+                address,
+                attempt: Attempt::GatewayError,
+            });
+        }
+        settle().await;
+        assert_eq!(endpoint.breaker(), BreakerPhase::Open);
+
+        // 30 s of virtual time pass in no real time.
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        settle().await;
+        assert_eq!(endpoint.breaker(), BreakerPhase::Open);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(endpoint.breaker(), BreakerPhase::HalfOpen);
+        assert!(endpoint.health().take_permit());
+        assert!(!endpoint.health().take_permit(), "probe_requests = 1");
+
+        cluster.health().report(Report::Outcome {
+            address,
+            attempt: Attempt::Success,
+        });
+        settle().await;
+        assert_eq!(endpoint.breaker(), BreakerPhase::Closed);
+        task.abort();
+    }
+}
