@@ -1,6 +1,7 @@
 //! A zero-window stall: an HTTP/2 client that asks for a large response and opens no flow-control
 //! window. The proxy must not buffer the response on its behalf (its own binary, so the
-//! resident-memory reading is not disturbed by other tests).
+//! resident-memory reading is not disturbed by other tests), and must close the stalled
+//! connection after `body_read_timeout`.
 
 mod hygiene_support;
 mod support;
@@ -42,6 +43,8 @@ async fn a_zero_window_client_does_not_make_the_proxy_buffer_the_response() {
         200
     );
     let baseline = rss();
+    // The warm-up's upstream connection stays pooled; the stalled request needs another.
+    let idle_upstream = backend.open_connections();
 
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (send, conn) = h2::client::Builder::new()
@@ -79,7 +82,20 @@ async fn a_zero_window_client_does_not_make_the_proxy_buffer_the_response() {
         .status,
         200
     );
+    // The stalled stream is cut after body_read_timeout (300 ms): the connection ends and the
+    // upstream request with it.
+    tokio::time::timeout(support::DEADLINE, driver)
+        .await
+        .expect("the proxy closed the stalled connection")
+        .expect("driver");
+    let upstream_closed = support::wait_until_async(support::DEADLINE, || {
+        backend.open_connections() <= idle_upstream
+    })
+    .await;
+    assert!(
+        upstream_closed,
+        "the upstream request outlived the stalled stream"
+    );
     drop(resp);
     drop(send);
-    driver.abort();
 }

@@ -200,6 +200,13 @@ impl ConnServer {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
+            () = stalled(&state, self.limits.body_read_timeout) => {
+                // Dropping the connection resets every stream and cancels their upstream
+                // requests; a graceful close would wait on the very client that stalls.
+                hygiene::count("slow_read");
+                tracing::debug!(%peer, "client takes no response data: closing");
+                Ok(())
+            }
         };
         if let Err(error) = result {
             // Client resets and timeouts are routine; not worth more than debug.
@@ -267,7 +274,20 @@ async fn idle(state: &ConnState, keepalive: Duration) {
         match state.idle_deadline(keepalive) {
             Some(at) if at <= Instant::now() => return,
             Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => tokio::time::sleep(keepalive).await,
+            // Re-checked a few times per period, so a deadline is missed by at most a quarter.
+            None => tokio::time::sleep(keepalive / 4).await,
+        }
+    }
+}
+
+/// Resolves once a response body has waited on the client (handed a frame, not asked for the
+/// next) with no body asked for anything on this connection for `limit`.
+async fn stalled(state: &ConnState, limit: Duration) {
+    loop {
+        match state.stall_deadline(limit) {
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => tokio::time::sleep(limit / 4).await,
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct ConnState {
     open: AtomicUsize,
     /// When `open` last became 0, in milliseconds since `born`.
     idle_since_ms: AtomicU64,
+    /// Response bodies that handed hyper a frame and have not been asked for the next one.
+    unpolled: AtomicUsize,
+    /// When hyper last asked any response body for a frame, in milliseconds since `born`.
+    last_body_poll_ms: AtomicU64,
 }
 
 impl Default for ConnState {
@@ -46,6 +50,8 @@ impl Default for ConnState {
             waker: Mutex::new(None),
             open: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            unpolled: AtomicUsize::new(0),
+            last_body_poll_ms: AtomicU64::new(0),
         }
     }
 }
@@ -104,6 +110,25 @@ impl ConnState {
     }
 }
 
+impl ConnState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When a connection whose client takes no response data should be closed: `None` while
+    /// no response body waits on the client. A body waiting on its upstream was polled and
+    /// returned `Pending`, so it is not counted; one that handed over a frame and is not asked
+    /// for the next waits on the client (an HTTP/2 stream with a zero flow-control window, or
+    /// a socket that does not drain).
+    pub fn stall_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.unpolled.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.last_body_poll_ms.load(Ordering::SeqCst));
+        Some(self.born + since + limit)
+    }
+}
+
 /// Holds a request open (see [`ConnState::start`]).
 #[derive(Debug)]
 pub struct OpenGuard {
@@ -112,8 +137,9 @@ pub struct OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        let now = u64::try_from(self.state.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.state.idle_since_ms.store(now, Ordering::SeqCst);
+        self.state
+            .idle_since_ms
+            .store(self.state.now_ms(), Ordering::SeqCst);
         self.state.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -122,7 +148,8 @@ impl Drop for OpenGuard {
 pub fn hold_open(body: ProxyBody, guard: OpenGuard) -> ProxyBody {
     Held {
         inner: body,
-        _guard: guard,
+        guard,
+        handed: false,
     }
     .boxed_unsync()
 }
@@ -131,7 +158,17 @@ pin_project! {
     struct Held {
         #[pin]
         inner: ProxyBody,
-        _guard: OpenGuard,
+        guard: OpenGuard,
+        // A frame was handed over and the next one not asked for yet (counted in `unpolled`).
+        handed: bool,
+    }
+
+    impl PinnedDrop for Held {
+        fn drop(this: Pin<&mut Self>) {
+            if this.handed {
+                this.guard.state.unpolled.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -143,7 +180,20 @@ impl Body for Held {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let state = &this.guard.state;
+        if std::mem::take(this.handed) {
+            state.unpolled.fetch_sub(1, Ordering::SeqCst);
+        }
+        state
+            .last_body_poll_ms
+            .store(state.now_ms(), Ordering::SeqCst);
+        let frame = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            *this.handed = true;
+            state.unpolled.fetch_add(1, Ordering::SeqCst);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
