@@ -378,3 +378,62 @@ async fn grpc_bidi_streaming_interleaves_and_forwards_client_trailers() {
     let _ = conn.await;
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_request_cancelled_mid_connect_does_not_block_the_next_one() {
+    // A listener whose accept queue is full: the proxy's connect hangs (no SYN-ACK).
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(stream) => fillers.push(stream),
+            Err(_) => break,
+        }
+    }
+    let proxy = Proxy::start_toml(&format!(
+        "[runtime]\nworkers = 1\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"app\"\ntimeout = \"300ms\"\n\n\
+         [clusters.app]\nprotocol = \"h2\"\nconnect_timeout = \"10s\"\nendpoints = [\"{addr}\"]\n"
+    ));
+    let http = HttpClient::http1();
+    // The route timeout drops the request while its connect is still pending.
+    let first = http.get(&proxy.url("public", "/")).await.expect("reply");
+    assert_eq!(first.status, 504);
+
+    // Now the endpoint answers: drain the queue and serve h2c on the same socket.
+    drop(fillers);
+    socket.set_nonblocking(true).expect("nonblocking");
+    let listener =
+        tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket)).expect("listener");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    // Without clearing the cancelled connect's mark this would wait for a connection that is
+    // never coming, and fail.
+    let second = http.get(&proxy.url("public", "/")).await.expect("reply");
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.text(), "ok");
+    proxy.shutdown();
+}
