@@ -197,3 +197,20 @@ async fn register_keeps_a_leased_key_and_deletes_it_on_exit() {
     wait_for(&url, &["!503"]).await.expect("deregistered");
     proxy.shutdown();
 }
+
+#[test]
+fn the_etcd_example_loads_with_discovery_active() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/etcd/switchyard.toml");
+    let config = switchyard::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.inactive_features().is_empty(),
+        "{:?}",
+        config.inactive_features()
+    );
+    let summary = config.summary();
+    assert!(
+        summary.contains("discovery etcd /services/orders/"),
+        "{summary}"
+    );
+}
