@@ -196,3 +196,24 @@ fn leading_empty_lines_and_http10_are_accepted() {
     assert!(resp.closed, "HTTP/1.0 without keep-alive closes");
     assert_eq!(backend.request_count(), 2);
 }
+
+#[test]
+fn a_request_pipelined_right_after_a_chunked_body_is_found() {
+    let (backend, _proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    // One write: the chunked body's end and the next head arrive in the same read.
+    conn.send(
+        b"POST /one HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .expect("send");
+    let one = conn.read_response();
+    assert_eq!((one.status, one.body_text().as_str()), (200, "abc"));
+    assert_eq!(conn.read_response().status, 200);
+    let paths: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.uri.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/one", "/two"]);
+}
