@@ -156,6 +156,21 @@ async fn traffic_follows_edits_and_renames_and_bad_files_keep_the_last_set() {
     let got = bodies(&url, 10).await;
     assert!(got.iter().all(|b| b == "a" || b == "c"), "{got:?}");
 
+    let scrape = get(&proxy.admin_url("/metrics"))
+        .await
+        .expect("scrape")
+        .text();
+    for name in [
+        "switchyard_discovery_updates_total",
+        "switchyard_discovery_errors_total",
+        "switchyard_endpoints",
+    ] {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+    }
+
     // A good file again recovers.
     replace(&file, &format!("[\"{}\"]", b.addr()));
     assert!(

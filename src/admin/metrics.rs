@@ -149,6 +149,20 @@ fn describe() {
         crate::health::PANIC_MODE,
         "1 while fewer than panic_threshold of the cluster's endpoints pass health checks and traffic spreads over all of them."
     );
+    describe_counter!(
+        crate::discovery::UPDATES_TOTAL,
+        Unit::Count,
+        "Changed endpoint sets published by a discovery source, by cluster and source (file, dns, srv, etcd)."
+    );
+    describe_counter!(
+        crate::discovery::ERRORS_TOTAL,
+        Unit::Count,
+        "Failed discovery reads, lookups and watches (the last good endpoint set stays), by cluster and source."
+    );
+    describe_gauge!(
+        crate::discovery::ENDPOINTS,
+        "Endpoints of the cluster in the live snapshot."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."

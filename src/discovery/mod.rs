@@ -38,6 +38,13 @@ pub use endpoints::{parse_endpoint, parse_endpoint_list};
 use crate::config::{Config, EndpointSource, StaticEndpoint};
 use crate::runtime::Shared;
 
+/// Metric: changed endpoint sets a source published, `{cluster, source}`.
+pub const UPDATES_TOTAL: &str = "switchyard_discovery_updates_total";
+/// Metric: failed reads, lookups and watches, `{cluster, source}`.
+pub const ERRORS_TOTAL: &str = "switchyard_discovery_errors_total";
+/// Metric: endpoints in the live snapshot, `{cluster}`.
+pub const ENDPOINTS: &str = "switchyard_endpoints";
+
 /// One endpoint set as a provider published it, tagged with the source it came from so a
 /// snapshot build can tell a current set from one left over by a source a reload replaced.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +75,7 @@ pub fn source_label(source: &EndpointSource) -> &'static str {
 /// every publish (control side).
 pub fn record_endpoint_count(cluster: &str, count: usize) {
     // Counts are small; the cast to f64 is exact.
-    metrics::gauge!("switchyard_endpoints", "cluster" => cluster.to_owned()).set(count as f64);
+    metrics::gauge!(ENDPOINTS, "cluster" => cluster.to_owned()).set(count as f64);
 }
 
 /// A provider's only way out: publishes sets for one cluster and counts updates and errors.
@@ -91,8 +98,8 @@ impl Sink {
             ("source", source_label(&source).to_owned()),
         ];
         Self {
-            updates: metrics::counter!("switchyard_discovery_updates_total", &labels),
-            errors: metrics::counter!("switchyard_discovery_errors_total", &labels),
+            updates: metrics::counter!(UPDATES_TOTAL, &labels),
+            errors: metrics::counter!(ERRORS_TOTAL, &labels),
             shared,
             cluster: cluster.to_owned(),
             source,
