@@ -8,9 +8,9 @@
 //! out exactly once, so a caller that skips unusable endpoints always terminates.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::slow_start;
+use super::slow_start::Ramp;
 use crate::runtime::EndpointState;
 
 /// How many preferred endpoints a [`Source`] may contribute; the rest come in index order.
@@ -52,22 +52,54 @@ pub(crate) enum Source<'a> {
     /// Maglev slots), skipping endpoints already yielded and warming endpoints that `warm`
     /// does not admit for this key.
     Walk {
-        table: &'a [u32],
+        table: Slots<'a>,
         pos: usize,
         steps: usize,
         warm: Option<Warmup<'a>>,
     },
 }
 
+/// A table of endpoint indices to walk: plain (Maglev slots) or the owner half of ring points
+/// kept next to their hashes (so a ring lookup reads one cache line, not two).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slots<'a> {
+    Owners(&'a [u32]),
+    Points(&'a [(u64, u32)]),
+}
+
+impl Slots<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Owners(t) => t.len(),
+            Self::Points(t) => t.len(),
+        }
+    }
+
+    /// The endpoint at `pos` (`pos < len`), or an index no cluster has when out of range.
+    fn owner(&self, pos: usize) -> u32 {
+        match self {
+            Self::Owners(t) => t.get(pos).copied(),
+            Self::Points(t) => t.get(pos).map(|p| p.1),
+        }
+        .unwrap_or(u32::MAX)
+    }
+}
+
+impl<'a> From<&'a [u32]> for Slots<'a> {
+    fn from(table: &'a [u32]) -> Self {
+        Self::Owners(table)
+    }
+}
+
 /// Slow start for hashing balancers: a warming endpoint takes a key only if the key's fixed
-/// fraction `u` is below the endpoint's ramp factor, so as the ramp grows keys move over to it
-/// gradually and consistently (the same keys on every peer); the rest keep walking to the
-/// endpoint they would have had without it.
+/// fraction `u` is below the endpoint's (relative) ramp factor, so as the ramp grows keys move
+/// over to it gradually and consistently (the same keys on every peer); the rest keep walking
+/// to the endpoint they would have had without it.
 #[derive(Debug, Clone)]
 pub(crate) struct Warmup<'a> {
     pub endpoints: &'a [Arc<EndpointState>],
+    pub ramp: &'a Ramp,
     pub now: Instant,
-    pub duration: Duration,
     /// In `[0, 1)`, derived from the key's hash.
     pub u: f64,
 }
@@ -92,13 +124,14 @@ impl<'a> Candidates<'a> {
     /// The distinct endpoints met walking `table` from `pos`, then the rest in index order
     /// from `start`.
     pub(crate) fn walk(
-        table: &'a [u32],
+        table: impl Into<Slots<'a>>,
         pos: usize,
         warm: Option<Warmup<'a>>,
         start: usize,
         len: usize,
     ) -> Self {
-        let source = if table.is_empty() {
+        let table = table.into();
+        let source = if table.len() == 0 {
             Source::Nothing
         } else {
             Source::Walk {
@@ -151,7 +184,7 @@ impl<'a> Candidates<'a> {
             } => {
                 let mut found = None;
                 while *steps < MAX_STEPS.min(table.len()) {
-                    let index = table[*pos];
+                    let index = table.owner(*pos);
                     *pos = if *pos + 1 == table.len() { 0 } else { *pos + 1 };
                     *steps += 1;
                     let fresh = (index as usize) < self.len
@@ -178,9 +211,7 @@ impl<'a> Candidates<'a> {
 
 impl Warmup<'_> {
     fn admits(&self, index: usize) -> bool {
-        self.endpoints.get(index).map_or(true, |e| {
-            self.u < slow_start::factor(e.created(), self.now, self.duration)
-        })
+        self.u < self.ramp.relative(self.endpoints, index, self.now)
     }
 }
 
@@ -240,9 +271,9 @@ mod tests {
     #[test]
     fn walk_yields_distinct_table_owners_then_the_rest() {
         let table = [2, 2, 0, 2, 3, 0, 1];
-        let order: Vec<usize> = Candidates::walk(&table, 1, None, 0, 5).collect();
+        let order: Vec<usize> = Candidates::walk(&table[..], 1, None, 0, 5).collect();
         assert_eq!(order, vec![2, 0, 3, 1, 4]);
-        let mut c = Candidates::walk(&table, 6, None, 0, 5);
+        let mut c = Candidates::walk(&table[..], 6, None, 0, 5);
         assert_eq!(c.len(), 5);
         assert_eq!(c.next(), Some(1));
         assert_eq!(c.len(), 4);
@@ -257,7 +288,7 @@ mod tests {
                 for c in [
                     Candidates::rotate(start, len),
                     Candidates::pair(start, Some((start + 1) % len), start / 2, len),
-                    Candidates::walk(&table, start * 31, None, start, len),
+                    Candidates::walk(&table[..], start * 31, None, start, len),
                 ] {
                     let mut order: Vec<usize> = c.collect();
                     order.sort_unstable();

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::candidates::Warmup;
+use super::slow_start::Ramp;
+
+use super::candidates::{Slots, Warmup};
 use super::least_request::{self, InFlight};
 use super::p2c::P2c;
 use super::{below, bounded, remix, Balancer, Candidates, PickContext};
@@ -21,7 +23,7 @@ pub(crate) trait Table: Send + Sync + fmt::Debug {
     /// The config spelling.
     const NAME: &'static str;
     /// The table of endpoint indices and the position a key's hash lands on.
-    fn locate(&self, hash: u64) -> (&[u32], usize);
+    fn locate(&self, hash: u64) -> (Slots<'_>, usize);
 }
 
 /// A hashing balancer over table `T`; see the module doc.
@@ -32,7 +34,7 @@ pub(crate) struct Hashed<T> {
     /// weight / total weight per endpoint: bounded loads' per-endpoint share.
     shares: Vec<f64>,
     balance_factor: Option<f64>,
-    slow_start: Duration,
+    ramp: Ramp,
 }
 
 impl<T: Table> Hashed<T> {
@@ -51,7 +53,7 @@ impl<T: Table> Hashed<T> {
                 .map(|&w| f64::from(w.max(1)) / total)
                 .collect(),
             balance_factor,
-            slow_start,
+            ramp: Ramp::new(slow_start),
         }
     }
 }
@@ -68,10 +70,10 @@ impl<T: Table> Balancer for Hashed<T> {
         };
         let n = ctx.endpoints.len();
         let (table, pos) = self.table.locate(hash);
-        let warm = (!self.slow_start.is_zero()).then(|| Warmup {
+        let warm = (!self.ramp.is_off()).then(|| Warmup {
             endpoints: ctx.endpoints,
+            ramp: &self.ramp,
             now: Instant::now(),
-            duration: self.slow_start,
             u: fraction(hash),
         });
         // Past the walk, the rest in index order from a key-derived point: still the same order
@@ -88,5 +90,59 @@ impl<T: Table> Balancer for Hashed<T> {
 
     fn name(&self) -> &'static str {
         T::NAME
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::ring_hash::Ring;
+    use super::*;
+
+    #[test]
+    fn slow_start_moves_a_small_consistent_share_of_keys_to_a_new_endpoint() {
+        let ramp_time = Duration::from_millis(1);
+        let state = |port: u16| Arc::new(EndpointState::new("c", ([10, 0, 0, 1], port).into(), 1));
+        // Eleven old endpoints: from 11 on, the ring has 100 points per endpoint whatever n is, so
+        // the rings with and without the new one agree on the old endpoints' points.
+        let old: Vec<Arc<EndpointState>> = (1..=11).map(state).collect();
+        // The old endpoints finish their 1 ms ramp (time passing is the point, not
+        // synchronisation); then a new one joins, at exactly 10 % when `now` is its creation.
+        while old[0].created().elapsed() < ramp_time * 2 {
+            std::hint::spin_loop();
+        }
+        let mut all = old.clone();
+        all.push(state(12));
+        let now = all[11].created();
+        let ids: Vec<String> = all.iter().map(|e| e.address().to_string()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let with_new = Ring::new(&ids, &[1; 12]);
+        let without = Ring::new(&ids[..11], &[1; 11]);
+        let ramp = Ramp::new(ramp_time);
+        let (mut to_new, mut would_go_new) = (0, 0);
+        for key in 0..50_000u64 {
+            let hash = remix(key);
+            let (table, pos) = with_new.locate(hash);
+            let warm = Warmup {
+                endpoints: &all,
+                ramp: &ramp,
+                now,
+                u: fraction(hash),
+            };
+            let ramped = Candidates::walk(table, pos, Some(warm), 0, 12).next();
+            let plain = Candidates::walk(table, pos, None, 0, 12).next();
+            let (t3, p3) = without.locate(hash);
+            let before = Candidates::walk(t3, p3, None, 0, 11).next();
+            would_go_new += usize::from(plain == Some(11));
+            if ramped == Some(11) {
+                to_new += 1;
+            } else {
+                // Keys the new endpoint does not take yet stay where they were before it came.
+                assert_eq!(ramped, before, "key {key}");
+            }
+        }
+        let share = to_new as f64 / would_go_new as f64;
+        assert!((0.07..0.13).contains(&share), "{to_new} of {would_go_new}");
     }
 }

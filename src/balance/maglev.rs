@@ -8,14 +8,21 @@
 //! endpoints end up with ⌊M/N⌋ or ⌈M/N⌉ slots each, and removing one moves little more than 1/N
 //! of keys.
 //!
-//! `M` is the smallest prime ≥ 100 × endpoints and ≥ 65537 (the paper's advice: prime, and much
-//! larger than N, so shares stay within 1 % — 100 slots each differ by at most one). Weights use
-//! turn credits: an endpoint of weight w claims on average w / w_max slots per round (as
-//! Envoy's Maglev does).
+//! `M` is prime, ≥ 65537 and ≥ 100 × endpoints (the paper's advice: prime, and much larger
+//! than N, so shares stay within 1 % — 100 slots each differ by at most one), taken from a
+//! ladder of doublings rather than as the smallest such prime, so that adding or removing an
+//! endpoint does not change `M` and remap every key (see [`table_size`]). Weights use turn
+//! credits: an endpoint of weight w claims on average w / w_max slots per round (as Envoy's
+//! Maglev does).
+//!
+//! Disruption measured (removing one of N, 100k keys): about 1.03/N up to 12 endpoints,
+//! 1.6/N at 100, 2/N at 150, 3.8/N at 300 and 6.5/N at 1000 — Maglev trades some stability
+//! for its even shares and O(1) lookup; `ring_hash` stays at 1/N.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::below;
+use super::candidates::Slots;
 use super::hashed::Table;
 
 /// Seed of the permutation offset hash.
@@ -121,9 +128,20 @@ fn step(slot: u64, skip: u64, size: u64) -> u64 {
     }
 }
 
-/// The smallest prime ≥ max(100 × n, 65537).
+/// The table size for `n` endpoints: the first prime ≥ 65536 × 2^k, for the smallest k that
+/// gives ≥ [`SLOTS_PER_ENDPOINT`] × n slots.
+///
+/// Why a ladder and not "the smallest prime ≥ 100 × n": a key's slot is `hash mod M`, so a
+/// different M remaps every key. With the smallest prime, adding or removing one endpoint of a
+/// cluster over 655 changes M and moved 99.9 % of keys (measured); on the ladder M only changes
+/// when the cluster crosses a doubling.
 pub(crate) fn table_size(n: usize) -> u64 {
-    let mut candidate = (n as u64).saturating_mul(SLOTS_PER_ENDPOINT).max(MIN_TABLE);
+    let wanted = (n as u64).saturating_mul(SLOTS_PER_ENDPOINT);
+    let mut rung = MIN_TABLE - 1;
+    while rung < wanted && rung < (1 << 40) {
+        rung *= 2;
+    }
+    let mut candidate = rung + 1;
     while !is_prime(candidate) {
         candidate += 1;
     }
@@ -150,8 +168,8 @@ fn is_prime(n: u64) -> bool {
 impl Table for Maglev {
     const NAME: &'static str = "maglev";
 
-    fn locate(&self, hash: u64) -> (&[u32], usize) {
-        (&self.table, below(hash, self.table.len()))
+    fn locate(&self, hash: u64) -> (Slots<'_>, usize) {
+        (Slots::Owners(&self.table), below(hash, self.table.len()))
     }
 }
 
@@ -163,7 +181,12 @@ mod tests {
     fn table_sizes_are_the_smallest_fitting_primes() {
         assert_eq!(table_size(1), 65_537);
         assert_eq!(table_size(655), 65_537);
-        assert_eq!(table_size(1000), 100_003);
+        let big = table_size(1000);
+        assert!(is_prime(big) && (100_000..131_172).contains(&big), "{big}");
+        // One rung covers 656..=1310 endpoints: membership changes there keep the size.
+        assert_eq!(table_size(656), big);
+        assert_eq!(table_size(1310), big);
+        assert!(table_size(1311) > big);
         assert!(is_prime(100_003) && !is_prime(100_001));
     }
 

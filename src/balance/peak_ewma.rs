@@ -53,25 +53,43 @@ pub fn estimate_ms(endpoint: &EndpointState, now: Instant) -> Option<f64> {
 }
 
 /// Load = decayed peak EWMA × (in flight + 1).
+///
+/// Both estimates decay by `e^(-(now - stamp)/τ)`; in a comparison the common `e^(-now/τ)`
+/// cancels, so `a`'s estimate is scaled by `e^((stamp_a - stamp_b)/τ)` instead. Same order, one
+/// `exp` instead of two and no clock read (together a third of the pick's cost).
 #[derive(Debug)]
 pub(crate) struct PeakEwma;
 
 impl Load for PeakEwma {
     const NAME: &'static str = "peak_ewma";
-    const NEEDS_CLOCK: bool = true;
+    const NEEDS_CLOCK: bool = false;
 
     fn costs(
         a: &EndpointState,
         b: &EndpointState,
-        now: Option<Instant>,
+        _now: Option<Instant>,
     ) -> ((f64, f64), (f64, f64)) {
-        let now = now.unwrap_or_else(Instant::now);
-        let (la, lb) = (estimate_ms(a, now), estimate_ms(b, now));
-        // Without a sample, borrow the rival's; without either, latency cancels out.
-        let (la, lb) = match (la, lb) {
-            (Some(x), Some(y)) => (x, y),
-            (Some(x), None) | (None, Some(x)) => (x, x),
-            (None, None) => (1.0, 1.0),
+        let (ea, eb) = (a.ewma_ms(), b.ewma_ms());
+        // Without a sample, borrow the rival's (decayed alike); without either, latency cancels.
+        let (la, lb) = if ea > 0.0 && eb > 0.0 {
+            let (sa, sb) = (a.ewma_stamp(), b.ewma_stamp());
+            let apart = if sa >= sb {
+                sa.duration_since(sb).as_secs_f64()
+            } else {
+                -sb.duration_since(sa).as_secs_f64()
+            };
+            let x = apart / DECAY.as_secs_f64();
+            // Under steady traffic both samples are recent and x is tiny: a Taylor polynomial
+            // (error below 3e-5 for |x| < 0.05) saves the `exp` call. Clamped so estimates
+            // hours apart cannot overflow to infinity.
+            let scale = if x.abs() < 0.05 {
+                1.0 + x + x * x / 2.0
+            } else {
+                x.clamp(-700.0, 700.0).exp()
+            };
+            (ea * scale, eb)
+        } else {
+            (1.0, 1.0)
         };
         let cost = |latency: f64, e: &EndpointState| (latency * (e.in_flight() as f64 + 1.0), 0.0);
         (cost(la, a), cost(lb, b))
@@ -110,6 +128,23 @@ mod tests {
             (later - expected / std::f64::consts::E).abs() < 0.01,
             "{later}"
         );
+    }
+
+    #[test]
+    fn an_old_peak_has_decayed_by_comparison_time() {
+        let eps = endpoints(2);
+        let t0 = Instant::now();
+        // Endpoint 0 was slow (100 ms) 20 s (2τ) before endpoint 1 answered in 30 ms: decayed
+        // to 100 / e² ≈ 13.5 ms, it is now the cheaper one.
+        observe_at(&eps[0], ms(100), t0);
+        observe_at(&eps[1], ms(30), t0 + 2 * DECAY);
+        let balancer = new(&[1, 1], Duration::ZERO);
+        assert_eq!(first_counts(&balancer, &eps, 100), vec![100, 0]);
+        // Only 5 s apart, 100 / e^0.5 ≈ 61 ms still loses to 30 ms.
+        let eps = endpoints(2);
+        observe_at(&eps[0], ms(100), t0);
+        observe_at(&eps[1], ms(30), t0 + DECAY / 2);
+        assert_eq!(first_counts(&balancer, &eps, 100), vec![0, 100]);
     }
 
     #[test]

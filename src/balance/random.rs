@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{below, remix, slow_start, Balancer, Candidates, PickContext};
+use super::slow_start::Ramp;
+use super::{below, remix, Balancer, Candidates, PickContext};
 
 /// Redraws before a warming endpoint is accepted anyway.
 const MAX_DRAWS: usize = 8;
@@ -18,7 +19,7 @@ const MAX_DRAWS: usize = 8;
 pub(crate) struct Random {
     /// `cumulative[i]` = sum of weights `0..=i`.
     cumulative: Vec<u64>,
-    slow_start: Duration,
+    slow_start: Ramp,
 }
 
 impl Random {
@@ -33,7 +34,7 @@ impl Random {
             .collect();
         Self {
             cumulative,
-            slow_start,
+            slow_start: Ramp::new(slow_start),
         }
     }
 
@@ -52,12 +53,10 @@ impl Balancer for Random {
         }
         let mut random = ctx.random;
         let mut pick = self.draw(random);
-        if !self.slow_start.is_zero() {
+        if !self.slow_start.is_off() {
             let now = Instant::now();
             for _ in 1..MAX_DRAWS {
-                let factor = ctx.endpoints.get(pick).map_or(1.0, |e| {
-                    slow_start::factor(e.created(), now, self.slow_start)
-                });
+                let factor = self.slow_start.relative(ctx.endpoints, pick, now);
                 random = remix(random);
                 // Top 53 bits as a uniform fraction in [0, 1).
                 if factor >= 1.0 || ((random >> 11) as f64 / (1u64 << 53) as f64) < factor {

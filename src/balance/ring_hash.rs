@@ -10,9 +10,16 @@
 //! [`MIN_RING`] points in total; weights scale the point count. The ring is capped at
 //! [`MAX_RING`] points (Envoy's cap) by scaling down, which only matters for extreme weight
 //! ratios. Lookup is a binary search over the sorted point hashes.
+//!
+//! An endpoint's points are `0..count`, so a ring with more points per endpoint contains the
+//! smaller one's. From 11 equal endpoints up the count is fixed at 100 per weight unit and a
+//! membership change touches only the changed endpoint's arcs; below that the 1024-point floor
+//! raises every endpoint's count as the cluster shrinks, and the few added points may take a few
+//! keys from other survivors (still within 1.5/N moved in all, tested).
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::candidates::Slots;
 use super::hashed::Table;
 
 /// Seed for ring points; changing it remaps every key, on every peer.
@@ -25,11 +32,18 @@ pub const MIN_PER_ENDPOINT: u64 = 100;
 /// Most points on the ring (8 Mi, as Envoy's `maximum_ring_size`).
 pub const MAX_RING: u64 = 8 << 20;
 
-/// The ring: point hashes in ascending order and, at the same position, the owning endpoint.
+/// The ring: points (hash, owning endpoint) in ascending hash order. Hash and owner sit side by
+/// side so the lookup's last step touches one cache line.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    hashes: Vec<u64>,
-    owners: Vec<u32>,
+    points: Vec<(u64, u32)>,
+    /// `index[b]` = first position whose hash has top bits ≥ `b` (`bits` of them): narrows the
+    /// binary search to one bucket of about two points. A plain binary search over 100k points
+    /// (1000 endpoints) measured 216 ns a lookup here, a cache miss per level; with the index it
+    /// is two misses.
+    index: Vec<u32>,
+    /// Top bits of a hash that select its bucket; 0 for an empty ring.
+    bits: u32,
 }
 
 impl Ring {
@@ -64,30 +78,75 @@ impl Ring {
                 points.push((xxh3_64_with_seed(&key, RING_SEED), owner));
             }
         }
-        // Equal hashes (a 2^-64 event per pair) are ordered by identity, not list position, so
-        // the ring stays independent of the list's order.
-        points.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| identities[a.1 as usize].cmp(identities[b.1 as usize]))
-        });
-        let (hashes, owners) = points.into_iter().unzip();
-        Self { hashes, owners }
+        // Plain tuple order sorts fastest; then equal hashes (a 2^-64 event per pair) are
+        // reordered by identity, not list position, so the ring stays independent of the list's
+        // order.
+        points.sort_unstable();
+        let mut start = 0;
+        while start < points.len() {
+            let mut end = start + 1;
+            while end < points.len() && points[end].0 == points[start].0 {
+                end += 1;
+            }
+            if end - start > 1 {
+                points[start..end]
+                    .sort_by(|a, b| identities[a.1 as usize].cmp(identities[b.1 as usize]));
+            }
+            start = end;
+        }
+        // About one bucket per two points (a bucket's points share a cache line or two), between
+        // 2^8 and 2^20 buckets.
+        let bits = if points.is_empty() {
+            0
+        } else {
+            let log2 = points.len().next_power_of_two().trailing_zeros();
+            log2.saturating_sub(1).clamp(8, 20)
+        };
+        let mut index = Vec::with_capacity((1usize << bits) + 1);
+        let mut pos = 0usize;
+        for bucket in 0..(1u64 << bits) {
+            while pos < points.len() && bucket_of(points[pos].0, bits) < bucket {
+                pos += 1;
+            }
+            index.push(u32::try_from(pos).unwrap_or(u32::MAX));
+        }
+        index.push(u32::try_from(points.len()).unwrap_or(u32::MAX));
+        Self {
+            points,
+            index,
+            bits,
+        }
     }
 
     /// Points on the ring.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.hashes.len()
+        self.points.len()
     }
 }
 
 impl Table for Ring {
     const NAME: &'static str = "ring_hash";
 
-    fn locate(&self, hash: u64) -> (&[u32], usize) {
-        let pos = self.hashes.partition_point(|&p| p < hash);
-        let pos = if pos == self.hashes.len() { 0 } else { pos };
-        (&self.owners, pos)
+    fn locate(&self, hash: u64) -> (Slots<'_>, usize) {
+        let bucket = bucket_of(hash, self.bits) as usize;
+        let (lo, hi) = match (self.index.get(bucket), self.index.get(bucket + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.points.len()),
+        };
+        let within = self.points.get(lo..hi).unwrap_or_default();
+        let pos = lo + within.partition_point(|p| p.0 < hash);
+        let pos = if pos == self.points.len() { 0 } else { pos };
+        (Slots::Points(&self.points), pos)
+    }
+}
+
+/// The bucket of `hash`: its top `bits` bits.
+fn bucket_of(hash: u64, bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else {
+        hash >> (64 - bits)
     }
 }
 
@@ -108,14 +167,14 @@ mod tests {
         let ring = Ring::new(&ids, &[1, 1, 1]);
         assert!(ring.len() >= 1024);
         let ring = Ring::new(&ids, &[1, 2, 1]);
-        let heavy = ring.owners.iter().filter(|&&o| o == 1).count();
-        let light = ring.owners.iter().filter(|&&o| o == 0).count();
+        let heavy = ring.points.iter().filter(|p| p.1 == 1).count();
+        let light = ring.points.iter().filter(|p| p.1 == 0).count();
         assert_eq!(heavy, 2 * light);
         let many = names(1000);
         let ids: Vec<&str> = many.iter().map(String::as_str).collect();
         let ring = Ring::new(&ids, &vec![1; 1000]);
         assert_eq!(ring.len(), 100_000);
-        assert!(ring.hashes.windows(2).all(|w| w[0] <= w[1]));
+        assert!(ring.points.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     #[test]
@@ -123,9 +182,29 @@ mod tests {
         let n = names(2);
         let ids: Vec<&str> = n.iter().map(String::as_str).collect();
         let ring = Ring::new(&ids, &[1, 1]);
-        let last = *ring.hashes.last().expect("points");
+        let last = ring.points.last().expect("points").0;
         assert_eq!(ring.locate(last.saturating_add(1)).1, 0);
         assert_eq!(ring.locate(0).1, 0);
         assert_eq!(ring.locate(last).1, ring.len() - 1);
+    }
+
+    #[test]
+    fn bucketed_lookup_equals_a_plain_binary_search() {
+        for n in [1usize, 7, 300] {
+            let names = names(n);
+            let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+            let ring = Ring::new(&ids, &vec![1; n]);
+            let mut h = 0x1234_5678_9abc_def0u64;
+            for _ in 0..20_000 {
+                h = super::super::remix(h);
+                let plain = ring.points.partition_point(|p| p.0 < h) % ring.len();
+                assert_eq!(ring.locate(h).1, plain);
+            }
+            for &(p, _) in ring.points.iter().take(50) {
+                assert_eq!(ring.points[ring.locate(p).1].0, p);
+            }
+        }
+        let empty = Ring::new(&[], &[]);
+        assert_eq!(empty.locate(42).1, 0);
     }
 }

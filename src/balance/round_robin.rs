@@ -14,7 +14,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{remix, slow_start, Balancer, Candidates, PickContext};
+use super::slow_start::Ramp;
+use super::{remix, Balancer, Candidates, PickContext};
 
 /// With `slow_start`, how many table turns a pick may pass over warming endpoints.
 const MAX_SKIPS: usize = 8;
@@ -33,7 +34,7 @@ pub struct RoundRobin {
     next: AtomicUsize,
     /// A warming endpoint keeps its turn with probability = its ramp factor, otherwise the turn
     /// passes to the next entry, so its share scales with `weight × factor`.
-    slow_start: Duration,
+    slow_start: Ramp,
 }
 
 impl RoundRobin {
@@ -46,13 +47,13 @@ impl RoundRobin {
             // Start at a random point so N freshly reloaded snapshots (or N peers) do not all
             // send their first request to endpoint 0.
             next: AtomicUsize::new(fastrand::usize(..=usize::from(u16::MAX))),
-            slow_start: Duration::ZERO,
+            slow_start: Ramp::default(),
         }
     }
 
     /// Ramps new endpoints in over `slow_start` (zero: off).
     pub fn with_slow_start(mut self, slow_start: Duration) -> Self {
-        self.slow_start = slow_start;
+        self.slow_start = Ramp::new(slow_start);
         self
     }
 
@@ -73,13 +74,11 @@ impl Balancer for RoundRobin {
         let Some(mut first) = self.pick() else {
             return Candidates::empty();
         };
-        if !self.slow_start.is_zero() {
+        if !self.slow_start.is_off() {
             let now = Instant::now();
             let mut random = ctx.random;
             for _ in 0..MAX_SKIPS {
-                let factor = ctx.endpoints.get(first).map_or(1.0, |e| {
-                    slow_start::factor(e.created(), now, self.slow_start)
-                });
+                let factor = self.slow_start.relative(ctx.endpoints, first, now);
                 random = remix(random);
                 if factor >= 1.0 || ((random >> 11) as f64 / (1u64 << 53) as f64) < factor {
                     break;
