@@ -412,12 +412,16 @@ async fn a_request_cancelled_mid_connect_does_not_block_the_next_one() {
     assert_eq!(first.status, 504);
 
     // Now the endpoint answers: drain the queue and serve h2c on the same socket.
+    let queued = fillers.len();
     drop(fillers);
     socket.set_nonblocking(true).expect("nonblocking");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     let listener =
         tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket)).expect("listener");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             let service = service_fn(|_req: Request<Incoming>| async {
                 Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
                     Bytes::from_static(b"ok"),
@@ -430,6 +434,10 @@ async fn a_request_cancelled_mid_connect_does_not_block_the_next_one() {
             });
         }
     });
+    // Once the fillers are out of the accept queue, a connect is answered at once.
+    assert!(
+        support::wait_until_async(DEADLINE, || accepted.load(Ordering::SeqCst) >= queued).await
+    );
     // Without clearing the cancelled connect's mark this would wait for a connection that is
     // never coming, and fail.
     let second = http.get(&proxy.url("public", "/")).await.expect("reply");
