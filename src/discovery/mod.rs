@@ -19,23 +19,25 @@
 //! the ones whose source went away. Tasks hold only a `Weak` of the shared state, so a stopped
 //! proxy is freed even if a task outlives it.
 
+mod base64;
 pub mod dns;
 mod endpoints;
 pub mod etcd;
 pub mod etcd_api;
 pub mod file;
 pub mod register;
+mod supervisor;
 
-use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use metrics::Counter;
 
 pub use endpoints::{parse_endpoint, parse_endpoint_list};
+pub use supervisor::{start, Supervisor};
 
-use crate::config::{Config, EndpointSource, StaticEndpoint};
+use crate::config::{EndpointSource, StaticEndpoint};
 use crate::runtime::Shared;
 
 /// Metric: changed endpoint sets a source published, `{cluster, source}`.
@@ -157,105 +159,6 @@ impl Sink {
     }
 }
 
-/// A running provider task and the source it was started for.
-#[derive(Debug)]
-struct Task {
-    source: EndpointSource,
-    abort: tokio::task::AbortHandle,
-}
-
-/// Keeps one provider task per discovery cluster running on the control runtime, matching the
-/// config it was last given.
-#[derive(Debug)]
-pub struct Supervisor {
-    shared: Weak<Shared>,
-    control: tokio::runtime::Handle,
-    /// Cluster name -> its task. Control side only; the lock is never held across `.await`.
-    tasks: Mutex<HashMap<String, Task>>,
-}
-
-impl Supervisor {
-    /// A supervisor spawning onto `control` and publishing into `shared`; runs nothing until
-    /// [`Self::apply`].
-    pub fn new(shared: &Arc<Shared>, control: tokio::runtime::Handle) -> Self {
-        Self {
-            shared: Arc::downgrade(shared),
-            control,
-            tasks: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Brings the tasks in line with `config`: a cluster whose source is unchanged keeps its
-    /// task (and so its state: etcd revision, DNS schedule); a changed or removed source's task
-    /// is aborted; a new source gets a task. `Shared::publish` calls this on every reload.
-    pub fn apply(&self, config: &Config) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|name, task| {
-            let keep = config
-                .clusters
-                .get(name)
-                .is_some_and(|c| c.endpoints == task.source);
-            if !keep {
-                task.abort.abort();
-            }
-            keep
-        });
-        for cluster in config.clusters.values() {
-            if tasks.contains_key(&cluster.name) {
-                continue;
-            }
-            let sink = Sink::new(
-                Weak::clone(&self.shared),
-                &cluster.name,
-                cluster.endpoints.clone(),
-            );
-            let abort = match &cluster.endpoints {
-                // Static lists are in the config itself; mesh discovery is the mesh's.
-                EndpointSource::Static(_) | EndpointSource::Mesh(_) => continue,
-                EndpointSource::File(path) => self.control.spawn(file::run(path.clone(), sink)),
-                EndpointSource::Dns { .. } | EndpointSource::Srv { .. } => self
-                    .control
-                    .spawn(dns::run(cluster.endpoints.clone(), sink)),
-                EndpointSource::Etcd { endpoints, prefix } => {
-                    self.control
-                        .spawn(etcd::run(endpoints.clone(), prefix.clone(), sink))
-                }
-            }
-            .abort_handle();
-            tasks.insert(
-                cluster.name.clone(),
-                Task {
-                    source: cluster.endpoints.clone(),
-                    abort,
-                },
-            );
-        }
-    }
-
-    /// How many provider tasks are running (tests and the admin view).
-    pub fn running(&self) -> usize {
-        self.tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for task in tasks.values() {
-            task.abort.abort();
-        }
-    }
-}
-
-/// Starts discovery for a freshly started proxy: attaches a [`Supervisor`] on `control` to
-/// `shared`, which starts the tasks of the current config and follows every later publish.
-pub fn start(shared: &Arc<Shared>, control: tokio::runtime::Handle) {
-    shared.attach_discovery(Supervisor::new(shared, control));
-}
-
 /// Exponential backoff between reconnects or retries: doubles from `initial` up to `max`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
@@ -293,6 +196,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Config;
 
     fn config(file: &str) -> Config {
         let text = format!(
