@@ -180,6 +180,22 @@ async fn a_record_changes_move_traffic_and_failures_keep_the_last_set() {
         vec![Answer::A(Ipv4Addr::new(127, 0, 0, 1))],
     );
     wait_for_backends(&url, &["one"]).await.expect("recovery");
+
+    // AAAA records count too: an IPv6 address on the same port joins the set.
+    let six = Backend::start_at(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, one.addr().port())),
+        None,
+        Behavior::fixed(200, "six"),
+    );
+    dns.set(
+        "app.test",
+        RecordType::AAAA,
+        vec![Answer::Aaaa(std::net::Ipv6Addr::LOCALHOST)],
+    );
+    wait_for_backends(&url, &["one", "six"])
+        .await
+        .expect("AAAA added");
+    assert!(six.request_count() > 0);
     let updates = "switchyard_discovery_updates_total{cluster=\"app\",source=\"dns\"}";
     assert!(metric(proxy.admin, updates).await >= 4.0);
     proxy.process.terminate();

@@ -224,3 +224,26 @@ fn the_server_pings_at_h2_keepalive_interval() {
     }
     assert!(pinged, "no keep-alive PING within 3 s at a 200 ms interval");
 }
+
+#[tokio::test]
+async fn a_streamed_http2_body_over_max_body_bytes_gets_413() {
+    let (backend, proxy, addr) = start();
+    let before = rejected(&proxy, "body_too_large");
+    let (mut send, _driver, _) = h2_client(addr).await;
+    // No content-length: the 1 KiB limit can only trip while the body streams.
+    let req = Request::post("http://a/upload").body(()).expect("req");
+    let (resp, mut body) = send.send_request(req, false).expect("send");
+    for _ in 0..4 {
+        body.reserve_capacity(512);
+        if body.send_data(Bytes::from(vec![b'x'; 512]), false).is_err() {
+            break;
+        }
+    }
+    let resp = tokio::time::timeout(support::DEADLINE, resp)
+        .await
+        .expect("answer within the deadline")
+        .expect("answered");
+    assert_eq!(resp.status(), 413);
+    assert!(rejected(&proxy, "body_too_large") > before);
+    assert!(backend.requests().iter().all(|r| r.body.len() <= 1024));
+}

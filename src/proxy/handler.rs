@@ -50,6 +50,8 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let snapshot = ctx.shared.snapshot();
     let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id);
     let body = access.count_request_body(body);
+    // HTTP/2 bodies without a declared length are held to max_body_bytes (hygiene::limit).
+    let body = super::hygiene::limit::apply(body, &parts.extensions);
     let mut response = match forward(ctx, &snapshot, parts, body, &mut access.facts).await {
         Ok(response) => response,
         Err(error) => {

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
+use super::hygiene::limit::BodyLimit;
 use super::hygiene::{self, conn, ConnState, GuardedIo, Limits, Reject};
 use crate::config::LimitsConfig;
 use crate::runtime::Shared;
@@ -225,13 +226,30 @@ async fn serve_request(
 ) -> Response<ProxyBody> {
     let open = state.start();
     let connect = req.method() == Method::CONNECT;
-    let response = match hygiene::h2::check(&req, limits) {
+    let mut req = req;
+    let body_limit = match limits.max_body_bytes {
+        // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame.
+        Some(max) if req.version() == http::Version::HTTP_2 => {
+            let limit = BodyLimit::new(max);
+            req.extensions_mut().insert(limit.clone());
+            Some(limit)
+        }
+        _ => None,
+    };
+    let mut response = match hygiene::h2::check(&req, limits) {
         Ok(()) => handler::handle(ctx, req).await,
         Err(reject) => {
             reject.count();
             refusal(reject)
         }
     };
+    if body_limit.is_some_and(|l| l.tripped()) {
+        Reject::BodyTooLarge.count();
+        // The cut body failed the upstream request (a 5xx of ours); say why instead.
+        if response.status().is_server_error() {
+            response = refusal(Reject::BodyTooLarge);
+        }
+    }
     let status = response.status();
     state.responded(status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()));
     response.map(|body| conn::hold_open(body, open))

@@ -14,6 +14,7 @@
 //!   rejected request itself (the bad head never reaches hyper, so nothing is forwarded).
 //! - [`h2`]: the checks HTTP/2 requests need on top of what the `h2` crate enforces.
 //! - [`conn`]: [`ConnState`], what the socket wrapper and the service of one connection share.
+//! - [`limit`]: `max_body_bytes` for HTTP/2 bodies that stream without a declared length.
 //!
 //! Every rejection is counted in `switchyard_rejected_requests_total{reason}`; the reasons are
 //! the `snake_case` labels of [`Reject::reason`], listed in the README.
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod h2;
 pub mod head;
 pub mod io;
+pub mod limit;
 
 use std::time::Duration;
 
