@@ -213,3 +213,26 @@ async fn panic_mode_spreads_over_all_endpoints() {
     assert!(metrics.contains("switchyard_panic_mode{cluster=\"panicky\"} 1"));
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn initial_unhealthy_holds_until_probes_pass() {
+    let up = Arc::new(AtomicU16::new(200));
+    let a = checked_backend(&up);
+    let proxy = start(
+        "initial",
+        &[a.addr()],
+        // No panic mode, which would otherwise send to the lone unhealthy endpoint anyway.
+        "panic_threshold = 0.0\nhealth_check = { interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 2, initial = \"unhealthy\" }",
+    );
+    // Set before `start` returned: the first request finds no healthy endpoint.
+    let reply = HttpClient::http1()
+        .get(&proxy.url("public", "/work"))
+        .await
+        .expect("reply");
+    assert_eq!(reply.status, 503);
+    assert_eq!(traffic(&a), 0);
+    assert!(wait_until_async(DEADLINE, || healthy(&proxy, "initial", a.addr())).await);
+    send(&proxy, 3).await;
+    assert_eq!(traffic(&a), 3);
+    proxy.shutdown();
+}

@@ -87,7 +87,9 @@ impl Supervisor {
             let (snapshots_tx, snapshots_rx) = watch::channel(Arc::clone(cluster));
             let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
             cluster.health().set_reports(Some(reports_tx.clone()));
+            let state = task::ClusterTask::new(Arc::clone(cluster));
             self.inner.runtime.spawn(task::run(
+                state,
                 snapshots_rx,
                 reports_rx,
                 reports_tx,

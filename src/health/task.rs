@@ -27,7 +27,9 @@ pub const REPORT_QUEUE: usize = 4096;
 /// A long way off: the deadline of timers that are switched off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
-struct ClusterTask {
+/// The task's owned state; built (and its first state published) before the task is spawned,
+/// so `initial` verdicts and panic mode hold from the moment the cluster is served.
+pub struct ClusterTask {
     cluster: Arc<ClusterSnapshot>,
     ejector: Ejector,
     checker: Option<Checker>,
@@ -35,7 +37,8 @@ struct ClusterTask {
 }
 
 impl ClusterTask {
-    fn new(cluster: Arc<ClusterSnapshot>) -> Self {
+    /// Owned state for `cluster`, with its initial state published.
+    pub fn new(cluster: Arc<ClusterSnapshot>) -> Self {
         let config = cluster.config();
         let mut task = Self {
             ejector: Ejector::new(config.outlier_detection.clone()),
@@ -110,13 +113,13 @@ impl ClusterTask {
 /// `own_sender` is a sender of `reports` kept here so the channel never reads as closed (the
 /// request path's copy may be replaced at any time).
 pub async fn run(
+    mut task: ClusterTask,
     mut snapshots: watch::Receiver<Arc<ClusterSnapshot>>,
     mut reports: mpsc::Receiver<Report>,
     own_sender: mpsc::Sender<Report>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let first = Arc::clone(&snapshots.borrow_and_update());
-    let mut task = ClusterTask::new(first);
+    snapshots.borrow_and_update();
     let mut probes: JoinSet<(SocketAddr, bool)> = JoinSet::new();
     let mut tick = tokio::time::interval(task.ejector.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,7 +213,8 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
         let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         cluster.health().set_reports(Some(reports_tx.clone()));
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(snapshots_rx, reports_rx, reports_tx, stop_rx));
+        let state = ClusterTask::new(Arc::clone(&cluster));
+        let task = tokio::spawn(run(state, snapshots_rx, reports_rx, reports_tx, stop_rx));
 
         let address = endpoint.address();
         for _ in 0..3 {
