@@ -22,4 +22,5 @@ pub mod health;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;

@@ -84,6 +84,45 @@ enum Command {
         #[arg(long)]
         zone: Option<String>,
     },
+    /// Development identities without a control plane: a local CA and leaves signed by it.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Make a development CA: DIR/ca.pem and DIR/ca.key (never replaces an existing key).
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue a leaf signed by the CA in --ca: NAME.pem and NAME.key (server and client usage).
+    Issue {
+        /// Folder with ca.pem and ca.key.
+        #[arg(long, default_value = "certs")]
+        ca: PathBuf,
+        /// File name and CN; also the DNS SAN unless --dns is given.
+        #[arg(long)]
+        name: String,
+        /// URI SAN, the identity routes match, e.g. spiffe://local/orders.
+        #[arg(long)]
+        spiffe: Option<String>,
+        /// DNS SAN; repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// IP SAN; repeatable.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// Output folder (default: the CA folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,6 +160,7 @@ fn main() -> ExitCode {
                 ttl,
             })
         }
+        Command::Certs { action } => certs(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,7 +188,37 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 fn run(path: &Path, log_format: Option<CliLogFormat>) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(log_format.map_or(config.log.format, Into::into));
+    // Certificates that do not load stop the start here, with the file named.
+    switchyard::tls::store::preload(&config).context("TLS")?;
     switchyard::runtime::run(config)
+}
+
+fn certs(action: CertsAction) -> anyhow::Result<()> {
+    use switchyard::tls::certs_cli;
+    let written = match action {
+        CertsAction::Init { dir, days } => certs_cli::init(&dir, days)?,
+        CertsAction::Issue {
+            ca,
+            name,
+            spiffe,
+            dns,
+            ip,
+            out,
+            days,
+        } => certs_cli::issue(&certs_cli::IssueOptions {
+            ca_dir: ca,
+            name,
+            spiffe,
+            dns,
+            ips: ip,
+            out,
+            days,
+        })?,
+    };
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn check(path: &Path, running: Option<&Path>) -> ExitCode {

@@ -82,7 +82,7 @@ pub struct ListenerConfig {
 }
 
 /// Listener TLS: one or several certificates (chosen by SNI), optional client CA (mTLS).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ListenerTls {
     /// Never empty; the first is the default for clients that send no SNI.
     pub certs: Vec<CertKeyPair>,
@@ -90,7 +90,7 @@ pub struct ListenerTls {
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CertKeyPair {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -233,7 +233,7 @@ pub struct ClusterConfig {
 }
 
 /// Upstream protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http1,
     H2,
@@ -371,7 +371,7 @@ pub struct CircuitBreaker {
 }
 
 /// Cluster `tls`: how to speak TLS to the endpoints.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClusterTls {
     pub sni: Option<String>,
     pub ca: Option<PathBuf>,

@@ -69,16 +69,9 @@ impl Config {
         let mut note = |what: String| out.push(format!("{what} is not active yet"));
 
         // [admin], [log] access/access_sample, [metrics] and shutdown_delay are active (issue 5).
-        for l in &self.listeners {
-            if l.tls.is_some() {
-                note(format!("listener {}: tls", l.name));
-            }
-        }
+        // Listener tls, match.client_identity and cluster tls are active (issue 13).
         for r in &self.routes {
             let route = format!("route {}", r.name);
-            if r.matcher.client_identity.is_some() {
-                note(format!("{route}: match.client_identity"));
-            }
             if r.retry.is_some() {
                 note(format!("{route}: retry"));
             }
@@ -100,9 +93,6 @@ impl Config {
                 note(format!("{cluster}: discovery.mesh"));
             }
             // health_check, outlier_detection, circuit_breaker, panic_threshold: active (issue 7).
-            if c.tls.is_some() {
-                note(format!("{cluster}: tls"));
-            }
         }
         let mut note = |what: &str| out.push(format!("{what} is not active yet"));
         if self.cache.is_some() {

@@ -93,6 +93,11 @@ impl Checker {
         }
     }
 
+    /// Marks the probe of `address` as finished without a verdict (the endpoint is gone).
+    pub fn forget(&mut self, address: SocketAddr) {
+        self.probing.remove(&address);
+    }
+
     /// Records a finished probe and flips the verdict once a threshold is reached.
     pub fn on_result(&mut self, endpoint: &EndpointState, passed: bool) {
         let address = endpoint.address();
@@ -134,6 +139,64 @@ pub fn publish_verdict(endpoint: &EndpointState, healthy: bool, log: bool) {
         if log {
             tracing::warn!(cluster = endpoint.cluster(), endpoint = %endpoint.address(),
                 trigger = Trigger::HealthCheck.as_str(), "endpoint ejected as unhealthy");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HealthCheckKind;
+
+    fn config() -> HealthCheckConfig {
+        HealthCheckConfig {
+            kind: HealthCheckKind::Tcp,
+            path: "/healthz".to_owned(),
+            host: String::new(),
+            statuses: vec![(200, 399)],
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(50),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            initial_healthy: false,
+        }
+    }
+
+    #[test]
+    fn verdicts_flip_only_after_consecutive_thresholds() {
+        let e = Arc::new(EndpointState::new(
+            "c",
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            1,
+        ));
+        let mut checker = Checker::new(config(), Protocol::Http1);
+        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1);
+        assert!(!e.is_healthy(), "initial = unhealthy");
+        checker.on_result(&e, true);
+        assert!(!e.is_healthy());
+        checker.on_result(&e, true);
+        assert!(e.is_healthy(), "healthy_threshold = 2");
+        checker.on_result(&e, false);
+        checker.on_result(&e, false);
+        checker.on_result(&e, true);
+        checker.on_result(&e, false);
+        checker.on_result(&e, false);
+        assert!(e.is_healthy(), "a pass resets the failure streak");
+        checker.on_result(&e, false);
+        assert!(!e.is_healthy(), "unhealthy_threshold = 3");
+        assert_eq!(e.health().trigger(), Some(Trigger::HealthCheck));
+        assert_eq!(e.health().last_probe(), Some(false));
+        // A probed endpoint keeps its verdict across updates; `initial` is for new ones only.
+        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1);
+        assert!(!e.is_healthy());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let checker = Checker::new(config(), Protocol::Http1);
+        for _ in 0..100 {
+            let d = checker.next_delay();
+            assert!(d >= Duration::from_millis(90) && d <= Duration::from_millis(110));
         }
     }
 }

@@ -100,6 +100,11 @@ impl ClusterTask {
 
     fn on_probe(&mut self, address: SocketAddr, passed: bool) {
         let Some(endpoint) = self.endpoint(address).cloned() else {
+            // Removed while probed: forget the probe, or a later return of the same address
+            // would never be probed again.
+            if let Some(checker) = &mut self.checker {
+                checker.forget(address);
+            }
             return;
         };
         if let Some(checker) = &mut self.checker {

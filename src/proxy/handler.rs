@@ -37,6 +37,10 @@ pub struct ConnContext {
     pub listener: Arc<str>,
     /// The downstream peer.
     pub peer: SocketAddr,
+    /// The connection is TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
+    /// The verified client certificate's identity (mTLS listeners only).
+    pub client_identity: Option<Arc<crate::tls::identity::PeerIdentity>>,
 }
 
 /// Serves one request; never fails (errors become responses).
@@ -87,7 +91,7 @@ async fn forward(
             host: host.as_deref(),
             path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             headers: &parts.headers,
-            client_identity: None,
+            client_identity: ctx.client_identity.as_deref().map(|id| id.id.as_str()),
         };
         snapshot
             .router()
@@ -155,6 +159,11 @@ async fn forward(
         ctx.peer.ip(),
         listener.trusted_hops(),
         host.as_deref(),
+    );
+    crate::tls::identity::set_forwarded_tls(
+        &mut parts.headers,
+        ctx.tls,
+        ctx.client_identity.as_deref(),
     );
     if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         // The client's Host (or the authority of an absolute-form / HTTP/2 target, which

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::body::{self, ProxyBody};
@@ -33,6 +33,7 @@ use super::handler::{self, ConnContext};
 use super::hygiene::limit::BodyLimit;
 use super::hygiene::{self, conn, ConnState, GuardedIo, Limits, Reject};
 use crate::config::LimitsConfig;
+use crate::tls::server::{handshake, Termination};
 use crate::runtime::Shared;
 use crate::upstream::Upstream;
 
@@ -146,11 +147,19 @@ impl ConnServer {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, %peer, "set TCP_NODELAY failed");
             }
+            // Read per connection: a reload or certificate rotation applies to the next one.
+            let termination = ctx
+                .shared
+                .snapshot()
+                .listener(&ctx.name)
+                .map_or(Termination::Plain, |l| l.tls().clone());
             let ctx = ConnContext {
                 shared: Arc::clone(&ctx.shared),
                 upstream: Arc::clone(&ctx.upstream),
                 listener: Arc::clone(&ctx.name),
                 peer,
+                tls: false,
+                client_identity: None,
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
@@ -158,7 +167,22 @@ impl ConnServer {
             tokio::spawn(async move {
                 // A guard, so the gauge comes down even if serving panics.
                 let _open = crate::admin::metrics::DownstreamConnection::opened();
-                server.serve(stream, ctx, shutdown).await;
+                match termination {
+                    Termination::Plain => server.serve(stream, ctx, shutdown).await,
+                    Termination::Tls(tls) => {
+                        let limit = server.limits.first_byte_timeout;
+                        if let Some((stream, identity)) = handshake(&tls, stream, limit, peer).await
+                        {
+                            let ctx = ConnContext {
+                                tls: true,
+                                client_identity: identity.map(Arc::new),
+                                ..ctx
+                            };
+                            server.serve(stream, ctx, shutdown).await;
+                        }
+                    }
+                    Termination::Unavailable => drop(stream),
+                }
                 drop(permit);
                 drop(active);
             });
@@ -168,12 +192,14 @@ impl ConnServer {
     /// Serves one connection; on shutdown, lets requests in progress finish and then closes
     /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2 connection without open streams
     /// for `keepalive_timeout` is closed the same way (HTTP/1 idling is `GuardedIo`'s job).
-    async fn serve(
+    async fn serve<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         ctx: ConnContext,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let peer = ctx.peer;
         let state = ConnState::new();
         let io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits));

@@ -289,11 +289,14 @@ impl Reloader {
         let shared = Arc::clone(&self.shared);
         // Building 10k routes takes milliseconds: off the control runtime's thread, so the
         // admin API answers meanwhile. The request path never waits for it at all.
-        let published = tokio::task::spawn_blocking(move || shared.publish(config))
-            .await
-            .map_err(|panic| {
-                ReloadError::one(format!("building the snapshot panicked: {panic}"))
-            })?;
+        // TLS files are loaded first: a config naming certificates that do not load is refused
+        // like a syntax error, and the running one (with its certificates) stays.
+        let published = tokio::task::spawn_blocking(move || {
+            crate::tls::store::preload(&config).map(|()| shared.publish(config))
+        })
+        .await
+        .map_err(|panic| ReloadError::one(format!("building the snapshot panicked: {panic}")))?
+        .map_err(|error| ReloadError::one(format!("tls: {error}")))?;
         let live = plan.apply(&self.workers);
         self.live.store(Arc::new(live));
         Ok(Reloaded::Published {

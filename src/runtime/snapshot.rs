@@ -54,6 +54,8 @@ pub struct ListenerSnapshot {
     /// Position in `config.listeners`, which is what the router takes.
     index: usize,
     trusted_hops: u32,
+    /// Plain, or the listener's live TLS config (shared across snapshots, see `tls::store`).
+    tls: crate::tls::server::Termination,
 }
 
 impl Snapshot {
@@ -91,6 +93,8 @@ impl Snapshot {
                 name: l.name.clone(),
                 index,
                 trusted_hops: l.trusted_hops,
+                // Re-checks the certificate files: a reload picks up rotated certificates.
+                tls: crate::tls::server::Termination::of(l),
             })
             .collect();
         let metrics = Arc::new(SnapshotMetrics::build(&config));
@@ -224,6 +228,11 @@ impl ListenerSnapshot {
     /// How many client `x-forwarded-for` entries to keep.
     pub fn trusted_hops(&self) -> u32 {
         self.trusted_hops
+    }
+
+    /// Whether and how connections are TLS-terminated.
+    pub fn tls(&self) -> &crate::tls::server::Termination {
+        &self.tls
     }
 }
 

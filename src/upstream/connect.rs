@@ -106,9 +106,65 @@ pub(crate) async fn connect(
             )
         })?
         .map_err(|e| UpstreamError::unsent(FailureKind::Connect, address, e))?;
+    let Some(spec) = &cluster.tls else {
+        metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
+            .record(started.elapsed().as_secs_f64());
+        return start(cluster, address, TokioIo::new(stream), slot).await;
+    };
+    let stream = tls_connect(cluster, spec, address, stream, started).await?;
     metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
         .record(started.elapsed().as_secs_f64());
-    let io = TokioIo::new(stream);
+    start(cluster, address, TokioIo::new(stream), slot).await
+}
+
+/// The TLS handshake with a backend, within what is left of `connect_timeout`. Verification
+/// failures (unknown CA, wrong name, expired) are logged at warn with the cluster and address:
+/// they are configuration errors, and the request gets a 502, never a plaintext retry.
+async fn tls_connect(
+    cluster: &ClusterConfig,
+    spec: &crate::config::ClusterTls,
+    address: std::net::SocketAddr,
+    stream: TcpStream,
+    started: Instant,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let tls = crate::tls::store::client_for_connect(spec, cluster.protocol).map_err(|e| {
+        tracing::warn!(cluster = %cluster.name, error = %e, "upstream TLS config does not load");
+        UpstreamError::unsent(FailureKind::Connect, address, e)
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config());
+    let left = cluster.connect_timeout.saturating_sub(started.elapsed());
+    let handshake = connector.connect(tls.server_name(address.ip()), stream);
+    match tokio::time::timeout(left, handshake).await {
+        Err(_) => Err(UpstreamError::unsent(
+            FailureKind::ConnectTimeout,
+            address,
+            format!(
+                "TLS handshake not done within connect_timeout {:?}",
+                cluster.connect_timeout
+            ),
+        )),
+        Ok(Err(error)) => {
+            tracing::warn!(cluster = %cluster.name, %address, %error, "upstream TLS handshake failed");
+            Err(UpstreamError::unsent(
+                FailureKind::Connect,
+                address,
+                format!("TLS: {error}"),
+            ))
+        }
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// The HTTP/1.1 or HTTP/2 handshake on a connected (plain or TLS) stream, and its driver task.
+async fn start<I>(
+    cluster: &ClusterConfig,
+    address: std::net::SocketAddr,
+    io: TokioIo<I>,
+    slot: OpenConn,
+) -> Result<Sender, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handshake_failed =
         |e: hyper::Error| UpstreamError::unsent(FailureKind::Connect, address, e);
     match cluster.protocol {
