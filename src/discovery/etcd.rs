@@ -20,27 +20,43 @@ use crate::config::StaticEndpoint;
 enum WatchEnd {
     /// The proxy is gone: stop.
     Closed,
-    /// Start over with a fresh list (compaction, cancellation, lost connection).
+    /// The watch's start revision was compacted away: list again at once.
+    Compacted(String),
+    /// Start over with a fresh list after a backoff (cancellation, lost connection).
     Relist(String),
 }
 
 /// The provider task: runs until aborted or the proxy is gone.
-pub async fn run(endpoints: Vec<String>, prefix: String, mut sink: Sink) {
+pub async fn run(endpoints: Vec<String>, prefix: String, sink: Sink) {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    run_with(endpoints, prefix, sink, backoff).await;
+}
+
+/// [`run`] with the reconnect backoff given (tests make it long to tell "at once" apart).
+async fn run_with(endpoints: Vec<String>, prefix: String, mut sink: Sink, mut backoff: Backoff) {
     let client = EtcdClient::new(endpoints);
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // Set after a compaction: the next list runs at once, but only once in a row, so an etcd
+    // that kept answering "compacted" could not spin this loop.
+    let mut relist_now = false;
     loop {
         match list(&client, &prefix, &mut sink).await {
             Ok((revision, keys)) => {
                 backoff.reset();
                 match watch(&client, &prefix, revision + 1, keys, &mut sink).await {
                     WatchEnd::Closed => return,
-                    WatchEnd::Relist(reason) => {
+                    WatchEnd::Compacted(reason) if !relist_now => {
+                        tracing::info!(cluster = sink.cluster(), "{reason}");
+                        relist_now = true;
+                        continue;
+                    }
+                    WatchEnd::Compacted(reason) | WatchEnd::Relist(reason) => {
                         sink.error(&reason);
                     }
                 }
             }
             Err(error) => sink.error(&error),
         }
+        relist_now = false;
         if !sink.is_open() {
             return;
         }
@@ -105,7 +121,7 @@ async fn watch(
                 }
             }
             WatchMessage::Compacted(revision) => {
-                return WatchEnd::Relist(format!(
+                return WatchEnd::Compacted(format!(
                     "watch revision {from} compacted (oldest kept: {revision}); listing again"
                 ))
             }
@@ -126,5 +142,91 @@ fn parse_value(key: &str, value: &[u8], sink: &Sink) -> Option<StaticEndpoint> {
             sink.error(&format!("etcd key {key}: {error}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::runtime::Shared;
+
+    /// A fake JSON gateway: every range lists one key (the address changes with each call),
+    /// the first watch answers "compacted", later ones "created" and end.
+    async fn fake_gateway(ranges: Arc<AtomicUsize>, watches: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (ranges, watches) = (Arc::clone(&ranges), Arc::clone(&watches));
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = match req.uri().path() {
+                        "/v3/kv/range" => {
+                            let n = ranges.fetch_add(1, Ordering::SeqCst) + 1;
+                            let value =
+                                super::super::base64::b64(format!("\"127.0.0.1:{n}\"").as_bytes());
+                            format!(
+                                r#"{{"header":{{"revision":"7"}},"kvs":[{{"key":"L3MvYQ==","value":"{value}"}}]}}"#
+                            )
+                        }
+                        _ if watches.fetch_add(1, Ordering::SeqCst) == 0 => {
+                            r#"{"result":{"canceled":true,"compact_revision":"9"}}"#.to_owned()
+                        }
+                        _ => r#"{"result":{"created":true}}"#.to_owned(),
+                    };
+                    async move {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_compacted_watch_lists_again_at_once() {
+        let ranges = Arc::new(AtomicUsize::new(0));
+        let watches = Arc::new(AtomicUsize::new(0));
+        let url = fake_gateway(Arc::clone(&ranges), Arc::clone(&watches)).await;
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nlistener = \"l\"\ncluster = \"c\"\n\n\
+             [clusters.c]\ndiscovery = {{ etcd = {{ endpoints = [\"{url}\"], prefix = \"/s/\" }} }}\n"
+        );
+        let config = crate::config::parse(&text, Path::new("t.toml")).expect("config");
+        let source = config.clusters["c"].endpoints.clone();
+        let shared = Arc::new(Shared::new(config));
+        let sink = Sink::new(Arc::downgrade(&shared), "c", source);
+        // A backoff far longer than the test's deadline: only an immediate re-list passes.
+        let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        let task = tokio::spawn(run_with(vec![url], "/s/".to_owned(), sink, backoff));
+        let port = |shared: &Shared| {
+            shared
+                .snapshot()
+                .cluster("c")
+                .and_then(|c| c.endpoints().first().map(|e| e.address().port()))
+        };
+        let started = std::time::Instant::now();
+        while ranges.load(Ordering::SeqCst) < 2 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The second list follows the compacted watch without waiting out the backoff.
+        assert!(ranges.load(Ordering::SeqCst) >= 2);
+        assert!(port(&shared) >= Some(2), "the re-list was published");
+        task.abort();
     }
 }
