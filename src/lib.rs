@@ -20,6 +20,7 @@ pub mod demo;
 pub mod discovery;
 pub mod health;
 pub mod proxy;
+pub mod resilience;
 pub mod router;
 pub mod runtime;
 pub mod tls;

@@ -518,14 +518,14 @@ endpoints = ["127.0.0.1:9001"]
 fn summary_lists_routes_clusters_and_inactive_features() {
     let text = MINIMAL.replace(
         "cluster = \"web\"",
-        "name = \"api\"\nmatch = { path_prefix = \"/api\" }\ncluster = \"web\"\nretry = {}\n",
+        "name = \"api\"\nmatch = { path_prefix = \"/api\" }\ncluster = \"web\"\nretry = {}\ncache = true\n",
     ) + "[cache]\nmax_object = \"1MiB\"\n";
     let c = parse_ok(&text);
     let inactive = c.inactive_features();
     assert_eq!(
         inactive,
         vec![
-            "route api: retry is not active yet".to_owned(),
+            "route api: cache is not active yet".to_owned(),
             "[cache] is not active yet".to_owned(),
         ]
     );
@@ -540,7 +540,7 @@ fn summary_lists_routes_clusters_and_inactive_features() {
         "{summary}"
     );
     assert!(
-        summary.contains("not active yet:\n  - route api: retry is not active yet\n"),
+        summary.contains("not active yet:\n  - route api: cache is not active yet\n"),
         "{summary}"
     );
 

@@ -72,17 +72,9 @@ impl Config {
         // Listener tls, match.client_identity and cluster tls are active (issue 13).
         for r in &self.routes {
             let route = format!("route {}", r.name);
-            if r.retry.is_some() {
-                note(format!("{route}: retry"));
-            }
-            if r.hedge.is_some() {
-                note(format!("{route}: hedge"));
-            }
+            // retry, hedge and debug_headers are active (issue 8).
             if r.cache {
                 note(format!("{route}: cache"));
-            }
-            if r.debug_headers {
-                note(format!("{route}: debug_headers"));
             }
         }
         for c in self.clusters.values() {

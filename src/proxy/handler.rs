@@ -70,6 +70,10 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let response_headers = response.headers_mut();
     response_headers.insert(headers::X_REQUEST_ID.clone(), request_id);
     headers::add_via(response_headers);
+    let debug = access.facts.route.and_then(|i| snapshot.router().routes().get(i));
+    if debug.is_some_and(|route| route.config().debug_headers) {
+        debug_headers(response_headers, &access.facts);
+    }
     // Metrics and the access-log line are written when the body ends (bytes out known).
     access.finish(response)
 }
@@ -121,18 +125,14 @@ async fn forward(
         pending: _pending,
         request: cluster_slot,
     } = crate::health::limits::admit(cluster)?;
-    // `health::admit` skips ejected and (outside panic mode) unhealthy endpoints and hands out
-    // half-open trial permits; the guard comes from the balancer's admission (bounded loads'
-    // compare-and-swap) and holds the cluster's `max_requests` slot until the body ends.
-    let usable = |i| crate::health::admit(cluster, i);
-    let (endpoint, mut guard) = balance::choose(cluster.balancer(), &pick, usable)
-        .and_then(|(i, guard)| Some((cluster.endpoints().get(i)?, guard)))
-        .ok_or_else(|| ProxyError::NoEndpoint {
-            cluster: cluster.name().to_owned(),
-        })?;
-    guard.hold(cluster_slot);
-    facts.endpoint = Some(Arc::clone(endpoint));
-    facts.attempts += 1;
+    // Endpoints are picked per attempt in `resilience::run` (`health::admit` + the balancer's
+    // admission), which also hands the winner's guard the cluster's `max_requests` slot.
+    let grpc = is_grpc(&parts.headers);
+    // A client's gRPC deadline bounds the exchange as the route `timeout` does (the shorter).
+    let total = match (route.config().timeout, crate::resilience::grpc_timeout(&parts.headers)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 
     // Request head as the endpoint will see it. Two hop-by-hop headers survive on purpose
     // (DESIGN.md): an accepted Upgrade, and `te: trailers` to HTTP/2 (gRPC) backends.
@@ -186,22 +186,23 @@ async fn forward(
         activity: Activity::new(),
         limit,
     });
-    let upstream_req = Request::from_parts(parts, body::request(body, idle.as_ref()));
-
-    let timeout = route.config().timeout;
-    let sent_at = std::time::Instant::now();
-    let result = ctx
-        .upstream
-        .send(cluster.config(), endpoint, upstream_req, timeout)
-        .await;
-    // The attempt's outcome feeds outlier detection (non-blocking hand-off to the health task).
-    crate::health::record(cluster, endpoint, &result);
-    let response = result.map_err(|e| match e.kind {
-        FailureKind::Timeout => ProxyError::Timeout(timeout.unwrap_or_default()),
-        _ => ProxyError::from(e),
-    })?;
-    // Time to response headers feeds the endpoint's peak EWMA (peak_ewma, /upstreams).
-    balance::peak_ewma::observe(endpoint, sent_at.elapsed());
+    // An upgrade's body is the tunnel: it is never repeated. Each attempt records its outcome
+    // for outlier detection (`health::record`) and its time to headers for peak EWMA.
+    let repeatable = upgrade.is_none();
+    let plan = crate::resilience::Plan {
+        upstream: &ctx.upstream,
+        cluster,
+        pick,
+        idle: idle.as_ref(),
+        retry: route.config().retry.as_ref().filter(|_| repeatable),
+        hedge: route.config().hedge.as_ref().filter(|_| repeatable),
+        state: snapshot.resilience(routed.index),
+        grpc,
+        per_try: route.config().retry.as_ref().and_then(|r| r.per_try_timeout),
+        deadline: total.map(|t| (std::time::Instant::now() + t, t)),
+    };
+    let won = crate::resilience::run(plan, parts, body, facts, cluster_slot).await?;
+    let (response, guard, endpoint) = (won.response, won.guard, won.endpoint);
 
     let (mut head, upstream_body) = response.into_parts();
     headers::strip_hop_by_hop(&mut head.headers);
@@ -221,13 +222,26 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         head.headers.insert(header::UPGRADE, token);
         let idle_timeout = route.config().idle_timeout;
-        upgrade::spawn_tunnel(downstream, upstream, Arc::clone(endpoint), idle_timeout);
+        upgrade::spawn_tunnel(downstream, upstream, endpoint, idle_timeout);
     }
     route.apply_response_headers(&mut head.headers);
     Ok(Response::from_parts(
         head,
         body::upstream(upstream_body, guard, idle),
     ))
+}
+
+/// `x-switchyard-attempts` and `x-switchyard-endpoint`, for routes with `debug_headers = true`
+/// only: they reveal backend addresses, which a public route should not.
+fn debug_headers(headers: &mut HeaderMap, facts: &super::access_log::RequestFacts) {
+    static ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+    static ENDPOINT: HeaderName = HeaderName::from_static("x-switchyard-endpoint");
+    headers.insert(ATTEMPTS.clone(), HeaderValue::from(facts.attempts));
+    if let Some(endpoint) = &facts.endpoint {
+        if let Ok(value) = HeaderValue::from_str(&endpoint.address().to_string()) {
+            headers.insert(ENDPOINT.clone(), value);
+        }
+    }
 }
 
 /// gRPC requests (RFC-less but universal: `application/grpc`, `application/grpc+proto`, …) get

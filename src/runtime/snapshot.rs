@@ -33,6 +33,8 @@ pub struct Snapshot {
     loaded_at: SystemTime,
     /// Metric series per route × cluster and listener, so requests never format labels.
     metrics: Arc<SnapshotMetrics>,
+    /// Per-route retry budgets and retry/hedge metric handles, by route index.
+    resilience: Arc<crate::resilience::RouteTable>,
 }
 
 /// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
@@ -98,6 +100,7 @@ impl Snapshot {
             })
             .collect();
         let metrics = Arc::new(SnapshotMetrics::build(&config));
+        let resilience = Arc::new(crate::resilience::RouteTable::build(&config, None));
         Self {
             version,
             config,
@@ -106,6 +109,7 @@ impl Snapshot {
             listeners,
             loaded_at: SystemTime::now(),
             metrics,
+            resilience,
         }
     }
 
@@ -117,6 +121,11 @@ impl Snapshot {
     /// The precomputed metric series of this version's routes and listeners.
     pub fn metrics(&self) -> &SnapshotMetrics {
         &self.metrics
+    }
+
+    /// The retry/hedge state of route `index` (budget, metric handles).
+    pub fn resilience(&self, index: usize) -> Option<&crate::resilience::RouteResilience> {
+        self.resilience.get(index)
     }
 
     /// Increases by one on every publish; the admin API and metrics show it.
@@ -287,12 +296,16 @@ impl Shared {
     pub fn publish(&self, config: Config) -> Arc<Snapshot> {
         let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let version = self.snapshot.load().version() + 1;
-        let next = Arc::new(Snapshot::build_with(
-            Arc::new(config),
-            &self.registry,
-            &self.discovered,
-            version,
-        ));
+        let built = Snapshot::build_with(Arc::new(config), &self.registry, &self.discovered, version);
+        // Routes whose budget settings did not change keep their budget across the reload.
+        let resilience = crate::resilience::RouteTable::build(
+            &built.config,
+            Some(&self.snapshot.load().resilience),
+        );
+        let next = Arc::new(Snapshot {
+            resilience: Arc::new(resilience),
+            ..built
+        });
         self.snapshot.store(Arc::clone(&next));
         for cluster in next.clusters() {
             crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
@@ -343,6 +356,7 @@ impl Shared {
             listeners: current.listeners.clone(),
             loaded_at: current.loaded_at,
             metrics: Arc::clone(&current.metrics),
+            resilience: Arc::clone(&current.resilience),
         });
         self.snapshot.store(Arc::clone(&next));
         crate::discovery::record_endpoint_count(cluster, count);

@@ -1,0 +1,338 @@
+//! The attempt loop: pick an endpoint, send, classify, and retry or hedge within the limits.
+//!
+//! Limits, in the order they are checked before another attempt: `attempts` (total tries, plus
+//! `hedge.max` hedges), safety (an idempotent request, or one that reached nobody), a body that
+//! can still be replayed, the route's budget, and the cluster's `max_retries`. When any says no,
+//! the client gets the last attempt's own failure (a 503 stays that 503), not a new error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+
+use super::hedge::{self, Event, HedgeResult, InFlight};
+use super::policy::{self, Verdict};
+use super::replay::Replay;
+use super::{backoff, RouteResilience};
+use crate::balance::{self, PickContext};
+use crate::config::{HedgePolicy, RetryPolicy};
+use crate::health::limits::{self, Slot};
+use crate::proxy::access_log::RequestFacts;
+use crate::proxy::body::{self, IdleWatch};
+use crate::proxy::error::ProxyError;
+use crate::runtime::{ClusterSnapshot, EndpointState, InFlightGuard};
+use crate::upstream::{self, FailureKind, Upstream, UpstreamBody, UpstreamError};
+
+/// Everything the loop needs about one request, prepared by the handler.
+pub struct Plan<'a> {
+    /// This worker's upstream side.
+    pub upstream: &'a Upstream,
+    /// The cluster the route picked.
+    pub cluster: &'a ClusterSnapshot,
+    /// The balancer input (computed once; every attempt walks the same candidate order).
+    pub pick: PickContext<'a>,
+    /// The route's idle clock, stamped by every attempt's body.
+    pub idle: Option<&'a IdleWatch>,
+    /// Route `retry`; `None` also for requests that must not be repeated (upgrades).
+    pub retry: Option<&'a RetryPolicy>,
+    /// Route `hedge`; `None` also for requests that must not be repeated (upgrades).
+    pub hedge: Option<&'a HedgePolicy>,
+    /// The route's budget and metric handles.
+    pub state: Option<&'a RouteResilience>,
+    /// The request is gRPC (retried only on UNAVAILABLE).
+    pub grpc: bool,
+    /// `per_try_timeout`, if any.
+    pub per_try: Option<Duration>,
+    /// When the whole exchange must have its response head (route `timeout`, `grpc-timeout`).
+    pub deadline: Option<(Instant, Duration)>,
+}
+
+/// The winning attempt.
+#[derive(Debug)]
+pub struct Won {
+    /// Its response head and streaming body.
+    pub response: Response<UpstreamBody>,
+    /// Its in-flight guard (holding the cluster's request slot); keep it until the body ends.
+    pub guard: InFlightGuard,
+    /// Its endpoint.
+    pub endpoint: Arc<EndpointState>,
+}
+
+/// One attempt's end.
+struct Finished {
+    endpoint: Arc<EndpointState>,
+    guard: InFlightGuard,
+    result: Result<Response<UpstreamBody>, UpstreamError>,
+    hedge: bool,
+}
+
+/// The method, target, version and headers every attempt is built from.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: upstream::Body) -> Request<upstream::Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Runs the attempts of one request (head `parts`, downstream `body`). `facts` gets every
+/// attempt counted and the endpoint of the last one started, then of the winner (access log).
+pub async fn run(
+    plan: Plan<'_>,
+    parts: Parts,
+    body: upstream::Body,
+    facts: &mut RequestFacts,
+    cluster_slot: Slot,
+) -> Result<Won, ProxyError> {
+    let idempotent = policy::idempotent(&parts.method, &parts.headers);
+    // Hedging repeats a request before knowing the first copy failed: idempotent ones only.
+    let hedge = plan.hedge.filter(|_| idempotent);
+    let repeatable = plan.retry.is_some() || hedge.is_some();
+    if !repeatable {
+        // The common case: one attempt with the request as it is, nothing cloned or buffered.
+        let (_, guard) = pick(&plan, &[], false).ok_or_else(|| no_endpoint(&plan))?;
+        facts.attempts += 1;
+        facts.endpoint = Some(Arc::clone(guard.endpoint()));
+        let request = Request::from_parts(parts, body::request(body, plan.idle));
+        let done = attempt(&plan, guard, request, false, limit(&plan)).await;
+        return finish(&plan, done, cluster_slot);
+    }
+    let budget = plan.state.and_then(RouteResilience::budget);
+    if let Some(budget) = budget {
+        budget.record_request();
+    }
+    let buffer = plan.retry.map_or(0, |r| r.buffer);
+    let max_tries = plan.retry.map_or(1, |r| r.attempts.max(1));
+    let max_hedges = hedge.map_or(0, |h| h.max);
+    let head = Head {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+    };
+    let replay = Replay::new(body, buffer);
+    let launch = |guard: InFlightGuard, hedged: bool| {
+        let request = head.request(body::request(replay.attempt(), plan.idle));
+        attempt(&plan, guard, request, hedged, limit(&plan))
+    };
+
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut in_flight: Vec<InFlight<'_, Finished>> = Vec::with_capacity(2);
+    let (index, guard) = pick(&plan, &tried, false).ok_or_else(|| no_endpoint(&plan))?;
+    tried.push(index);
+    facts.attempts += 1;
+    facts.endpoint = Some(Arc::clone(guard.endpoint()));
+    in_flight.push(Box::pin(launch(guard, false)));
+    let mut tries = 1;
+    let mut hedges = 0;
+    let mut timer = hedge.map(|h| Box::pin(tokio::time::sleep(h.after)));
+    let state = plan.state;
+    let count_hedge = |result, n| {
+        if let Some(state) = state {
+            state.count_hedge(result, n);
+        }
+    };
+    // Bounded: every pass either starts an attempt (at most `max_tries + max_hedges`), ends
+    // one, or disarms the hedge timer.
+    let failed = loop {
+        match hedge::next(&mut in_flight, &mut timer).await {
+            Event::Hedge => {
+                let Some(policy) = hedge.filter(|_| hedges < max_hedges) else {
+                    continue;
+                };
+                let Some((index, guard)) = pick(&plan, &tried, true) else {
+                    continue;
+                };
+                if !replay.replayable() {
+                    continue;
+                }
+                if budget.is_some_and(|b| !b.try_withdraw()) {
+                    count_hedge(HedgeResult::Denied, 1);
+                    continue;
+                }
+                tried.push(index);
+                hedges += 1;
+                facts.attempts += 1;
+                facts.endpoint = Some(Arc::clone(guard.endpoint()));
+                count_hedge(HedgeResult::Sent, 1);
+                in_flight.push(Box::pin(launch(guard, true)));
+                if hedges < max_hedges {
+                    timer = Some(Box::pin(tokio::time::sleep(policy.after)));
+                }
+            }
+            Event::Done(done) => {
+                let verdict = classify(&plan, &done);
+                let Some(verdict) = verdict else {
+                    if done.result.is_ok() {
+                        // The winner: the rest are cancelled by dropping them.
+                        count_hedge(HedgeResult::Won, u64::from(done.hedge));
+                        count_hedge(HedgeResult::Cancelled, in_flight.len() as u64);
+                        drop(in_flight);
+                        facts.endpoint = Some(Arc::clone(&done.endpoint));
+                        return finish(&plan, done, cluster_slot);
+                    }
+                    // A final failure; a hedge still running may yet answer.
+                    if in_flight.is_empty() {
+                        return finish(&plan, done, cluster_slot);
+                    }
+                    continue;
+                };
+                if !in_flight.is_empty() {
+                    continue;
+                }
+                let wait = match &done.result {
+                    Ok(response) => backoff::retry_after(response.status(), response.headers()),
+                    Err(_) => None,
+                };
+                let again = tries < max_tries
+                    && (verdict.unsent || idempotent)
+                    && replay.replayable()
+                    && !past_deadline(&plan);
+                let (Some(retry), true) = (plan.retry, again) else {
+                    break done;
+                };
+                if budget.is_some_and(|b| !b.try_withdraw()) {
+                    if let Some(state) = state {
+                        state.count_exhausted();
+                    }
+                    break done;
+                }
+                // `max_retries`: over it, the original failure stands (not a 503 of our own).
+                let Ok(retry_slot) = limits::try_retry(plan.cluster) else {
+                    break done;
+                };
+                let Some((index, guard)) = pick(&plan, &tried, false) else {
+                    break done;
+                };
+                if let Some(state) = state {
+                    state.count_retry(verdict.reason);
+                }
+                tries += 1;
+                let pause = wait
+                    .unwrap_or_else(|| backoff::delay(retry.backoff, tries - 1, fastrand::u64(..)));
+                // The failed attempt (its guard, connection and body) is released before the
+                // pause; the retry's own result replaces it.
+                drop(done);
+                tokio::time::sleep(pause).await;
+                tried.push(index);
+                facts.attempts += 1;
+                facts.endpoint = Some(Arc::clone(guard.endpoint()));
+                let next = launch(guard, false);
+                in_flight.push(Box::pin(async move {
+                    let done = next.await;
+                    drop(retry_slot);
+                    done
+                }));
+            }
+        }
+    };
+    finish(&plan, failed, cluster_slot)
+}
+
+/// Whether `done` is worth another attempt under the plan's policy.
+fn classify(plan: &Plan<'_>, done: &Finished) -> Option<Verdict> {
+    let policy = plan.retry?;
+    match &done.result {
+        Ok(response) => policy::of_response(policy, response, plan.grpc),
+        Err(error) if error.kind == FailureKind::Timeout && past_deadline(plan) => None,
+        Err(error) => policy::of_error(policy, error),
+    }
+}
+
+fn past_deadline(plan: &Plan<'_>) -> bool {
+    plan.deadline
+        .is_some_and(|(at, _)| Instant::now() + Duration::from_millis(1) >= at)
+}
+
+/// One attempt's time limit: `per_try_timeout`, cut short by the overall deadline.
+fn limit(plan: &Plan<'_>) -> Option<Duration> {
+    let remaining = plan
+        .deadline
+        .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+    match (plan.per_try, remaining) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The next endpoint: the first usable candidate not tried yet; when every usable one was
+/// tried, a retry may go back to one of them (a one-endpoint cluster still gets its retries),
+/// a hedge may not (a hedge at the slow endpoint itself would not help).
+fn pick(plan: &Plan<'_>, tried: &[usize], hedge: bool) -> Option<(usize, InFlightGuard)> {
+    let cluster = plan.cluster;
+    let fresh = balance::choose(cluster.balancer(), &plan.pick, |i| {
+        !tried.contains(&i) && crate::health::admit(cluster, i)
+    });
+    if fresh.is_some() || hedge || tried.is_empty() {
+        return fresh;
+    }
+    balance::choose(cluster.balancer(), &plan.pick, |i| {
+        crate::health::admit(cluster, i)
+    })
+}
+
+fn no_endpoint(plan: &Plan<'_>) -> ProxyError {
+    ProxyError::NoEndpoint {
+        cluster: plan.cluster.name().to_owned(),
+    }
+}
+
+/// Sends one attempt and feeds its outcome to health (outlier detection) and the balancer
+/// (peak EWMA), as the single-attempt path did.
+async fn attempt(
+    plan: &Plan<'_>,
+    guard: InFlightGuard,
+    request: Request<upstream::Body>,
+    hedge: bool,
+    limit: Option<Duration>,
+) -> Finished {
+    let endpoint = Arc::clone(guard.endpoint());
+    let sent_at = Instant::now();
+    let result = plan
+        .upstream
+        .send(plan.cluster.config(), &endpoint, request, limit)
+        .await;
+    crate::health::record(plan.cluster, &endpoint, &result);
+    if result.is_ok() {
+        balance::peak_ewma::observe(&endpoint, sent_at.elapsed());
+    }
+    Finished {
+        endpoint,
+        guard,
+        result,
+        hedge,
+    }
+}
+
+/// Turns the chosen attempt into the handler's answer.
+fn finish(plan: &Plan<'_>, done: Finished, cluster_slot: Slot) -> Result<Won, ProxyError> {
+    let mut guard = done.guard;
+    match done.result {
+        Ok(response) => {
+            guard.hold(cluster_slot);
+            Ok(Won {
+                response,
+                guard,
+                endpoint: done.endpoint,
+            })
+        }
+        Err(error) => Err(match error.kind {
+            FailureKind::Timeout => match plan.deadline {
+                Some((_, total)) if past_deadline(plan) => ProxyError::Timeout(total),
+                _ => ProxyError::Timeout(plan.per_try.unwrap_or_default()),
+            },
+            _ => ProxyError::from(error),
+        }),
+    }
+}

@@ -1,0 +1,185 @@
+//! Retries and hedging: the attempt loop between the router and the upstream pool.
+//!
+//! One request may become several attempts, each at one endpoint: a retry after a retryable
+//! failure ([`policy`]), spending the route's [`budget`], after a [`backoff`]; or a hedge, a
+//! second concurrent attempt when the first is slow ([`hedge`]). Request bodies reach every
+//! attempt from a bounded buffer ([`replay`]). The loop itself is [`attempt::run`].
+//!
+//! Per-route state (budget, metric handles) is built once per snapshot in a [`RouteTable`],
+//! indexed like the router's routes, so the request path formats no labels and allocates no
+//! per-route state.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName};
+use metrics::{Counter, Label};
+
+use crate::config::{Config, RetryBudget, RouteConfig};
+
+pub mod attempt;
+pub mod backoff;
+pub mod budget;
+pub mod hedge;
+pub mod policy;
+pub mod replay;
+
+pub use attempt::{run, Plan, Won};
+pub use budget::Budget;
+pub use policy::Reason;
+
+/// `switchyard_retries_total{route,reason}`.
+pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
+/// `switchyard_retry_budget_exhausted_total{route}`.
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "switchyard_retry_budget_exhausted_total";
+/// `switchyard_hedges_total{route,result}`.
+pub const HEDGES_TOTAL: &str = "switchyard_hedges_total";
+
+/// The retry/hedge state of one route in one snapshot.
+#[derive(Debug)]
+pub struct RouteResilience {
+    route: Label,
+    /// Present when the route retries or hedges; shared with the next snapshot when the route's
+    /// budget settings are unchanged, so a reload does not hand out a fresh allowance.
+    budget: Option<Arc<Budget>>,
+    retries: [OnceLock<Counter>; Reason::ALL.len()],
+    exhausted: OnceLock<Counter>,
+    hedges: [OnceLock<Counter>; hedge::HedgeResult::ALL.len()],
+}
+
+impl RouteResilience {
+    fn new(route: &RouteConfig, prior: Option<&RouteResilience>) -> Self {
+        // A hedge-only route spends DESIGN.md's default budget (ratio 0.2, 10 per second).
+        let settings: Option<RetryBudget> = match (&route.retry, &route.hedge) {
+            (Some(retry), _) => Some(retry.budget.clone()),
+            (None, Some(_)) => Some(RetryBudget {
+                ratio: 0.2,
+                min_per_sec: 10,
+            }),
+            (None, None) => None,
+        };
+        let budget = settings.map(|settings| {
+            prior
+                .and_then(|p| p.budget.as_ref())
+                .filter(|b| b.matches(&settings))
+                .map_or_else(|| Arc::new(Budget::new(&settings)), Arc::clone)
+        });
+        Self {
+            route: Label::new("route", route.name.clone()),
+            budget,
+            retries: std::array::from_fn(|_| OnceLock::new()),
+            exhausted: OnceLock::new(),
+            hedges: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The route's budget (retries or hedges configured).
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_deref()
+    }
+
+    /// Counts one retry for `reason`.
+    pub fn count_retry(&self, reason: Reason) {
+        self.retries[reason.index()]
+            .get_or_init(|| {
+                let labels = vec![self.route.clone(), Label::new("reason", reason.as_str())];
+                metrics::counter!(RETRIES_TOTAL, labels)
+            })
+            .increment(1);
+    }
+
+    /// Counts one retry or hedge refused by the budget.
+    pub fn count_exhausted(&self) {
+        self.exhausted
+            .get_or_init(|| {
+                metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, vec![self.route.clone()])
+            })
+            .increment(1);
+    }
+
+    /// Counts `n` hedge events of kind `result`.
+    pub fn count_hedge(&self, result: hedge::HedgeResult, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.hedges[result as usize]
+            .get_or_init(|| {
+                let labels = vec![self.route.clone(), Label::new("result", result.as_str())];
+                metrics::counter!(HEDGES_TOTAL, labels)
+            })
+            .increment(n);
+    }
+}
+
+/// Every route's [`RouteResilience`], by route index (config order, as the router numbers them).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<RouteResilience>,
+}
+
+impl RouteTable {
+    /// Builds the table of `config`, keeping the budgets of `prior` routes (by name) whose
+    /// budget settings did not change.
+    pub fn build(config: &Config, prior: Option<&RouteTable>) -> Self {
+        // By name: a reload may reorder routes. A map keeps 10k-route reloads linear.
+        let before: std::collections::HashMap<&str, &RouteResilience> = prior
+            .map(|p| p.routes.iter().map(|r| (r.route.value(), r)).collect())
+            .unwrap_or_default();
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| RouteResilience::new(route, before.get(route.name.as_str()).copied()))
+            .collect();
+        Self { routes }
+    }
+
+    /// The state of route `index`.
+    pub fn get(&self, index: usize) -> Option<&RouteResilience> {
+        self.routes.get(index)
+    }
+}
+
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A gRPC client's deadline (`grpc-timeout`: up to 8 digits and a unit H, M, S, m, u, n), which
+/// the exchange must never outlast.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut h = HeaderMap::new();
+        for (v, d) in [
+            ("100m", Duration::from_millis(100)),
+            ("2S", Duration::from_secs(2)),
+            ("1M", Duration::from_secs(60)),
+            ("5u", Duration::from_micros(5)),
+        ] {
+            h.insert(&GRPC_TIMEOUT, v.parse().expect("value"));
+            assert_eq!(grpc_timeout(&h), Some(d));
+        }
+        for bad in ["m", "10x", "123456789S", "-1S"] {
+            h.insert(&GRPC_TIMEOUT, bad.parse().expect("value"));
+            assert_eq!(grpc_timeout(&h), None, "{bad}");
+        }
+    }
+}
