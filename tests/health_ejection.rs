@@ -252,3 +252,34 @@ async fn max_percent_keeps_part_of_the_cluster_in() {
     assert_eq!(open(), 2, "50 % of 4, however many fail");
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_published_snapshot_keeps_ejections_and_tracks_new_endpoints() {
+    let down = Backend::start(Behavior::fixed(503, "down"));
+    let later = Backend::start(Behavior::fixed(503, "also down"));
+    let outlier = "base_time = \"30s\", max_percent = 100";
+    let proxy = start("keep", &[down.addr()], outlier);
+    eject_by(&proxy, "keep", down.addr()).await;
+
+    // What a reload (or discovery) does: publish a new snapshot with one more endpoint.
+    let toml = format!(
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"keep\"\ntimeout = \"2s\"\n\n\
+         [clusters.keep]\nbalance = \"round_robin\"\nendpoints = [\"{}\", \"{}\"]\n\
+         outlier_detection = {{ {outlier} }}\n",
+        down.addr(),
+        later.addr()
+    );
+    let config =
+        switchyard::config::parse(&toml, std::path::Path::new("keep.toml")).expect("config");
+    proxy.handle().shared().publish(config);
+    assert_eq!(
+        phase(&proxy, "keep", down.addr()),
+        BreakerPhase::Open,
+        "state survives"
+    );
+    // The health task follows the new snapshot: the new endpoint is tracked and ejectable.
+    assert_eq!(eject_by(&proxy, "keep", later.addr()).await, 3);
+    assert_eq!(down.request_count(), 3, "the ejected endpoint stayed out");
+    proxy.shutdown();
+}

@@ -100,6 +100,11 @@ impl Ejector {
         self.tracked = next;
     }
 
+    /// Whether `address` is one of the tracked endpoints.
+    pub fn tracks(&self, address: SocketAddr) -> bool {
+        self.tracked.contains_key(&address)
+    }
+
     /// One attempt's outcome.
     pub fn on_outcome(&mut self, address: SocketAddr, attempt: Attempt, now: Instant) {
         let c = &self.config;

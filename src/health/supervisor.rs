@@ -25,6 +25,8 @@ pub struct Supervisor {
 #[derive(Debug)]
 struct Inner {
     runtime: Handle,
+    /// Handed to each task so it can catch up with a snapshot published moments ago.
+    shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     /// Per cluster, the sender of its task's snapshots; dropping it ends the task. A std
     /// `Mutex`: control side only, held for a map update, never across `.await`.
@@ -40,6 +42,7 @@ impl Supervisor {
         let supervisor = Self {
             inner: Arc::new(Inner {
                 runtime: runtime.clone(),
+                shared: Arc::clone(&shared),
                 stop: stop.clone(),
                 tasks: Mutex::new(HashMap::new()),
                 applied: AtomicU64::new(0),
@@ -90,6 +93,7 @@ impl Supervisor {
             let state = task::ClusterTask::new(Arc::clone(cluster));
             self.inner.runtime.spawn(task::run(
                 state,
+                Arc::clone(&self.inner.shared),
                 snapshots_rx,
                 reports_rx,
                 reports_tx,

@@ -19,7 +19,7 @@ use super::checker::{self, Checker};
 use super::ejection::Ejector;
 use super::panic;
 use super::state::Report;
-use crate::runtime::{ClusterSnapshot, EndpointState};
+use crate::runtime::{ClusterSnapshot, EndpointState, Shared};
 
 /// How many reports may wait for the task before the request path starts dropping them.
 pub const REPORT_QUEUE: usize = 4096;
@@ -98,6 +98,21 @@ impl ClusterTask {
             .and_then(|i| endpoints.get(i))
     }
 
+    /// A report names an endpoint this task does not track yet: a snapshot was published and
+    /// the supervisor has not passed it on. Catch up from `shared` at once, so the report (and
+    /// the ones after it) count.
+    fn catch_up(&mut self, address: SocketAddr, shared: &Shared) {
+        if self.ejector.tracks(address) {
+            return;
+        }
+        let snapshot = shared.snapshot();
+        if let Some(cluster) = snapshot.cluster(self.cluster.name()) {
+            if !Arc::ptr_eq(cluster, &self.cluster) {
+                self.apply(Arc::clone(cluster));
+            }
+        }
+    }
+
     fn on_probe(&mut self, address: SocketAddr, passed: bool) {
         let Some(endpoint) = self.endpoint(address).cloned() else {
             // Removed while probed: forget the probe, or a later return of the same address
@@ -115,10 +130,12 @@ impl ClusterTask {
 }
 
 /// Runs the health task of `cluster` until `snapshots` closes or `stop` turns true.
+/// `shared` lets it catch up with a just-published snapshot (see `ClusterTask::catch_up`);
 /// `own_sender` is a sender of `reports` kept here so the channel never reads as closed (the
 /// request path's copy may be replaced at any time).
 pub async fn run(
     mut task: ClusterTask,
+    shared: Arc<Shared>,
     mut snapshots: watch::Receiver<Arc<ClusterSnapshot>>,
     mut reports: mpsc::Receiver<Report>,
     own_sender: mpsc::Sender<Report>,
@@ -152,9 +169,13 @@ pub async fn run(
             }
             Some(report) = reports.recv() => match report {
                 Report::Outcome { address, attempt } => {
+                    task.catch_up(address, &shared);
                     task.ejector.on_outcome(address, attempt, Instant::now());
                 }
-                Report::Quorum { address } => task.ejector.on_quorum(address, Instant::now()),
+                Report::Quorum { address } => {
+                    task.catch_up(address, &shared);
+                    task.ejector.on_quorum(address, Instant::now());
+                }
             },
             _ = tick.tick() => task.ejector.on_tick(Instant::now()),
             () = sleep_until(deadline) => task.ejector.on_deadline(Instant::now()),
@@ -210,7 +231,7 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
 
     #[tokio::test(start_paused = true)]
     async fn the_task_ejects_reopens_half_open_and_closes_in_paused_time() {
-        let shared = shared();
+        let shared = Arc::new(shared());
         let snapshot = shared.snapshot();
         let cluster = Arc::clone(snapshot.cluster("app").expect("cluster"));
         let endpoint = Arc::clone(&cluster.endpoints()[0]);
@@ -219,7 +240,14 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
         cluster.health().set_reports(Some(reports_tx.clone()));
         let (_stop_tx, stop_rx) = watch::channel(false);
         let state = ClusterTask::new(Arc::clone(&cluster));
-        let task = tokio::spawn(run(state, snapshots_rx, reports_rx, reports_tx, stop_rx));
+        let task = tokio::spawn(run(
+            state,
+            Arc::clone(&shared),
+            snapshots_rx,
+            reports_rx,
+            reports_tx,
+            stop_rx,
+        ));
 
         let address = endpoint.address();
         for _ in 0..3 {
