@@ -168,6 +168,8 @@ def main():
     args = ap.parse_args()
     raise_nofile()
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
+    # nginx workers run as an unprivileged user: they must be able to read the 4 KiB file.
+    os.chmod(work, 0o755)
     os.makedirs(f"{work}/www")
     with open(f"{work}/www/4k", "wb") as f:
         f.write(b"x" * 4096)
@@ -205,7 +207,7 @@ endpoints = ["127.0.0.1:{b1}", "127.0.0.1:{b2}"]
     with open(f"{work}/haproxy.cfg", "w") as f:
         f.write(f"""global
   nbthread 1
-  maxconn 20000
+  maxconn 9800
 defaults
   mode http
   timeout connect 1s
