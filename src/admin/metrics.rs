@@ -163,6 +163,21 @@ fn describe() {
         crate::discovery::ENDPOINTS,
         "Endpoints of the cluster in the live snapshot."
     );
+    describe_counter!(
+        crate::resilience::RETRIES_TOTAL,
+        Unit::Count,
+        "Retries started, by route and reason (connect_failure, reset, refused_stream, 5xx, gateway_error, status, per_try_timeout, grpc_unavailable)."
+    );
+    describe_counter!(
+        crate::resilience::RETRY_BUDGET_EXHAUSTED_TOTAL,
+        Unit::Count,
+        "Retries and hedges the route's retry budget refused (the original failure was returned), by route."
+    );
+    describe_counter!(
+        crate::resilience::HEDGES_TOTAL,
+        Unit::Count,
+        "Hedging events by route and result: sent, won (a hedge answered first), cancelled (a losing attempt dropped), denied (budget)."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."
