@@ -255,3 +255,37 @@ async fn a_short_retry_after_is_honoured() {
     );
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn max_retries_caps_concurrent_retries_per_cluster() {
+    // 0: 503; 1: the first request's retry, held for a while; 2: 503 (the second request).
+    let backend = Backend::start(Behavior::script(|_, n| match n {
+        0 | 2 => Action::status(503),
+        1 => Action::Delay(
+            Duration::from_millis(800),
+            Box::new(Action::respond(200, "late")),
+        ),
+        _ => Action::respond(200, "ok"),
+    }));
+    let toml = config(&[backend.addr()], DEBUG_RETRY) + "circuit_breaker = { max_retries = 1 }\n";
+    let proxy = Proxy::start_toml(&toml);
+    let url = proxy.url("public", "/x");
+    let first = tokio::spawn(async move { HttpClient::http1().get(&url).await });
+    assert!(
+        support::wait_until_async(support::DEADLINE, || backend.request_count() == 2).await,
+        "the first request's retry is in flight"
+    );
+    let second = send(&proxy, Method::GET, Bytes::new()).await;
+    assert_eq!(
+        second.status, 503,
+        "the one retry slot is taken: the 503 stands"
+    );
+    assert_eq!(attempts(&second), 1);
+    let first = first.await.expect("task").expect("reply");
+    assert_eq!(
+        (first.status.as_u16(), first.text().as_str()),
+        (200, "late")
+    );
+    assert_eq!(attempts(&first), 2);
+    proxy.shutdown();
+}

@@ -165,6 +165,30 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn config(budget: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+             [[routes]]\nname = \"a\"\ncluster = \"c\"\nretry = {{ budget = {budget} }}\n\
+             [[routes]]\nname = \"b\"\ncluster = \"c\"\n\
+             [clusters.c]\nendpoints = [\"127.0.0.1:9\"]\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_budget_only() {
+        let first = RouteTable::build(&config("{ ratio = 0.2 }"), None);
+        let same = RouteTable::build(&config("{ ratio = 0.2 }"), Some(&first));
+        let changed = RouteTable::build(&config("{ ratio = 0.5 }"), Some(&first));
+        let budget = |t: &RouteTable| t.get(0).and_then(|r| r.budget.clone()).expect("budget");
+        assert!(Arc::ptr_eq(&budget(&first), &budget(&same)));
+        assert!(!Arc::ptr_eq(&budget(&first), &budget(&changed)));
+        assert!(
+            first.get(1).expect("route b").budget().is_none(),
+            "no retry, no budget"
+        );
+    }
+
     #[test]
     fn grpc_timeout_units() {
         let mut h = HeaderMap::new();
