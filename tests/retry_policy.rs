@@ -289,3 +289,27 @@ async fn max_retries_caps_concurrent_retries_per_cluster() {
     assert_eq!(attempts(&first), 2);
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_retry_after_past_the_route_timeout_returns_the_503_at_once() {
+    let backend = Backend::start(Behavior::script(|_, _| Action::Respond {
+        status: 503,
+        headers: vec![("retry-after".into(), "1".into())],
+        body: Bytes::from_static(b"later"),
+    }));
+    let proxy = start(
+        &[backend.addr()],
+        &format!("timeout = \"500ms\"\n{DEBUG_RETRY}"),
+    );
+    let started = Instant::now();
+    let reply = send(&proxy, Method::GET, Bytes::new()).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.text(), "later");
+    assert_eq!(attempts(&reply), 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.shutdown();
+}

@@ -2,7 +2,8 @@
 //!
 //! Limits, in the order they are checked before another attempt: `attempts` (total tries, plus
 //! `hedge.max` hedges), safety (an idempotent request, or one that reached nobody), a body that
-//! can still be replayed, the route's budget, and the cluster's `max_retries`. When any says no,
+//! can still be replayed, a backoff that ends before the deadline, the route's budget, and the
+//! cluster's `max_retries`. When any says no,
 //! the client gets the last attempt's own failure (a 503 stays that 503), not a new error.
 
 use std::sync::Arc;
@@ -202,6 +203,16 @@ pub async fn run(
                 let (Some(retry), true) = (plan.retry, again) else {
                     break done;
                 };
+                let pause =
+                    wait.unwrap_or_else(|| backoff::delay(retry.backoff, tries, fastrand::u64(..)));
+                // A retry that could only start after the deadline cannot succeed: the failure
+                // in hand is a better answer than a 504 later.
+                if plan
+                    .deadline
+                    .is_some_and(|(at, _)| Instant::now() + pause >= at)
+                {
+                    break done;
+                }
                 if budget.is_some_and(|b| !b.try_withdraw()) {
                     if let Some(state) = state {
                         state.count_exhausted();
@@ -219,8 +230,6 @@ pub async fn run(
                     state.count_retry(verdict.reason);
                 }
                 tries += 1;
-                let pause = wait
-                    .unwrap_or_else(|| backoff::delay(retry.backoff, tries - 1, fastrand::u64(..)));
                 // The failed attempt (its guard, connection and body) is released before the
                 // pause; the retry's own result replaces it.
                 drop(done);
