@@ -105,6 +105,22 @@ async fn terminates_h1_and_h2_and_picks_the_certificate_by_sni() {
         "no SNI gets the first certificate"
     );
 
+    // The expiry gauge names each certificate file (re-published by the watcher each second).
+    let series = format!(
+        "switchyard_cert_expiry_timestamp_seconds{{name=\"{}\"}}",
+        c.0.display()
+    );
+    let mut metrics = String::new();
+    let found = support::wait_until_async(DEADLINE, || {
+        let url = proxy2.admin_url("/metrics");
+        metrics = futures_poll(async move { support::http_client::get(&url).await })
+            .map(|r| r.text())
+            .unwrap_or_default();
+        metrics.contains(&series)
+    })
+    .await;
+    assert!(found, "{series} missing from\n{metrics}");
+
     let recorded = backend.requests();
     assert!(recorded
         .iter()

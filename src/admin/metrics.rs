@@ -127,6 +127,12 @@ fn describe() {
         Unit::Count,
         "Open client connections on the proxy listeners."
     );
+    // TLS (issue 13).
+    describe_gauge!(
+        crate::tls::CERT_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "When each loaded certificate expires (Unix time), by certificate file."
+    );
     // Health (issue 7).
     describe_gauge!(
         crate::health::ENDPOINT_HEALTHY,

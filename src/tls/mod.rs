@@ -94,8 +94,32 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 pub fn record_expiry(path: &Path, cert: &CertificateDer<'_>) {
     if let Some(at) = identity::not_after(cert) {
         let name = path.display().to_string();
+        metrics::gauge!(CERT_EXPIRY_TIMESTAMP_SECONDS, "name" => name.clone()).set(at as f64);
+        expiries()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, at);
+    }
+}
+
+/// Sets the expiry gauge again for every certificate loaded so far. Certificates are first
+/// loaded before `run` installs the metrics recorder (which would drop those values), so the
+/// watcher re-publishes them every poll.
+pub fn publish_expiries() {
+    let known = expiries()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (name, at) in known {
         metrics::gauge!(CERT_EXPIRY_TIMESTAMP_SECONDS, "name" => name).set(at as f64);
     }
+}
+
+fn expiries() -> &'static std::sync::Mutex<std::collections::BTreeMap<String, i64>> {
+    static EXPIRIES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    > = std::sync::OnceLock::new();
+    EXPIRIES.get_or_init(Default::default)
 }
 
 /// What a file looked like when it was read: modification time and length. A change of

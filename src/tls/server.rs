@@ -245,3 +245,60 @@ pub async fn handshake(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &std::path::Path, file: &str, names: &[&str]) -> CertKeyPair {
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let certified = rcgen::generate_simple_self_signed(names).expect("self-signed");
+        let pair = CertKeyPair {
+            cert: dir.join(format!("{file}.pem")),
+            key: dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&pair.cert, certified.cert.pem()).expect("cert");
+        std::fs::write(&pair.key, certified.key_pair.serialize_pem()).expect("key");
+        pair
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pairs = [
+            pair(dir.path(), "default", &["default.test"]),
+            pair(dir.path(), "wild", &["*.example.test"]),
+            pair(dir.path(), "exact", &["api.example.test"]),
+        ];
+        let resolver =
+            SniResolver::load(&pairs, &rustls::crypto::ring::default_provider()).expect("load");
+        let der = |p: &CertKeyPair| crate::tls::load_certs(&p.cert).expect("read")[0].clone();
+        let picked = |sni: Option<&str>| resolver.pick(sni).cert[0].clone();
+        assert_eq!(picked(Some("API.example.test")), der(&pairs[2]));
+        assert_eq!(picked(Some("web.example.test")), der(&pairs[1]));
+        assert_eq!(
+            picked(Some("a.b.example.test")),
+            der(&pairs[0]),
+            "one label only"
+        );
+        assert_eq!(picked(Some("unknown.test")), der(&pairs[0]));
+        assert_eq!(picked(None), der(&pairs[0]));
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = pair(dir.path(), "a", &["a.test"]);
+        let b = pair(dir.path(), "b", &["b.test"]);
+        let mixed = CertKeyPair {
+            cert: a.cert,
+            key: b.key,
+        };
+        let spec = ListenerTls {
+            certs: vec![mixed],
+            client_ca: None,
+        };
+        let error = ServerTls::build(&spec).expect_err("mismatched pair");
+        assert!(error.to_string().contains("a.pem"), "{error}");
+    }
+}

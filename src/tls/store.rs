@@ -117,6 +117,7 @@ fn start_watcher() {
             for tls in clients {
                 tls.refresh();
             }
+            super::publish_expiries();
         });
     if let Err(error) = spawned {
         tracing::error!(%error, "certificate watcher not started: rotations need a reload");
