@@ -62,21 +62,28 @@ async fn a_hedge_beats_a_hanging_endpoint_and_the_loser_is_cancelled() {
 
 #[tokio::test]
 async fn post_is_not_hedged() {
-    let slow = Backend::start(Behavior::Delay(Duration::from_millis(300)));
+    // Two slow endpoints: a hedge would have somewhere to go, so only the method stops it.
+    let a = Backend::start(Behavior::Delay(Duration::from_millis(300)));
+    let b = Backend::start(Behavior::Delay(Duration::from_millis(300)));
     let proxy = Proxy::start_toml(&format!(
         "[runtime]\nworkers = 1\n\n\
          [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
          [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n\
          debug_headers = true\nhedge = {{ after = \"20ms\", max = 1 }}\n\n\
-         [clusters.app]\nendpoints = [\"{}\"]\n",
-        slow.addr()
+         [clusters.app]\nendpoints = [\"{}\", \"{}\"]\n",
+        a.addr(),
+        b.addr()
     ));
-    let reply = HttpClient::http1()
+    let client = HttpClient::http1();
+    let reply = client
         .post(&proxy.url("public", "/x"), "once")
         .await
         .expect("reply");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-switchyard-attempts"), Some("1"));
-    assert_eq!(slow.request_count(), 1);
+    assert_eq!(a.request_count() + b.request_count(), 1);
+    // The same route hedges a GET: the 20 ms timer fires long before the 300 ms answer.
+    let reply = client.get(&proxy.url("public", "/x")).await.expect("reply");
+    assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
     proxy.shutdown();
 }
