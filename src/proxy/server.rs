@@ -33,8 +33,8 @@ use super::handler::{self, ConnContext};
 use super::hygiene::limit::BodyLimit;
 use super::hygiene::{self, conn, ConnState, GuardedIo, Limits, Reject};
 use crate::config::LimitsConfig;
-use crate::tls::server::{handshake, Termination};
 use crate::runtime::Shared;
+use crate::tls::server::{handshake, Termination};
 use crate::upstream::Upstream;
 
 /// First pause after an accept error such as EMFILE; doubled per consecutive error up to
@@ -192,12 +192,8 @@ impl ConnServer {
     /// Serves one connection; on shutdown, lets requests in progress finish and then closes
     /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2 connection without open streams
     /// for `keepalive_timeout` is closed the same way (HTTP/1 idling is `GuardedIo`'s job).
-    async fn serve<S>(
-        &self,
-        stream: S,
-        ctx: ConnContext,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
+    async fn serve<S>(&self, stream: S, ctx: ConnContext, mut shutdown: watch::Receiver<bool>)
+    where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let peer = ctx.peer;
