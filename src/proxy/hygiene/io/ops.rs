@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
@@ -128,10 +129,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
     /// Lingering close, shortened: discard what the client already sent, so closing a socket
     /// with unread input does not turn into an RST that could destroy our answer in flight.
     pub(super) fn drain(&mut self, cx: &mut Context<'_>) {
-        let mut chunk = [0u8; READ_CHUNK];
+        // Uninitialised: zeroing 16 KiB per read is wasted work (see `read_more`).
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         // Bounded: at most 16 reads (256 KiB), and only what is already there.
         for _ in 0..16 {
-            let mut buf = ReadBuf::new(&mut chunk);
+            let mut buf = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
                 _ => break,
@@ -182,9 +184,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         Poll::Ready(Ok(Ok(n)))
     }
 
+    /// Reads what the socket has (up to [`READ_CHUNK`]) onto the end of `inbuf`.
     pub(super) fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // A stack chunk, not spare room in `inbuf`: a 16 KiB buffer kept per idle connection
+        // would cost RSS, while `inbuf` only grows to what the client actually sent. Left
+        // uninitialised (`ReadBuf::uninit`): zeroing 16 KiB on every head read was the only
+        // `memset` in a load profile (0.8 % of the proxy's CPU at 50 connections).
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
