@@ -165,6 +165,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--idle-connections", type=int, default=9000)
+    ap.add_argument("--baseline", help="a second switchyard binary (e.g. before a change), "
+                    "measured in the same rounds; the table adds its column and the ratio")
     args = ap.parse_args()
     raise_nofile()
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
@@ -174,7 +176,7 @@ def main():
     with open(f"{work}/www/4k", "wb") as f:
         f.write(b"x" * 4096)
     b1, b2 = free_port(), free_port()
-    ports = {n: (free_port(), free_port()) for n in ("switchyard", "haproxy", "nginx")}
+    ports = {n: (free_port(), free_port()) for n in ("switchyard", "haproxy", "nginx", "baseline")}
     admin = free_port()
     temp = " ".join(f"{k}_temp_path {work}/{k};" for k in
                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -239,6 +241,16 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
         "haproxy": (["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2),
         "nginx": (["nginx", "-c", f"{work}/nginx.conf", "-p", work], np, np2),
     }
+    if args.baseline:
+        # Same config on other ports; runs right after switchyard in every round.
+        bp = ports["baseline"][0]
+        with open(f"{work}/switchyard.toml") as f:
+            text = f.read().replace(f"127.0.0.1:{sy}", f"127.0.0.1:{bp}")
+        with open(f"{work}/baseline.toml", "w") as f:
+            f.write(text)
+        commands = {"switchyard": commands["switchyard"],
+                    "baseline": ([args.baseline, "run", "-c", f"{work}/baseline.toml"], bp, bp),
+                    "haproxy": commands["haproxy"], "nginx": commands["nginx"]}
     rounds = []
     memory = {}
     try:
@@ -281,7 +293,7 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
 def report(rounds, memory, args):
     med = statistics.median(r["direct"]["rps"] for r in rounds)
     kept = [r for r in rounds if abs(r["direct"]["rps"] - med) <= 0.2 * med] or rounds
-    names = ["switchyard", "haproxy", "nginx"]
+    names = ["switchyard", "haproxy", "nginx"] + (["baseline"] if args.baseline else [])
 
     def fig(name, test, key):
         vals = [r[name][test][key] for r in kept if r[name][test].get(key) is not None]
@@ -311,17 +323,18 @@ def report(rounds, memory, args):
               for n in names}
     print(f"\nrounds kept: {len(kept)}/{len(rounds)}; direct backend {med:.0f} req/s at 50 conns;"
           f" {args.duration}s per test; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
-    head = f"| figure | {' | '.join(names)} | ÷ haproxy | ÷ nginx |"
+    ratios = ["haproxy", "nginx"] + (["baseline"] if args.baseline else [])
+    head = f"| figure | {' | '.join(names)} | {' | '.join('÷ ' + r for r in ratios)} |"
     print(head)
-    print("|---" * (len(names) + 3) + "|")
+    print("|---" * (len(names) + len(ratios) + 1) + "|")
     for label, f in rows:
-        vals = [f(n) for n in names]
-        ratio_h = vals[0] / vals[1] if vals[1] else float("nan")
-        ratio_n = vals[0] / vals[2] if vals[2] else float("nan")
-        cells = " | ".join(f"{v:.1f}" for v in vals)
-        print(f"| {label} | {cells} | {ratio_h:.2f} | {ratio_n:.2f} |")
+        vals = {n: f(n) for n in names}
+        cells = " | ".join(f"{vals[n]:.1f}" for n in names)
+        rel = " | ".join(f"{vals['switchyard'] / vals[r]:.2f}" if vals[r] else "nan"
+                         for r in ratios)
+        print(f"| {label} | {cells} | {rel} |")
     print(f"| errors or non-2xx (keep-alive tests) | "
-          f"{' | '.join(str(errors[n]) for n in names)} | | |")
+          f"{' | '.join(str(errors[n]) for n in names)} |{' |' * len(ratios)}")
     print("\nnot measured yet: reload at 10,000 routes (needs POST /reload), cache hit vs "
           "proxy_cache/varnish (needs the response cache)")
 
