@@ -16,6 +16,7 @@ use serde_json::Value;
 use support::backend::{Backend, Behavior};
 use support::http_client::{self, HttpClient};
 use support::launcher::{BinProcess, Pipe};
+use support::raw_client::raw_request;
 use support::DEADLINE;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -163,6 +164,38 @@ async fn sampling_drops_successes_but_never_errors() {
     let lines = stop_and_collect_json(proxy);
     let statuses: Vec<&Value> = lines.iter().map(|l| &l["status"]).collect();
     assert_eq!(statuses, [&Value::from(404)], "{lines:#?}");
+}
+
+/// A request refused before routing (here a smuggling attempt) never reaches the access log's
+/// writer, so it gets its own line, even with the access log off.
+#[tokio::test]
+async fn rejected_requests_are_logged_even_with_access_off() {
+    let backend = Backend::start_named("app", Behavior::Echo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut proxy, addr) = start(
+        dir.path(),
+        backend.addr(),
+        "format = \"json\"\naccess = false",
+    );
+    let smuggle = b"POST /app HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\
+        Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let resp = tokio::task::spawn_blocking(move || raw_request(addr, smuggle))
+        .await
+        .expect("raw client");
+    assert_eq!(resp.status, 400);
+    proxy.terminate();
+    assert!(proxy.wait_exit(DEADLINE).is_some_and(|s| s.success()));
+    proxy.expect_line("stopped");
+    let rejected: Vec<Value> = proxy
+        .output(Pipe::Stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "switchyard::rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["status"], 400);
+    assert_eq!(rejected[0]["reason"], "te_with_content_length");
+    assert_eq!(backend.request_count(), 0);
 }
 
 #[tokio::test]

@@ -187,9 +187,18 @@ impl Reject {
         }
     }
 
-    /// Counts this rejection.
+    /// Counts this rejection and logs it. A rejected request never reaches the handler, so
+    /// the access log never sees it; this line (target [`REJECTED_LOG_TARGET`]) is written
+    /// whatever `[log] access` and `access_sample` say, since a refusal is an error and often
+    /// an attack worth seeing.
     pub fn count(self) {
         count(self.reason());
+        tracing::warn!(
+            target: REJECTED_LOG_TARGET,
+            status = self.status().as_u16(),
+            reason = self.reason(),
+            "request rejected"
+        );
     }
 
     /// The complete HTTP/1.1 response we write ourselves, bypassing hyper.
@@ -205,6 +214,9 @@ impl Reject {
         ))
     }
 }
+
+/// The tracing target of the line written for each rejected request.
+pub const REJECTED_LOG_TARGET: &str = "switchyard::rejected";
 
 /// Counts one rejection under `reason` (also used for connection-level refusals such as
 /// `connection_limit` that have no [`Reject`] variant).
