@@ -20,14 +20,19 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const SLACK: Duration = Duration::from_millis(250);
 
 fn start(cluster: &str, endpoints: &[SocketAddr], extra: &str) -> TestProxy {
+    Proxy::start_toml(&toml(cluster, endpoints, extra))
+}
+
+/// The config [`start`] runs: one route to `cluster`, whose table ends with `extra`.
+fn toml(cluster: &str, endpoints: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    Proxy::start_toml(&format!(
+    format!(
         "[runtime]\nworkers = 2\ndrain_timeout = \"1s\"\n\n\
          [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
          [[routes]]\nlistener = \"public\"\ncluster = \"{cluster}\"\n\n\
          [clusters.{cluster}]\nbalance = \"round_robin\"\nendpoints = [{}]\n{extra}\n",
         list.join(", ")
-    ))
+    )
 }
 
 /// A backend whose `/healthz` answers the status in `health`; other paths get 200.
@@ -234,5 +239,58 @@ async fn initial_unhealthy_holds_until_probes_pass() {
     assert!(wait_until_async(DEADLINE, || healthy(&proxy, "initial", a.addr())).await);
     send(&proxy, 3).await;
     assert_eq!(traffic(&a), 3);
+    proxy.shutdown();
+}
+
+/// `last_probe.passed` of `addr` in `/upstreams`; `None` while it was never probed (or is not
+/// listed).
+async fn last_probe(proxy: &TestProxy, addr: SocketAddr) -> Option<bool> {
+    let reply = HttpClient::http1()
+        .get(&proxy.admin_url("/upstreams"))
+        .await
+        .expect("admin");
+    let view: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+    let endpoints = view["clusters"][0]["endpoints"].as_array()?.clone();
+    endpoints
+        .iter()
+        .find(|e| e["address"] == addr.to_string())
+        .and_then(|e| e["last_probe"]["passed"].as_bool())
+}
+
+#[tokio::test]
+async fn an_endpoint_added_by_a_reload_is_probed_at_once() {
+    let up = Arc::new(AtomicU16::new(200));
+    let (a, b) = (checked_backend(&up), checked_backend(&up));
+    // A round every 30 s: after the start-up round, only a probe of the new endpoint at the
+    // reload itself can show a result within the bound below.
+    let extra = "health_check = { path = \"/healthz\", interval = \"30s\", timeout = \"1s\" }";
+    let proxy = start("grown", &[a.addr()], extra);
+    let end = Instant::now() + DEADLINE;
+    while last_probe(&proxy, a.addr()).await != Some(true) {
+        assert!(Instant::now() < end, "the start-up round never probed a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let text = toml("grown", &[a.addr(), b.addr()], extra);
+    let tmp = proxy.config_path().with_extension("toml.tmp");
+    std::fs::write(&tmp, text).expect("write temp config");
+    std::fs::rename(&tmp, proxy.config_path()).expect("rename config into place");
+    let reload = HttpClient::http1()
+        .post(&proxy.admin_url("/reload"), "")
+        .await
+        .expect("POST /reload");
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    let reloaded = Instant::now();
+    // Polled until DEADLINE so a failure shows how late it came; asserted against a tighter bound.
+    while last_probe(&proxy, b.addr()).await.is_none() && reloaded.elapsed() < DEADLINE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = reloaded.elapsed();
+    assert_eq!(last_probe(&proxy, b.addr()).await, Some(true), "b probed");
+    assert!(
+        took <= Duration::from_secs(1),
+        "the new endpoint's first probe came {took:?} after the reload"
+    );
+    assert!(b.requests().iter().any(|r| r.uri.path() == "/healthz"));
     proxy.shutdown();
 }

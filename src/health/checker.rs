@@ -35,6 +35,10 @@ pub struct Checker {
     streaks: HashMap<SocketAddr, Streak>,
     /// Endpoints with a probe still running: a slow endpoint gets one probe at a time.
     probing: HashSet<SocketAddr>,
+    /// Endpoints new since the last [`Checker::start_fresh`]: probed at once rather than at the
+    /// next round (up to `interval` away), as Envoy does for new hosts, so an endpoint added by
+    /// a reload or discovery gets its first verdict right away.
+    fresh: Vec<SocketAddr>,
 }
 
 impl Checker {
@@ -45,6 +49,7 @@ impl Checker {
             protocol,
             streaks: HashMap::new(),
             probing: HashSet::new(),
+            fresh: Vec::new(),
         }
     }
 
@@ -64,6 +69,7 @@ impl Checker {
                 if e.health().last_probe().is_none() {
                     publish_verdict(e, self.config.initial_healthy, false);
                 }
+                self.fresh.push(e.address());
                 Streak::default()
             });
             streaks.insert(e.address(), streak);
@@ -83,14 +89,28 @@ impl Checker {
         probes: &mut JoinSet<(SocketAddr, bool)>,
     ) {
         for e in endpoints {
-            let address = e.address();
-            if !self.probing.insert(address) {
-                continue;
-            }
-            let config = self.config.clone();
-            let protocol = self.protocol;
-            probes.spawn(async move { (address, probe::probe(address, &config, protocol).await) });
+            self.spawn_probe(e.address(), probes);
         }
+    }
+
+    /// Starts a probe of every endpoint that is new since the last call and still listed.
+    pub fn start_fresh(&mut self, probes: &mut JoinSet<(SocketAddr, bool)>) {
+        let fresh = std::mem::take(&mut self.fresh);
+        for address in fresh {
+            if self.streaks.contains_key(&address) {
+                self.spawn_probe(address, probes);
+            }
+        }
+    }
+
+    /// Probes `address` unless a probe of it is still running.
+    fn spawn_probe(&mut self, address: SocketAddr, probes: &mut JoinSet<(SocketAddr, bool)>) {
+        if !self.probing.insert(address) {
+            return;
+        }
+        let config = self.config.clone();
+        let protocol = self.protocol;
+        probes.spawn(async move { (address, probe::probe(address, &config, protocol).await) });
     }
 
     /// Marks the probe of `address` as finished without a verdict (the endpoint is gone).

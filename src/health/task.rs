@@ -146,6 +146,10 @@ pub async fn run(
     let mut tick = tokio::time::interval(task.ejector.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Endpoints a snapshot just added: probed now, not at the next round.
+        if let Some(checker) = &mut task.checker {
+            checker.start_fresh(&mut probes);
+        }
         let now = Instant::now();
         let deadline = task.ejector.next_deadline().unwrap_or(now + FAR);
         let probe_at = if task.checker.is_some() {

@@ -149,9 +149,9 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
         workers::spawn_control(stop_rx.clone()).map_err(StartError::Runtime)?;
     // Clusters with a `discovery` source start empty; their provider tasks fill them.
     crate::discovery::start(&shared, control.clone());
-    // One health task per cluster (checks, ejection, panic mode); it follows every published
-    // snapshot, and reload/discovery may call `Supervisor::apply` to be followed at once.
-    let _health = crate::health::Supervisor::start(&control, Arc::clone(&shared), stop_rx.clone());
+    // One health task per cluster (checks, ejection, panic mode). The supervisor attaches to
+    // `shared`, which applies every snapshot it publishes (reload, discovery) at once.
+    crate::health::Supervisor::start(&control, &shared, stop_rx.clone());
     let listeners = Arc::new(ArcSwap::from_pointee(listeners));
     let reload = reload::spawn(
         &control,

@@ -259,6 +259,10 @@ pub struct Shared {
     /// The discovery tasks, attached once the control runtime runs; [`Self::publish`] hands it
     /// every new config so sources follow reloads.
     discovery: OnceLock<Supervisor>,
+    /// The health tasks, attached once the control runtime runs; every publish (reload or
+    /// discovery) hands them the new snapshot under `publishing`, so they follow at once and in
+    /// publish order.
+    health: OnceLock<crate::health::Supervisor>,
     /// Set once shutdown starts; readiness reports 503 from then on.
     draining: AtomicBool,
 }
@@ -277,6 +281,7 @@ impl Shared {
             discovered: DiscoveredSets::default(),
             publishing: Mutex::new(()),
             discovery: OnceLock::new(),
+            health: OnceLock::new(),
             draining: AtomicBool::new(false),
         }
     }
@@ -324,6 +329,9 @@ impl Shared {
         crate::admin::metrics::set_config_version(version);
         self.registry
             .retain(|cluster, address| next.has_endpoint(cluster, address));
+        if let Some(health) = self.health.get() {
+            health.apply(&next, &self.registry);
+        }
         next
     }
 
@@ -362,6 +370,9 @@ impl Shared {
         crate::discovery::record_endpoint_count(cluster, count);
         self.registry
             .retain(|c, address| c != cluster || next.has_endpoint(c, address));
+        if let Some(health) = self.health.get() {
+            health.apply(&next, &self.registry);
+        }
         next
     }
 
@@ -371,6 +382,16 @@ impl Shared {
         let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let supervisor = self.discovery.get_or_init(|| supervisor);
         supervisor.apply(self.snapshot.load().config());
+    }
+
+    /// Attaches the health supervisor (once, at start) and applies the current snapshot to it;
+    /// from then on [`Self::publish`] and [`Self::publish_endpoints`] apply each new snapshot
+    /// before they return. Under `publishing`, so a snapshot published meanwhile is not missed.
+    /// A second call is ignored.
+    pub fn attach_health(&self, supervisor: crate::health::Supervisor) {
+        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let supervisor = self.health.get_or_init(|| supervisor);
+        supervisor.apply(&self.snapshot.load(), &self.registry);
     }
 
     /// Whether shutdown has begun.
