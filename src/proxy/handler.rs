@@ -70,7 +70,10 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let response_headers = response.headers_mut();
     response_headers.insert(headers::X_REQUEST_ID.clone(), request_id);
     headers::add_via(response_headers);
-    let debug = access.facts.route.and_then(|i| snapshot.router().routes().get(i));
+    let debug = access
+        .facts
+        .route
+        .and_then(|i| snapshot.router().routes().get(i));
     if debug.is_some_and(|route| route.config().debug_headers) {
         debug_headers(response_headers, &access.facts);
     }
@@ -129,7 +132,10 @@ async fn forward(
     // admission), which also hands the winner's guard the cluster's `max_requests` slot.
     let grpc = is_grpc(&parts.headers);
     // A client's gRPC deadline bounds the exchange as the route `timeout` does (the shorter).
-    let total = match (route.config().timeout, crate::resilience::grpc_timeout(&parts.headers)) {
+    let total = match (
+        route.config().timeout,
+        crate::resilience::grpc_timeout(&parts.headers),
+    ) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -198,7 +204,11 @@ async fn forward(
         hedge: route.config().hedge.as_ref().filter(|_| repeatable),
         state: snapshot.resilience(routed.index),
         grpc,
-        per_try: route.config().retry.as_ref().and_then(|r| r.per_try_timeout),
+        per_try: route
+            .config()
+            .retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout),
         deadline: total.map(|t| (std::time::Instant::now() + t, t)),
     };
     let won = crate::resilience::run(plan, parts, body, facts, cluster_slot).await?;

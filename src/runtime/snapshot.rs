@@ -299,9 +299,13 @@ impl Shared {
     /// Builds the next version from `config`, publishes it, and forgets endpoint state no longer
     /// listed. Control-side only; callers serialise (one reload task).
     pub fn publish(&self, config: Config) -> Arc<Snapshot> {
-        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let version = self.snapshot.load().version() + 1;
-        let built = Snapshot::build_with(Arc::new(config), &self.registry, &self.discovered, version);
+        let built =
+            Snapshot::build_with(Arc::new(config), &self.registry, &self.discovered, version);
         // Routes whose budget settings did not change keep their budget across the reload.
         let resilience = crate::resilience::RouteTable::build(
             &built.config,
@@ -341,7 +345,10 @@ impl Shared {
     /// forgotten by the registry while requests still holding it finish undisturbed. A cluster
     /// gone from the config (or fed by another source now) ignores the set.
     pub fn publish_endpoints(&self, cluster: &str, set: Arc<DiscoveredSet>) -> Arc<Snapshot> {
-        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let current = self.snapshot.load_full();
         let Some(config) = current
             .config
@@ -379,7 +386,10 @@ impl Shared {
     /// Attaches the discovery supervisor (once, at start) and starts the current config's
     /// sources; from then on every [`Self::publish`] re-applies it. A second call is ignored.
     pub fn attach_discovery(&self, supervisor: Supervisor) {
-        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let supervisor = self.discovery.get_or_init(|| supervisor);
         supervisor.apply(self.snapshot.load().config());
     }
@@ -389,7 +399,10 @@ impl Shared {
     /// before they return. Under `publishing`, so a snapshot published meanwhile is not missed.
     /// A second call is ignored.
     pub fn attach_health(&self, supervisor: crate::health::Supervisor) {
-        let _serial = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let supervisor = self.health.get_or_init(|| supervisor);
         supervisor.apply(&self.snapshot.load(), &self.registry);
     }
