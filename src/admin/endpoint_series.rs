@@ -13,42 +13,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use metrics::{Counter, SharedString};
 
 use super::metrics::UPSTREAM_REQUESTS_TOTAL;
-
-/// What an attempt at an endpoint came to (`upstream_requests_total`'s `outcome` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamOutcome {
-    /// A response below 500.
-    Success,
-    /// A 5xx response.
-    Error5xx,
-    /// No connection could be made.
-    ConnectFailure,
-    /// The connection or stream failed mid-exchange.
-    Reset,
-    /// No response within the route's (or try's) timeout.
-    Timeout,
-}
-
-impl UpstreamOutcome {
-    const ALL: [UpstreamOutcome; 5] = [
-        Self::Success,
-        Self::Error5xx,
-        Self::ConnectFailure,
-        Self::Reset,
-        Self::Timeout,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Error5xx => "error_5xx",
-            Self::ConnectFailure => "connect_failure",
-            Self::Reset => "reset",
-            Self::Timeout => "timeout",
-        }
-    }
-}
+use crate::upstream::Outcome;
 
 /// The metric labels of one endpoint, fixed when its state is created: the address, or `other`
 /// once `[metrics] max_endpoint_series` endpoints have their own label.
@@ -56,7 +21,7 @@ impl UpstreamOutcome {
 pub struct EndpointMetrics {
     cluster: SharedString,
     endpoint: SharedString,
-    outcomes: [OnceLock<Counter>; UpstreamOutcome::ALL.len()],
+    outcomes: [OnceLock<Counter>; Outcome::ALL.len()],
 }
 
 impl EndpointMetrics {
@@ -76,12 +41,8 @@ impl EndpointMetrics {
     }
 
     /// Counts one attempt at this endpoint in `upstream_requests_total`.
-    pub fn record_upstream(&self, outcome: UpstreamOutcome) {
-        let slot = UpstreamOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
-        self.outcomes[slot]
+    pub fn record_upstream(&self, outcome: Outcome) {
+        self.outcomes[outcome.index()]
             .get_or_init(|| {
                 metrics::counter!(
                     UPSTREAM_REQUESTS_TOTAL,

@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::config::Config;
 
 pub use super::endpoint_series::{
-    set_max_endpoint_series, EndpointBudget, EndpointMetrics, UpstreamOutcome, OTHER_ENDPOINT,
+    set_max_endpoint_series, EndpointBudget, EndpointMetrics, OTHER_ENDPOINT,
 };
 
 /// `requests_total{listener,route,cluster,code}`: every request the handler answered.

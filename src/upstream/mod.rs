@@ -87,7 +87,7 @@ impl Upstream {
             Ok(response) => Outcome::of_status(response.status()),
             Err(error) => error.kind.outcome(),
         };
-        endpoint.metrics().record_upstream(outcome.into());
+        endpoint.metrics().record_upstream(outcome);
         result
     }
 }

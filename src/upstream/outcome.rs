@@ -65,18 +65,6 @@ impl Outcome {
     }
 }
 
-impl From<Outcome> for crate::admin::metrics::UpstreamOutcome {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Success => Self::Success,
-            Outcome::Error5xx => Self::Error5xx,
-            Outcome::ConnectFailure => Self::ConnectFailure,
-            Outcome::Reset => Self::Reset,
-            Outcome::Timeout => Self::Timeout,
-        }
-    }
-}
-
 /// How an attempt failed; each kind maps to one client status (see `ProxyError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
