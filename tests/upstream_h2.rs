@@ -57,37 +57,26 @@ async fn concurrent_requests_multiplex_on_one_connection() {
 /// An h2 server that answers `ok` and ends every connection with a GOAWAY after `per_conn`
 /// streams (graceful: streams it accepted are still answered, later ones are refused).
 async fn goaway_backend(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
+    support::tcp_server::bind_counting(move |stream| async move {
+        let Ok(mut conn) = h2::server::handshake(stream).await else {
+            return;
+        };
+        let mut served = 0;
+        // Bounded by the client: `accept` ends once the connection closes.
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            served += 1;
+            if served == per_conn {
+                conn.graceful_shutdown();
+            }
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                let Ok(mut send) = respond.send_response(Response::new(()), false) else {
                     return;
                 };
-                let mut served = 0;
-                // Bounded by the client: `accept` ends once the connection closes.
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    served += 1;
-                    if served == per_conn {
-                        conn.graceful_shutdown();
-                    }
-                    tokio::spawn(async move {
-                        let Ok(mut send) = respond.send_response(Response::new(()), false) else {
-                            return;
-                        };
-                        let _ = send.send_data(Bytes::from_static(b"ok"), true);
-                    });
-                }
+                let _ = send.send_data(Bytes::from_static(b"ok"), true);
             });
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,24 +404,17 @@ async fn a_request_cancelled_mid_connect_does_not_block_the_next_one() {
     let queued = fillers.len();
     drop(fillers);
     socket.set_nonblocking(true).expect("nonblocking");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
     let listener =
         tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket)).expect("listener");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let service = service_fn(|_req: Request<Incoming>| async {
-                Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                    Bytes::from_static(b"ok"),
-                )))
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    let accepted = support::tcp_server::serve_counting(listener, |stream| async move {
+        let service = service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"ok"),
+            )))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     });
     // Once the fillers are out of the accept queue, a connect is answered at once.
     assert!(

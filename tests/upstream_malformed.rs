@@ -17,44 +17,35 @@ const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood";
 /// A backend speaking raw bytes: the first request it receives gets `bad`, every later one
 /// `GOOD`; connections stay open for reuse. Returns its address and accepted-connection count.
 async fn raw_backend(bad: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let requests = Arc::clone(&requests);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                for _ in 0..100 {
-                    // Requests from the proxy here have no body: a head is one request.
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                    buf.drain(..end);
-                    let reply = if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                        bad
-                    } else {
-                        GOOD
-                    };
-                    // One write: stray bytes arrive together with the head they follow.
-                    if stream.write_all(reply).await.is_err() {
-                        return;
+    support::tcp_server::bind_counting(move |mut stream| {
+        let requests = Arc::clone(&requests);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            for _ in 0..100 {
+                // Requests from the proxy here have no body: a head is one request.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
                     }
                 }
-            });
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                buf.drain(..end);
+                let reply = if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                    bad
+                } else {
+                    GOOD
+                };
+                // One write: stray bytes arrive together with the head they follow.
+                if stream.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 fn start(endpoint: SocketAddr) -> TestProxy {

@@ -17,6 +17,7 @@ pub mod http_client;
 pub mod launcher;
 pub mod raw_client;
 mod rt_thread;
+pub mod tcp_server;
 
 use std::time::{Duration, Instant};
 
