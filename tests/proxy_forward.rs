@@ -99,18 +99,24 @@ async fn post_body_of_one_mebibyte_arrives_byte_exact() {
 #[tokio::test]
 async fn round_robin_spreads_evenly_over_three_backends() {
     let backends = ["a", "b", "c"].map(|n| Backend::start_named(n, Behavior::fixed(200, n)));
-    let proxy = start(2, &backends.iter().collect::<Vec<_>>(), "", "");
+    let proxy = start(
+        2,
+        &backends.iter().collect::<Vec<_>>(),
+        "",
+        "balance = \"round_robin\"",
+    );
     let http = HttpClient::http1();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..300 {
         let reply = http.get(&proxy.url("public", "/")).await.expect("reply");
         *counts.entry(reply.text()).or_default() += 1;
     }
-    // Equal weights: each endpoint gets its third, give or take what two workers' rotations
-    // starting at different points can add.
+    // Equal weights and one rotation shared by both workers: sequential requests take exact
+    // turns, so each endpoint gets its third. (The default, least_request, would pick at
+    // random between idle endpoints and only come within a few percent.)
     for name in ["a", "b", "c"] {
         let n = counts.get(name).copied().unwrap_or(0);
-        assert!((90..=110).contains(&n), "{counts:?}");
+        assert_eq!(n, 100, "{counts:?}");
     }
     proxy.shutdown();
 }
