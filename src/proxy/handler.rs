@@ -84,7 +84,7 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
 async fn forward(
     ctx: &ConnContext,
     snapshot: &Snapshot,
-    mut parts: Parts,
+    parts: Parts,
     body: crate::upstream::Body,
     facts: &mut RequestFacts,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -106,6 +106,24 @@ async fn forward(
             .ok_or(ProxyError::NoRoute)?
     };
     facts.route = Some(routed.index);
+    exchange(ctx, snapshot, routed, host, parts, body, facts).await
+}
+
+/// Everything after routing: cluster, limits, the upstream head, the attempt loop and the
+/// response head. Split from [`forward`] so a layer between routing and the upstream (the
+/// response cache) can call it as its fetch.
+async fn exchange(
+    ctx: &ConnContext,
+    snapshot: &Snapshot,
+    routed: crate::router::Routed<'_>,
+    host: Option<String>,
+    mut parts: Parts,
+    body: crate::upstream::Body,
+    facts: &mut RequestFacts,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let listener = snapshot.listener(&ctx.listener).ok_or_else(|| {
+        ProxyError::Internal(format!("listener {} not in snapshot", ctx.listener))
+    })?;
     let route = routed.route;
     let cluster_name = route.pick_cluster(fastrand::u64(..));
     let cluster = snapshot
