@@ -188,6 +188,11 @@ fn describe() {
         BUILD_INFO,
         "Always 1; the version label names the running build."
     );
+    describe_gauge!(
+        super::runtime_tasks::RUNTIME_TASKS,
+        Unit::Count,
+        "Tasks alive per runtime (worker-N, control), read at each scrape: flat under steady load, back to its idle value after; growth without load is a leak."
+    );
 }
 
 /// Records that snapshot `version` is now the published one.

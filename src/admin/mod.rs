@@ -6,6 +6,7 @@
 //!   precomputed series the request path records through ([`metrics::SnapshotMetrics`],
 //!   [`metrics::EndpointMetrics`], whose labels fold to `other` past `max_endpoint_series`).
 //! - [`views`]: the JSON documents.
+//! - [`runtime_tasks`]: tasks alive per runtime, the leak check of the hardening tests.
 //!
 //! The metrics layout follows axum's `prometheus-metrics` example (`metrics` facade +
 //! `metrics-exporter-prometheus`, rendered on a separate port), with series handles cached per
@@ -14,6 +15,7 @@
 mod endpoint_series;
 pub mod metrics;
 mod reload;
+pub mod runtime_tasks;
 pub mod server;
 pub mod views;
 

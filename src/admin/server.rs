@@ -118,6 +118,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
     match path {
         "/metrics" => match super::metrics::install() {
             Ok(handle) => {
+                super::runtime_tasks::record();
                 let mut response = text(StatusCode::OK, handle.render());
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

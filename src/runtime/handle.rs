@@ -129,6 +129,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
                 workers::register(&runtime, socket).map_err(StartError::Runtime)?,
             ));
         }
+        admin::runtime_tasks::watch(format!("worker-{index}"), runtime.handle().clone());
         let (command_tx, command_rx) = tokio_mpsc::unbounded_channel();
         commands.push(command_tx);
         prepared.push(Worker {
@@ -147,6 +148,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
 
     let (control_thread, control) =
         workers::spawn_control(stop_rx.clone()).map_err(StartError::Runtime)?;
+    admin::runtime_tasks::watch("control".to_owned(), control.clone());
     // Clusters with a `discovery` source start empty; their provider tasks fill them.
     crate::discovery::start(&shared, control.clone());
     // One health task per cluster (checks, ejection, panic mode). The supervisor attaches to
