@@ -24,4 +24,5 @@ pub mod resilience;
 pub mod router;
 pub mod runtime;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

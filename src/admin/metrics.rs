@@ -42,6 +42,9 @@ pub const CONFIG_VERSION: &str = "switchyard_config_version";
 pub const DOWNSTREAM_CONNECTIONS: &str = "switchyard_downstream_connections";
 /// `build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "switchyard_build_info";
+/// `metric_series`: series in the previous `/metrics` scrape, so the scrape's own size (what
+/// `max_endpoint_series` guards) is itself on a dashboard.
+pub const METRIC_SERIES: &str = "switchyard_metric_series";
 
 /// Histogram buckets in seconds: 50 µs (a pooled loopback hop) to 30 s (the default drain
 /// timeout), roughly ×2–2.5 apart so each decade has three buckets.
@@ -66,6 +69,8 @@ pub fn install() -> Result<&'static PrometheusHandle, &'static str> {
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Present from the first scrape on (0 until a scrape has been counted).
+            metrics::gauge!(METRIC_SERIES).set(0.0);
             Ok(handle)
         })
         .as_ref()
@@ -184,6 +189,17 @@ fn describe() {
         Unit::Count,
         "Hedging events by route and result: sent, won (a hedge answered first), cancelled (a losing attempt dropped), denied (budget)."
     );
+    // Observability (issue 15).
+    describe_gauge!(
+        METRIC_SERIES,
+        Unit::Count,
+        "Series (sample lines) in the previous /metrics scrape: the scrape's cardinality, which [metrics] max_endpoint_series bounds."
+    );
+    describe_counter!(
+        crate::trace::SPANS_TOTAL,
+        Unit::Count,
+        "Request spans for the OTLP exporter, by result: exported, dropped (queue full), failed (collector refused or unreachable)."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."
@@ -193,6 +209,17 @@ fn describe() {
         Unit::Count,
         "Tasks alive per runtime (worker-N, control), read at each scrape: flat under steady load, back to its idle value after; growth without load is a leak."
     );
+}
+
+/// Sets `metric_series` to the number of sample lines in `rendered` (a `/metrics` body); the
+/// next scrape shows it.
+pub fn count_series(rendered: &str) {
+    let series = rendered
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    // A scrape never approaches 2^53 lines, so the f64 is exact.
+    metrics::gauge!(METRIC_SERIES).set(series as f64);
 }
 
 /// Records that snapshot `version` is now the published one.

@@ -102,7 +102,14 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/metrics" | "/healthz" | "/readyz" | "/config" | "/upstreams" | "/explain"
+        "/metrics"
+            | "/healthz"
+            | "/readyz"
+            | "/config"
+            | "/upstreams"
+            | "/explain"
+            | "/stats"
+            | "/"
     );
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -119,7 +126,9 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
         "/metrics" => match super::metrics::install() {
             Ok(handle) => {
                 super::runtime_tasks::record();
-                let mut response = text(StatusCode::OK, handle.render());
+                let rendered = handle.render();
+                super::metrics::count_series(&rendered);
+                let mut response = text(StatusCode::OK, rendered);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -143,6 +152,27 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
             )
         }
         "/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
+        "/stats" => {
+            let rendered = super::metrics::install().ok().map(|h| h.render());
+            json(
+                StatusCode::OK,
+                &super::status::stats(&snapshot, rendered.as_deref()),
+            )
+        }
+        "/" => {
+            let mut response = text(StatusCode::OK, super::status::PAGE);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(super::status::PAGE_CSP),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
         _ => match views::explain(&snapshot, req.uri().query()) {
             Ok(explanation) => json(StatusCode::OK, &explanation),
             Err(views::BadQuery(error)) => json(

@@ -37,6 +37,14 @@ pub(crate) fn metrics() -> MetricsConfig {
     }
 }
 
+pub(crate) fn tracing() -> TracingConfig {
+    TracingConfig {
+        otlp: None,
+        service_name: "switchyard".to_owned(),
+        sample_ratio: 1.0,
+    }
+}
+
 pub(crate) fn retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,

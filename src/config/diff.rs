@@ -71,6 +71,7 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
             running.log.access_sample != new.log.access_sample,
         ),
         ("[metrics]", running.metrics != new.metrics),
+        ("[tracing]", running.tracing != new.tracing),
         ("[cache]", running.cache != new.cache),
         ("[mesh]", running.mesh != new.mesh),
     ];

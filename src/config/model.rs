@@ -24,6 +24,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub listeners: Vec<ListenerConfig>,
     /// In file order: the first matching route wins.
     pub routes: Vec<RouteConfig>,
@@ -69,6 +70,20 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     pub max_endpoint_series: usize,
+}
+
+/// `[tracing]`: W3C trace context sampling and the optional OTLP/HTTP span export
+/// (`crate::trace`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are posted (`http://host:port/v1/traces`, the path appended to a bare
+    /// collector address); `None` exports nothing (trace context is still propagated).
+    pub otlp: Option<http::Uri>,
+    /// The `service.name` resource attribute of exported spans.
+    pub service_name: String,
+    /// Fraction of new traces (no `traceparent` from the client) marked sampled; a client's
+    /// sampled flag is followed as sent.
+    pub sample_ratio: f64,
 }
 
 /// One `[[listeners]]` entry.

@@ -27,6 +27,7 @@ pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
     pub metrics: Option<RawMetrics>,
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
     #[serde(default)]
@@ -64,6 +65,14 @@ pub(crate) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
     pub max_endpoint_series: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTracing {
+    pub otlp: Option<Str>,
+    pub service_name: Option<Str>,
+    pub sample_ratio: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
             .and_then(|m| m.max_endpoint_series)
             .unwrap_or(defaults::metrics().max_endpoint_series),
     };
+    let tracing = tracing(&mut cx, raw.tracing.as_ref());
     let listeners = listeners(&mut cx, &raw.listeners, &mut bound);
     let clusters = cluster::clusters(&mut cx, &raw.clusters);
     let cluster_names: BTreeSet<String> = clusters.keys().cloned().collect();
@@ -60,6 +61,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
         admin,
         log,
         metrics,
+        tracing,
         listeners,
         routes,
         clusters,
@@ -119,6 +121,32 @@ fn log(cx: &mut Ctx<'_>, raw: Option<&RawLog>) -> LogConfig {
             raw.access_sample.as_ref(),
             "log.access_sample",
             default.access_sample,
+        ),
+    }
+}
+
+/// `[tracing]`: `otlp` must be an `http://host:port` URL (OTLP/HTTP; the exporter speaks plain
+/// HTTP only, so `https` is refused rather than silently sent in clear).
+fn tracing(cx: &mut Ctx<'_>, raw: Option<&RawTracing>) -> TracingConfig {
+    let default = defaults::tracing();
+    let Some(raw) = raw else { return default };
+    let otlp = raw.otlp.as_ref().and_then(|url| {
+        let parsed = crate::trace::otlp_traces_uri(url.get_ref());
+        parsed
+            .map_err(|e| cx.err(url.span(), format!("tracing.otlp: {e}")))
+            .ok()
+    });
+    let service_name = match &raw.service_name {
+        Some(name) if cx.non_empty(name, "tracing.service_name") => name.get_ref().clone(),
+        _ => default.service_name,
+    };
+    TracingConfig {
+        otlp,
+        service_name,
+        sample_ratio: cx.fraction(
+            raw.sample_ratio.as_ref(),
+            "tracing.sample_ratio",
+            default.sample_ratio,
         ),
     }
 }

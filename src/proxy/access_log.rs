@@ -70,6 +70,8 @@ struct Entry {
     host: Option<HeaderValue>,
     request_id: HeaderValue,
     traceparent: Option<HeaderValue>,
+    /// The proxy's span (set by `trace::start`): exported when sampled and `otlp` is set.
+    span: Option<crate::trace::ServerSpan>,
     bytes_in: Arc<AtomicU64>,
     facts: RequestFacts,
     status: StatusCode,
@@ -95,6 +97,7 @@ impl AccessLog {
                 host: parts.headers.get(header::HOST).cloned(),
                 request_id: request_id.clone(),
                 traceparent: parts.headers.get("traceparent").cloned(),
+                span: parts.extensions.get::<crate::trace::ServerSpan>().copied(),
                 bytes_in: Arc::new(AtomicU64::new(0)),
                 facts: RequestFacts::default(),
                 status: StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
@@ -167,6 +170,13 @@ impl Entry {
         {
             series.record(self.status, elapsed);
         }
+        snapshot
+            .stats()
+            .record(self.facts.route, cluster, self.status, elapsed);
+        let sampled = self.span.filter(crate::trace::ServerSpan::sampled);
+        if let (Some(span), Some(tracer)) = (sampled, snapshot.tracer()) {
+            tracer.export(self.finished_span(span, completed));
+        }
 
         let log = &snapshot.config().log;
         let error = self.proxy_error || self.status.is_server_error() || !completed;
@@ -211,6 +221,52 @@ impl Entry {
             completed,
             "request"
         );
+    }
+}
+
+impl Entry {
+    /// The span the exporter sends: OpenTelemetry HTTP server attributes plus the proxy's own
+    /// (route, cluster, endpoint, attempts). Built only for sampled requests with export on.
+    fn finished_span(
+        &self,
+        span: crate::trace::ServerSpan,
+        completed: bool,
+    ) -> crate::trace::FinishedSpan {
+        let route = self
+            .facts
+            .route
+            .and_then(|i| self.snapshot.router().routes().get(i))
+            .map(|r| r.config().name.clone());
+        let request_id = self.request_id.to_str().unwrap_or("-").to_owned();
+        let mut attributes = vec![
+            ("http.request.method", self.method.to_string()),
+            ("url.path", self.uri.path().to_owned()),
+            ("switchyard.listener", self.listener.to_string()),
+            ("switchyard.request_id", request_id),
+        ];
+        if let Some(route) = &route {
+            attributes.push(("http.route", route.clone()));
+        }
+        if let Some(cluster) = &self.facts.cluster {
+            attributes.push(("switchyard.cluster", cluster.name().to_owned()));
+        }
+        if let Some(endpoint) = &self.facts.endpoint {
+            attributes.push(("server.address", endpoint.address().to_string()));
+        }
+        if !completed {
+            attributes.push(("switchyard.aborted", "true".to_owned()));
+        }
+        crate::trace::FinishedSpan {
+            span,
+            end: std::time::SystemTime::now(),
+            name: match &route {
+                Some(route) => format!("{} {route}", self.method),
+                None => self.method.to_string(),
+            },
+            status: self.status.as_u16(),
+            attributes,
+            int_attributes: vec![("switchyard.attempts", i64::from(self.facts.attempts))],
+        }
     }
 }
 

@@ -49,9 +49,10 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let grpc = is_grpc(&parts.headers);
-    // Settled here rather than in `forward` so the access log knows the trace id.
-    headers::ensure_traceparent(&mut parts.headers);
     let snapshot = ctx.shared.snapshot();
+    // Settled here rather than in `forward` so the access log knows the trace id; the proxy's
+    // span becomes the upstream request's parent (crate::trace).
+    crate::trace::start(&mut parts, &snapshot.config().tracing);
     let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id);
     let body = access.count_request_body(body);
     // HTTP/2 bodies without a declared length are held to max_body_bytes (hygiene::limit).

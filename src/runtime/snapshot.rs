@@ -35,6 +35,10 @@ pub struct Snapshot {
     metrics: Arc<SnapshotMetrics>,
     /// Per-route retry budgets and retry/hedge metric handles, by route index.
     resilience: Arc<crate::resilience::RouteTable>,
+    /// The status page's per-route and per-cluster rings, handed on by name across reloads.
+    stats: Arc<crate::admin::status::StatsTable>,
+    /// The OTLP exporter `[tracing] otlp` asks for, kept across reloads that keep it.
+    tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 /// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
@@ -101,6 +105,8 @@ impl Snapshot {
             .collect();
         let metrics = Arc::new(SnapshotMetrics::build(&config));
         let resilience = Arc::new(crate::resilience::RouteTable::build(&config, None));
+        let stats = Arc::new(crate::admin::status::StatsTable::build(&config, None));
+        let tracer = crate::trace::Tracer::build(&config.tracing, None);
         Self {
             version,
             config,
@@ -110,7 +116,19 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             metrics,
             resilience,
+            stats,
+            tracer,
         }
+    }
+
+    /// The status page's request rings (`GET /stats`).
+    pub fn stats(&self) -> &crate::admin::status::StatsTable {
+        &self.stats
+    }
+
+    /// The span exporter, when `[tracing] otlp` is set.
+    pub fn tracer(&self) -> Option<&crate::trace::Tracer> {
+        self.tracer.as_deref()
     }
 
     /// When this version was built.
@@ -311,8 +329,14 @@ impl Shared {
             &built.config,
             Some(&self.snapshot.load().resilience),
         );
+        // Rings and the exporter carry over the same way (by name; by target).
+        let previous = self.snapshot.load();
+        let stats = crate::admin::status::StatsTable::build(&built.config, Some(&previous.stats));
+        let tracer = crate::trace::Tracer::build(&built.config.tracing, previous.tracer.as_ref());
         let next = Arc::new(Snapshot {
             resilience: Arc::new(resilience),
+            stats: Arc::new(stats),
+            tracer,
             ..built
         });
         self.snapshot.store(Arc::clone(&next));
@@ -372,6 +396,8 @@ impl Shared {
             loaded_at: current.loaded_at,
             metrics: Arc::clone(&current.metrics),
             resilience: Arc::clone(&current.resilience),
+            stats: Arc::clone(&current.stats),
+            tracer: current.tracer.clone(),
         });
         self.snapshot.store(Arc::clone(&next));
         crate::discovery::record_endpoint_count(cluster, count);

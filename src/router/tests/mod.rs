@@ -123,6 +123,11 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
         metrics: MetricsConfig {
             max_endpoint_series: 1000,
         },
+        tracing: crate::config::TracingConfig {
+            otlp: None,
+            service_name: "switchyard".to_owned(),
+            sample_ratio: 1.0,
+        },
         listeners: listeners.iter().map(|name| listener(name)).collect(),
         routes,
         clusters,
