@@ -44,9 +44,36 @@ struct Tracked {
     consecutive_gateway: u32,
     window: Window,
     phase: Phase,
+    /// The endpoint's quiet-success count already taken into account.
+    quiet_seen: u64,
 }
 
 impl Tracked {
+    /// Takes the quiet successes counted since the last look, up to `upto`: in the window and
+    /// as the end of any run of failures. Outside closed they say nothing new (answers to
+    /// requests admitted before the ejection), as reported successes do not.
+    fn absorb(&mut self, upto: u64) {
+        let new = upto.saturating_sub(self.quiet_seen);
+        if new == 0 {
+            return;
+        }
+        self.quiet_seen = upto;
+        if self.phase == Phase::Closed {
+            self.window.record_successes(new);
+            self.consecutive_5xx = 0;
+            self.consecutive_gateway = 0;
+        }
+    }
+
+    /// Tells the request path whether a success may fire a trigger here: only while the window
+    /// holds failures (the failure rate is checked on every outcome). Otherwise successes are
+    /// counted quietly, and nothing is lost: they end failure runs in order (see `absorb`) and
+    /// the success-rate check runs on the tick, after they are taken in.
+    fn publish_watch(&self) {
+        let watch = self.phase == Phase::Closed && self.window.totals().1 > 0;
+        self.endpoint.health().set_report_successes(watch);
+    }
+
     fn reset_counts(&mut self) {
         self.consecutive_5xx = 0;
         self.consecutive_gateway = 0;
@@ -93,6 +120,7 @@ impl Ejector {
                     consecutive_gateway: 0,
                     window: Window::default(),
                     phase: Phase::Closed,
+                    quiet_seen: endpoint.health().quiet_successes(),
                 }
             });
             next.insert(endpoint.address(), tracked);
@@ -103,6 +131,14 @@ impl Ejector {
     /// Whether `address` is one of the tracked endpoints.
     pub fn tracks(&self, address: SocketAddr) -> bool {
         self.tracked.contains_key(&address)
+    }
+
+    /// Counts `address`'s quiet successes up to `upto` (the count a report carried, so those
+    /// that came before it are counted before it).
+    pub fn absorb_quiet(&mut self, address: SocketAddr, upto: u64) {
+        if let Some(t) = self.tracked.get_mut(&address) {
+            t.absorb(upto);
+        }
     }
 
     /// One attempt's outcome.
@@ -163,6 +199,7 @@ impl Ejector {
                 }
             }
         };
+        t.publish_watch();
         if let Some(trigger) = trigger {
             self.eject(address, trigger, now);
         }
@@ -205,6 +242,7 @@ impl Ejector {
             until: now + duration,
         };
         t.reset_counts();
+        t.publish_watch();
         let endpoint = &t.endpoint;
         endpoint.eject_until(epoch_ms(SystemTime::now() + duration));
         endpoint.set_breaker(BreakerPhase::Open);
@@ -247,7 +285,11 @@ impl Ejector {
     pub fn on_tick(&mut self, now: Instant) {
         let stall = self.config.base_time;
         for t in self.tracked.values_mut() {
+            // Before the bucket moves on: the successes of the bucket that ends belong in it.
+            let quiet = t.endpoint.health().quiet_successes();
+            t.absorb(quiet);
             t.window.rotate();
+            t.publish_watch();
             if let Phase::HalfOpen { since, successes } = t.phase {
                 if now.duration_since(since) >= stall && t.endpoint.health().permits() == 0 {
                     t.phase = Phase::HalfOpen {

@@ -212,3 +212,104 @@ fn surviving_endpoints_keep_their_phase_across_updates() {
     assert_eq!(eps[0].breaker(), BreakerPhase::Open);
     assert!(ej.next_deadline().is_some());
 }
+
+/// A quiet success (the request path's atomic count) as `record` produces it: counted on the
+/// endpoint, then taken in by the next report from that endpoint (which carries the count).
+fn quiet_success(endpoint: &EndpointState, times: usize) {
+    for _ in 0..times {
+        endpoint.health().count_quiet_success();
+    }
+}
+
+fn report(ejector: &mut Ejector, endpoint: &EndpointState, attempt: Attempt, now: Instant) {
+    ejector.absorb_quiet(endpoint.address(), endpoint.health().quiet_successes());
+    ejector.on_outcome(endpoint.address(), attempt, now);
+}
+
+#[test]
+fn quiet_successes_end_a_failure_run_in_order() {
+    let (mut ej, eps) = setup(4, config());
+    let now = Instant::now();
+    for _ in 0..2 {
+        report(&mut ej, &eps[0], Attempt::GatewayError, now);
+    }
+    quiet_success(&eps[0], 1);
+    for _ in 0..2 {
+        report(&mut ej, &eps[0], Attempt::GatewayError, now);
+    }
+    assert_eq!(
+        eps[0].breaker(),
+        BreakerPhase::Closed,
+        "2 + success + 2 < 3 in a row"
+    );
+    report(&mut ej, &eps[0], Attempt::GatewayError, now);
+    assert_eq!(eps[0].breaker(), BreakerPhase::Open);
+    assert_eq!(
+        eps[0].health().trigger(),
+        Some(Trigger::ConsecutiveGatewayErrors)
+    );
+}
+
+#[test]
+fn quiet_successes_count_in_the_failure_rate_and_on_tick() {
+    let mut c = config();
+    c.consecutive_5xx = 0;
+    c.consecutive_gateway_errors = 0;
+    c.failure_rate = 1.0;
+    c.success_rate_stdev = 1.0;
+    let (mut ej, eps) = setup(4, c);
+    let now = Instant::now();
+    // Endpoints 1-3 only ever succeed quietly: the tick must see their 30 requests each, or
+    // fewer than three endpoints qualify and no success-rate outlier can be found.
+    for endpoint in &eps[..3] {
+        quiet_success(endpoint, 30);
+    }
+    for _ in 0..15 {
+        quiet_success(&eps[3], 1);
+        report(&mut ej, &eps[3], Attempt::ServerError, now);
+    }
+    assert_eq!(eps[3].breaker(), BreakerPhase::Closed);
+    ej.on_tick(now);
+    assert_eq!(eps[3].breaker(), BreakerPhase::Open);
+    assert_eq!(eps[3].health().trigger(), Some(Trigger::SuccessRate));
+}
+
+#[test]
+fn quiet_successes_while_open_are_dropped_not_saved_for_later() {
+    let (mut ej, eps) = setup(4, config());
+    let now = Instant::now();
+    for _ in 0..3 {
+        report(&mut ej, &eps[0], Attempt::GatewayError, now);
+    }
+    assert_eq!(eps[0].breaker(), BreakerPhase::Open);
+    // Answers to requests admitted before the ejection.
+    quiet_success(&eps[0], 5);
+    ej.on_tick(now);
+    ej.on_deadline(now + Duration::from_secs(1));
+    assert_eq!(eps[0].breaker(), BreakerPhase::HalfOpen);
+    report(&mut ej, &eps[0], Attempt::Success, now);
+    assert_eq!(
+        eps[0].breaker(),
+        BreakerPhase::HalfOpen,
+        "one trial of three; the five old successes must not count as trials"
+    );
+}
+
+#[test]
+fn successes_are_reported_only_while_the_window_holds_failures() {
+    let (mut ej, eps) = setup(4, config());
+    let now = Instant::now();
+    assert!(!eps[0].health().reports_successes(), "a clean endpoint");
+    report(&mut ej, &eps[0], Attempt::ServerError, now);
+    assert!(
+        eps[0].health().reports_successes(),
+        "a success may now fire the failure rate"
+    );
+    for _ in 0..Window::BUCKETS {
+        ej.on_tick(now);
+    }
+    assert!(
+        !eps[0].health().reports_successes(),
+        "the failure slid out of the window"
+    );
+}

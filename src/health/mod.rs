@@ -11,7 +11,9 @@
 //! the control runtime that owns all mutable health state and publishes results into the
 //! `EndpointState` atomics. The request path calls [`admit`] (reads the breaker phase and the
 //! verdict; in half-open takes a trial permit by compare-and-swap) and [`record`] (hands the
-//! outcome to the task with a non-blocking `try_send`). This is linkerd's breaker design — a
+//! outcome to the task with a non-blocking `try_send`; a success with the breaker closed, the
+//! common case, only bumps an atomic counter the task reads on its tick, so requests do not
+//! wake the control thread). This is linkerd's breaker design — a
 //! task fed by a channel — chosen over CAS-guarded transitions on shared atomics because the
 //! triggers need per-endpoint windows and cross-endpoint statistics (success-rate outliers,
 //! `max_percent`) that are simple as owned data and hard as lock-free data.
@@ -75,11 +77,23 @@ pub fn record<B>(
         Ok(response) => Some(attempt_of_status(response.status())),
         Err(error) => attempt_of_failure(error.kind),
     };
-    if let Some(attempt) = attempt {
-        cluster.health().report(Report::Outcome {
+    match attempt {
+        // The common case costs one atomic add: the health task collects these on its own
+        // schedule (see `EndpointHealth::count_quiet_success`). Half-open trials, answers to
+        // an open breaker and successes that could fire the failure rate still go through the
+        // channel, where their order matters.
+        Some(Attempt::Success)
+            if endpoint.breaker() == BreakerPhase::Closed
+                && !endpoint.health().reports_successes() =>
+        {
+            endpoint.health().count_quiet_success();
+        }
+        Some(attempt) => cluster.health().report(Report::Outcome {
             address: endpoint.address(),
             attempt,
-        });
+            quiet: endpoint.health().quiet_successes(),
+        }),
+        None => {}
     }
 }
 

@@ -172,8 +172,9 @@ pub async fn run(
                 }
             }
             Some(report) = reports.recv() => match report {
-                Report::Outcome { address, attempt } => {
+                Report::Outcome { address, attempt, quiet } => {
                     task.catch_up(address, &shared);
+                    task.ejector.absorb_quiet(address, quiet);
                     task.ejector.on_outcome(address, attempt, Instant::now());
                 }
                 Report::Quorum { address } => {
@@ -258,6 +259,7 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
             cluster.health().report(Report::Outcome {
                 address,
                 attempt: Attempt::GatewayError,
+                quiet: 0,
             });
         }
         settle().await;
@@ -276,6 +278,7 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
         cluster.health().report(Report::Outcome {
             address,
             attempt: Attempt::Success,
+            quiet: 0,
         });
         settle().await;
         assert_eq!(endpoint.breaker(), BreakerPhase::Closed);

@@ -21,6 +21,11 @@ impl Window {
         b.1 += u64::from(failed);
     }
 
+    /// Counts `n` successes in the current bucket (the request path's quiet successes).
+    pub fn record_successes(&mut self, n: u64) {
+        self.buckets[self.current].0 += n;
+    }
+
     /// (requests, failures) over the whole window.
     pub fn totals(&self) -> (u64, u64) {
         self.buckets
