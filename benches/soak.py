@@ -186,8 +186,15 @@ def main():
     try:
         for p in (p1, p2, grpc, port, admin):
             wait_port(p)
-        idle = scrape(admin)
-        idle_tasks = metric_sum(idle, "switchyard_runtime_tasks", 'runtime="worker-')
+        # Idle baseline once start-up has settled (every worker's accept loop running): two
+        # scrapes half a second apart that agree.
+        idle_tasks, settle_end = -1.0, time.time() + 10
+        while time.time() < settle_end:
+            tasks_now = metric_sum(scrape(admin), "switchyard_runtime_tasks", 'runtime="worker-')
+            if tasks_now == idle_tasks:
+                break
+            idle_tasks = tasks_now
+            time.sleep(0.5)
         # Each worker starts its upstream pool's reaper (one task) on first use: the only task
         # that may stay after the load.
         workers = 2
