@@ -31,18 +31,24 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
      style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
 
 /// `GET /stats`: the snapshot's route and cluster rings, plus the cache's hit ratio read from
-/// `rendered` (the Prometheus text of `switchyard_cache_requests_total`), `null` when the
-/// process has no cache traffic (the page shows "cache off").
+/// `rendered` (the Prometheus text of `switchyard_cache_requests_total`): `null` without
+/// `[cache]` (the page shows "cache off"), a `null` ratio while the cache has seen no request.
 pub fn stats(snapshot: &Snapshot, rendered: Option<&str>) -> Value {
     let now = SystemTime::now();
     let mut view = snapshot.stats().view(now);
     view["now"] = json!(super::views::rfc3339(now));
-    view["cache"] = rendered.and_then(cache).unwrap_or(Value::Null);
+    view["cache"] = match snapshot.config().cache {
+        Some(_) => rendered
+            .and_then(cache)
+            .unwrap_or_else(|| json!({ "hit_ratio": null, "requests": {} })),
+        None => Value::Null,
+    };
     view
 }
 
 /// The cache's request counts by `result`, and hits over all of them. Read from the scrape
-/// text rather than from the cache itself so `/stats` shows exactly what `/metrics` does.
+/// text rather than from the cache itself so `/stats` shows exactly what `/metrics` does (and,
+/// like `/metrics`, counts every proxy of a process together).
 fn cache(rendered: &str) -> Option<Value> {
     const PREFIX: &str = "switchyard_cache_requests_total{";
     let mut results = serde_json::Map::new();

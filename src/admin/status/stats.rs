@@ -1,8 +1,9 @@
 //! The per-route and per-cluster [`Ring`]s of one proxy, and the `GET /stats` document.
 //!
 //! The table lives in the snapshot (built with it, so the request path finds a route's ring by
-//! index without a lookup structure of its own) and hands its rings on to the next snapshot by
-//! name: a reload keeps the last five minutes of every route and cluster it keeps.
+//! index, and its cluster's ring among the one or few clusters that route targets, without a
+//! map lookup) and hands its rings on to the next snapshot by name: a reload keeps the last
+//! five minutes of every route and cluster it keeps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,26 +22,25 @@ const HEADLINE_BUCKETS: usize = 6;
 /// The rings of every route (by config index) and cluster (by name).
 #[derive(Debug, Default)]
 pub struct StatsTable {
-    /// `(route name, listener, ring)` in config order.
-    routes: Vec<(String, String, Arc<Ring>)>,
+    /// In config order.
+    routes: Vec<RouteRings>,
     clusters: BTreeMap<String, Arc<Ring>>,
+}
+
+/// One route's ring, and the rings of the clusters it can pick (shared with `clusters`).
+#[derive(Debug)]
+struct RouteRings {
+    name: String,
+    listener: String,
+    ring: Arc<Ring>,
+    targets: Vec<(String, Arc<Ring>)>,
 }
 
 impl StatsTable {
     /// Rings for `config`'s routes and clusters, taking over `previous`'s ring for every name
     /// that stays.
     pub fn build(config: &Config, previous: Option<&StatsTable>) -> Self {
-        let route_ring = |name: &str| {
-            previous
-                .and_then(|p| p.routes.iter().find(|(n, _, _)| n == name))
-                .map_or_else(Arc::default, |(_, _, ring)| Arc::clone(ring))
-        };
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| (r.name.clone(), r.listener.clone(), route_ring(&r.name)))
-            .collect();
-        let clusters = config
+        let clusters: BTreeMap<String, Arc<Ring>> = config
             .clusters
             .keys()
             .map(|name| {
@@ -48,6 +48,32 @@ impl StatsTable {
                     .and_then(|p| p.clusters.get(name))
                     .map_or_else(Arc::default, Arc::clone);
                 (name.clone(), ring)
+            })
+            .collect();
+        let route_ring = |name: &str| {
+            previous
+                .and_then(|p| p.routes.iter().find(|r| r.name == name))
+                .map_or_else(Arc::default, |r| Arc::clone(&r.ring))
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let targets = match &r.target {
+                    crate::config::RouteTarget::Cluster(c) => vec![c.as_str()],
+                    crate::config::RouteTarget::Split(arms) => {
+                        arms.iter().map(|a| a.cluster.as_str()).collect()
+                    }
+                };
+                RouteRings {
+                    name: r.name.clone(),
+                    listener: r.listener.clone(),
+                    ring: route_ring(&r.name),
+                    targets: targets
+                        .into_iter()
+                        .filter_map(|c| Some((c.to_owned(), Arc::clone(clusters.get(c)?))))
+                        .collect(),
+                }
             })
             .collect();
         Self { routes, clusters }
@@ -61,15 +87,15 @@ impl StatsTable {
         status: StatusCode,
         elapsed: Duration,
     ) {
-        if route.is_none() && cluster.is_none() {
+        // Requests that matched no route (404) belong to no route or cluster.
+        let Some(route) = route.and_then(|i| self.routes.get(i)) else {
             return;
-        }
+        };
         let now = SystemTime::now();
         let error = status.is_server_error();
-        if let Some((_, _, ring)) = route.and_then(|i| self.routes.get(i)) {
-            ring.record(now, error, elapsed);
-        }
-        if let Some(ring) = cluster.and_then(|c| self.clusters.get(c)) {
+        route.ring.record(now, error, elapsed);
+        let target = cluster.and_then(|c| route.targets.iter().find(|(name, _)| name == c));
+        if let Some((_, ring)) = target {
             ring.record(now, error, elapsed);
         }
     }
@@ -80,10 +106,10 @@ impl StatsTable {
         let routes: Vec<Value> = self
             .routes
             .iter()
-            .map(|(name, listener, ring)| {
-                let mut v = ring_view(ring, now);
-                v["name"] = json!(name);
-                v["listener"] = json!(listener);
+            .map(|r| {
+                let mut v = ring_view(&r.ring, now);
+                v["name"] = json!(r.name);
+                v["listener"] = json!(r.listener);
                 v
             })
             .collect();
