@@ -200,6 +200,27 @@ fn describe() {
         Unit::Count,
         "Request spans for the OTLP exporter, by result: exported, dropped (queue full), failed (collector refused or unreachable)."
     );
+    // Response cache (issue 11).
+    describe_counter!(
+        "switchyard_cache_requests_total",
+        Unit::Count,
+        "Requests on cached routes by result: hit, miss (fetched and stored), stale (served stale), revalidated (304 from upstream), bypass (not cacheable request), uncacheable (fetched, not storable)."
+    );
+    describe_gauge!(
+        "switchyard_cache_bytes",
+        Unit::Bytes,
+        "Bytes held by the response cache (bodies, headers, keys, per-object overhead); bounded by [cache] max_bytes."
+    );
+    describe_gauge!(
+        "switchyard_cache_entries",
+        Unit::Count,
+        "URLs held by the response cache (all Vary variants of a URL count once)."
+    );
+    describe_counter!(
+        "switchyard_cache_evictions_total",
+        Unit::Count,
+        "Responses evicted (or refused admission) to keep the cache within [cache] max_bytes."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."

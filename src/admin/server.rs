@@ -80,6 +80,15 @@ pub fn spawn(
                                 super::reload::answer(&state, req.method()).await,
                             );
                         }
+                        if req.uri().path() == "/cache/purge" {
+                            let snapshot = state.shared.snapshot();
+                            let (status, body) = crate::cache::purge::admin_answer(
+                                snapshot.cache().map(|c| &**c),
+                                req.method(),
+                                req.uri().query(),
+                            );
+                            return Ok::<_, Infallible>(json(status, &body));
+                        }
                         Ok::<_, Infallible>(handle(&state, &req))
                     }
                 });

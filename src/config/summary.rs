@@ -66,17 +66,10 @@ impl Config {
     /// each, so nothing in a config is silently ignored.
     pub fn inactive_features(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut note = |what: String| out.push(format!("{what} is not active yet"));
 
         // [admin], [log] access/access_sample, [metrics] and shutdown_delay are active (issue 5).
         // Listener tls, match.client_identity and cluster tls are active (issue 13).
-        for r in &self.routes {
-            let route = format!("route {}", r.name);
-            // retry, hedge and debug_headers are active (issue 8).
-            if r.cache {
-                note(format!("{route}: cache"));
-            }
-        }
+        // Route retry, hedge and debug_headers (issue 8) and cache (issue 11) are active.
         for c in self.clusters.values() {
             let cluster = format!("cluster {}", c.name);
             let mut note = |what: String| out.push(format!("{what} is not active yet"));
@@ -86,10 +79,8 @@ impl Config {
             }
             // health_check, outlier_detection, circuit_breaker, panic_threshold: active (issue 7).
         }
+        // [cache] is active (issue 11).
         let mut note = |what: &str| out.push(format!("{what} is not active yet"));
-        if self.cache.is_some() {
-            note("[cache]");
-        }
         if self.mesh.is_some() {
             note("[mesh]");
         }

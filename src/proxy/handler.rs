@@ -107,7 +107,32 @@ async fn forward(
             .ok_or(ProxyError::NoRoute)?
     };
     facts.route = Some(routed.index);
+    let cache = crate::cache::Layer::new(snapshot, routed.route.config(), ctx, host.as_deref(), &parts);
+    if let Some(cache) = cache {
+        // Boxed: the cache layer's state would otherwise size every request's future, cached
+        // route or not (it is moved and held per request).
+        let served = cache.serve(parts, body, move |parts, body| {
+            exchange(ctx, snapshot, routed, host, parts, body, facts)
+        });
+        return Box::pin(served).await;
+    }
     exchange(ctx, snapshot, routed, host, parts, body, facts).await
+}
+
+/// Sends `parts` (no body) through the current snapshot's route to the upstream, skipping the
+/// cache: the response cache's background refresh. Boxed, because it runs `forward` inside a
+/// task that `forward` itself spawns.
+pub(crate) fn refetch(
+    ctx: ConnContext,
+    parts: Parts,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>
+{
+    Box::pin(async move {
+        let snapshot = ctx.shared.snapshot();
+        let mut facts = RequestFacts::default();
+        let body = crate::upstream::empty_body();
+        forward(&ctx, &snapshot, parts, body, &mut facts).await
+    })
 }
 
 /// Everything after routing: cluster, limits, the upstream head, the attempt loop and the

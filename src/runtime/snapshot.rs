@@ -39,6 +39,9 @@ pub struct Snapshot {
     stats: Arc<crate::admin::status::StatsTable>,
     /// The OTLP exporter `[tracing] otlp` asks for, kept across reloads that keep it.
     tracer: Option<Arc<crate::trace::Tracer>>,
+    /// The response cache (`[cache]`): one per process, handed from snapshot to snapshot while
+    /// `[cache]` stays the same (see `cache::Cache::follow`).
+    cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
@@ -107,6 +110,7 @@ impl Snapshot {
         let resilience = Arc::new(crate::resilience::RouteTable::build(&config, None));
         let stats = Arc::new(crate::admin::status::StatsTable::build(&config, None));
         let tracer = crate::trace::Tracer::build(&config.tracing, None);
+        let cache = crate::cache::Cache::follow(None, config.cache.as_ref());
         Self {
             version,
             config,
@@ -118,7 +122,13 @@ impl Snapshot {
             resilience,
             stats,
             tracer,
+            cache,
         }
+    }
+
+    /// The response cache, when `[cache]` is configured.
+    pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        self.cache.as_ref()
     }
 
     /// The status page's request rings (`GET /stats`).
@@ -333,10 +343,13 @@ impl Shared {
         let previous = self.snapshot.load();
         let stats = crate::admin::status::StatsTable::build(&built.config, Some(&previous.stats));
         let tracer = crate::trace::Tracer::build(&built.config.tracing, previous.tracer.as_ref());
+        // An unchanged `[cache]` keeps the running cache and its contents.
+        let cache = crate::cache::Cache::follow(previous.cache.as_ref(), built.config.cache.as_ref());
         let next = Arc::new(Snapshot {
             resilience: Arc::new(resilience),
             stats: Arc::new(stats),
             tracer,
+            cache,
             ..built
         });
         self.snapshot.store(Arc::clone(&next));
@@ -398,6 +411,7 @@ impl Shared {
             resilience: Arc::clone(&current.resilience),
             stats: Arc::clone(&current.stats),
             tracer: current.tracer.clone(),
+            cache: current.cache.clone(),
         });
         self.snapshot.store(Arc::clone(&next));
         crate::discovery::record_endpoint_count(cluster, count);

@@ -1,0 +1,569 @@
+//! The cache's place in the request path: look up, then serve, validate or fetch (RFC 9111 §4).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+
+use super::coalesce::{self, Flight, Join};
+use super::key::{self, Variant};
+use super::policy::{conditional, freshness, Directives, Reuse};
+use super::status::{self, Fwd, Outcome};
+use super::store::Stored;
+use super::tee::{self, Pending};
+use super::{invalidate, revalidate, Cache, Refresh};
+use crate::config::RouteConfig;
+use crate::proxy::body::{self, ProxyBody};
+use crate::proxy::error::ProxyError;
+use crate::proxy::handler::ConnContext;
+use crate::runtime::Snapshot;
+
+/// How long a request waits for another's fetch of the same URL when its route has no
+/// `timeout`; after it, it fetches on its own.
+const DEFAULT_WAIT: Duration = Duration::from_secs(15);
+
+/// The result of an upstream exchange.
+pub type Fetched = Result<Response<ProxyBody>, ProxyError>;
+
+/// The cache's view of one request on a route it applies to.
+#[derive(Debug)]
+pub struct Layer<'a> {
+    cache: &'a Arc<Cache>,
+    ctx: &'a ConnContext,
+    key: String,
+    wait: Duration,
+    /// `false` for an unsafe request on a route without `cache = true`: it still invalidates
+    /// (another route may have cached the URL) but gets no `Cache-Status`.
+    route_cached: bool,
+}
+
+/// What the store has for a request.
+enum Found {
+    Entry(Arc<Stored>),
+    /// Nothing for the URL.
+    None,
+    /// Variants of the URL, none for this request.
+    Other,
+}
+
+impl<'a> Layer<'a> {
+    /// The cache layer for a routed request, or `None` when the cache has nothing to do with it
+    /// (no `[cache]`, a route without `cache = true` and a safe method, or the cache's own
+    /// background refresh).
+    pub fn new(
+        snapshot: &'a Snapshot,
+        route: &RouteConfig,
+        ctx: &'a ConnContext,
+        host: Option<&str>,
+        parts: &Parts,
+    ) -> Option<Self> {
+        let cache = snapshot.cache()?;
+        if !route.cache && !invalidate::is_unsafe(&parts.method) {
+            return None;
+        }
+        if parts.extensions.get::<Refresh>().is_some() {
+            return None;
+        }
+        Some(Self {
+            cache,
+            ctx,
+            key: key::primary(ctx.tls, host, parts),
+            wait: route.timeout.unwrap_or(DEFAULT_WAIT),
+            route_cached: route.cache,
+        })
+    }
+
+    /// Answers the request from the store, or through `fetch` (the upstream exchange), storing
+    /// what may be stored.
+    pub async fn serve<F, Fut>(self, parts: Parts, body: crate::upstream::Body, fetch: F) -> Fetched
+    where
+        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        let cache = self.cache;
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return self.other_method(parts, body, fetch).await;
+        }
+        if bypassed(&parts.headers) {
+            cache.counters.record(Outcome::Bypass);
+            let mut response = fetch(parts, body).await?;
+            status::set(response.headers_mut(), status::BYPASS.clone());
+            return Ok(response);
+        }
+        let request = freshness::request_directives(&parts.headers);
+        let authorized = parts.headers.contains_key(header::AUTHORIZATION);
+        let fwd = match lookup(cache, &self.key, &parts.headers, authorized) {
+            Found::Entry(stored) => {
+                let age = stored.age(Instant::now());
+                let staleness = age.saturating_sub(stored.lifetime);
+                match freshness::reuse(age, stored.lifetime, &stored.directives, &request) {
+                    Reuse::Fresh => {
+                        return Ok(respond(
+                            cache,
+                            &stored,
+                            &parts,
+                            age,
+                            status::HIT.clone(),
+                            Outcome::Hit,
+                        ));
+                    }
+                    Reuse::StaleAllowed => {
+                        let value = status::stale_hit(staleness, "max-stale");
+                        return Ok(respond(cache, &stored, &parts, age, value, Outcome::Stale));
+                    }
+                    Reuse::StaleWhileRevalidate => {
+                        let value = status::stale_hit(staleness, "stale-while-revalidate");
+                        let response = respond(cache, &stored, &parts, age, value, Outcome::Stale);
+                        revalidate::refresh_in_background(
+                            cache, self.ctx, &self.key, &stored, parts,
+                        );
+                        return Ok(response);
+                    }
+                    Reuse::Validate if request.only_if_cached => {
+                        return Ok(only_if_cached(cache));
+                    }
+                    Reuse::Validate => {
+                        let fwd = if stored.lifetime > age {
+                            Fwd::Request
+                        } else {
+                            Fwd::Stale
+                        };
+                        return self
+                            .validate(stored, age, fwd, request, parts, body, fetch)
+                            .await;
+                    }
+                }
+            }
+            Found::None => Fwd::UriMiss,
+            Found::Other => Fwd::VaryMiss,
+        };
+        if request.only_if_cached {
+            return Ok(only_if_cached(cache));
+        }
+        self.miss(fwd, request, authorized, parts, body, fetch)
+            .await
+    }
+
+    /// Not in the store (or no variant for this request): fetch, coalescing concurrent GETs.
+    async fn miss<F, Fut>(
+        self,
+        fwd: Fwd,
+        request: Directives,
+        authorized: bool,
+        parts: Parts,
+        body: crate::upstream::Body,
+        fetch: F,
+    ) -> Fetched
+    where
+        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        let cache = self.cache;
+        let coalescable = parts.method == Method::GET && !request.no_store;
+        let mut flight = None;
+        if coalescable {
+            match coalesce::join(&cache.flights, &self.key) {
+                Join::Leader(claim) => {
+                    // A fetch may have ended between our lookup and the claim.
+                    if let Some(response) =
+                        fresh_hit(cache, &self.key, &parts, &request, authorized, &status::HIT)
+                    {
+                        return Ok(response);
+                    }
+                    flight = Some(claim);
+                }
+                Join::Follower(rx) => {
+                    coalesce::wait(rx, self.wait).await;
+                    if let Some(response) = fresh_hit(
+                        cache,
+                        &self.key,
+                        &parts,
+                        &request,
+                        authorized,
+                        &status::HIT_COLLAPSED,
+                    ) {
+                        return Ok(response);
+                    }
+                    // Uncacheable, failed or too slow: go upstream on our own.
+                }
+            }
+        }
+        let request_headers = parts.headers.clone();
+        let method = parts.method.clone();
+        let request_time = SystemTime::now();
+        let response = fetch(parts, body).await?;
+        Ok(self.store_or_pass(
+            Fetch {
+                fwd,
+                status: None,
+                request_time,
+                method,
+                request,
+                authorized,
+                flight,
+            },
+            &request_headers,
+            response,
+        ))
+    }
+
+    /// A stored response that needs validation: a conditional request with its validators.
+    #[allow(clippy::too_many_arguments)]
+    async fn validate<F, Fut>(
+        self,
+        stored: Arc<Stored>,
+        age: u64,
+        fwd: Fwd,
+        request: Directives,
+        mut parts: Parts,
+        body: crate::upstream::Body,
+        fetch: F,
+    ) -> Fetched
+    where
+        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        let cache = self.cache;
+        let client = ClientRequest {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+        };
+        conditional::set_validators(&mut parts.headers, &stored.headers);
+        let stale_if_error = freshness::stale_if_error(age, stored.lifetime, &stored.directives);
+        let stale_status =
+            |status: Option<u16>| status::forwarded(fwd, status, false, Some("stale-if-error"));
+        let request_time = SystemTime::now();
+        let response = match fetch(parts, body).await {
+            Ok(response) => response,
+            Err(error) if stale_if_error => {
+                tracing::debug!(%error, key = %self.key, "upstream failed: serving stale (stale-if-error)");
+                let age = stored.age(Instant::now());
+                return Ok(respond_to(
+                    cache,
+                    &stored,
+                    &client,
+                    age,
+                    stale_status(None),
+                    Outcome::Stale,
+                ));
+            }
+            Err(error) => return Err(error),
+        };
+        let code = response.status();
+        if code == StatusCode::NOT_MODIFIED {
+            let fresh =
+                revalidate::freshen(&stored, response.headers(), request_time, SystemTime::now());
+            revalidate::keep(cache, &self.key, &stored, &fresh);
+            let age = fresh.age(Instant::now());
+            let value = status::forwarded(fwd, Some(304), false, None);
+            return Ok(respond_to(
+                cache,
+                &fresh,
+                &client,
+                age,
+                value,
+                Outcome::Revalidated,
+            ));
+        }
+        if code.is_server_error() && stale_if_error {
+            let age = stored.age(Instant::now());
+            let value = stale_status(Some(code.as_u16()));
+            return Ok(respond_to(
+                cache,
+                &stored,
+                &client,
+                age,
+                value,
+                Outcome::Stale,
+            ));
+        }
+        let authorized = client.headers.contains_key(header::AUTHORIZATION);
+        let step = Fetch {
+            fwd,
+            status: Some(code.as_u16()),
+            request_time,
+            method: client.method,
+            request,
+            authorized,
+            flight: None,
+        };
+        Ok(self.store_or_pass(step, &client.headers, response))
+    }
+
+    /// A fetched response: stored while it streams if §3 allows, else passed through.
+    fn store_or_pass(
+        &self,
+        step: Fetch,
+        request_headers: &HeaderMap,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let cache = self.cache;
+        let (mut head, body) = response.into_parts();
+        let verdict = admit(cache, &step, &head);
+        match verdict {
+            Ok((directives, lifetime)) => {
+                let mut headers = head.headers.clone();
+                headers.remove(header::AGE);
+                let response_time = SystemTime::now();
+                let template = Stored {
+                    status: head.status,
+                    initial_age: freshness::initial_age(
+                        &head.headers,
+                        step.request_time,
+                        response_time,
+                    ),
+                    headers,
+                    body: Bytes::new(),
+                    directives,
+                    lifetime,
+                    received: Instant::now(),
+                    variant: Variant::capture(&head.headers, request_headers),
+                    authorized_ok: freshness::allows_authorized(&directives),
+                };
+                let expected = head
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse().ok());
+                cache.counters.record(Outcome::Miss);
+                status::set(
+                    &mut head.headers,
+                    status::forwarded(step.fwd, step.status, true, None),
+                );
+                let pending = Pending {
+                    cache: Arc::clone(cache),
+                    key: self.key.clone(),
+                    template,
+                    expected,
+                    flight: step.flight,
+                };
+                Response::from_parts(head, tee::store_while_streaming(body, pending))
+            }
+            Err(reason) => {
+                // Waiters go upstream themselves now.
+                drop(step.flight);
+                let outcome = if step.method == Method::HEAD {
+                    Outcome::Miss
+                } else {
+                    Outcome::Uncacheable
+                };
+                cache.counters.record(outcome);
+                status::set(
+                    &mut head.headers,
+                    status::forwarded(step.fwd, step.status, false, Some(reason)),
+                );
+                Response::from_parts(head, body)
+            }
+        }
+    }
+
+    /// Methods other than GET and HEAD go upstream; unsafe ones invalidate on success (§4.4).
+    async fn other_method<F, Fut>(
+        self,
+        parts: Parts,
+        body: crate::upstream::Body,
+        fetch: F,
+    ) -> Fetched
+    where
+        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        let unsafe_method = invalidate::is_unsafe(&parts.method);
+        let mut response = fetch(parts, body).await?;
+        if unsafe_method {
+            invalidate::after_unsafe(self.cache, &self.key, response.status(), response.headers());
+        }
+        if self.route_cached {
+            self.cache.counters.record(Outcome::Bypass);
+            status::set(response.headers_mut(), status::METHOD.clone());
+        }
+        Ok(response)
+    }
+}
+
+/// What a fetch was, for deciding what to do with its response.
+struct Fetch {
+    fwd: Fwd,
+    /// The upstream status for `fwd-status` (validations only; a plain miss leaves it out).
+    status: Option<u16>,
+    request_time: SystemTime,
+    method: Method,
+    request: Directives,
+    authorized: bool,
+    flight: Option<Flight>,
+}
+
+/// The request facts a stored response is served against.
+struct ClientRequest {
+    method: Method,
+    headers: HeaderMap,
+}
+
+/// §3 plus our limits: the directives and lifetime to store with, or why not.
+fn admit(
+    cache: &Cache,
+    step: &Fetch,
+    head: &http::response::Parts,
+) -> Result<(Directives, u64), &'static str> {
+    if step.method != Method::GET {
+        return Err("head");
+    }
+    let (directives, cdn) = freshness::response_directives(&head.headers);
+    freshness::storable(
+        &step.request,
+        step.authorized,
+        head.status,
+        &directives,
+        cdn,
+        &head.headers,
+    )?;
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cache.config.max_object) {
+        return Err("too-large");
+    }
+    let lifetime = freshness::lifetime(
+        head.status,
+        &directives,
+        cdn,
+        &head.headers,
+        SystemTime::now(),
+    );
+    // Never reusable without validation, and nothing to validate with: storing it is useless.
+    let reusable = lifetime > 0
+        || conditional::has_validator(&head.headers)
+        || directives.stale_if_error.is_some()
+        || directives.stale_while_revalidate.is_some();
+    if !reusable {
+        return Err("no-freshness");
+    }
+    Ok((directives, lifetime))
+}
+
+/// Requests this cache passes through untouched: ranges (it does not slice stored bodies) and
+/// protocol upgrades.
+fn bypassed(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::RANGE) || headers.contains_key(header::UPGRADE)
+}
+
+fn lookup(cache: &Cache, key: &str, headers: &HeaderMap, authorized: bool) -> Found {
+    let Some(slot) = cache.store.get(key) else {
+        return Found::None;
+    };
+    slot.variants
+        .iter()
+        // §3.5 (conservatively, both ways): a request with credentials is only answered by a
+        // response that allows it, even one stored for another request.
+        .find(|v| (!authorized || v.authorized_ok) && v.variant.matches(headers))
+        .map_or(Found::Other, |v| Found::Entry(Arc::clone(v)))
+}
+
+/// A response a request may take as is, now (after a coalesced fetch, or a lost race).
+fn fresh_hit(
+    cache: &Cache,
+    key: &str,
+    parts: &Parts,
+    request: &Directives,
+    authorized: bool,
+    value: &HeaderValue,
+) -> Option<Response<ProxyBody>> {
+    let Found::Entry(stored) = lookup(cache, key, &parts.headers, authorized) else {
+        return None;
+    };
+    let age = stored.age(Instant::now());
+    (freshness::reuse(age, stored.lifetime, &stored.directives, request) == Reuse::Fresh)
+        .then(|| respond(cache, &stored, parts, age, value.clone(), Outcome::Hit))
+}
+
+fn respond(
+    cache: &Cache,
+    stored: &Stored,
+    parts: &Parts,
+    age: u64,
+    value: HeaderValue,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
+    build(
+        cache,
+        stored,
+        &parts.method,
+        &parts.headers,
+        age,
+        value,
+        outcome,
+    )
+}
+
+fn respond_to(
+    cache: &Cache,
+    stored: &Stored,
+    client: &ClientRequest,
+    age: u64,
+    value: HeaderValue,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
+    build(
+        cache,
+        stored,
+        &client.method,
+        &client.headers,
+        age,
+        value,
+        outcome,
+    )
+}
+
+/// A response from the store: its headers with `Age` (§5.1) and `Cache-Status`; 304 when the
+/// client's own conditionals hold (§4.3.2); no body for HEAD.
+fn build(
+    cache: &Cache,
+    stored: &Stored,
+    method: &Method,
+    request: &HeaderMap,
+    age: u64,
+    value: HeaderValue,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
+    cache.counters.record(outcome);
+    let conditional = request.contains_key(header::IF_NONE_MATCH)
+        || request.contains_key(header::IF_MODIFIED_SINCE);
+    let not_modified = conditional
+        && stored.status == StatusCode::OK
+        && conditional::not_modified(request, &stored.headers);
+    let mut headers = stored.headers.clone();
+    headers.insert(header::AGE, HeaderValue::from(age));
+    status::set(&mut headers, value);
+    let (code, body) = if not_modified {
+        headers.remove(header::CONTENT_LENGTH);
+        (StatusCode::NOT_MODIFIED, body::full(Bytes::new()))
+    } else if *method == Method::HEAD {
+        (stored.status, body::full(Bytes::new()))
+    } else {
+        (stored.status, body::full(stored.body.clone()))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = code;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// RFC 9111 §5.2.1.7: nothing usable stored and the client will not have us forward: 504.
+fn only_if_cached(cache: &Cache) -> Response<ProxyBody> {
+    cache.counters.record(Outcome::Bypass);
+    let mut response = Response::new(body::full("not in cache\n"));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    status::set(headers, status::ONLY_IF_CACHED.clone());
+    response
+}
