@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::backend::Action;
 use support::backend::{Backend, Behavior};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::launcher::BinProcess;
@@ -45,15 +46,19 @@ struct Vitals {
 /// is out of reach, so every request meets the fault. `route` is appended to the route table
 /// (route keys) and `tail` to the file (sections).
 fn start(endpoint: SocketAddr, route: &str, tail: &str) -> Running {
-    start_with(endpoint, route, tail, |cmd| cmd)
+    start_with(&[endpoint], route, tail, |cmd| cmd)
 }
 
+/// [`start`] with several endpoints and a hook to wrap the command (e.g. in a shell that sets
+/// limits). `tail` goes right after the cluster table, so it may hold cluster keys too.
 fn start_with(
-    endpoint: SocketAddr,
+    endpoints: &[SocketAddr],
     route: &str,
     tail: &str,
     wrap: impl FnOnce(std::process::Command) -> std::process::Command,
 ) -> Running {
+    let endpoints: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    let endpoints = endpoints.join(", ");
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join("switchyard.toml");
     std::fs::write(
@@ -76,7 +81,7 @@ cluster = "app"
 {route}
 
 [clusters.app]
-endpoints = ["{endpoint}"]
+endpoints = [{endpoints}]
 pool = {{ idle_timeout = "200ms" }}
 outlier_detection = {{ consecutive_5xx = 1000, consecutive_gateway_errors = 1000, failure_rate = 1.0, min_requests = 1000 }}
 
@@ -388,7 +393,7 @@ fn a_client_half_closing_after_its_request_still_gets_the_response() {
 #[test]
 fn out_of_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
     let backend = Backend::start(Behavior::fixed(200, "ok"));
-    let proxy = start_with(backend.addr(), "", "", |cmd| {
+    let proxy = start_with(&[backend.addr()], "", "", |cmd| {
         // `ulimit -n 256` before exec: the proxy's own raise stops at this hard limit.
         let program = cmd.get_program().to_string_lossy().into_owned();
         let args: Vec<String> = cmd
@@ -480,4 +485,58 @@ fn ten_thousand_idle_connections_are_held_and_the_admin_api_answers() {
         "no 200 after the idle connections left"
     );
     proxy.assert_back_to(idle, "ten thousand idle connections");
+}
+
+#[test]
+fn a_5xx_burst_on_one_endpoint_is_retried_onto_the_sound_one() {
+    // The first 30 requests the bursting endpoint sees get 503, then it recovers.
+    let bursting = Backend::start(Behavior::script(|_, n| {
+        if n < 30 {
+            Action::respond(503, "burst")
+        } else {
+            Action::respond(200, "recovered")
+        }
+    }));
+    let sound = Backend::start(Behavior::fixed(200, "sound"));
+    let proxy = start_with(
+        &[bursting.addr(), sound.addr()],
+        // A budget that covers the whole burst: the default (20 %, 10 a second) would rightly
+        // refuse retries for half of these requests.
+        "retry = { attempts = 2, on = [\"5xx\"], budget = { ratio = 1.0, min_per_sec = 100 } }",
+        "",
+        |cmd| cmd,
+    );
+    let idle = proxy.idle();
+    for i in 0..60 {
+        assert_eq!(get_status(proxy.proxy, "/"), 200, "request {i}");
+    }
+    assert!(bursting.request_count() > 0, "the burst was never met");
+    proxy.assert_back_to(idle, "a 5xx burst");
+}
+
+#[test]
+fn an_h2_upstream_sending_goaway_mid_load_loses_no_request() {
+    // The h2 server runs on its own runtime's worker threads while this test blocks.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (backend, connections) = runtime.block_on(support::h2_server::goaway_backend(5));
+    let proxy = start_with(&[backend], "", "protocol = \"h2\"", |cmd| cmd);
+    let idle = proxy.idle();
+    // 6 rounds of 8 concurrent requests: GOAWAYs land while streams are in flight.
+    for round in 0..6 {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = proxy.proxy;
+                std::thread::spawn(move || get_status(addr, "/"))
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.join().expect("client thread"), 200, "round {round}");
+        }
+    }
+    let opened = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened >= 5,
+        "only {opened} connections: were GOAWAYs ignored?"
+    );
+    proxy.assert_back_to(idle, "GOAWAYs");
 }

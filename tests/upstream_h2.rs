@@ -6,8 +6,7 @@ mod support;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -54,34 +53,9 @@ async fn concurrent_requests_multiplex_on_one_connection() {
     proxy.shutdown();
 }
 
-/// An h2 server that answers `ok` and ends every connection with a GOAWAY after `per_conn`
-/// streams (graceful: streams it accepted are still answered, later ones are refused).
-async fn goaway_backend(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    support::tcp_server::bind_counting(move |stream| async move {
-        let Ok(mut conn) = h2::server::handshake(stream).await else {
-            return;
-        };
-        let mut served = 0;
-        // Bounded by the client: `accept` ends once the connection closes.
-        while let Some(Ok((_req, mut respond))) = conn.accept().await {
-            served += 1;
-            if served == per_conn {
-                conn.graceful_shutdown();
-            }
-            tokio::spawn(async move {
-                let Ok(mut send) = respond.send_response(Response::new(()), false) else {
-                    return;
-                };
-                let _ = send.send_data(Bytes::from_static(b"ok"), true);
-            });
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_mid_load_loses_no_request() {
-    let (backend, connections) = goaway_backend(7).await;
+    let (backend, connections) = support::h2_server::goaway_backend(7).await;
     let proxy = start(backend, 1);
     let http = HttpClient::http1();
     // 10 rounds of 10 concurrent requests: GOAWAYs land while streams are in flight.

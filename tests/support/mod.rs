@@ -13,6 +13,7 @@ pub mod backend;
 pub mod dns;
 pub mod etcd;
 pub mod fault_proxy;
+pub mod h2_server;
 pub mod http_client;
 pub mod launcher;
 pub mod raw_client;
