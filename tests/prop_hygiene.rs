@@ -221,7 +221,7 @@ proptest! {
         for cut in 0..bytes.len() {
             match check(&bytes[..cut], &limits()) {
                 Ok(None) => {}
-                Err(reject) => prop_assert_eq!(Err(reject), whole.clone()),
+                Err(reject) => prop_assert_eq!(Err(reject), whole),
                 Ok(Some(head)) => prop_assert!(false, "prefix {cut} parsed as {head:?}"),
             }
         }
