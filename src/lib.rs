@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod health;
+pub mod mesh;
 pub mod proxy;
 pub mod resilience;
 pub mod router;

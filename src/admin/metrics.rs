@@ -189,17 +189,6 @@ fn describe() {
         Unit::Count,
         "Hedging events by route and result: sent, won (a hedge answered first), cancelled (a losing attempt dropped), denied (budget)."
     );
-    // Observability (issue 15).
-    describe_gauge!(
-        METRIC_SERIES,
-        Unit::Count,
-        "Series (sample lines) in the previous /metrics scrape: the scrape's cardinality, which [metrics] max_endpoint_series bounds."
-    );
-    describe_counter!(
-        crate::trace::SPANS_TOTAL,
-        Unit::Count,
-        "Request spans for the OTLP exporter, by result: exported, dropped (queue full), failed (collector refused or unreachable)."
-    );
     // Response cache (issue 11).
     describe_counter!(
         "switchyard_cache_requests_total",
@@ -229,6 +218,43 @@ fn describe() {
         super::runtime_tasks::RUNTIME_TASKS,
         Unit::Count,
         "Tasks alive per runtime (worker-N, control), read at each scrape: flat under steady load, back to its idle value after; growth without load is a leak."
+    );
+    // Observability (issue 15).
+    describe_gauge!(
+        METRIC_SERIES,
+        Unit::Count,
+        "Series (sample lines) in the previous /metrics scrape: the scrape's cardinality, which [metrics] max_endpoint_series bounds."
+    );
+    describe_counter!(
+        crate::trace::SPANS_TOTAL,
+        Unit::Count,
+        "Request spans for the OTLP exporter, by result: exported, dropped (queue full), failed (collector refused or unreachable)."
+    );
+    // Mesh (issue 12).
+    describe_gauge!(
+        crate::mesh::MEMBERS,
+        Unit::Count,
+        "Mesh members this sidecar knows, by state: alive, suspect, dead, left (itself counted alive)."
+    );
+    describe_counter!(
+        crate::mesh::MESSAGES_TOTAL,
+        Unit::Count,
+        "Mesh datagrams, by direction: in (received, before authentication), out (sent)."
+    );
+    describe_counter!(
+        crate::mesh::BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of mesh datagrams (sealed), by direction: in, out."
+    );
+    describe_counter!(
+        crate::mesh::REJECTED_TOTAL,
+        Unit::Count,
+        "Mesh datagrams dropped: no configured key opens them, replayed, outside the timestamp window, or malformed."
+    );
+    describe_counter!(
+        crate::mesh::purge::PURGES_TOTAL,
+        Unit::Count,
+        "Cache purges received from mesh peers and run here."
     );
 }
 

@@ -33,6 +33,8 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     /// `POST /reload`, and the last reload error `/config` shows.
     pub reload: crate::runtime::ReloadHandle,
+    /// The mesh member for `/mesh/members` and purges, when `[mesh]` is configured.
+    pub mesh: Option<crate::mesh::MeshHandle>,
 }
 
 /// Binds the admin address (port 0 allowed) without serving yet, so a bind error surfaces from
@@ -119,6 +121,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
             | "/explain"
             | "/stats"
             | "/"
+            | "/mesh/members"
     );
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -161,6 +164,10 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
             )
         }
         "/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
+        "/mesh/members" => match &state.mesh {
+            Some(mesh) => json(StatusCode::OK, &mesh.view().members_json()),
+            None => text(StatusCode::NOT_FOUND, "no [mesh] configured\n"),
+        },
         "/stats" => {
             let rendered = super::metrics::install().ok().map(|h| h.render());
             json(

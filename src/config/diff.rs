@@ -56,6 +56,8 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
         ("[admin]", running.admin != new.admin),
         ("[limits]", running.limits != new.limits),
         ("log.format", running.log.format != new.log.format),
+        // The mesh member keeps its socket, identity and keys for the process's life.
+        ("[mesh]", running.mesh != new.mesh),
     ];
     for (name, changed) in restart_only {
         if changed {
@@ -73,7 +75,6 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
         ("[metrics]", running.metrics != new.metrics),
         ("[tracing]", running.tracing != new.tracing),
         ("[cache]", running.cache != new.cache),
-        ("[mesh]", running.mesh != new.mesh),
     ];
     for (name, changed) in reloadable {
         if changed {

@@ -35,6 +35,9 @@ pub enum StartError {
     /// A runtime or thread could not be created (out of memory, thread or fd limits).
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] io::Error),
+    /// The mesh could not start (its secret file, or its UDP address).
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
 }
 
 /// A running proxy. Dropping it signals shutdown without waiting; [`ProxyHandle::shutdown`]
@@ -54,6 +57,8 @@ pub struct ProxyHandle {
     workers: usize,
     threads: Vec<JoinHandle<()>>,
     control: tokio::runtime::Handle,
+    /// The mesh member, when `[mesh]` is configured.
+    mesh: Option<crate::mesh::MeshHandle>,
 }
 
 /// Starts the worker threads and the control runtime and binds every listener (port 0 is
@@ -154,6 +159,10 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
     // One health task per cluster (checks, ejection, panic mode). The supervisor attaches to
     // `shared`, which applies every snapshot it publishes (reload, discovery) at once.
     crate::health::Supervisor::start(&control, &shared, stop_rx.clone());
+    let mesh = match shared.snapshot().config().mesh.clone() {
+        Some(config) => Some(crate::mesh::start(&config, &shared, &control)?),
+        None => None,
+    };
     let listeners = Arc::new(ArcSwap::from_pointee(listeners));
     let reload = reload::spawn(
         &control,
@@ -165,6 +174,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let state = admin::AdminState {
         shared: Arc::clone(&shared),
         reload: reload.clone(),
+        mesh: mesh.clone(),
     };
     admin::server::spawn(&control, admin_listener, state, stop_rx.clone())
         .map_err(StartError::Runtime)?;
@@ -181,6 +191,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, StartError> {
         workers,
         threads: vec![control_thread],
         control,
+        mesh,
     };
     for worker in prepared {
         // On error, `handle` drops here and signals the threads already started to stop.
@@ -232,6 +243,11 @@ impl ProxyHandle {
         &self.control
     }
 
+    /// The mesh member, when `[mesh]` is configured.
+    pub fn mesh(&self) -> Option<&crate::mesh::MeshHandle> {
+        self.mesh.as_ref()
+    }
+
     /// Stops accepting, lets requests in progress finish (up to `runtime.drain_timeout`), and
     /// joins every thread. When it returns, no listener accepts any more.
     ///
@@ -243,6 +259,11 @@ impl ProxyHandle {
     /// `block_in_place`).
     pub fn shutdown(mut self) {
         self.shared.set_draining();
+        // Peers drop us (and our services) on `Leave` at once; it must go out while the
+        // listeners still serve what they route here meanwhile.
+        if let Some(mesh) = &self.mesh {
+            mesh.leave(MESH_LEAVE_TIMEOUT);
+        }
         self.stop.send_replace(true);
         for _ in 0..self.workers {
             // `Err` = every worker already gone (or panicked); nothing left to wait for.
@@ -277,6 +298,9 @@ impl Drop for ProxyHandle {
         self.stop.send_replace(true);
     }
 }
+
+/// How long shutdown waits for the mesh's `Leave` datagrams to be sent.
+const MESH_LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the recorder's histograms are drained into their buckets between scrapes (the
 /// exporter's own default period), so samples never pile up unbounded.

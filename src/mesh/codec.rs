@@ -1,0 +1,147 @@
+//! The mesh wire format inside a sealed datagram: `[WIRE_VERSION][postcard(Wire)]`.
+//!
+//! `Wire::Swim` carries foca's own bytes (probes, acks, membership updates); the rest is ours:
+//! the anti-entropy exchange of member state (digest → deltas), rumors (a changed state pushed at
+//! once), and the graceful `Leave`. postcard because foca already speaks it (compact varints,
+//! serde derive), so one encoding covers both layers.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::MemberState;
+
+/// Second byte of every datagram (after the seal); a node drops versions it does not know.
+pub const WIRE_VERSION: u8 = 1;
+
+/// A member's identity: its mesh address and a generation that grows on every start and every
+/// rejoin, so a restarted or renewed member wins over its old self (foca's address conflict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId {
+    /// Where the member's mesh socket listens (what it advertises as `listen`).
+    pub addr: SocketAddr,
+    /// Start time in ms since the epoch, then +1 per rejoin.
+    pub generation: u64,
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    /// Declared down (a partition, a pause): come back as the next generation at once instead of
+    /// staying defunct (foca's auto-rejoin).
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            addr: self.addr,
+            generation: self.generation + 1,
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// One (member, version) pair of a digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The member whose state this is.
+    pub id: NodeId,
+    /// Its state's version.
+    pub version: u64,
+}
+
+/// Every message the mesh sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Wire {
+    /// foca's datagram, passed through.
+    Swim(Vec<u8>),
+    /// Anti-entropy, step 1: what the sender holds. `reply` = answer with your own digest too
+    /// (set on the opening digest only, so the exchange ends after one round trip each way).
+    Digest {
+        /// The sender's versions for member addresses in `range`, sorted by address.
+        versions: Vec<Version>,
+        /// The address range this digest covers, `[start, end)`, `None` = unbounded: a digest
+        /// split over several datagrams must not read as "I lack everything outside this part".
+        range: (Option<SocketAddr>, Option<SocketAddr>),
+        /// Whether the receiver should send its digest back (push-pull).
+        reply: bool,
+    },
+    /// States the receiver lacked (newer than its digest said); also used for rumors.
+    States(Vec<MemberState>),
+    /// The sender is leaving for good (graceful shutdown): drop it at once.
+    Leave(NodeId),
+}
+
+/// Encodes `wire` with the version byte.
+pub fn encode(wire: &Wire) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    // Serialising our own types into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(wire).unwrap_or_default());
+    out
+}
+
+/// Decodes a payload; `None` for an unknown version or bytes that do not parse.
+pub fn decode(bytes: &[u8]) -> Option<Wire> {
+    match bytes.split_first() {
+        Some((&WIRE_VERSION, rest)) => postcard::from_bytes(rest).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::state::Service;
+
+    #[test]
+    fn wire_round_trips_and_rejects_other_versions() {
+        let id = NodeId {
+            addr: "127.0.0.1:7946".parse().expect("addr"),
+            generation: 5,
+        };
+        let state = MemberState {
+            id,
+            version: 3,
+            services: vec![Service {
+                name: "orders".into(),
+                address: "127.0.0.1:8080".parse().expect("addr"),
+            }],
+            ejections: Vec::new(),
+            purges: Vec::new(),
+        };
+        for wire in [
+            Wire::Swim(vec![1, 2, 3]),
+            Wire::Digest {
+                versions: vec![Version { id, version: 3 }],
+                range: (None, Some(id.addr)),
+                reply: true,
+            },
+            Wire::States(vec![state]),
+            Wire::Leave(id),
+        ] {
+            let bytes = encode(&wire);
+            assert_eq!(decode(&bytes), Some(wire));
+            let mut other = bytes.clone();
+            other[0] = WIRE_VERSION + 1;
+            assert_eq!(decode(&other), None);
+        }
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[WIRE_VERSION, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn renewed_identity_wins() {
+        use foca::Identity;
+        let id = NodeId {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            generation: 1,
+        };
+        let next = id.renew().expect("renews");
+        assert!(next.win_addr_conflict(&id));
+        assert!(!id.win_addr_conflict(&next));
+    }
+}

@@ -1,0 +1,153 @@
+//! What the mesh publishes to the rest of the proxy: the member list (for `/mesh/members` and
+//! `switchyard_mesh_members{state}`) and the live members' records (services for discovery,
+//! ejection reports for the quorum, purges for the cache).
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::codec::NodeId;
+use super::state::{MemberState, Service};
+
+/// A member's liveness as `/mesh/members` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// Answering probes.
+    Alive,
+    /// Someone's probe failed; it has until the suspicion timeout to refute.
+    Suspect,
+    /// Declared down by the cluster.
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl MemberStatus {
+    /// Every status, for the gauge's label values.
+    pub const ALL: [Self; 4] = [Self::Alive, Self::Suspect, Self::Dead, Self::Left];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+
+    /// Whether its services count (SWIM treats a suspect as alive until declared down).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Alive | Self::Suspect)
+    }
+}
+
+/// One member as seen from here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    /// Its identity.
+    pub id: NodeId,
+    /// Its liveness.
+    pub state: MemberStatus,
+    /// foca's incarnation number (bumped when it refutes a suspicion).
+    pub incarnation: u16,
+    /// What it announces (empty until its record arrives).
+    pub services: Vec<Service>,
+    /// When we last opened a datagram from it (ms since the epoch; 0 = never).
+    pub last_seen_ms: u64,
+}
+
+/// The published state of one node.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Our own identity.
+    pub local: Option<NodeId>,
+    /// Every member we know, ourselves first among equals, sorted by address.
+    pub members: Vec<MemberView>,
+    /// The records of live members (ourselves included).
+    pub records: Vec<MemberState>,
+    /// Datagrams rejected so far (bad key, replay, malformed).
+    pub rejected: u64,
+}
+
+impl View {
+    /// A view of `members` seen from `local`.
+    pub fn new(
+        local: NodeId,
+        members: Vec<MemberView>,
+        records: Vec<MemberState>,
+        rejected: u64,
+    ) -> Self {
+        Self {
+            local: Some(local),
+            members,
+            records,
+            rejected,
+        }
+    }
+
+    /// The addresses live members announce for `service`, sorted, unique.
+    pub fn service_endpoints(&self, service: &str) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self
+            .records
+            .iter()
+            .flat_map(|r| r.services.iter())
+            .filter(|s| s.name == service)
+            .map(|s| s.address)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The state of the member at `addr`, if known.
+    pub fn status(&self, addr: SocketAddr) -> Option<MemberStatus> {
+        self.members
+            .iter()
+            .find(|m| m.id.addr == addr)
+            .map(|m| m.state)
+    }
+
+    /// Sets `switchyard_mesh_members{state}`.
+    pub fn record_metrics(&self) {
+        for status in MemberStatus::ALL {
+            let n = self.members.iter().filter(|m| m.state == status).count();
+            // Member counts are small: exact in f64.
+            metrics::gauge!(super::MEMBERS, "state" => status.as_str()).set(n as f64);
+        }
+    }
+}
+
+impl View {
+    /// `GET /mesh/members`: `{ "members": [ { id, address, state, incarnation, services,
+    /// last_seen } ] }`. `id` is `address#generation`; `last_seen` is RFC 3339 (null = never).
+    pub fn members_json(&self) -> serde_json::Value {
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| {
+                let services: Vec<serde_json::Value> = m
+                    .services
+                    .iter()
+                    .map(|s| serde_json::json!({ "service": s.name, "address": s.address.to_string() }))
+                    .collect();
+                let last_seen = (m.last_seen_ms > 0).then(|| {
+                    crate::admin::views::rfc3339(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.last_seen_ms),
+                    )
+                });
+                serde_json::json!({
+                    "id": format!("{}#{}", m.id.addr, m.id.generation),
+                    "address": m.id.addr.to_string(),
+                    "state": m.state.as_str(),
+                    "incarnation": m.incarnation,
+                    "services": services,
+                    "last_seen": last_seen,
+                    "local": Some(m.id) == self.local,
+                })
+            })
+            .collect();
+        serde_json::json!({ "members": members })
+    }
+}
