@@ -208,6 +208,18 @@ async fn sampled_spans_are_exported_over_otlp_http() {
         .and_then(|s| s.parse().ok())
         .expect("end");
     assert!(start > 0 && start <= end, "{start} {end}");
+
+    // A reload that keeps `[tracing]` keeps the exporter: spans keep flowing.
+    let mut text = std::fs::read_to_string(proxy.config_path()).expect("read config");
+    text.push_str("\n[log]\naccess_sample = 0.5\n");
+    std::fs::write(proxy.config_path(), text).expect("write config");
+    let reload = support::http_client::post(&proxy.admin_url("/reload"), "")
+        .await
+        .expect("POST /reload");
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.text());
+    get(&proxy, "/after-reload", &[("traceparent", &client)]).await;
+    let again = wait_until_async(DEADLINE, || posted_spans(&collector).len() == 2).await;
+    assert!(again, "{:?}", posted_spans(&collector));
 }
 
 #[test]

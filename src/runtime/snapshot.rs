@@ -109,7 +109,9 @@ impl Snapshot {
         let metrics = Arc::new(SnapshotMetrics::build(&config));
         let resilience = Arc::new(crate::resilience::RouteTable::build(&config, None));
         let stats = Arc::new(crate::admin::status::StatsTable::build(&config, None));
-        let tracer = crate::trace::Tracer::build(&config.tracing, None);
+        // The exporter is a running proxy's (Shared::new and publish set it), not something
+        // `switchyard explain` or a reload's first build should start a thread for.
+        let tracer = None;
         let cache = crate::cache::Cache::follow(None, config.cache.as_ref());
         Self {
             version,
@@ -299,7 +301,8 @@ impl Shared {
     /// Builds version 1 from `config`.
     pub fn new(config: Config) -> Self {
         let registry = EndpointRegistry::new();
-        let snapshot = Snapshot::build(Arc::new(config), &registry, 1);
+        let mut snapshot = Snapshot::build(Arc::new(config), &registry, 1);
+        snapshot.tracer = crate::trace::Tracer::build(&snapshot.config.tracing, None);
         for cluster in snapshot.clusters() {
             crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
         }
