@@ -70,7 +70,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = random_hex_value(fastrand::u128(..), 32);
+    let mut text = [0u8; 32];
+    hex_into(&mut text, fastrand::u128(..));
+    let id = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"));
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
@@ -83,8 +85,11 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     // All-zero trace or span ids are invalid in the spec; `| 1` avoids them.
     let trace = fastrand::u128(..) | 1;
     let span = fastrand::u64(..) | 1;
-    let text = format!("00-{trace:032x}-{span:016x}-01");
-    if let Ok(value) = HeaderValue::from_str(&text) {
+    // "00-" trace (32 hex) "-" span (16 hex) "-01", written in place: no `format!` per request.
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex_into(&mut text[3..35], trace);
+    hex_into(&mut text[36..52], u128::from(span));
+    if let Ok(value) = HeaderValue::from_bytes(&text) {
         headers.insert(TRACEPARENT.clone(), value);
     }
 }
@@ -133,10 +138,14 @@ pub fn add_via(headers: &mut HeaderMap) {
     headers.insert(header::VIA, value);
 }
 
-fn random_hex_value(n: u128, width: usize) -> HeaderValue {
-    let text = format!("{n:0width$x}");
-    // Hex digits are always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
+/// Writes the low `out.len() * 4` bits of `n` as lowercase hex, zero-padded, into `out` (the
+/// request path's ids without a `format!` allocation each).
+fn hex_into(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +161,29 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn hex_ids_are_zero_padded_lowercase() {
+        let mut out = [0u8; 8];
+        hex_into(&mut out, 0xab1);
+        assert_eq!(&out, b"00000ab1");
+        let mut out = [0u8; 32];
+        hex_into(&mut out, u128::MAX);
+        assert_eq!(&out, &[b'f'; 32]);
+        let mut h = HeaderMap::new();
+        ensure_traceparent(&mut h);
+        let parts: Vec<&str> = h["traceparent"]
+            .to_str()
+            .expect("ascii")
+            .split('-')
+            .collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+        assert_eq!(ensure_request_id(&mut h).len(), 32);
     }
 
     #[test]

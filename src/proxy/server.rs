@@ -171,8 +171,10 @@ impl ConnServer {
                     Termination::Plain => server.serve(stream, ctx, shutdown).await,
                     Termination::Tls(tls) => {
                         let limit = server.limits.first_byte_timeout;
-                        if let Some((stream, identity)) = handshake(&tls, stream, limit, peer).await
-                        {
+                        // Boxed: the handshake's state is large, and inline it would size
+                        // every connection task, plain ones too, for the whole connection.
+                        let shake = Box::pin(handshake(&tls, stream, limit, peer));
+                        if let Some((stream, identity)) = shake.await {
                             let ctx = ConnContext {
                                 tls: true,
                                 client_identity: identity.map(Arc::new),
@@ -205,7 +207,14 @@ impl ConnServer {
             service_fn(move |req| {
                 let (ctx, state, limits) =
                     (Arc::clone(&ctx), Arc::clone(&state), Arc::clone(&limits));
-                async move { Ok::<_, Infallible>(serve_request(&ctx, &state, &limits, req).await) }
+                // Boxed per request: hyper keeps one allocation of the service future's size
+                // for the whole life of an HTTP/1 connection, and ours is large (everything
+                // `forward` may await). Boxed, an idle keep-alive connection holds a pointer
+                // instead of ~14 KiB, and hyper moves a pointer instead of the future.
+                let served: ServedRequest = Box::pin(async move {
+                    Ok::<_, Infallible>(serve_request(&ctx, &state, &limits, req).await)
+                });
+                served
             })
         };
         let conn = self
@@ -237,6 +246,11 @@ impl ConnServer {
         }
     }
 }
+
+/// The future of one request as the connection holds it (see `serve`).
+type ServedRequest = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>,
+>;
 
 /// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
 /// the handler. The response body holds the request open for the idle timer.

@@ -109,6 +109,30 @@ pub async fn run(
         let done = attempt(&plan, guard, request, false, limit(&plan)).await;
         return finish(&plan, done, cluster_slot);
     }
+    // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
+    // otherwise size the future of every request, which is moved and held per request.
+    Box::pin(repeat(
+        plan,
+        parts,
+        body,
+        facts,
+        cluster_slot,
+        idempotent,
+        hedge,
+    ))
+    .await
+}
+
+/// The attempts of a request that may be retried or hedged (see [`run`]).
+async fn repeat(
+    plan: Plan<'_>,
+    parts: Parts,
+    body: upstream::Body,
+    facts: &mut RequestFacts,
+    cluster_slot: Slot,
+    idempotent: bool,
+    hedge: Option<&HedgePolicy>,
+) -> Result<Won, ProxyError> {
     let budget = plan.state.and_then(RouteResilience::budget);
     if let Some(budget) = budget {
         budget.record_request();

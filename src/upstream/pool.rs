@@ -187,7 +187,10 @@ pub(crate) async fn checkout(
                 let _connecting = (cluster.protocol == Protocol::H2).then(|| Connecting {
                     endpoint: Arc::clone(endpoint),
                 });
-                let sender = connect::connect(cluster, endpoint, &labels, slot).await?;
+                // Boxed: the connect future (TCP, TLS handshake, HTTP/2 handshake) is several
+                // KiB, and inline it would make every request's future that large, copied on
+                // each move, though most requests find a pooled connection.
+                let sender = Box::pin(connect::connect(cluster, endpoint, &labels, slot)).await?;
                 return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
             }
             Step::Wait(released) => {
