@@ -23,6 +23,8 @@ import tempfile
 import time
 import urllib.request
 
+import scenarios
+
 TICK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -165,6 +167,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--idle-connections", type=int, default=9000)
+    ap.add_argument("--no-reload", action="store_true",
+                    help="skip reload to serving at 10,000 routes and reloads under load")
+    ap.add_argument("--no-cache", action="store_true", help="skip the cache-hit comparison")
     ap.add_argument("--baseline", help="a second switchyard binary (e.g. before a change), "
                     "measured in the same rounds; the table adds its column and the ratio")
     args = ap.parse_args()
@@ -186,7 +191,8 @@ events {{ worker_connections 20000; }}"""
         f.write(f"""{common} pid {work}/backend.pid; error_log {work}/backend.err;
 http {{ access_log off; keepalive_requests 10000000; {temp}
   server {{ listen 127.0.0.1:{b1}; listen 127.0.0.1:{b2}; root {work}/www;
-    location = / {{ return 200 "ok"; }} }} }}""")
+    location = / {{ return 200 "ok"; }}
+    location = /c {{ add_header Cache-Control "max-age=3600"; return 200 "ok"; }} }} }}""")
     sy, sy2 = ports["switchyard"]
     with open(f"{work}/switchyard.toml", "w") as f:
         f.write(f"""[runtime]
@@ -235,6 +241,11 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     location / {{ proxy_pass http://backend; proxy_http_version 1.1;
       proxy_set_header Connection ""; proxy_set_header Host $host; }} }} }}""")
 
+    args.nginx_port = np
+    args.nginx_cache_port = free_port()
+    args.varnish = scenarios.available_varnish()
+    with open(f"{work}/nginx-cache.conf", "w") as f:
+        f.write(scenarios.nginx_cache_conf(common, work, temp, args.nginx_cache_port, b1, b2))
     backend = Server("backend", ["nginx", "-c", f"{work}/backend.conf", "-p", work], b1, work)
     commands = {
         "switchyard": ([args.switchyard, "run", "-c", f"{work}/switchyard.toml"], sy, sy),
@@ -284,9 +295,19 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
                     srv.stop()
             row["direct_c1"] = wrk(f"http://127.0.0.1:{b1}/", 1, args.duration)
             rounds.append(row)
+        extra = {}
+        if not args.no_reload:
+            print("reload at 10,000 routes", file=sys.stderr)
+            extra["reload_ms"] = scenarios.reload_to_serving(args, work, b1, b2)
+            print("reloads under load", file=sys.stderr)
+            extra["reload_failures"] = scenarios.reloads_under_load(args, work, b1, b2)
+        if not args.no_cache:
+            print("cache hits", file=sys.stderr)
+            extra["cache"] = scenarios.cache_hits(args, work, b1, b2)
     finally:
         backend.stop()
     report(rounds, memory, args)
+    report_extra(extra)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -335,8 +356,34 @@ def report(rounds, memory, args):
         print(f"| {label} | {cells} | {rel} |")
     print(f"| errors or non-2xx (keep-alive tests) | "
           f"{' | '.join(str(errors[n]) for n in names)} |{' |' * len(ratios)}")
-    print("\nnot measured yet: reload at 10,000 routes (needs POST /reload), cache hit vs "
-          "proxy_cache/varnish (needs the response cache)")
+
+
+def report_extra(extra):
+    """The scenario table: reload and cache figures (one run each, not rounds)."""
+    if not extra:
+        return
+    names = ["switchyard", "haproxy", "nginx", "varnish"]
+    print("\n| scenario | " + " | ".join(names) + " | ÷ haproxy | ÷ nginx | ÷ varnish |")
+    print("|---" * (len(names) + 4) + "|")
+    rows = []
+    if "reload_ms" in extra:
+        rows.append((f"reload to serving ms, {scenarios.RELOAD_ROUTES:,} routes",
+                     extra["reload_ms"]))
+        rows.append(("failed requests, 10 reloads under load", extra["reload_failures"]))
+    if "cache" in extra:
+        cache = extra["cache"]
+        rows.append(("cache hit CPU us/req, 50 conns",
+                     {n: v["cpu_us"] for n, v in cache.items()}))
+        rows.append(("cache hit req/s, 50 conns", {n: v["rps"] for n, v in cache.items()}))
+        rows.append(("cache hit errors or non-2xx", {n: v["errors"] for n, v in cache.items()}))
+    for label, vals in rows:
+        cells = " | ".join(f"{vals[n]:.1f}" if n in vals else "-" for n in names)
+        sy = vals.get("switchyard")
+        rel = " | ".join(f"{sy / vals[r]:.2f}" if sy is not None and vals.get(r) else "-"
+                         for r in ("haproxy", "nginx", "varnish"))
+        print(f"| {label} | {cells} | {rel} |")
+    if "cache" in extra and "switchyard" not in extra["cache"]:
+        print("switchyard: `cache = true` not active in this build (switchyard check)")
 
 
 if __name__ == "__main__":
