@@ -109,6 +109,9 @@ async fn forward(
     facts.route = Some(routed.index);
     let cache = crate::cache::Layer::new(snapshot, routed.route.config(), ctx, host.as_deref(), &parts);
     if let Some(cache) = cache {
+        // A hit picks no cluster; its request metrics go to the route's first (exchange
+        // replaces it on a miss).
+        facts.cluster = snapshot.cluster(routed.route.pick_cluster(0)).cloned();
         // Boxed: the cache layer's state would otherwise size every request's future, cached
         // route or not (it is moved and held per request).
         let served = cache.serve(parts, body, move |parts, body| {

@@ -17,10 +17,16 @@ use crate::support::launcher::{Proxy, TestProxy};
 /// The config: one listener `public`, one cached route (plus `route` lines) to cluster
 /// `origin`, and `[cache]` (plus `cache` lines).
 pub fn config(backend: &Backend, workers: usize, route: &str, cache: &str) -> String {
+    // A 5 s route timeout unless the test sets its own.
+    let timeout = if route.contains("timeout =") {
+        ""
+    } else {
+        "timeout = \"5s\"\n"
+    };
     format!(
         "[runtime]\nworkers = {workers}\ndrain_timeout = \"2s\"\n\n\
          [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
-         [[routes]]\nlistener = \"public\"\ncluster = \"origin\"\ncache = true\ntimeout = \"5s\"\n{route}\n\n\
+         [[routes]]\nlistener = \"public\"\ncluster = \"origin\"\ncache = true\n{timeout}{route}\n\n\
          [clusters.origin]\nendpoints = [\"{}\"]\n\n\
          [cache]\n{cache}\n",
         backend.addr()

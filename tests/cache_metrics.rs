@@ -1,0 +1,82 @@
+//! The cache's series in a real `/metrics` scrape. One test in its own binary: the recorder is
+//! process-wide, so exact counts need no other test running beside it.
+
+mod cache_support;
+mod support;
+
+use cache_support::*;
+use http::Method;
+use support::http_client;
+
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn cache_metrics_in_a_real_scrape() {
+    let (_backend, proxy) = start(|req, _| match req.uri.path() {
+        _ if req.headers.contains_key("if-none-match") => respond(304, &[("etag", "\"e\"")], ""),
+        "/nostore" => respond(200, &[("cache-control", "no-store")], "n"),
+        "/stale" => respond(
+            200,
+            &[("cache-control", "max-age=0"), ("etag", "\"e\"")],
+            "s",
+        ),
+        _ => respond(200, &[("cache-control", "max-age=60")], "body"),
+    });
+    get(&proxy, "/fresh", &[]).await; // miss
+    get(&proxy, "/fresh", &[]).await; // hit
+    get(&proxy, "/fresh", &[]).await; // hit
+    get(&proxy, "/nostore", &[]).await; // uncacheable
+    get(&proxy, "/stale", &[]).await; // miss
+    get(&proxy, "/stale", &[]).await; // revalidated
+    get(&proxy, "/fresh", &[("range", "bytes=0-1")]).await; // bypass
+    send(&proxy, Method::POST, "/other", &[]).await; // bypass (method)
+
+    let scrape = http_client::get(&proxy.admin_url("/metrics"))
+        .await
+        .expect("scrape")
+        .text();
+    let count = |result: &str| {
+        value(
+            &scrape,
+            &format!("switchyard_cache_requests_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(count("hit"), Some(2.0), "{scrape}");
+    assert_eq!(count("miss"), Some(2.0), "{scrape}");
+    assert_eq!(count("uncacheable"), Some(1.0), "{scrape}");
+    assert_eq!(count("revalidated"), Some(1.0), "{scrape}");
+    assert_eq!(count("bypass"), Some(2.0), "{scrape}");
+    assert_eq!(count("stale"), Some(0.0), "{scrape}");
+    assert_eq!(
+        value(&scrape, "switchyard_cache_entries"),
+        Some(2.0),
+        "{scrape}"
+    );
+    let bytes = value(&scrape, "switchyard_cache_bytes").expect("cache_bytes");
+    assert!(bytes > 0.0 && bytes < 8192.0, "{bytes}");
+    assert_eq!(
+        value(&scrape, "switchyard_cache_evictions_total"),
+        Some(0.0),
+        "{scrape}"
+    );
+    // Hits count under their route and its cluster like every other request.
+    let requests = "switchyard_requests_total{listener=\"public\",route=\"route-1\",cluster=\"origin\",code=\"200\"}";
+    assert_eq!(value(&scrape, requests), Some(8.0), "{scrape}");
+    for name in [
+        "switchyard_cache_requests_total",
+        "switchyard_cache_bytes",
+        "switchyard_cache_entries",
+        "switchyard_cache_evictions_total",
+    ] {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+    }
+}
