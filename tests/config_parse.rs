@@ -47,6 +47,14 @@ fn full_reference_every_key_typed() {
         }
     );
     assert_eq!(c.metrics.max_endpoint_series, 1000);
+    assert_eq!(
+        c.tracing.otlp.as_ref().map(ToString::to_string).as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(
+        (c.tracing.service_name.as_str(), c.tracing.sample_ratio),
+        ("switchyard", 1.0)
+    );
 
     assert_eq!(c.listeners.len(), 3);
     assert_eq!(c.listeners[0].name, "public");
