@@ -18,7 +18,7 @@ fn value(scrape: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn cache_metrics_in_a_real_scrape() {
-    let (_backend, proxy) = start(|req, _| match req.uri.path() {
+    let (backend, proxy) = start(|req, _| match req.uri.path() {
         _ if req.headers.contains_key("if-none-match") => respond(304, &[("etag", "\"e\"")], ""),
         "/nostore" => respond(200, &[("cache-control", "no-store")], "n"),
         "/stale" => respond(
@@ -68,6 +68,22 @@ async fn cache_metrics_in_a_real_scrape() {
     // Hits count under their route and its cluster like every other request.
     let requests = "switchyard_requests_total{listener=\"public\",route=\"route-1\",cluster=\"origin\",code=\"200\"}";
     assert_eq!(value(&scrape, requests), Some(8.0), "{scrape}");
+    // A reload that keeps [cache] keeps the cache, and its gauges with it.
+    let text = config(&backend, 1, "debug_headers = true", "");
+    std::fs::write(proxy.config_path(), text).expect("write config");
+    let reload = http_client::post(&proxy.admin_url("/reload"), "")
+        .await
+        .expect("reload");
+    assert_eq!(reload.status.as_u16(), 200);
+    let after = http_client::get(&proxy.admin_url("/metrics"))
+        .await
+        .expect("scrape")
+        .text();
+    assert_eq!(
+        value(&after, "switchyard_cache_entries"),
+        Some(2.0),
+        "{after}"
+    );
     for name in [
         "switchyard_cache_requests_total",
         "switchyard_cache_bytes",

@@ -112,7 +112,9 @@ impl Snapshot {
         // The exporter is a running proxy's (Shared::new and publish set it), not something
         // `switchyard explain` or a reload's first build should start a thread for.
         let tracer = None;
-        let cache = crate::cache::Cache::follow(None, config.cache.as_ref());
+        // Like the tracer, the cache is made by `Shared` (new, or carried from the running
+        // snapshot): one made here would be thrown away on every reload.
+        let cache = None;
         Self {
             version,
             config,
@@ -303,6 +305,7 @@ impl Shared {
         let registry = EndpointRegistry::new();
         let mut snapshot = Snapshot::build(Arc::new(config), &registry, 1);
         snapshot.tracer = crate::trace::Tracer::build(&snapshot.config.tracing, None);
+        snapshot.cache = crate::cache::Cache::follow(None, snapshot.config.cache.as_ref());
         for cluster in snapshot.clusters() {
             crate::discovery::record_endpoint_count(cluster.name(), cluster.endpoints().len());
         }
