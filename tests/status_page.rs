@@ -269,3 +269,67 @@ async fn stats_report_rate_and_latency_per_route_and_cluster() {
         (Some("app"), Some(40))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_mesh_members_and_the_cache_hit_ratio_when_they_are_on() {
+    use support::backend::Action;
+    let backend = Backend::start(Behavior::script(|_, _| Action::Respond {
+        status: 200,
+        headers: vec![("cache-control".into(), "max-age=60".into())],
+        body: bytes::Bytes::from_static(b"cacheable"),
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("mesh.key");
+    std::fs::write(&key, "status page test key\n").expect("write key");
+    let proxy = Proxy::start_toml(&format!(
+        r#"
+[cache]
+max_bytes = "16MiB"
+
+[mesh]
+listen = "127.0.0.1:0"
+secret_file = "{}"
+advertise = {{ service = "web", address = "127.0.0.1:8080" }}
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "cached"
+cluster = "app"
+cache = true
+
+[clusters.app]
+endpoints = ["{}"]
+"#,
+        key.display(),
+        backend.addr()
+    ));
+    for _ in 0..5 {
+        let resp = http_client::get(&proxy.url("public", "/same"))
+            .await
+            .expect("request through the proxy");
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    assert!(backend.request_count() < 5, "the cache answered some");
+
+    let profile = tempfile::tempdir().expect("profile dir");
+    let dom = chromium(profile.path(), &["--dump-dom"], &proxy.admin_url("/")).await;
+    assert!(
+        tag_with(&dom, "id=\"mesh\"").contains("data-state=\"on\""),
+        "{dom}"
+    );
+    let member = tag_with(&dom, "class=\"member\"");
+    assert!(member.contains("data-state=\"alive\""), "{member}");
+    assert!(
+        dom.contains("web 127.0.0.1:8080"),
+        "advertised service shown"
+    );
+    assert!(tag_with(&dom, "id=\"cache\"").contains("data-state=\"on\""));
+    let ratio = &dom[dom.find("id=\"cache-ratio\">").expect("cache ratio") + 17..];
+    let percent: f64 = ratio[..ratio.find(' ').expect("number")]
+        .parse()
+        .expect("a percentage");
+    assert!(percent > 0.0 && percent < 100.0, "hit ratio {percent} %");
+}
