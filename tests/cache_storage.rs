@@ -25,7 +25,8 @@ async fn fifty_concurrent_cold_requests_make_one_backend_request() {
                 headers: max_age_60(),
                 body: Bytes::from(format!("only-{n}")),
             };
-            Action::Delay(Duration::from_millis(300), Box::new(response))
+            // Long enough for all 50 to arrive while the first fetch is in flight.
+            Action::Delay(Duration::from_secs(1), Box::new(response))
         },
         2,
         "",
