@@ -17,6 +17,7 @@
 //! to the next snapshot unchanged, a changed `[cache]` builds a new, empty one (moka cannot be
 //! resized in place, and a new size is rare enough that refilling is the simple answer).
 
+mod answer;
 pub mod coalesce;
 pub mod invalidate;
 pub mod key;

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
+use super::answer::{fresh_hit, lookup, only_if_cached, respond, respond_to, ClientRequest, Found};
 use super::coalesce::{self, Flight, Join};
 use super::key::{self, Variant};
 use super::policy::{conditional, freshness, Directives, Reuse};
@@ -17,7 +18,7 @@ use super::store::Stored;
 use super::tee::{self, Pending};
 use super::{invalidate, revalidate, Cache, Refresh};
 use crate::config::RouteConfig;
-use crate::proxy::body::{self, ProxyBody};
+use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::handler::ConnContext;
 use crate::runtime::Snapshot;
@@ -39,15 +40,6 @@ pub struct Layer<'a> {
     /// `false` for an unsafe request on a route without `cache = true`: it still invalidates
     /// (another route may have cached the URL) but gets no `Cache-Status`.
     route_cached: bool,
-}
-
-/// What the store has for a request.
-enum Found {
-    Entry(Arc<Stored>),
-    /// Nothing for the URL.
-    None,
-    /// Variants of the URL, none for this request.
-    Other,
 }
 
 impl<'a> Layer<'a> {
@@ -397,12 +389,6 @@ struct Fetch {
     flight: Option<Flight>,
 }
 
-/// The request facts a stored response is served against.
-struct ClientRequest {
-    method: Method,
-    headers: HeaderMap,
-}
-
 /// §3 plus our limits: the directives and lifetime to store with, or why not.
 fn admit(
     cache: &Cache,
@@ -451,119 +437,4 @@ fn admit(
 /// protocol upgrades.
 fn bypassed(headers: &HeaderMap) -> bool {
     headers.contains_key(header::RANGE) || headers.contains_key(header::UPGRADE)
-}
-
-fn lookup(cache: &Cache, key: &str, headers: &HeaderMap, authorized: bool) -> Found {
-    let Some(slot) = cache.store.get(key) else {
-        return Found::None;
-    };
-    slot.variants
-        .iter()
-        // §3.5 (conservatively, both ways): a request with credentials is only answered by a
-        // response that allows it, even one stored for another request.
-        .find(|v| (!authorized || v.authorized_ok) && v.variant.matches(headers))
-        .map_or(Found::Other, |v| Found::Entry(Arc::clone(v)))
-}
-
-/// A response a request may take as is, now (after a coalesced fetch, or a lost race).
-fn fresh_hit(
-    cache: &Cache,
-    key: &str,
-    parts: &Parts,
-    request: &Directives,
-    authorized: bool,
-    value: &HeaderValue,
-) -> Option<Response<ProxyBody>> {
-    let Found::Entry(stored) = lookup(cache, key, &parts.headers, authorized) else {
-        return None;
-    };
-    let age = stored.age(Instant::now());
-    (freshness::reuse(age, stored.lifetime, &stored.directives, request) == Reuse::Fresh)
-        .then(|| respond(cache, &stored, parts, age, value.clone(), Outcome::Hit))
-}
-
-fn respond(
-    cache: &Cache,
-    stored: &Stored,
-    parts: &Parts,
-    age: u64,
-    value: HeaderValue,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    build(
-        cache,
-        stored,
-        &parts.method,
-        &parts.headers,
-        age,
-        value,
-        outcome,
-    )
-}
-
-fn respond_to(
-    cache: &Cache,
-    stored: &Stored,
-    client: &ClientRequest,
-    age: u64,
-    value: HeaderValue,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    build(
-        cache,
-        stored,
-        &client.method,
-        &client.headers,
-        age,
-        value,
-        outcome,
-    )
-}
-
-/// A response from the store: its headers with `Age` (§5.1) and `Cache-Status`; 304 when the
-/// client's own conditionals hold (§4.3.2); no body for HEAD.
-fn build(
-    cache: &Cache,
-    stored: &Stored,
-    method: &Method,
-    request: &HeaderMap,
-    age: u64,
-    value: HeaderValue,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    cache.counters.record(outcome);
-    let conditional = request.contains_key(header::IF_NONE_MATCH)
-        || request.contains_key(header::IF_MODIFIED_SINCE);
-    let not_modified = conditional
-        && stored.status == StatusCode::OK
-        && conditional::not_modified(request, &stored.headers);
-    let mut headers = stored.headers.clone();
-    headers.insert(header::AGE, HeaderValue::from(age));
-    status::set(&mut headers, value);
-    let (code, body) = if not_modified {
-        headers.remove(header::CONTENT_LENGTH);
-        (StatusCode::NOT_MODIFIED, body::full(Bytes::new()))
-    } else if *method == Method::HEAD {
-        (stored.status, body::full(Bytes::new()))
-    } else {
-        (stored.status, body::full(stored.body.clone()))
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = code;
-    *response.headers_mut() = headers;
-    response
-}
-
-/// RFC 9111 §5.2.1.7: nothing usable stored and the client will not have us forward: 504.
-fn only_if_cached(cache: &Cache) -> Response<ProxyBody> {
-    cache.counters.record(Outcome::Bypass);
-    let mut response = Response::new(body::full("not in cache\n"));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    status::set(headers, status::ONLY_IF_CACHED.clone());
-    response
 }
