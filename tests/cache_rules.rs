@@ -431,3 +431,20 @@ async fn a_route_without_cache_is_not_cached() {
     assert_eq!(upstream_count(&backend, "/plain"), 2);
     assert_eq!(upstream_count(&backend, "/cached"), 1);
 }
+
+#[tokio::test]
+async fn hits_are_served_over_http2_too() {
+    // The stored response is protocol-neutral: stored from an HTTP/1.1 client, served to h2c.
+    let (backend, proxy) = start(|_, _| respond(200, FRESH, "shared"));
+    get(&proxy, "/h2", &[]).await;
+    let reply = support::http_client::get_h2(&proxy.url("public", "/h2"))
+        .await
+        .expect("h2c reply");
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().as_str()),
+        (200, "shared")
+    );
+    assert_eq!(cache_status(&reply), "switchyard; hit");
+    assert_eq!(backend.request_count(), 1);
+}
