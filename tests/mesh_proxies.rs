@@ -236,3 +236,14 @@ async fn announced_services_are_routed_and_withdrawn_on_death_and_leave() {
     );
     assert!(c.process.wait_exit(DEADLINE).is_some_and(|s| s.success()));
 }
+
+#[test]
+fn the_shipped_three_member_example_loads_with_every_feature_active() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh");
+    for name in ["web.toml", "orders-1.toml", "orders-2.toml"] {
+        let config =
+            switchyard::config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(config.mesh.is_some(), "{name}");
+        assert_eq!(config.inactive_features(), Vec::<String>::new(), "{name}");
+    }
+}

@@ -89,6 +89,14 @@ pub fn spawn(
                                 req.method(),
                                 req.uri().query(),
                             );
+                            // A purge that ran here runs on every mesh peer too.
+                            if let (true, Some(mesh)) = (status.is_success(), &state.mesh) {
+                                if let Ok(purge) =
+                                    crate::cache::Purge::from_query(req.uri().query())
+                                {
+                                    mesh.broadcast_purge(crate::mesh::purge::from_cache(&purge));
+                                }
+                            }
                             return Ok::<_, Infallible>(json(status, &body));
                         }
                         Ok::<_, Infallible>(handle(&state, &req))

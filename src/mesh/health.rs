@@ -1,7 +1,8 @@
 //! Lifeguard's local health multiplier (Dadgar et al., "Lifeguard: Local Health Awareness for
-//! More Accurate Failure Detection", 2018): a member whose own event loop runs late stretches its
-//! probe period and timeout, instead of suspecting healthy peers whose acks it was too slow to
-//! read.
+//! More Accurate Failure Detection", 2018): a member whose own event loop runs late gives the
+//! peers it suspects longer to refute, instead of declaring healthy peers dead because it was
+//! too slow to read their acks. (Lifeguard stretches the probe period and timeout; foca cannot
+//! change those on a running instance, so the node stretches the suspicion timeout.)
 //!
 //! Our signal is the lateness of foca's probe timer (the loop's scheduling delay): more than
 //! [`LATE`] late raises the score by one, an on-time probe lowers it by one; the score is capped
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 /// A probe timer this late counts against our health.
 pub const LATE: Duration = Duration::from_millis(250);
-/// Lifeguard's suggested cap (S = 8).
-pub const MAX_SCORE: u32 = 8;
+/// At most 3× the suspicion timeout: longer would delay real deaths past usefulness.
+pub const MAX_SCORE: u32 = 2;
 
 /// The score, owned by the node task.
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,7 +33,7 @@ impl LocalHealth {
         before != self.score
     }
 
-    /// What probe period and timeout are multiplied by.
+    /// What the suspicion timeout is multiplied by.
     pub fn multiplier(&self) -> u32 {
         1 + self.score
     }

@@ -16,12 +16,14 @@
 //!   under a key derived from `secret_file`, with a timestamp and counter window against
 //!   replays. A node without the key cannot produce one datagram we open, so it never appears.
 //! - **Lifeguard** (Dadgar et al. 2018), where it cuts false deaths: the local health multiplier
-//!   ([`health`]: a member whose own loop runs late stretches its probe period and timeout rather
-//!   than suspecting healthy peers), and a longer suspicion timeout (at least 5 probe periods,
-//!   and 4 × log10(n) as memberlist), re-derived as the membership grows. Not taken: Lifeguard's
-//!   dynamic suspicion that shortens with independent confirmations, because foca keeps one
-//!   fixed timeout per suspicion; the fixed timeout is chosen long enough instead (the
-//!   simulation's false-death count is zero at 10 % loss).
+//!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer
+//!   to refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
+//!   instance), and a long fixed suspicion timeout (at least 6 s, 4 × log10(n) periods beyond
+//!   that) with updates retransmitted twice foca's default, re-derived as the membership grows.
+//!   Not taken: Lifeguard's dynamic suspicion that starts long and shortens with independent
+//!   confirmations, because foca keeps one fixed timeout per suspicion; the fixed timeout is
+//!   chosen from the simulation instead (README, Mesh: figures, and the false deaths that
+//!   remain at 10 % loss).
 //! - **Leave**: graceful shutdown sends `Leave` to every live member before the listeners close,
 //!   so peers drop the member's services at once instead of after the suspicion timeout.
 //!

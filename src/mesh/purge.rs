@@ -1,9 +1,9 @@
 //! Cache purges over the mesh: a purge one member runs is carried in its record
 //! ([`super::state::Purge`]) and run once by every other member.
 //!
-//! [`apply`] is the hook into the response cache. The cache (`crate::cache`) is being built
-//! alongside the mesh; until it exposes a purge function, [`apply`] logs the purge and counts it
-//! in `switchyard_mesh_purges_total`, and wiring it is one call in that function.
+//! [`apply`] runs a peer's purge on the response cache ([`crate::cache::Cache::purge`]); the
+//! admin API's `POST /cache/purge` runs it locally and hands it to [`super::MeshHandle`] to
+//! spread.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -18,11 +18,31 @@ use crate::runtime::Shared;
 /// Metric: purges received from peers and applied here.
 pub const PURGES_TOTAL: &str = "switchyard_mesh_purges_total";
 
-/// Runs a peer's purge on this proxy's cache.
+/// Runs a peer's purge on this proxy's cache (nothing to do without `[cache]`).
 pub fn apply(shared: &Shared, target: &PurgeTarget) {
-    let _ = shared;
-    tracing::info!(?target, "mesh: purge from a peer");
     metrics::counter!(PURGES_TOTAL).increment(1);
+    let snapshot = shared.snapshot();
+    let Some(cache) = snapshot.cache() else {
+        return;
+    };
+    let removed = cache.purge(&to_cache(target));
+    tracing::info!(?target, removed, "mesh: purge from a peer");
+}
+
+/// The cache's form of a purge carried over the mesh.
+pub fn to_cache(target: &PurgeTarget) -> crate::cache::Purge {
+    match target {
+        PurgeTarget::Prefix(prefix) => crate::cache::Purge::Prefix(prefix.clone()),
+        PurgeTarget::Key(url) => crate::cache::Purge::Key(url.clone()),
+    }
+}
+
+/// The mesh's form of a purge the admin API ran.
+pub fn from_cache(purge: &crate::cache::Purge) -> PurgeTarget {
+    match purge {
+        crate::cache::Purge::Prefix(prefix) => PurgeTarget::Prefix(prefix.clone()),
+        crate::cache::Purge::Key(url) => PurgeTarget::Key(url.clone()),
+    }
 }
 
 /// Applies every purge of another member once, as records arrive.
