@@ -74,6 +74,10 @@ pub enum Wire {
     States(Vec<MemberState>),
     /// The sender is leaving for good (graceful shutdown): drop it at once.
     Leave(NodeId),
+    /// Members the sender holds as dead, with their incarnation: sent with each anti-entropy
+    /// digest, so a member that missed a death's few gossip transmissions learns it within a
+    /// couple of exchanges instead of probing the dead member itself.
+    Down(Vec<(NodeId, u16)>),
 }
 
 /// Encodes `wire` with the version byte.
@@ -122,6 +126,7 @@ mod tests {
             },
             Wire::States(vec![state]),
             Wire::Leave(id),
+            Wire::Down(vec![(id, 2)]),
         ] {
             let bytes = encode(&wire);
             assert_eq!(decode(&bytes), Some(wire));

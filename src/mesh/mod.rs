@@ -18,8 +18,7 @@
 //! - **Lifeguard** (Dadgar et al. 2018), where it cuts false deaths: the local health multiplier
 //!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer
 //!   to refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
-//!   instance), and a long fixed suspicion timeout (at least 6 s, 4 × log10(n) periods beyond
-//!   that) with updates retransmitted twice foca's default, re-derived as the membership grows.
+//!   instance), and a fixed suspicion timeout (at least 5 s, 3 × log10(n) s beyond that) with updates retransmitted twice foca's default, re-derived as the membership grows.
 //!   Not taken: Lifeguard's dynamic suspicion that starts long and shortens with independent
 //!   confirmations, because foca keeps one fixed timeout per suspicion; the fixed timeout is
 //!   chosen from the simulation instead (README, Mesh: figures, and the false deaths that
