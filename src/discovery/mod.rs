@@ -11,8 +11,9 @@
 //! Providers: [`file`] (a watched JSON file), [`dns`] (A/AAAA or SRV, refreshed at the record
 //! TTL), [`etcd`] (list, then watch a key prefix over etcd's v3 JSON gateway). Every provider
 //! keeps its last good set when its source fails, counting the failure in
-//! `switchyard_discovery_errors_total`. `mesh` belongs to the mesh subsystem and stays inactive
-//! here.
+//! `switchyard_discovery_errors_total`. `mesh` sources are fed by the mesh member
+//! (`crate::mesh::discovery`, one task for every mesh cluster, through the same [`Sink`]), so the
+//! [`Supervisor`] starts no task for them.
 //!
 //! The [`Supervisor`] maps the config's sources to running tasks: started by `runtime::start`
 //! and re-applied on every config publish, it starts tasks for new or changed sources and aborts
