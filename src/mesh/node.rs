@@ -136,6 +136,8 @@ pub struct Node<T: Transport> {
     /// Members that sent `Leave`, by address, with the generation that left.
     left: HashMap<SocketAddr, u64>,
     last_seen: HashMap<SocketAddr, u64>,
+    /// When each dead member was last told it is dead (see `tell_if_dead`).
+    told_dead: HashMap<SocketAddr, Instant>,
     /// foca's timers: (due, sequence) in a min-heap, the events by sequence.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_events: HashMap<u64, foca::Timer<NodeId>>,
@@ -182,6 +184,7 @@ impl<T: Transport> Node<T> {
             table,
             left: HashMap::new(),
             last_seen: HashMap::new(),
+            told_dead: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_events: HashMap::new(),
             timer_seq: 0,
@@ -257,6 +260,7 @@ impl<T: Transport> Node<T> {
         self.last_seen.insert(from, now);
         match wire {
             Wire::Swim(bytes) => {
+                self.tell_if_dead(from);
                 if let Err(error) = self.foca.handle_data(&bytes, &mut self.runtime) {
                     tracing::debug!(%from, %error, "foca refused a message");
                 }
@@ -303,6 +307,31 @@ impl<T: Transport> Node<T> {
                 self.view_dirty = true;
             }
         }
+    }
+
+    /// A member we hold as dead is talking to us (it was cut off, or paused): tell it, at most
+    /// once per [`SEED_RETRY`], so it rejoins as its next generation. This replaces foca's
+    /// `notify_down_members`, which also fires when a suspicion was refuted in time and so
+    /// turned every refuted suspicion into a death (seen in the simulation at 10 % loss).
+    fn tell_if_dead(&mut self, from: SocketAddr) {
+        let Some(dead) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().addr == from && m.state() == foca::State::Down)
+            .map(|m| (*m.id(), m.incarnation()))
+        else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .told_dead
+            .get(&from)
+            .is_some_and(|&at| now.duration_since(at) < SEED_RETRY)
+        {
+            return;
+        }
+        self.told_dead.insert(from, now);
+        self.send_wire(from, &Wire::Down(vec![dead]));
     }
 
     /// Merges a record; a record that is new to us is passed on (rumor) and refreshes the view.
@@ -633,5 +662,9 @@ pub fn swim_config(members: usize, multiplier: u32) -> foca::Config {
         down.frequency = Duration::from_secs(10);
     }
     config.remove_down_after = Duration::from_secs(600);
+    // foca sends its "you are down" courtesy message even when the suspicion was refuted before
+    // the timer fired, which makes the member renew: every refuted suspicion became a death.
+    // The node tells dead members itself (`Node::tell_if_dead`), only when they are.
+    config.notify_down_members = false;
     config
 }
