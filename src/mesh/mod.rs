@@ -21,8 +21,10 @@
 //!   instance), and a fixed suspicion timeout (at least 5 s, 3 × log10(n) s beyond that) with updates retransmitted twice foca's default, re-derived as the membership grows.
 //!   Not taken: Lifeguard's dynamic suspicion that starts long and shortens with independent
 //!   confirmations, because foca keeps one fixed timeout per suspicion; the fixed timeout is
-//!   chosen from the simulation instead (README, Mesh: figures, and the false deaths that
-//!   remain at 10 % loss).
+//!   chosen from the simulation instead (README, Mesh: no false death at 10 % loss, every
+//!   survivor marks a dead member within 15 s without loss). foca's `notify_down_members` is
+//!   off: it told members whose suspicion had been refuted that they were dead (see
+//!   `node::Node::tell_if_dead`).
 //! - **Leave**: graceful shutdown sends `Leave` to every live member before the listeners close,
 //!   so peers drop the member's services at once instead of after the suspicion timeout.
 //!
