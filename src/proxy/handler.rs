@@ -107,7 +107,13 @@ async fn forward(
             .ok_or(ProxyError::NoRoute)?
     };
     facts.route = Some(routed.index);
-    let cache = crate::cache::Layer::new(snapshot, routed.route.config(), ctx, host.as_deref(), &parts);
+    let cache = crate::cache::Layer::new(
+        snapshot,
+        routed.route.config(),
+        ctx,
+        host.as_deref(),
+        &parts,
+    );
     if let Some(cache) = cache {
         // A hit picks no cluster; its request metrics go to the route's first (exchange
         // replaces it on a miss).
@@ -128,8 +134,9 @@ async fn forward(
 pub(crate) fn refetch(
     ctx: ConnContext,
     parts: Parts,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>
-{
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>,
+> {
     Box::pin(async move {
         let snapshot = ctx.shared.snapshot();
         let mut facts = RequestFacts::default();

@@ -350,7 +350,8 @@ impl Shared {
         let stats = crate::admin::status::StatsTable::build(&built.config, Some(&previous.stats));
         let tracer = crate::trace::Tracer::build(&built.config.tracing, previous.tracer.as_ref());
         // An unchanged `[cache]` keeps the running cache and its contents.
-        let cache = crate::cache::Cache::follow(previous.cache.as_ref(), built.config.cache.as_ref());
+        let cache =
+            crate::cache::Cache::follow(previous.cache.as_ref(), built.config.cache.as_ref());
         let next = Arc::new(Snapshot {
             resilience: Arc::new(resilience),
             stats: Arc::new(stats),
