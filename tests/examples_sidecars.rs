@@ -1,7 +1,7 @@
-//! The shipped `examples/mtls` pair and `examples/etcd` run as written: each file is read from
-//! the repository and only its fixed addresses are moved (free ports, test backends, a
-//! throwaway etcd); certificate paths point at certificates `switchyard certs` made, as
-//! `run.sh` does.
+//! The shipped `examples/mtls` pair, `examples/etcd` and the three-member `examples/mesh` run
+//! as written: each file is read from the repository and only its fixed addresses are moved
+//! (free ports, test backends, a throwaway etcd, the mesh key's absolute path); certificate
+//! paths point at certificates `switchyard certs` made, as `run.sh` does.
 
 mod support;
 
@@ -126,5 +126,92 @@ async fn the_etcd_example_balances_over_registered_endpoints() {
         answered.into_iter().collect::<Vec<_>>(),
         ["a", "b"],
         "round robin over both registered endpoints"
+    );
+}
+
+/// A free port on 127.0.0.1 for `kind` (the mesh's UDP, or a TCP listener another file must
+/// name before it starts): bound to port 0, read, released.
+fn free_port(udp: bool) -> String {
+    let addr = if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("udp port")
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("tcp port")
+    };
+    addr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_example_routes_web_to_both_announced_orders_members() {
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh/mesh.key");
+    let key = format!("\"{}\"", key.to_str().expect("utf-8 path"));
+    let [m0, m1, m2] = [0; 3].map(|_| free_port(true));
+    let [l1, l2] = [0; 2].map(|_| free_port(false));
+    let app1 = Backend::start(Behavior::fixed(200, "orders-1"));
+    let app2 = Backend::start(Behavior::fixed(200, "orders-2"));
+    // Each file names its own mesh port and the ones it seeds from.
+    let mesh_ports = |text: String, ports: &[&str]| {
+        let all = [
+            ("127.0.0.1:7946", m0.clone()),
+            ("127.0.0.1:7947", m1.clone()),
+            ("127.0.0.1:7948", m2.clone()),
+        ];
+        let mut moves: Vec<(&str, String)> = all
+            .into_iter()
+            .filter(|(from, _)| ports.contains(from))
+            .collect();
+        moves.push(("\"mesh.key\"", key.clone()));
+        moved(text, &moves)
+    };
+    let web = Proxy::start_toml(&mesh_ports(
+        moved(
+            example("mesh", "web.toml"),
+            &[
+                ("127.0.0.1:9901", "127.0.0.1:0".to_owned()),
+                ("127.0.0.1:8080", "127.0.0.1:0".to_owned()),
+            ],
+        ),
+        &["127.0.0.1:7946", "127.0.0.1:7947", "127.0.0.1:7948"],
+    ));
+    let _orders1 = Proxy::start_toml(&mesh_ports(
+        moved(
+            example("mesh", "orders-1.toml"),
+            &[
+                ("127.0.0.1:9902", "127.0.0.1:0".to_owned()),
+                ("127.0.0.1:8081", l1.clone()),
+                ("127.0.0.1:9001", app1.addr().to_string()),
+            ],
+        ),
+        &["127.0.0.1:7946", "127.0.0.1:7947"],
+    ));
+    let _orders2 = Proxy::start_toml(&mesh_ports(
+        moved(
+            example("mesh", "orders-2.toml"),
+            &[
+                ("127.0.0.1:9903", "127.0.0.1:0".to_owned()),
+                ("127.0.0.1:8082", l2.clone()),
+                ("127.0.0.1:9002", app2.addr().to_string()),
+            ],
+        ),
+        &["127.0.0.1:7946", "127.0.0.1:7948"],
+    ));
+    // The bound: an announcement is routable within 5 s; twice that for a loaded box.
+    let mut seen = std::collections::BTreeSet::new();
+    let end = std::time::Instant::now() + 2 * DEADLINE;
+    while seen.len() < 2 && std::time::Instant::now() < end {
+        if let Ok(reply) = http_client::get(&web.url("public", "/")).await {
+            if reply.status == StatusCode::OK {
+                seen.insert(reply.text());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["orders-1", "orders-2"],
+        "web did not reach both announced members"
     );
 }
