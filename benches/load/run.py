@@ -195,43 +195,10 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     location = /c {{ add_header Cache-Control "max-age=3600"; return 200 "ok"; }} }} }}""")
     sy, sy2 = ports["switchyard"]
     with open(f"{work}/switchyard.toml", "w") as f:
-        f.write(f"""[runtime]
-workers = 1
-[admin]
-listen = "127.0.0.1:{admin}"
-[log]
-access = false
-[[listeners]]
-name = "bench"
-listen = "127.0.0.1:{sy}"
-[[routes]]
-listener = "bench"
-cluster = "backend"
-[clusters.backend]
-balance = "round_robin"
-endpoints = ["127.0.0.1:{b1}", "127.0.0.1:{b2}"]
-""")
+        f.write(scenarios.switchyard_config(sy, admin, b1, b2))
     hp, hp2 = ports["haproxy"]
     with open(f"{work}/haproxy.cfg", "w") as f:
-        f.write(f"""global
-  nbthread 1
-  maxconn 9800
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend bench
-  bind 127.0.0.1:{hp}
-  bind 127.0.0.1:{hp2} proto h2
-  default_backend backend
-backend backend
-  balance roundrobin
-  http-reuse always
-  server s1 127.0.0.1:{b1}
-  server s2 127.0.0.1:{b2}
-""")
+        f.write(scenarios.haproxy_config(hp, b1, b2, h2_port=hp2))
     np, np2 = ports["nginx"]
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(f"""{common} pid {work}/nginx.pid; error_log {work}/nginx.err;

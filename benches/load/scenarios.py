@@ -71,7 +71,9 @@ endpoints = ["127.0.0.1:{b1}", "127.0.0.1:{b2}"]
     return "".join(out)
 
 
-def haproxy_config(port, b1, b2, routes=(), catch_all=True, cache=False):
+def haproxy_config(port, b1, b2, routes=(), catch_all=True, cache=False, h2_port=None):
+    """HAProxy's bench config; `h2_port` adds a second bind speaking h2c."""
+    h2_bind = f"  bind 127.0.0.1:{h2_port} proto h2\n" if h2_port else ""
     rules = "".join(f"  use_backend backend if {{ path {p} }}\n" for p in routes)
     default = "  default_backend backend\n" if catch_all else ""
     cache_section = "cache small\n  total-max-size 64\n  max-age 3600\n" if cache else ""
@@ -88,7 +90,7 @@ defaults
   option http-keep-alive
 {cache_section}frontend bench
   bind 127.0.0.1:{port}
-{rules}{default}backend backend
+{h2_bind}{rules}{default}backend backend
   balance roundrobin
   http-reuse always
 {cache_rules}  server s1 127.0.0.1:{b1}
