@@ -20,35 +20,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def closed_port():
-    # Bound and closed again: nothing listens there, so connects are refused.
-    return free_port()
-
-
-def wait_port(port, deadline=15.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+# The load benchmark's port helpers (benches/load/run.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "load"))
+from run import free_port, wait_port  # noqa: E402
 
 
 NGINX = """
@@ -168,7 +148,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="switchyard-soak-")
     p1, p2, grpc, port, admin = (free_port() for _ in range(5))
-    dead = closed_port()
+    dead = free_port()  # bound and released again: nothing listens there
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(NGINX.format(dir=work, p1=p1, p2=p2, grpc=grpc))
     nginx = subprocess.Popen(["nginx", "-c", f"{work}/nginx.conf", "-g", "daemon off;"])
@@ -185,7 +165,7 @@ def main():
     procs = [nginx, proxy]
     try:
         for p in (p1, p2, grpc, port, admin):
-            wait_port(p)
+            wait_port(p, deadline=15.0)
         # Idle baseline once start-up has settled (every worker's accept loop running): two
         # scrapes half a second apart that agree.
         idle_tasks, settle_end = -1.0, time.time() + 10
