@@ -224,7 +224,6 @@ impl Reloader {
                 metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);
                 metrics::histogram!(CONFIG_RELOAD_DURATION_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                self.last_error.store(None);
                 tracing::info!(version, trigger = trigger.as_str(), elapsed = ?started.elapsed(), "config reloaded");
             }
             Err(error) => {
@@ -291,8 +290,14 @@ impl Reloader {
         // admin API answers meanwhile. The request path never waits for it at all.
         // TLS files are loaded first: a config naming certificates that do not load is refused
         // like a syntax error, and the running one (with its certificates) stays.
+        let last_error = Arc::clone(&self.last_error);
         let published = tokio::task::spawn_blocking(move || {
-            crate::tls::store::preload(&config).map(|()| shared.publish(config))
+            crate::tls::store::preload(&config).map(|()| {
+                // Cleared before the swap, so `/config` never shows the new version beside the
+                // previous failure's error.
+                last_error.store(None);
+                shared.publish(config)
+            })
         })
         .await
         .map_err(|panic| ReloadError::one(format!("building the snapshot panicked: {panic}")))?
