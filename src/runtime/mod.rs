@@ -10,6 +10,7 @@
 mod endpoint;
 mod handle;
 pub mod reload;
+mod retire;
 mod snapshot;
 mod workers;
 

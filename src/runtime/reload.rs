@@ -203,11 +203,14 @@ pub(super) fn spawn(
                     None => break,
                 },
             };
+            // Held until the answer is out: freeing it is not part of the reload.
+            let replaced = reloader.shared.snapshot();
             let outcome = reloader.reload(request.trigger).await;
             if let Some(reply) = request.reply {
                 // `Err`: the admin client went away; the reload happened all the same.
                 let _ = reply.send(outcome);
             }
+            super::retire::retire(replaced, &reloader.shared.snapshot());
         }
     });
     watcher::spawn(control, &path, handle.clone(), shutdown);
