@@ -26,8 +26,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tracing: TracingConfig,
     pub listeners: Vec<ListenerConfig>,
-    /// In file order: the first matching route wins.
-    pub routes: Vec<RouteConfig>,
+    /// In file order: the first matching route wins. Shared with the compiled router, which
+    /// would otherwise copy every route (thousands of strings) on each reload.
+    pub routes: Vec<std::sync::Arc<RouteConfig>>,
     /// Keyed by name; a `BTreeMap` so every listing (check, explain, admin) is stable.
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub cache: Option<CacheConfig>,

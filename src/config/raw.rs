@@ -30,8 +30,10 @@ pub(crate) struct RawConfig {
     pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
+    /// Boxed: a raw route is about 1 KiB, and growing a vector of 10,000 of them inline
+    /// copied megabytes per reload.
     #[serde(default)]
-    pub routes: Vec<Spanned<RawRoute>>,
+    pub routes: Vec<Spanned<Box<RawRoute>>>,
     #[serde(default)]
     pub clusters: BTreeMap<Str, Spanned<RawCluster>>,
     pub cache: Option<RawCache>,

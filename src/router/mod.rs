@@ -22,6 +22,8 @@ mod split;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use http::{HeaderMap, Method};
 
 use crate::config::{Config, RouteConfig};
@@ -62,7 +64,7 @@ pub struct Router {
 /// One route, ready for matching and forwarding.
 #[derive(Debug)]
 pub struct CompiledRoute {
-    config: RouteConfig,
+    config: Arc<RouteConfig>,
     matcher: CompiledMatch,
     split: Split,
 }
@@ -146,9 +148,9 @@ impl Router {
 }
 
 impl CompiledRoute {
-    fn new(config: &RouteConfig) -> CompiledRoute {
+    fn new(config: &Arc<RouteConfig>) -> CompiledRoute {
         CompiledRoute {
-            config: config.clone(),
+            config: Arc::clone(config),
             matcher: CompiledMatch::new(&config.matcher),
             split: Split::new(&config.target),
         }

@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::ring::{LazyRing, Summary, BUCKET_SECS, SLOTS};
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 
 /// Window of the headline figures (`rate`, `p50_ms`, `p99_ms`, `error_ratio`): the last
 /// minute, six buckets.
@@ -30,9 +30,10 @@ pub struct StatsTable {
 /// One route's ring, and the rings of the clusters it can pick (shared with `clusters`).
 #[derive(Debug)]
 struct RouteRings {
-    name: String,
-    listener: String,
+    /// The route as configured (name, listener), shared with the snapshot's config.
+    config: Arc<RouteConfig>,
     ring: Arc<LazyRing>,
+    /// The rings of the clusters the route can pick, by cluster name.
     targets: Vec<(String, Arc<LazyRing>)>,
 }
 
@@ -55,7 +56,7 @@ impl StatsTable {
             .map(|p| {
                 p.routes
                     .iter()
-                    .map(|r| (r.name.as_str(), &r.ring))
+                    .map(|r| (r.config.name.as_str(), &r.ring))
                     .collect()
             })
             .unwrap_or_default();
@@ -71,8 +72,7 @@ impl StatsTable {
                     }
                 };
                 RouteRings {
-                    name: r.name.clone(),
-                    listener: r.listener.clone(),
+                    config: Arc::clone(r),
                     ring: route_ring(&r.name),
                     targets: targets
                         .into_iter()
@@ -113,8 +113,8 @@ impl StatsTable {
             .iter()
             .map(|r| {
                 let mut v = ring_view(&r.ring, now);
-                v["name"] = json!(r.name);
-                v["listener"] = json!(r.listener);
+                v["name"] = json!(r.config.name);
+                v["listener"] = json!(r.config.listener);
                 v
             })
             .collect();

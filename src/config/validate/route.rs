@@ -1,6 +1,7 @@
 //! `[[routes]]`: names, listener and cluster references, match conditions, policies.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use http::Method;
 use regex::Regex;
@@ -22,10 +23,10 @@ const RETRY_ON: &[(&str, RetryOn)] = &[
 
 pub(super) fn routes(
     cx: &mut Ctx<'_>,
-    raw: &[Spanned<RawRoute>],
+    raw: &[Spanned<Box<RawRoute>>],
     listeners: &[ListenerConfig],
     clusters: &BTreeSet<String>,
-) -> Vec<RouteConfig> {
+) -> Vec<Arc<RouteConfig>> {
     let mut names: HashMap<String, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, spanned) in raw.iter().enumerate() {
@@ -52,7 +53,7 @@ pub(super) fn routes(
             .rewrite
             .as_ref()
             .map(|rw| rewrite(cx, rw, r.matcher.as_ref().map(Spanned::get_ref)));
-        out.push(RouteConfig {
+        out.push(Arc::new(RouteConfig {
             name,
             listener,
             matcher,
@@ -74,13 +75,17 @@ pub(super) fn routes(
                 .unwrap_or_default(),
             websocket: r.websocket.unwrap_or(defaults::WEBSOCKET),
             debug_headers: r.debug_headers.unwrap_or(false),
-        });
+        }));
     }
     out
 }
 
 /// The route's listener; may be omitted when there is exactly one listener.
-fn listener(cx: &mut Ctx<'_>, route: &Spanned<RawRoute>, listeners: &[ListenerConfig]) -> String {
+fn listener(
+    cx: &mut Ctx<'_>,
+    route: &Spanned<Box<RawRoute>>,
+    listeners: &[ListenerConfig],
+) -> String {
     match &route.get_ref().listener {
         Some(l) => {
             if !listeners.is_empty() && !listeners.iter().any(|x| x.name == *l.get_ref()) {
@@ -109,7 +114,11 @@ fn listener(cx: &mut Ctx<'_>, route: &Spanned<RawRoute>, listeners: &[ListenerCo
     }
 }
 
-fn target(cx: &mut Ctx<'_>, route: &Spanned<RawRoute>, clusters: &BTreeSet<String>) -> RouteTarget {
+fn target(
+    cx: &mut Ctx<'_>,
+    route: &Spanned<Box<RawRoute>>,
+    clusters: &BTreeSet<String>,
+) -> RouteTarget {
     let r = route.get_ref();
     match (&r.cluster, &r.split) {
         (Some(_), Some(split)) => {

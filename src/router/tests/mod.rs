@@ -129,7 +129,7 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
             sample_ratio: 1.0,
         },
         listeners: listeners.iter().map(|name| listener(name)).collect(),
-        routes,
+        routes: routes.into_iter().map(std::sync::Arc::new).collect(),
         clusters,
         cache: None,
         mesh: None,
