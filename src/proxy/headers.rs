@@ -72,7 +72,11 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     }
     let mut text = [0u8; 32];
     hex_into(&mut text, fastrand::u128(..));
-    let id = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"));
+    let mut id = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"));
+    // A value seen once: HTTP/2 sends it as a never-indexed literal instead of pushing it into
+    // the HPACK table, where it would evict the headers that do repeat (`via`, the backend's
+    // `server` and `content-type`). HTTP/1 ignores the flag.
+    id.set_sensitive(true);
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
