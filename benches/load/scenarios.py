@@ -109,7 +109,7 @@ def route_paths(n, extra=()):
 
 # --- reload to serving ----------------------------------------------------------------------
 
-def reload_to_serving(args, work, b1, b2, reps=3):
+def reload_to_serving(args, work, b1, b2, reps=7):
     """ms from the reload request (POST /reload; HAProxy: SIGUSR2 to the master) to the first
     answer of a route that only the new config has, at RELOAD_ROUTES routes. Median of `reps`."""
     out = {}
