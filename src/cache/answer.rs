@@ -56,51 +56,25 @@ pub(super) fn fresh_hit(
         return None;
     };
     let age = stored.age(Instant::now());
-    (freshness::reuse(age, stored.lifetime, &stored.directives, request) == Reuse::Fresh)
-        .then(|| respond(cache, &stored, parts, age, value.clone(), Outcome::Hit))
-}
-
-pub(super) fn respond(
-    cache: &Cache,
-    stored: &Stored,
-    parts: &Parts,
-    age: u64,
-    value: HeaderValue,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    build(
-        cache,
-        stored,
-        &parts.method,
-        &parts.headers,
-        age,
-        value,
-        outcome,
-    )
-}
-
-pub(super) fn respond_to(
-    cache: &Cache,
-    stored: &Stored,
-    client: &ClientRequest,
-    age: u64,
-    value: HeaderValue,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    build(
-        cache,
-        stored,
-        &client.method,
-        &client.headers,
-        age,
-        value,
-        outcome,
+    (freshness::reuse(age, stored.lifetime, &stored.directives, request) == Reuse::Fresh).then(
+        || {
+            respond(
+                cache,
+                &stored,
+                &parts.method,
+                &parts.headers,
+                age,
+                value.clone(),
+                Outcome::Hit,
+            )
+        },
     )
 }
 
 /// A response from the store: its headers with `Age` (§5.1) and `Cache-Status`; 304 when the
-/// client's own conditionals hold (§4.3.2); no body for HEAD.
-fn build(
+/// client's own conditionals hold (§4.3.2); no body for HEAD. `method` and `request` are the
+/// client's.
+pub(super) fn respond(
     cache: &Cache,
     stored: &Stored,
     method: &Method,

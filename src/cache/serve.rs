@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
-use super::answer::{fresh_hit, lookup, only_if_cached, respond, respond_to, ClientRequest, Found};
+use super::answer::{fresh_hit, lookup, only_if_cached, respond, ClientRequest, Found};
 use super::coalesce::{self, Flight, Join};
 use super::key::{self, Variant};
 use super::policy::{conditional, freshness, Directives, Reuse};
@@ -97,7 +97,8 @@ impl<'a> Layer<'a> {
                         return Ok(respond(
                             cache,
                             &stored,
-                            &parts,
+                            &parts.method,
+                            &parts.headers,
                             age,
                             status::HIT.clone(),
                             Outcome::Hit,
@@ -105,11 +106,27 @@ impl<'a> Layer<'a> {
                     }
                     Reuse::StaleAllowed => {
                         let value = status::stale_hit(staleness, "max-stale");
-                        return Ok(respond(cache, &stored, &parts, age, value, Outcome::Stale));
+                        return Ok(respond(
+                            cache,
+                            &stored,
+                            &parts.method,
+                            &parts.headers,
+                            age,
+                            value,
+                            Outcome::Stale,
+                        ));
                     }
                     Reuse::StaleWhileRevalidate => {
                         let value = status::stale_hit(staleness, "stale-while-revalidate");
-                        let response = respond(cache, &stored, &parts, age, value, Outcome::Stale);
+                        let response = respond(
+                            cache,
+                            &stored,
+                            &parts.method,
+                            &parts.headers,
+                            age,
+                            value,
+                            Outcome::Stale,
+                        );
                         revalidate::refresh_in_background(
                             cache, self.ctx, &self.key, &stored, parts,
                         );
@@ -234,10 +251,11 @@ impl<'a> Layer<'a> {
             Err(error) if stale_if_error => {
                 tracing::debug!(%error, key = %self.key, "upstream failed: serving stale (stale-if-error)");
                 let age = stored.age(Instant::now());
-                return Ok(respond_to(
+                return Ok(respond(
                     cache,
                     &stored,
-                    &client,
+                    &client.method,
+                    &client.headers,
                     age,
                     stale_status(None),
                     Outcome::Stale,
@@ -252,10 +270,11 @@ impl<'a> Layer<'a> {
             revalidate::keep(cache, &self.key, &stored, &fresh);
             let age = fresh.age(Instant::now());
             let value = status::forwarded(fwd, Some(304), false, None);
-            return Ok(respond_to(
+            return Ok(respond(
                 cache,
                 &fresh,
-                &client,
+                &client.method,
+                &client.headers,
                 age,
                 value,
                 Outcome::Revalidated,
@@ -264,10 +283,11 @@ impl<'a> Layer<'a> {
         if code.is_server_error() && stale_if_error {
             let age = stored.age(Instant::now());
             let value = stale_status(Some(code.as_u16()));
-            return Ok(respond_to(
+            return Ok(respond(
                 cache,
                 &stored,
-                &client,
+                &client.method,
+                &client.headers,
                 age,
                 value,
                 Outcome::Stale,
