@@ -366,10 +366,10 @@ impl RequestSeries {
 }
 
 /// Every [`RequestSeries`] of one snapshot, indexed the way the request path knows them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SnapshotMetrics {
-    /// The routes (config order), for labels.
-    route_configs: Vec<Arc<RouteConfig>>,
+    /// The snapshot's config: the routes' labels.
+    config: Arc<Config>,
     /// By route index: the series of each cluster the route can pick, built on the route's
     /// first request. A reload of 10,000 routes, most of them idle, then builds none of them
     /// (three label strings and two dozen slots each: a quarter of the snapshot build in a
@@ -381,14 +381,14 @@ pub struct SnapshotMetrics {
 
 impl SnapshotMetrics {
     /// Prepares the series of every route × target cluster and every listener.
-    pub fn build(config: &Config) -> Self {
+    pub fn build(config: &Arc<Config>) -> Self {
         let unrouted = config
             .listeners
             .iter()
             .map(|l| Arc::new(RequestSeries::new(&l.name, "", "")))
             .collect();
         Self {
-            route_configs: config.routes.clone(),
+            config: Arc::clone(config),
             routes: config.routes.iter().map(|_| OnceLock::new()).collect(),
             unrouted,
         }
@@ -406,7 +406,7 @@ impl SnapshotMetrics {
             .zip(cluster)
             .and_then(|(route, cluster)| {
                 let built = self.routes.get(route)?;
-                let config = self.route_configs.get(route)?;
+                let config = self.config.routes.get(route)?;
                 built
                     .get_or_init(|| route_series(config))
                     .iter()
@@ -463,7 +463,7 @@ endpoints = ["127.0.0.1:2"]
 "#;
         let config =
             crate::config::parse(text, std::path::Path::new("t.toml")).expect("valid config");
-        let metrics = SnapshotMetrics::build(&config);
+        let metrics = SnapshotMetrics::build(&Arc::new(config));
         let b = metrics.series(0, Some(0), Some("b")).expect("route series");
         assert_eq!(b.labels[1].value(), "web");
         assert_eq!(b.labels[2].value(), "b");

@@ -29,7 +29,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Shared;
+use super::{Shared, Snapshot};
 use crate::admin::metrics::{CONFIG_RELOADS_TOTAL, CONFIG_RELOAD_DURATION_SECONDS};
 use crate::config::Config;
 use crate::proxy::server::stopped;
@@ -205,7 +205,7 @@ pub(super) fn spawn(
             };
             // Held until the answer is out: freeing it is not part of the reload.
             let replaced = reloader.shared.snapshot();
-            let outcome = reloader.reload(request.trigger).await;
+            let outcome = reloader.reload(request.trigger, &replaced).await;
             if let Some(reply) = request.reply {
                 // `Err`: the admin client went away; the reload happened all the same.
                 let _ = reply.send(outcome);
@@ -218,9 +218,14 @@ pub(super) fn spawn(
 }
 
 impl Reloader {
-    async fn reload(&mut self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+    /// Reloads over `running`, the snapshot published when the request was taken.
+    async fn reload(
+        &mut self,
+        trigger: Trigger,
+        running: &Snapshot,
+    ) -> Result<Reloaded, ReloadError> {
         let started = Instant::now();
-        let outcome = self.attempt(trigger).await;
+        let outcome = self.attempt(trigger, running).await;
         match &outcome {
             Ok(Reloaded::Unchanged { .. }) => {}
             Ok(Reloaded::Published { version }) => {
@@ -245,8 +250,11 @@ impl Reloader {
         outcome
     }
 
-    async fn attempt(&mut self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
-        let running = self.shared.snapshot();
+    async fn attempt(
+        &mut self,
+        trigger: Trigger,
+        running: &Snapshot,
+    ) -> Result<Reloaded, ReloadError> {
         let path = self.path.clone();
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(text) => text,
