@@ -14,7 +14,7 @@ use http::StatusCode;
 use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::{Config, RouteConfig, RouteTarget};
+use crate::config::{Config, RouteConfig};
 
 pub use super::endpoint_series::{
     set_max_endpoint_series, EndpointBudget, EndpointMetrics, OTHER_ENDPOINT,
@@ -422,11 +422,9 @@ type RouteSeries = Vec<(String, Arc<RequestSeries>)>;
 
 /// The series of each cluster `route` can pick.
 fn route_series(route: &RouteConfig) -> RouteSeries {
-    let clusters: Vec<&str> = match &route.target {
-        RouteTarget::Cluster(cluster) => vec![cluster.as_str()],
-        RouteTarget::Split(arms) => arms.iter().map(|a| a.cluster.as_str()).collect(),
-    };
-    clusters
+    route
+        .target
+        .clusters()
         .into_iter()
         .map(|cluster| {
             let series = RequestSeries::new(&route.listener, &route.name, cluster);

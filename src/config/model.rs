@@ -170,6 +170,17 @@ pub enum RouteTarget {
     Split(Vec<WeightedCluster>),
 }
 
+impl RouteTarget {
+    /// Every cluster the route can pick, in file order: what per-route metrics, stats and
+    /// explanations are kept for.
+    pub fn clusters(&self) -> Vec<&str> {
+        match self {
+            Self::Cluster(cluster) => vec![cluster.as_str()],
+            Self::Split(arms) => arms.iter().map(|a| a.cluster.as_str()).collect(),
+        }
+    }
+}
+
 /// One arm of a weighted split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedCluster {

@@ -196,13 +196,10 @@ fn matched_route(
         route.rewrite.as_ref().map(|r| r.path_prefix.as_str()),
     )
     .unwrap_or_else(|error| format!("(rewrite failed: {error})"));
-    let (target, cluster_names): (TargetView, Vec<&str>) = match &route.target {
-        RouteTarget::Cluster(cluster) => (
-            TargetView::Cluster {
-                cluster: cluster.clone(),
-            },
-            vec![cluster.as_str()],
-        ),
+    let target = match &route.target {
+        RouteTarget::Cluster(cluster) => TargetView::Cluster {
+            cluster: cluster.clone(),
+        },
         RouteTarget::Split(arms) => {
             let total: f64 = arms.iter().map(|arm| f64::from(arm.weight)).sum();
             let views = arms
@@ -217,14 +214,11 @@ fn matched_route(
                     },
                 })
                 .collect();
-            (
-                TargetView::Split { arms: views },
-                arms.iter().map(|arm| arm.cluster.as_str()).collect(),
-            )
+            TargetView::Split { arms: views }
         }
     };
     let mut clusters: Vec<ClusterView> = Vec::new();
-    for name in cluster_names {
+    for name in route.target.clusters() {
         if clusters.iter().any(|c| c.name == name) {
             continue;
         }

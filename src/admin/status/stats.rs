@@ -64,21 +64,15 @@ impl StatsTable {
         let routes = config
             .routes
             .iter()
-            .map(|r| {
-                let targets = match &r.target {
-                    crate::config::RouteTarget::Cluster(c) => vec![c.as_str()],
-                    crate::config::RouteTarget::Split(arms) => {
-                        arms.iter().map(|a| a.cluster.as_str()).collect()
-                    }
-                };
-                RouteRings {
-                    config: Arc::clone(r),
-                    ring: route_ring(&r.name),
-                    targets: targets
-                        .into_iter()
-                        .filter_map(|c| Some((c.to_owned(), Arc::clone(clusters.get(c)?))))
-                        .collect(),
-                }
+            .map(|r| RouteRings {
+                config: Arc::clone(r),
+                ring: route_ring(&r.name),
+                targets: r
+                    .target
+                    .clusters()
+                    .into_iter()
+                    .filter_map(|c| Some((c.to_owned(), Arc::clone(clusters.get(c)?))))
+                    .collect(),
             })
             .collect();
         Self { routes, clusters }

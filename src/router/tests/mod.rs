@@ -93,14 +93,10 @@ pub(crate) fn cluster(name: &str, endpoints: &[&str]) -> ClusterConfig {
 pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
     let mut clusters = BTreeMap::new();
     for route in &routes {
-        let names: Vec<String> = match &route.target {
-            RouteTarget::Cluster(name) => vec![name.clone()],
-            RouteTarget::Split(arms) => arms.iter().map(|a| a.cluster.clone()).collect(),
-        };
-        for name in names {
+        for name in route.target.clusters() {
             clusters.insert(
-                name.clone(),
-                cluster(&name, &["127.0.0.1:9001", "127.0.0.1:9002"]),
+                name.to_owned(),
+                cluster(name, &["127.0.0.1:9001", "127.0.0.1:9002"]),
             );
         }
     }
