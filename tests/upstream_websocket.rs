@@ -115,6 +115,41 @@ async fn websocket_echo_through_the_tunnel() {
     proxy.shutdown();
 }
 
+/// An upgrade on a keep-alive connection that idled long enough to be parked (its first HTTP
+/// session ended): the new session must still hand the socket to the tunnel.
+#[tokio::test]
+async fn an_upgrade_after_the_connection_was_parked_still_tunnels() {
+    let backend = echo_backend().await;
+    let proxy = start(backend, "");
+    let mut client = TcpStream::connect(proxy.addr("public"))
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET /plain HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("request");
+    let head = tokio::time::timeout(DEADLINE, read_head(&mut client))
+        .await
+        .expect("answer in time");
+    // The echo backend refuses plain requests, with an empty body.
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // Well past the 20 ms park delay.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    client.write_all(HANDSHAKE).await.expect("handshake");
+    let head = tokio::time::timeout(DEADLINE, read_head(&mut client))
+        .await
+        .expect("101 in time");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client.write_all(b"ping").await.expect("write");
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&echoed, b"ping");
+    proxy.shutdown();
+}
+
 #[tokio::test]
 async fn a_silent_tunnel_is_closed_at_the_idle_timeout() {
     let backend = echo_backend().await;

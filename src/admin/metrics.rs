@@ -40,6 +40,9 @@ pub const CONFIG_RELOAD_DURATION_SECONDS: &str = "switchyard_config_reload_durat
 pub const CONFIG_VERSION: &str = "switchyard_config_version";
 /// `downstream_connections`: open client connections.
 pub const DOWNSTREAM_CONNECTIONS: &str = "switchyard_downstream_connections";
+/// `downstream_connections_parked`: idle HTTP/1 keep-alive connections that hold no HTTP
+/// session (no buffers) while they wait for the next request.
+pub const DOWNSTREAM_CONNECTIONS_PARKED: &str = "switchyard_downstream_connections_parked";
 /// `build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 /// `metric_series`: series in the previous `/metrics` scrape, so the scrape's own size (what
@@ -131,6 +134,11 @@ fn describe() {
         DOWNSTREAM_CONNECTIONS,
         Unit::Count,
         "Open client connections on the proxy listeners."
+    );
+    describe_gauge!(
+        DOWNSTREAM_CONNECTIONS_PARKED,
+        Unit::Count,
+        "Idle HTTP/1 keep-alive client connections parked without buffers."
     );
     // TLS (issue 13).
     describe_gauge!(
@@ -275,7 +283,8 @@ pub fn set_config_version(version: u64) {
     metrics::gauge!(CONFIG_VERSION).set(version as f64);
 }
 
-/// One open downstream connection, counted in `downstream_connections` until dropped.
+/// One downstream connection counted in a gauge (`downstream_connections`, or
+/// `downstream_connections_parked` while parked) until the guard drops.
 #[derive(Debug)]
 #[must_use = "the connection stops counting when the guard drops"]
 pub struct DownstreamConnection {
@@ -285,7 +294,15 @@ pub struct DownstreamConnection {
 impl DownstreamConnection {
     /// Counts a connection as open.
     pub fn opened() -> Self {
-        let gauge = metrics::gauge!(DOWNSTREAM_CONNECTIONS);
+        Self::counted(metrics::gauge!(DOWNSTREAM_CONNECTIONS))
+    }
+
+    /// Counts a connection as parked (idle, its HTTP session freed).
+    pub fn parked() -> Self {
+        Self::counted(metrics::gauge!(DOWNSTREAM_CONNECTIONS_PARKED))
+    }
+
+    fn counted(gauge: Gauge) -> Self {
         gauge.increment(1.0);
         Self { gauge }
     }

@@ -6,8 +6,9 @@
 //!
 //! Every connection goes through [`GuardedIo`] first: it checks each HTTP/1 request head before
 //! hyper parses it, runs the first-byte, header, body and keep-alive timers, and recognises the
-//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). hyper-util's
-//! `auto` builder then picks HTTP/1.1 or h2c from the bytes it is given.
+//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). The first
+//! bytes choose hyper's HTTP/1.1 or HTTP/2 server; HTTP/1 runs in sessions that end while the
+//! connection idles, so an idle keep-alive connection holds no buffers (see `serve`).
 //!
 //! Connection limit: one semaphore shared by every worker; a connection accepted without a
 //! permit is closed at once (mini-redis holds the accept instead, but then the backlog fills and
@@ -17,21 +18,24 @@
 //! so the worker knows all connections are gone when `recv()` returns `None`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
 use super::hygiene::limit::BodyLimit;
-use super::hygiene::{self, conn, ConnState, GuardedIo, Limits, Reject};
+use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Reject};
 use crate::config::LimitsConfig;
 use crate::runtime::Shared;
 use crate::tls::server::{handshake, Termination};
@@ -58,7 +62,8 @@ pub struct ListenerContext {
 /// `[limits]`, and the process-wide connection semaphore.
 #[derive(Clone)]
 pub struct ConnServer {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http1: Arc<http1::Builder>,
+    http2: Arc<http2::Builder<TokioExecutor>>,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
 }
@@ -73,10 +78,8 @@ impl ConnServer {
     /// HTTP/1.1 (keep-alive, half-close) and h2c with `[limits]` applied; `connections` is the
     /// semaphore of `max_connections` permits shared by all workers.
     pub fn new(limits: &LimitsConfig, connections: Arc<Semaphore>) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .keep_alive(true)
             // With half-close, a reader at end-of-stream still gets its pending answers; that is
             // how `GuardedIo` refuses a bad pipelined head after good ones.
@@ -84,9 +87,8 @@ impl ConnServer {
             // `GuardedIo` runs the header timer (hyper's would also count keep-alive idle time).
             .header_read_timeout(None);
         let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .keep_alive_interval(limits.h2_keepalive_interval)
             .keep_alive_timeout(limits.h2_keepalive_interval.min(Duration::from_secs(20)))
             .max_header_list_size(header_list)
@@ -97,7 +99,8 @@ impl ConnServer {
             // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
             .max_local_error_reset_streams(256);
         Self {
-            builder: Arc::new(builder),
+            http1: Arc::new(h1),
+            http2: Arc::new(h2),
             limits: Arc::new(Limits::from_config(limits)),
             connections,
         }
@@ -194,13 +197,18 @@ impl ConnServer {
     /// Serves one connection; on shutdown, lets requests in progress finish and then closes
     /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2 connection without open streams
     /// for `keepalive_timeout` is closed the same way (HTTP/1 idling is `GuardedIo`'s job).
+    ///
+    /// HTTP/1 is served in sessions: when a keep-alive connection has idled for
+    /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends hyper's session, which frees hyper's
+    /// buffers, and the next request starts a new one. Between sessions the task holds the
+    /// socket, `GuardedIo` and the service, nothing else: each session lives in its own box.
     async fn serve<S>(&self, stream: S, ctx: ConnContext, mut shutdown: watch::Receiver<bool>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let peer = ctx.peer;
         let state = ConnState::new();
-        let io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits));
+        let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits));
         let service = {
             let (ctx, state, limits) =
                 (Arc::new(ctx), Arc::clone(&state), Arc::clone(&self.limits));
@@ -208,8 +216,8 @@ impl ConnServer {
                 let (ctx, state, limits) =
                     (Arc::clone(&ctx), Arc::clone(&state), Arc::clone(&limits));
                 // Boxed per request: hyper keeps one allocation of the service future's size
-                // for the whole life of an HTTP/1 connection, and ours is large (everything
-                // `forward` may await). Boxed, an idle keep-alive connection holds a pointer
+                // for the whole life of an HTTP/1 session, and ours is large (everything
+                // `forward` may await). Boxed, a session between requests holds a pointer
                 // instead of ~14 KiB, and hyper moves a pointer instead of the future.
                 let served: ServedRequest = Box::pin(async move {
                     Ok::<_, Infallible>(serve_request(&ctx, &state, &limits, req).await)
@@ -217,40 +225,131 @@ impl ConnServer {
                 served
             })
         };
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        loop {
+            let parked = io
+                .is_parked()
+                .then(crate::admin::metrics::DownstreamConnection::parked);
+            let arrival = tokio::select! {
+                arrival = std::future::poll_fn(|cx| io.poll_arrival(cx)) => arrival,
+                // Between sessions there is nothing in progress to finish.
+                _ = stopped(&mut shutdown) => return,
+            };
+            drop(parked);
+            match arrival {
+                Ok(Arrival::Http1) => {}
+                Ok(Arrival::Http2) => {
+                    let conn = self.http2.serve_connection(TokioIo::new(io), service);
+                    let (result, _) = self
+                        .drive(Box::pin(conn), &state, peer, &mut shutdown)
+                        .await;
+                    return log_end(result.map_err(Into::into), peer);
+                }
+                Ok(Arrival::Closed) => {
+                    // Writes a refusal of ours (such as a 408 for a head that never ended),
+                    // bounded like any write to a client that may not read.
+                    let _ =
+                        tokio::time::timeout(self.limits.body_read_timeout, io.shutdown()).await;
+                    return;
+                }
+                Err(error) => return log_end(Err(error.into()), peer),
+            }
+            let conn = self
+                .http1
+                .serve_connection(TokioIo::new(io), service.clone())
+                .with_upgrades();
+            let (result, conn) = self
+                .drive(Box::pin(conn), &state, peer, &mut shutdown)
+                .await;
+            if let Err(error) = result {
+                return log_end(Err(error.into()), peer);
+            }
+            // `None`: the connection upgraded and its socket belongs to the tunnel now.
+            let Some(parts) = conn.and_then(|conn| Pin::into_inner(conn).into_parts()) else {
+                return;
+            };
+            io = parts.io.into_inner();
+            if !io.is_parked() || *shutdown.borrow() {
+                // The connection ended (hyper shut it down), or we are draining.
+                return;
+            }
+            io.unread(&parts.read_buf);
+        }
+    }
+
+    /// Runs one hyper session until it ends, the worker drains, the connection idles past
+    /// `keepalive_timeout` (HTTP/2) or its client stalls. Returns the session when it ended by
+    /// itself, so an HTTP/1 caller can take its socket back.
+    async fn drive<C>(
+        &self,
+        mut conn: Pin<Box<C>>,
+        state: &ConnState,
+        peer: SocketAddr,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (Result<(), hyper::Error>, Option<Pin<Box<C>>>)
+    where
+        C: Session,
+    {
         let keepalive = self.limits.keepalive_timeout;
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stopped(&mut shutdown) => {
+        tokio::select! {
+            result = conn.as_mut() => (result, Some(conn)),
+            _ = stopped(shutdown) => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                (conn.as_mut().await, None)
             }
-            () = idle(&state, keepalive) => {
+            () = idle(state, keepalive) => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                (conn.as_mut().await, None)
             }
-            () = stalled(&state, self.limits.body_read_timeout) => {
+            () = stalled(state, self.limits.body_read_timeout) => {
                 // Dropping the connection resets every stream and cancels their upstream
                 // requests; a graceful close would wait on the very client that stalls.
                 hygiene::count("slow_read");
                 tracing::debug!(%peer, "client takes no response data: closing");
-                Ok(())
+                (Ok(()), None)
             }
-        };
-        if let Err(error) = result {
-            // Client resets and timeouts are routine; not worth more than debug.
-            tracing::debug!(%error, %peer, "connection ended with an error");
         }
     }
 }
 
+/// A hyper server connection of either protocol, as [`ConnServer::drive`] runs it.
+trait Session: std::future::Future<Output = Result<(), hyper::Error>> {
+    /// Stop taking new requests; finish the ones in progress.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Session for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S> Session for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// How a connection's end is logged: client resets and timeouts are routine, so debug.
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>, peer: SocketAddr) {
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "connection ended with an error");
+    }
+}
+
 /// The future of one request as the connection holds it (see `serve`).
-type ServedRequest = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>,
->;
+type ServedRequest =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
 /// the handler. The response body holds the request open for the idle timer.

@@ -35,7 +35,7 @@ use crate::admin::metrics::REJECTED_REQUESTS_TOTAL;
 use crate::config::LimitsConfig;
 
 pub use conn::ConnState;
-pub use io::GuardedIo;
+pub use io::{Arrival, GuardedIo};
 
 /// Most header fields one request may carry (431 beyond). 100 is hyper's and nginx's
 /// practical default; real browsers send 10–30.

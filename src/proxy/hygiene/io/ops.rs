@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{GuardedIo, Phase, DIRECT_READ_MAX, READ_CHUNK};
+use super::{GuardedIo, Phase, DIRECT_READ_MAX, PARK_AFTER, READ_CHUNK};
 use crate::proxy::hygiene::chunked::ChunkError;
 use crate::proxy::hygiene::{count, Reject};
 
@@ -18,6 +19,8 @@ use crate::proxy::hygiene::{count, Reject};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wait {
     FirstByte,
+    /// The connection has idled for [`super::PARK_AFTER`]: end hyper's session, keep the socket.
+    Park,
     Idle,
     Header,
     Body,
@@ -34,7 +37,13 @@ impl<T> GuardedIo<T> {
                 Some((first, Wait::FirstByte))
             }
             Phase::Head if self.inbuf.is_empty() => {
-                Some((waiting + self.limits.keepalive_timeout, Wait::Idle))
+                let idle = waiting + self.limits.keepalive_timeout;
+                let park = waiting + PARK_AFTER;
+                if self.parked || park >= idle {
+                    Some((idle, Wait::Idle))
+                } else {
+                    Some((park, Wait::Park))
+                }
             }
             Phase::Head => {
                 let started = *self.head_started.get_or_insert(now);
@@ -203,8 +212,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         }
     }
 
-    pub(super) fn on_timeout(&mut self, cx: &mut Context<'_>, wait: Wait) -> Poll<io::Result<()>> {
+    /// The socket has nothing for us: arms the timer for what we are waiting on, and acts on
+    /// it once it runs out.
+    pub(super) fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((at, wait)) = self.deadline(Instant::now()) else {
+            return Poll::Pending;
+        };
+        if at != self.timer_at {
+            self.timer_at = at;
+            self.timer.as_mut().reset(at.into());
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.on_timeout(cx, wait)
+    }
+
+    fn on_timeout(&mut self, cx: &mut Context<'_>, wait: Wait) -> Poll<io::Result<()>> {
         match wait {
+            // End-of-stream between requests ends hyper's session cleanly; `parked` keeps the
+            // socket open (`poll_shutdown` does nothing) and our buffer goes too.
+            Wait::Park => {
+                self.parked = true;
+                self.inbuf = BytesMut::new();
+                Poll::Ready(Ok(()))
+            }
             // Nothing of a request arrived: close quietly, as for any idle connection.
             Wait::FirstByte | Wait::Idle => {
                 self.phase = Phase::Closed;

@@ -1,0 +1,149 @@
+//! Parked keep-alive connections: an HTTP/1 connection idle for `PARK_AFTER` (20 ms) gives up
+//! its hyper session (and the buffers it holds) but stays open. The next request on it must
+//! be served exactly as on a fresh session: bodies, pipelining, refusals, upgrades, the
+//! keep-alive limit and shutdown all still apply.
+//!
+//! One test per scenario, but only `parking_frees_the_session_and_the_next_request_resumes`
+//! reads the parked gauge: the recorder is process-wide and other tests park too.
+
+mod hygiene_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hygiene_support::{limits, start, start_with};
+use support::raw_client::{raw_request, RawConn};
+
+/// Comfortably past `PARK_AFTER` (20 ms), far below the 500 ms keep-alive of `limits`.
+const IDLE: Duration = Duration::from_millis(150);
+
+/// `switchyard_downstream_connections_parked` as /metrics reports it.
+fn parked(proxy: &support::launcher::TestProxy) -> u64 {
+    let resp = raw_request(
+        proxy.admin_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    resp.body_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_downstream_connections_parked "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn parking_frees_the_session_and_the_next_request_resumes() {
+    let (backend, proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+    let parked_now = support::wait_until(support::DEADLINE, || parked(&proxy) == 1);
+    assert!(parked_now, "the idle connection was never parked");
+
+    conn.send(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(!resp.closed, "parking must not close the connection");
+    let paths: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(paths, ["/one", "/two"]);
+
+    // Closed by the client while parked: the gauge comes back down.
+    drop(conn);
+    let unparked = support::wait_until(support::DEADLINE, || parked(&proxy) == 0);
+    assert!(unparked, "a closed parked connection is still counted");
+}
+
+#[test]
+fn a_parked_connection_takes_a_body_and_a_pipelined_pair() {
+    let (backend, _proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+
+    std::thread::sleep(IDLE);
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .expect("send");
+    let resp = conn.read_response();
+    assert_eq!((resp.status, resp.body_text().as_str()), (200, "hello"));
+
+    std::thread::sleep(IDLE);
+    conn.send(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+    let second = conn.read_response();
+    assert_eq!(second.status, 200, "{second:?}");
+    assert!(!second.closed);
+    assert_eq!(backend.request_count(), 4);
+}
+
+#[test]
+fn a_bad_head_after_parking_is_refused_and_never_forwarded() {
+    let (backend, _proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+
+    std::thread::sleep(IDLE);
+    conn.send(
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+    )
+    .expect("send");
+    let resp = conn.read_response();
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert!(resp.closed || conn.wait_closed(support::DEADLINE));
+    assert_eq!(backend.request_count(), 1);
+}
+
+#[test]
+fn a_parked_connection_still_closes_at_keepalive_timeout() {
+    let (_backend, _proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+    let idle_from = Instant::now();
+    assert!(conn.wait_closed(Duration::from_secs(3)), "never closed");
+    // 500 ms from the end of the response, not from the park 20 ms in.
+    let took = idle_from.elapsed();
+    assert!(took >= Duration::from_millis(450), "closed after {took:?}");
+}
+
+#[test]
+fn a_keepalive_shorter_than_the_park_delay_closes_without_parking() {
+    let (_backend, _proxy, addr) = start_with(&limits("").replace(
+        "keepalive_timeout = \"500ms\"",
+        "keepalive_timeout = \"10ms\"",
+    ));
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+    assert!(conn.wait_closed(Duration::from_secs(3)), "never closed");
+}
+
+#[test]
+fn shutdown_closes_parked_connections_at_once() {
+    let (_backend, proxy, addr) = start();
+    let mut conn = RawConn::connect(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_response().status, 200);
+    std::thread::sleep(IDLE);
+    let started = Instant::now();
+    proxy.shutdown();
+    // Well under the 2 s drain timeout: nothing was in progress to wait for.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(conn.wait_closed(Duration::from_secs(1)));
+}
