@@ -45,6 +45,14 @@ const PROTECTED: [&str; 8] = [
 /// [`PROTECTED`] ones), and `expect`: the proxy answers `100-continue` itself (hyper sends it
 /// when the body is first read, i.e. once the upstream request is on its way).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the few names present (standard ones
+    // compare as enum tags) instead of hashing each of the nine names to remove it.
+    let present = headers
+        .keys()
+        .any(|name| name == header::EXPECT || HOP_BY_HOP.contains(name));
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
