@@ -69,9 +69,8 @@ struct Entry {
     uri: Uri,
     host: Option<HeaderValue>,
     request_id: HeaderValue,
-    traceparent: Option<HeaderValue>,
     /// The proxy's span (set by `trace::start`): exported when sampled and `otlp` is set.
-    span: Option<crate::trace::ServerSpan>,
+    span: crate::trace::ServerSpan,
     bytes_in: Arc<AtomicU64>,
     facts: RequestFacts,
     status: StatusCode,
@@ -86,6 +85,7 @@ impl AccessLog {
         snapshot: &Arc<Snapshot>,
         parts: &Parts,
         request_id: &HeaderValue,
+        span: crate::trace::ServerSpan,
     ) -> Self {
         Self {
             entry: Some(Entry {
@@ -96,8 +96,7 @@ impl AccessLog {
                 uri: parts.uri.clone(),
                 host: parts.headers.get(header::HOST).cloned(),
                 request_id: request_id.clone(),
-                traceparent: parts.headers.get("traceparent").cloned(),
-                span: parts.extensions.get::<crate::trace::ServerSpan>().copied(),
+                span,
                 bytes_in: Arc::new(AtomicU64::new(0)),
                 facts: RequestFacts::default(),
                 status: StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
@@ -173,9 +172,8 @@ impl Entry {
         snapshot
             .stats()
             .record(self.facts.route, cluster, self.status, elapsed);
-        let sampled = self.span.filter(crate::trace::ServerSpan::sampled);
-        if let (Some(span), Some(tracer)) = (sampled, snapshot.tracer()) {
-            tracer.export(self.finished_span(span, completed));
+        if let Some(tracer) = snapshot.tracer().filter(|_| self.span.sampled()) {
+            tracer.export(self.finished_span(self.span, completed));
         }
 
         let log = &snapshot.config().log;
@@ -196,12 +194,8 @@ impl Entry {
             .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
             .unwrap_or("-");
         let endpoint = self.facts.endpoint.as_ref().map(|e| e.address());
-        let trace_id = self
-            .traceparent
-            .as_ref()
-            .and_then(|t| t.to_str().ok())
-            .and_then(|t| t.split('-').nth(1))
-            .unwrap_or("-");
+        // The trace `traceparent` carries upstream (the client's, or the one we started).
+        let trace_id = self.span.trace_hex();
         tracing::info!(
             target: TARGET,
             method = %self.method,

@@ -37,6 +37,8 @@ pub struct ConnContext {
     pub listener: Arc<str>,
     /// The downstream peer.
     pub peer: SocketAddr,
+    /// The peer's address as `x-forwarded-for` writes it, rendered once per connection.
+    pub forwarded_for: HeaderValue,
     /// The connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
     /// The verified client certificate's identity (mTLS listeners only).
@@ -52,8 +54,8 @@ pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Proxy
     let snapshot = ctx.shared.snapshot();
     // Settled here rather than in `forward` so the access log knows the trace id; the proxy's
     // span becomes the upstream request's parent (crate::trace).
-    crate::trace::start(&mut parts, &snapshot.config().tracing);
-    let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id);
+    let span = crate::trace::start(&mut parts, &snapshot.config().tracing);
+    let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id, span);
     let body = access.count_request_body(body);
     // HTTP/2 bodies without a declared length are held to max_body_bytes (hygiene::limit).
     let body = super::hygiene::limit::apply(body, &parts.extensions);
@@ -93,10 +95,11 @@ async fn forward(
         ProxyError::Internal(format!("listener {} not in snapshot", ctx.listener))
     })?;
     let host = request_host(&parts);
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
     let routed = {
         let view = RequestView {
             method: &parts.method,
-            host: host.as_deref(),
+            host: host_text,
             path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             headers: &parts.headers,
             client_identity: ctx.client_identity.as_deref().map(|id| id.id.as_str()),
@@ -107,13 +110,7 @@ async fn forward(
             .ok_or(ProxyError::NoRoute)?
     };
     facts.route = Some(routed.index);
-    let cache = crate::cache::Layer::new(
-        snapshot,
-        routed.route.config(),
-        ctx,
-        host.as_deref(),
-        &parts,
-    );
+    let cache = crate::cache::Layer::new(snapshot, routed.route.config(), ctx, host_text, &parts);
     if let Some(cache) = cache {
         // A hit picks no cluster; its request metrics go to the route's first (exchange
         // replaces it on a miss).
@@ -152,7 +149,7 @@ async fn exchange(
     ctx: &ConnContext,
     snapshot: &Snapshot,
     routed: crate::router::Routed<'_>,
-    host: Option<String>,
+    host: Option<HeaderValue>,
     mut parts: Parts,
     body: crate::upstream::Body,
     facts: &mut RequestFacts,
@@ -216,16 +213,16 @@ async fn exchange(
     headers::ensure_traceparent(&mut parts.headers);
     headers::set_forwarded(
         &mut parts.headers,
-        ctx.peer.ip(),
+        &ctx.forwarded_for,
         listener.trusted_hops(),
-        host.as_deref(),
+        host.as_ref(),
     );
     crate::tls::identity::set_forwarded_tls(
         &mut parts.headers,
         ctx.tls,
         ctx.client_identity.as_deref(),
     );
-    if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(host) = host {
         // The client's Host (or the authority of an absolute-form / HTTP/2 target, which
         // RFC 9112 3.2.2 and RFC 9113 8.3.1 say take precedence) goes upstream unchanged.
         parts.headers.insert(header::HOST, host);
@@ -340,18 +337,20 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// The request's host: the URI authority when there is one (absolute-form HTTP/1 targets and
-/// HTTP/2's `:authority`), else the `Host` header.
-fn request_host(parts: &Parts) -> Option<String> {
+/// HTTP/2's `:authority`), else the `Host` header. A header value, so the usual case (HTTP/1
+/// with `Host`) shares hyper's bytes instead of copying them for routing, `x-forwarded-host`
+/// and the upstream `Host`.
+fn request_host(parts: &Parts) -> Option<HeaderValue> {
     if let Some(authority) = parts.uri.authority() {
         // Userinfo (`user@host`) is not part of the host and must not reach the backend.
         let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-        return Some(host.to_owned());
+        return HeaderValue::from_str(host).ok();
     }
     parts
         .headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
+        .filter(|h| h.to_str().is_ok())
+        .cloned()
 }
 
 fn error_response(error: &ProxyError, grpc: bool) -> Response<ProxyBody> {

@@ -106,31 +106,50 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `x-forwarded-for` (the last `trusted_hops` client entries, then `peer`),
-/// `x-forwarded-proto` and `x-forwarded-host`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_hops: u32, host: Option<&str>) {
-    let client_entries: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .collect();
+/// The peer's entry in `x-forwarded-for`, rendered once per connection (see
+/// [`set_forwarded`]).
+pub fn forwarded_for(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Sets `x-forwarded-for` (the last `trusted_hops` client entries, then `peer`, made by
+/// [`forwarded_for`]), `x-forwarded-proto` and `x-forwarded-host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    trusted_hops: u32,
+    host: Option<&HeaderValue>,
+) {
     let keep = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
+    let client_entries: Vec<&str> = if keep == 0 {
+        Vec::new()
+    } else {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .collect()
+    };
     let trusted = &client_entries[client_entries.len().saturating_sub(keep)..];
-    let mut chain = trusted.join(", ");
-    if !chain.is_empty() {
+    // The usual case, no trusted client entries: the connection's value as it is.
+    let value = if trusted.is_empty() {
+        Some(peer.clone())
+    } else {
+        let mut chain = trusted.join(", ");
         chain.push_str(", ");
-    }
-    chain.push_str(&peer.to_string());
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+        chain.push_str(peer.to_str().unwrap_or_default());
+        HeaderValue::from_str(&chain).ok()
+    };
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(value) => {
-            headers.insert(X_FORWARDED_HOST.clone(), value);
+            headers.insert(X_FORWARDED_HOST.clone(), value.clone());
         }
         None => {
             headers.remove(&X_FORWARDED_HOST);
@@ -152,7 +171,7 @@ pub fn add_via(headers: &mut HeaderMap) {
 
 /// Writes the low `out.len() * 4` bits of `n` as lowercase hex, zero-padded, into `out` (the
 /// request path's ids without a `format!` allocation each).
-fn hex_into(out: &mut [u8], mut n: u128) {
+pub(crate) fn hex_into(out: &mut [u8], mut n: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for byte in out.iter_mut().rev() {
         *byte = DIGITS[(n & 0xf) as usize];
@@ -238,7 +257,12 @@ mod tests {
             !h.contains_key("x-gone") && !h.contains_key("expect"),
             "{h:?}"
         );
-        set_forwarded(&mut h, "10.0.0.1".parse().expect("ip"), 1, Some("a"));
+        set_forwarded(
+            &mut h,
+            &forwarded_for("10.0.0.1".parse().expect("ip")),
+            1,
+            Some(&HeaderValue::from_static("a")),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
     }
 
@@ -265,7 +289,12 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
-        set_forwarded(&mut h, peer, 0, Some("api.example.com"));
+        set_forwarded(
+            &mut h,
+            &forwarded_for(peer),
+            0,
+            Some(&HeaderValue::from_static("api.example.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
@@ -274,7 +303,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
-        set_forwarded(&mut h, peer, 2, None);
+        set_forwarded(&mut h, &forwarded_for(peer), 2, None);
         assert_eq!(h["x-forwarded-for"], "2.2.2.2, 3.3.3.3, 10.0.0.9");
         assert!(!h.contains_key("x-forwarded-host"));
     }

@@ -10,8 +10,8 @@ use crate::config::TracingConfig;
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The proxy's span for one request: stored in the request's extensions by [`start`], read by
-/// the access log (trace id) and the exporter when the response ends.
+/// The proxy's span for one request: made by [`start`], kept by the access log (trace id) and
+/// handed to the exporter when the response ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSpan {
     /// The trace this request belongs to (the client's, or a new one).
@@ -37,20 +37,23 @@ impl ServerSpan {
         format!("{:032x}", self.trace_id)
     }
 
-    /// The `traceparent` value sent upstream: same trace, our span as the parent.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+    /// The `traceparent` value sent upstream: same trace, our span as the parent. Written in
+    /// place (no `format!` per request).
+    pub fn traceparent(&self) -> HeaderValue {
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        crate::proxy::headers::hex_into(&mut text[3..35], self.trace_id);
+        crate::proxy::headers::hex_into(&mut text[36..52], u128::from(self.span_id));
+        crate::proxy::headers::hex_into(&mut text[53..55], u128::from(self.flags));
+        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000001-0000000000000001-00",
+        ))
     }
 }
 
 /// Settles the request's trace context: parses the client's `traceparent` (keeping its trace id
 /// and flags) or starts a trace (sampled with probability `sample_ratio`), rewrites
 /// `traceparent` with the proxy's span id as the parent, drops a `tracestate` that has no valid
-/// `traceparent` to belong to (the spec's rule on restart), and stores the [`ServerSpan`] in the
-/// request's extensions.
+/// `traceparent` to belong to (the spec's rule on restart), and returns the [`ServerSpan`].
 pub fn start(parts: &mut Parts, config: &TracingConfig) -> ServerSpan {
     let started = SystemTime::now();
     let span = match incoming(&parts.headers) {
@@ -74,10 +77,9 @@ pub fn start(parts: &mut Parts, config: &TracingConfig) -> ServerSpan {
             }
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&span.traceparent()) {
-        parts.headers.insert(TRACEPARENT.clone(), value);
-    }
-    parts.extensions.insert(span);
+    parts
+        .headers
+        .insert(TRACEPARENT.clone(), span.traceparent());
     span
 }
 
@@ -168,7 +170,6 @@ mod tests {
             )
         );
         assert_eq!(p.headers["tracestate"], "congo=t61rcWkgMzE");
-        assert_eq!(p.extensions.get::<ServerSpan>(), Some(&span));
     }
 
     #[test]
