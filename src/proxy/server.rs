@@ -256,7 +256,7 @@ impl ConnServer {
                     });
                     let conn = self.http2.serve_connection(TokioIo::new(io), service);
                     let (result, _) = self
-                        .drive(Box::pin(conn), &state, peer, &mut shutdown)
+                        .drive(Box::pin(conn), &state, peer, Arrival::Http2, &mut shutdown)
                         .await;
                     return log_end(result.map_err(Into::into), peer);
                 }
@@ -274,7 +274,7 @@ impl ConnServer {
                 .serve_connection(TokioIo::new(io), service.clone())
                 .with_upgrades();
             let (result, conn) = self
-                .drive(Box::pin(conn), &state, peer, &mut shutdown)
+                .drive(Box::pin(conn), &state, peer, Arrival::Http1, &mut shutdown)
                 .await;
             if let Err(error) = result {
                 return log_end(Err(error.into()), peer);
@@ -292,31 +292,37 @@ impl ConnServer {
         }
     }
 
-    /// Runs one hyper session until it ends, the worker drains, the connection idles past
-    /// `keepalive_timeout` (HTTP/2) or its client stalls. Returns the session when it ended by
-    /// itself, so an HTTP/1 caller can take its socket back.
+    /// Runs one hyper session until it ends, the worker drains, or (`Arrival::Http2`) the
+    /// connection idles past `keepalive_timeout` or a stream's client stalls; for HTTP/1,
+    /// `GuardedIo` watches both on the socket, and the two timers would only be polled on
+    /// every wake-up for nothing. Returns the session when it ended by itself, so an HTTP/1
+    /// caller can take its socket back.
     async fn drive<C>(
         &self,
         mut conn: Pin<Box<C>>,
         state: &ConnState,
         peer: SocketAddr,
+        protocol: Arrival,
         shutdown: &mut watch::Receiver<bool>,
     ) -> (Result<(), hyper::Error>, Option<Pin<Box<C>>>)
     where
         C: Session,
     {
         let keepalive = self.limits.keepalive_timeout;
+        let streams = protocol == Arrival::Http2;
         tokio::select! {
+            // The session first: it is what wakes the task, nearly every time.
+            biased;
             result = conn.as_mut() => (result, Some(conn)),
             _ = stopped(shutdown) => {
                 conn.as_mut().graceful_shutdown();
                 (conn.as_mut().await, None)
             }
-            () = idle(state, keepalive) => {
+            () = idle(state, keepalive), if streams => {
                 conn.as_mut().graceful_shutdown();
                 (conn.as_mut().await, None)
             }
-            () = stalled(state, self.limits.body_read_timeout) => {
+            () = stalled(state, self.limits.body_read_timeout), if streams => {
                 // Dropping the connection resets every stream and cancels their upstream
                 // requests; a graceful close would wait on the very client that stalls.
                 hygiene::count("slow_read");
