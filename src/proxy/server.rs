@@ -243,6 +243,7 @@ impl ConnServer {
             match arrival {
                 Ok(Arrival::Http1) => {}
                 Ok(Arrival::Http2) => {
+                    state.watch_streams();
                     let shared = (ctx, Arc::clone(&state), Arc::clone(&self.limits));
                     let service = service_fn(move |req| {
                         let (ctx, state, limits) = shared.clone();

@@ -153,7 +153,8 @@ pub(crate) async fn checkout(
     endpoint: &Arc<EndpointState>,
     fresh: bool,
 ) -> Result<Lease, UpstreamError> {
-    let deadline = tokio::time::Instant::now() + cluster.connect_timeout;
+    // Read only once a wait starts: most checkouts find a pooled connection at once.
+    let mut deadline = None;
     let max = cluster.pool.max_connections_per_endpoint as u64;
     // Bounded by the deadline: every iteration either returns or waits until it passes.
     loop {
@@ -194,14 +195,16 @@ pub(crate) async fn checkout(
                 return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
             }
             Step::Wait(released) => {
-                if tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                let deadline = *deadline.get_or_insert(now + cluster.connect_timeout);
+                if now >= deadline {
                     return Err(UpstreamError::unsent(
                         FailureKind::PoolExhausted,
                         endpoint.address(),
                         format!("{max} connections open for {:?}", cluster.connect_timeout),
                     ));
                 }
-                let recheck = (tokio::time::Instant::now() + CAP_RECHECK).min(deadline);
+                let recheck = (now + CAP_RECHECK).min(deadline);
                 tokio::select! {
                     () = released.notified() => {}
                     () = tokio::time::sleep_until(recheck) => {}

@@ -39,6 +39,10 @@ pub struct ConnState {
     unpolled: AtomicUsize,
     /// When hyper last asked any response body for a frame, in milliseconds since `born`.
     last_body_poll_ms: AtomicU64,
+    /// HTTP/2: the idle and stall watches read `idle_since_ms`, `unpolled` and
+    /// `last_body_poll_ms`. HTTP/1 leaves both watches to the socket wrapper, so its requests
+    /// skip that bookkeeping (a clock read and two atomics per body frame).
+    streams: AtomicBool,
 }
 
 impl Default for ConnState {
@@ -52,6 +56,7 @@ impl Default for ConnState {
             idle_since_ms: AtomicU64::new(0),
             unpolled: AtomicUsize::new(0),
             last_body_poll_ms: AtomicU64::new(0),
+            streams: AtomicBool::new(false),
         }
     }
 }
@@ -60,6 +65,15 @@ impl ConnState {
     /// A new connection's state, shared.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Turns on the bookkeeping the HTTP/2 idle and stall watches read (see `streams`).
+    pub fn watch_streams(&self) {
+        self.streams.store(true, Ordering::SeqCst);
+    }
+
+    fn watching_streams(&self) -> bool {
+        self.streams.load(Ordering::Relaxed)
     }
 
     /// Marks a request as started; the guard ends it when dropped (keep it in the response
@@ -137,9 +151,11 @@ pub struct OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.state
-            .idle_since_ms
-            .store(self.state.now_ms(), Ordering::SeqCst);
+        if self.state.watching_streams() {
+            self.state
+                .idle_since_ms
+                .store(self.state.now_ms(), Ordering::SeqCst);
+        }
         self.state.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -182,6 +198,9 @@ impl Body for Held {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let state = &this.guard.state;
+        if !state.watching_streams() {
+            return this.inner.poll_frame(cx);
+        }
         if std::mem::take(this.handed) {
             state.unpolled.fetch_sub(1, Ordering::SeqCst);
         }
@@ -212,6 +231,7 @@ mod tests {
     #[test]
     fn idle_deadline_waits_for_open_requests() {
         let state = ConnState::new();
+        state.watch_streams();
         let keep = Duration::from_secs(5);
         assert!(state.idle_deadline(keep).is_some());
         let guard = state.start();
