@@ -97,13 +97,20 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     // All-zero trace or span ids are invalid in the spec; `| 1` avoids them.
     let trace = fastrand::u128(..) | 1;
     let span = fastrand::u64(..) | 1;
-    // "00-" trace (32 hex) "-" span (16 hex) "-01", written in place: no `format!` per request.
-    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    hex_into(&mut text[3..35], trace);
-    hex_into(&mut text[36..52], u128::from(span));
-    if let Ok(value) = HeaderValue::from_bytes(&text) {
-        headers.insert(TRACEPARENT.clone(), value);
-    }
+    headers.insert(TRACEPARENT.clone(), traceparent(trace, span, 1));
+}
+
+/// A version-00 `traceparent` value: "00-" trace (32 hex) "-" span (16 hex) "-" flags (2 hex),
+/// written in place (no `format!` per request).
+pub(crate) fn traceparent(trace_id: u128, span_id: u64, flags: u8) -> HeaderValue {
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut text[3..35], trace_id);
+    hex_into(&mut text[36..52], u128::from(span_id));
+    hex_into(&mut text[53..55], u128::from(flags));
+    // Hex digits and dashes are always a valid value; the fallback only satisfies the type.
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000001-0000000000000001-00",
+    ))
 }
 
 /// The peer's entry in `x-forwarded-for`, rendered once per connection (see
@@ -171,7 +178,7 @@ pub fn add_via(headers: &mut HeaderMap) {
 
 /// Writes the low `out.len() * 4` bits of `n` as lowercase hex, zero-padded, into `out` (the
 /// request path's ids without a `format!` allocation each).
-pub(crate) fn hex_into(out: &mut [u8], mut n: u128) {
+fn hex_into(out: &mut [u8], mut n: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for byte in out.iter_mut().rev() {
         *byte = DIGITS[(n & 0xf) as usize];

@@ -37,16 +37,9 @@ impl ServerSpan {
         format!("{:032x}", self.trace_id)
     }
 
-    /// The `traceparent` value sent upstream: same trace, our span as the parent. Written in
-    /// place (no `format!` per request).
+    /// The `traceparent` value sent upstream: same trace, our span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        crate::proxy::headers::hex_into(&mut text[3..35], self.trace_id);
-        crate::proxy::headers::hex_into(&mut text[36..52], u128::from(self.span_id));
-        crate::proxy::headers::hex_into(&mut text[53..55], u128::from(self.flags));
-        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
-            "00-00000000000000000000000000000001-0000000000000001-00",
-        ))
+        crate::proxy::headers::traceparent(self.trace_id, self.span_id, self.flags)
     }
 }
 
