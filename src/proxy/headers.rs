@@ -127,19 +127,15 @@ pub fn set_forwarded(
     trusted_hops: u32,
     host: Option<&HeaderValue>,
 ) {
+    let client_entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
     let keep = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
-    let client_entries: Vec<&str> = if keep == 0 {
-        Vec::new()
-    } else {
-        headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .collect()
-    };
     let trusted = &client_entries[client_entries.len().saturating_sub(keep)..];
     // The usual case, no trusted client entries: the connection's value as it is.
     let value = if trusted.is_empty() {
