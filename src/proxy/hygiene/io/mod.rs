@@ -477,6 +477,11 @@ mod tests {
         GuardedIo::new(server, ConnState::new(), Arc::new(limits))
     }
 
+    /// Waits for `poll_arrival`'s verdict.
+    async fn arrival(io: &mut GuardedIo<tokio::io::DuplexStream>) -> Arrival {
+        poll_fn(|cx| io.poll_arrival(cx)).await.expect("arrival")
+    }
+
     /// Polls `poll_arrival` once (a parked wait must not resolve without bytes).
     fn arrival_now(io: &mut GuardedIo<tokio::io::DuplexStream>) -> Poll<io::Result<Arrival>> {
         let waker = std::task::Waker::noop();
@@ -491,10 +496,7 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        assert_eq!(
-            poll_fn(|cx| io.poll_arrival(cx)).await.unwrap(),
-            Arrival::Http1
-        );
+        assert_eq!(arrival(&mut io).await, Arrival::Http1);
         let mut head = [0u8; 64];
         let n = tokio::io::AsyncReadExt::read(&mut io, &mut head)
             .await
@@ -515,10 +517,7 @@ mod tests {
             .write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        assert_eq!(
-            poll_fn(|cx| io.poll_arrival(cx)).await.unwrap(),
-            Arrival::Http1
-        );
+        assert_eq!(arrival(&mut io).await, Arrival::Http1);
         assert!(!io.is_parked());
         let n = tokio::io::AsyncReadExt::read(&mut io, &mut head)
             .await
@@ -536,10 +535,7 @@ mod tests {
             "half a preface decides nothing"
         );
         client.write_all(&H2_PREFACE[10..]).await.unwrap();
-        assert_eq!(
-            poll_fn(|cx| io.poll_arrival(cx)).await.unwrap(),
-            Arrival::Http2
-        );
+        assert_eq!(arrival(&mut io).await, Arrival::Http2);
 
         let (_client, server) = tokio::io::duplex(1024);
         let mut io = guarded(server);
