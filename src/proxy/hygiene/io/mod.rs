@@ -172,6 +172,15 @@ impl<T> GuardedIo<T> {
         self.ready += bytes.len();
     }
 
+    /// The client sent bytes: the wait for it is over, and a head's timer starts with its
+    /// first byte.
+    fn bytes_arrived(&mut self) {
+        self.waiting_since = None;
+        if matches!(self.phase, Phase::Head) {
+            self.head_started.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// Walks the state machine over the buffered bytes (all unchecked: `ready` is 0). Returns
     /// whether anything changed.
     fn advance(&mut self) -> Result<bool, Reject> {
@@ -324,12 +333,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
             };
             match read {
                 Poll::Ready(Ok(0)) => this.eof = true,
-                Poll::Ready(Ok(_)) => {
-                    this.waiting_since = None;
-                    if matches!(this.phase, Phase::Head) && this.head_started.is_none() {
-                        this.head_started = Some(Instant::now());
-                    }
-                }
+                Poll::Ready(Ok(_)) => this.bytes_arrived(),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return this.on_pending(cx),
             }
@@ -383,10 +387,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
             }
             match self.read_more(cx) {
                 Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(_)) => {
-                    self.waiting_since = None;
-                    self.head_started.get_or_insert_with(Instant::now);
-                }
+                Poll::Ready(Ok(_)) => self.bytes_arrived(),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 // A timer ran out and changed the phase (or parked): look again.
                 Poll::Pending => ready!(self.on_pending(cx))?,
