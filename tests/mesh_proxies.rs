@@ -173,19 +173,26 @@ async fn announced_services_are_routed_and_withdrawn_on_death_and_leave() {
         "wrong-key member listed: {view}"
     );
     assert_eq!(state_of(&view, b.mesh).as_deref(), Some("alive"), "{view}");
-    let metrics = client
-        .get(&format!("http://{}/metrics", a.admin))
-        .await
-        .expect("metrics")
-        .text();
-    let rejected = metrics
-        .lines()
-        .find(|l| l.starts_with("switchyard_mesh_rejected_packets_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    // W started with C: C may be in before W's first datagram reached A, so wait for it.
+    let rejected = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("switchyard_mesh_rejected_packets_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let scrape = || async {
+        client
+            .get(&format!("http://{}/metrics", a.admin))
+            .await
+            .expect("metrics")
+            .text()
+    };
+    let counted = within(DEADLINE, || async { rejected(&scrape().await) > 0.0 }).await;
+    let metrics = scrape().await;
     assert!(
-        rejected > 0.0,
+        counted.is_some(),
         "W's datagrams are counted as rejected:\n{metrics}"
     );
     assert!(
