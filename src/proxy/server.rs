@@ -387,11 +387,10 @@ async fn serve_request(
     ctx: &ConnContext,
     state: &Arc<ConnState>,
     limits: &Limits,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let open = state.start();
     let connect = req.method() == Method::CONNECT;
-    let mut req = req;
     let body_limit = match limits.max_body_bytes {
         // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame.
         Some(max) if req.version() == http::Version::HTTP_2 => {

@@ -65,11 +65,10 @@ impl ReplayHead {
 pub(crate) async fn exchange(
     cluster: &ClusterConfig,
     endpoint: &Arc<EndpointState>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let address = endpoint.address();
     let is_head = req.method() == Method::HEAD;
-    let mut req = req;
     if cluster.protocol == crate::config::Protocol::H2 {
         absolute_target(&mut req, address)?;
     }
