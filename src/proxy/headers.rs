@@ -5,9 +5,12 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// How many names [`HOP_BY_HOP`] lists (an array length usable in a `const` context).
+const HOP_BY_HOP_COUNT: usize = 7;
+
 /// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
 /// `keep-alive` and `proxy-connection`).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -45,29 +48,56 @@ const PROTECTED: [&str; 8] = [
 /// [`PROTECTED`] ones), and `expect`: the proxy answers `100-continue` itself (hyper sends it
 /// when the body is first read, i.e. once the upstream request is on its way).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these: one pass over the few names present (standard ones
-    // compare as enum tags) instead of hashing each of the nine names to remove it.
-    let present = headers
-        .keys()
-        .any(|name| name == header::EXPECT || HOP_BY_HOP.contains(name));
-    if !present {
-        return;
+    // One pass over the few names present (standard ones compare as enum tags) notes which of
+    // ours are there, so only those are hashed and removed: most requests carry none, and
+    // most responses only `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut expect = false;
+    for name in headers.keys() {
+        if name == header::EXPECT {
+            expect = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
     }
-    let named: Vec<HeaderName> = headers
+    // `present[0]` is `Connection`. Its usual tokens (`keep-alive`, `close`, `upgrade`) name
+    // headers removed below anyway; only other tokens need collecting first.
+    if present[0] && connection_names_others(headers) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter(|name| !PROTECTED.contains(&name.as_str()))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
+    }
+    if expect {
+        headers.remove(header::EXPECT);
+    }
+}
+
+/// The trimmed tokens of every `Connection` header line (lines that are not text are skipped).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !PROTECTED.contains(&name.as_str()))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::EXPECT);
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Whether `Connection` names a header beyond the hop-by-hop ones removed anyway.
+fn connection_names_others(headers: &HeaderMap) -> bool {
+    connection_tokens(headers).any(|token| {
+        !token.eq_ignore_ascii_case("close")
+            && !HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+    })
 }
 
 /// Keeps the client's `x-request-id` or makes a random 128-bit hex one; returns it so the
@@ -236,6 +266,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn usual_connection_tokens_strip_only_what_is_there() {
+        let mut h = map(&[
+            ("connection", "Keep-Alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("content-length", "2"),
+            ("server", "nginx"),
+        ]);
+        assert!(!connection_names_others(&h));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("content-length") && h.contains_key("server"));
+        let h = map(&[("connection", "keep-alive, x-secret")]);
+        assert!(connection_names_others(&h));
     }
 
     #[test]
