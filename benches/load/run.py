@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 
+import instructions
 import scenarios
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -170,6 +171,9 @@ def main():
     ap.add_argument("--no-reload", action="store_true",
                     help="skip reload to serving at 10,000 routes and reloads under load")
     ap.add_argument("--no-cache", action="store_true", help="skip the cache-hit comparison")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count user-space instructions per request under callgrind "
+                    "(switchyard, the baseline and HAProxy; needs valgrind)")
     ap.add_argument("--baseline", help="a second switchyard binary (e.g. before a change), "
                     "measured in the same rounds; the table adds its column and the ratio")
     args = ap.parse_args()
@@ -271,6 +275,8 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
         if not args.no_cache:
             print("cache hits", file=sys.stderr)
             extra["cache"] = scenarios.cache_hits(args, work, b1, b2)
+        if args.instructions:
+            extra["instructions"] = instructions.compare(commands, work, args.duration)
     finally:
         backend.stop()
     report(rounds, memory, args)
@@ -326,7 +332,12 @@ def report(rounds, memory, args):
 
 
 def report_extra(extra):
-    """The scenario table: reload and cache figures (one run each, not rounds)."""
+    """The scenario table: reload and cache figures (one run each, not rounds), then the
+    instruction counts when measured."""
+    extra = dict(extra)
+    counted = extra.pop("instructions", None)
+    if counted:
+        instructions.report(counted)
     if not extra:
         return
     names = ["switchyard", "haproxy", "nginx", "varnish"]
