@@ -25,27 +25,23 @@ def measure(name, cmd, port, h2port, work, duration):
     out = {}
     for test in ("h1", "h2"):
         dump = os.path.join(work, f"callgrind.{name}.{test}")
-        log = open(os.path.join(work, f"callgrind.{name}.{test}.log"), "w")
-        proc = subprocess.Popen(
-            ["taskset", "-c", run.SERVER_CPU, "valgrind", "--tool=callgrind",
-             f"--callgrind-out-file={dump}"] + cmd,
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=run.raise_nofile)
+        # valgrind starts a program about 50 times slower.
+        srv = run.Server(f"callgrind-{name}-{test}",
+                         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}"] + cmd,
+                         port, work, start_deadline=60)
         try:
-            # valgrind starts a program about 50 times slower.
-            run.wait_port(port, deadline=60)
             if test == "h1":
                 load = lambda secs: run.wrk(f"http://127.0.0.1:{port}/", 50, secs)
             else:
                 load = lambda secs: run.h2load(f"http://127.0.0.1:{h2port}/", secs)
             load(WARMUP_S)
-            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
+            subprocess.run(["callgrind_control", "-z", str(srv.proc.pid)], check=True,
                            capture_output=True)
             served = load(duration)["requests"]
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+            subprocess.run(["callgrind_control", "-d", str(srv.proc.pid)], check=True,
                            capture_output=True)
         finally:
-            proc.terminate()
-            proc.wait()
+            srv.stop()
         # The dump requested above is part 1: counts from the zeroing to the dump.
         with open(f"{dump}.1") as f:
             total = int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))

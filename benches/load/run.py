@@ -123,12 +123,12 @@ def h2load(url, duration):
 
 
 class Server:
-    def __init__(self, name, cmd, port, workdir):
+    def __init__(self, name, cmd, port, workdir, start_deadline=10.0):
         self.name = name
         log = open(os.path.join(workdir, f"{name}.log"), "w")
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=log,
                                      stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
-        wait_port(port)
+        wait_port(port, start_deadline)
 
     def measure(self, fn):
         before = cpu_ticks(self.proc.pid)
