@@ -227,7 +227,9 @@ async fn initial_unhealthy_holds_until_probes_pass() {
         "initial",
         &[a.addr()],
         // No panic mode, which would otherwise send to the lone unhealthy endpoint anyway.
-        "panic_threshold = 0.0\nhealth_check = { interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 2, initial = \"unhealthy\" }",
+        // Two passing probes a second apart: at 100 ms, a loaded CI machine could let both
+        // pass before the first request below, which then found the endpoint healthy.
+        "panic_threshold = 0.0\nhealth_check = { interval = \"1s\", timeout = \"200ms\", healthy_threshold = 2, initial = \"unhealthy\" }",
     );
     // Set before `start` returned: the first request finds no healthy endpoint.
     let reply = HttpClient::http1()
