@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::access_log::{AccessLog, RequestFacts};
+use super::access_log::{AccessLog, RequestFacts, Tracked};
 use super::body::{self, IdleWatch, ProxyBody};
 use super::error::ProxyError;
 use super::headers;
@@ -46,7 +46,7 @@ pub struct ConnContext {
 }
 
 /// Serves one request; never fails (errors become responses).
-pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Tracked> {
     let version = req.version();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);

@@ -32,6 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
 use super::hygiene::limit::BodyLimit;
@@ -404,14 +405,14 @@ async fn serve_request(
         Ok(()) => handler::handle(ctx, req).await,
         Err(reject) => {
             reject.count();
-            refusal(reject)
+            refusal(reject).map(Tracked::untracked)
         }
     };
     if body_limit.is_some_and(|l| l.tripped()) {
         Reject::BodyTooLarge.count();
         // The cut body failed the upstream request (a 5xx of ours); say why instead.
         if response.status().is_server_error() {
-            response = refusal(Reject::BodyTooLarge);
+            response = refusal(Reject::BodyTooLarge).map(Tracked::untracked);
         }
     }
     let status = response.status();

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
+use crate::proxy::access_log::Tracked;
 use crate::proxy::body::ProxyBody;
 use crate::upstream::BoxError;
 
@@ -160,8 +161,9 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Keeps `guard` alive until `body` is finished or dropped.
-pub fn hold_open(body: ProxyBody, guard: OpenGuard) -> ProxyBody {
+/// Keeps `guard` alive until `body` is finished or dropped; boxes the two as one (one
+/// allocation per response for both wrappers).
+pub fn hold_open(body: Tracked, guard: OpenGuard) -> ProxyBody {
     Held {
         inner: body,
         guard,
@@ -173,7 +175,7 @@ pub fn hold_open(body: ProxyBody, guard: OpenGuard) -> ProxyBody {
 pin_project! {
     struct Held {
         #[pin]
-        inner: ProxyBody,
+        inner: Tracked,
         guard: OpenGuard,
         // A frame was handed over and the next one not asked for yet (counted in `unpolled`).
         handed: bool,
