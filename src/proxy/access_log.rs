@@ -60,15 +60,23 @@ pub struct AccessLog {
     pub facts: RequestFacts,
 }
 
+/// What the access-log line and the exported span say about the request. Captured only when
+/// one of them may be written, so a proxy with both off keeps no copies of the request head.
+#[derive(Debug)]
+struct Described {
+    method: Method,
+    uri: Uri,
+    host: Option<HeaderValue>,
+    request_id: HeaderValue,
+}
+
 #[derive(Debug)]
 struct Entry {
     start: Instant,
     snapshot: Arc<Snapshot>,
     listener: Arc<str>,
-    method: Method,
-    uri: Uri,
-    host: Option<HeaderValue>,
-    request_id: HeaderValue,
+    /// `None` when neither an access-log line nor a span can be written for this request.
+    request: Option<Described>,
     /// The proxy's span (set by `trace::start`): exported when sampled and `otlp` is set.
     span: crate::trace::ServerSpan,
     /// Request body bytes, counted by the body on its way upstream; `None` for a request
@@ -94,10 +102,14 @@ impl AccessLog {
                 start: Instant::now(),
                 snapshot: Arc::clone(snapshot),
                 listener: Arc::clone(listener),
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                host: parts.headers.get(header::HOST).cloned(),
-                request_id: request_id.clone(),
+                request: (snapshot.config().log.access
+                    || (span.sampled() && snapshot.tracer().is_some()))
+                .then(|| Described {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    host: parts.headers.get(header::HOST).cloned(),
+                    request_id: request_id.clone(),
+                }),
                 span,
                 bytes_in: None,
                 facts: RequestFacts::default(),
@@ -174,14 +186,20 @@ impl Entry {
         snapshot
             .stats()
             .record(self.facts.route, cluster, self.status, elapsed);
-        if let Some(tracer) = snapshot.tracer().filter(|_| self.span.sampled()) {
-            tracer.export(self.finished_span(self.span, completed));
+        if let (Some(tracer), Some(request)) = (
+            snapshot.tracer().filter(|_| self.span.sampled()),
+            &self.request,
+        ) {
+            tracer.export(self.finished_span(request, self.span, completed));
         }
 
         let log = &snapshot.config().log;
         let error = self.proxy_error || self.status.is_server_error() || !completed;
         let sampled = log.access_sample >= 1.0 || fastrand::f64() < log.access_sample;
-        if !log.access || !(error || sampled) {
+        let Some(request) = self.request.as_ref().filter(|_| log.access) else {
+            return;
+        };
+        if !(error || sampled) {
             return;
         }
         let route = self
@@ -189,20 +207,20 @@ impl Entry {
             .route
             .and_then(|i| snapshot.router().routes().get(i))
             .map_or("-", |r| r.config().name.as_str());
-        let authority = self
+        let authority = request
             .uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+            .or_else(|| request.host.as_ref().and_then(|h| h.to_str().ok()))
             .unwrap_or("-");
         let endpoint = self.facts.endpoint.as_ref().map(|e| e.address());
         // The trace `traceparent` carries upstream (the client's, or the one we started).
         let trace_id = self.span.trace_hex();
         tracing::info!(
             target: TARGET,
-            method = %self.method,
+            method = %request.method,
             authority = %authority,
-            path = %self.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            path = %request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             status = self.status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             listener = %self.listener,
@@ -212,7 +230,7 @@ impl Entry {
             attempts = self.facts.attempts,
             bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed)),
             bytes_out,
-            request_id = %self.request_id.to_str().unwrap_or("-"),
+            request_id = %request.request_id.to_str().unwrap_or("-"),
             trace_id = %trace_id,
             completed,
             "request"
@@ -225,6 +243,7 @@ impl Entry {
     /// (route, cluster, endpoint, attempts). Built only for sampled requests with export on.
     fn finished_span(
         &self,
+        request: &Described,
         span: crate::trace::ServerSpan,
         completed: bool,
     ) -> crate::trace::FinishedSpan {
@@ -233,10 +252,10 @@ impl Entry {
             .route
             .and_then(|i| self.snapshot.router().routes().get(i))
             .map(|r| r.config().name.clone());
-        let request_id = self.request_id.to_str().unwrap_or("-").to_owned();
+        let request_id = request.request_id.to_str().unwrap_or("-").to_owned();
         let mut attributes = vec![
-            ("http.request.method", self.method.to_string()),
-            ("url.path", self.uri.path().to_owned()),
+            ("http.request.method", request.method.to_string()),
+            ("url.path", request.uri.path().to_owned()),
             ("switchyard.listener", self.listener.to_string()),
             ("switchyard.request_id", request_id),
         ];
@@ -256,8 +275,8 @@ impl Entry {
             span,
             end: std::time::SystemTime::now(),
             name: match &route {
-                Some(route) => format!("{} {route}", self.method),
-                None => self.method.to_string(),
+                Some(route) => format!("{} {route}", request.method),
+                None => request.method.to_string(),
             },
             status: self.status.as_u16(),
             attributes,

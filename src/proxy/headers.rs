@@ -110,7 +110,10 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     }
     let mut text = [0u8; 32];
     hex_into(&mut text, fastrand::u128(..));
-    let mut id = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"));
+    // An owned `Bytes`: one allocation, and the clones for the response (and the access log)
+    // only count references. A copied slice would be allocated again on its first clone.
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or(HeaderValue::from_static("0"));
     // A value seen once: HTTP/2 sends it as a never-indexed literal instead of pushing it into
     // the HPACK table, where it would evict the headers that do repeat (`via`, the backend's
     // `server` and `content-type`). HTTP/1 ignores the flag.

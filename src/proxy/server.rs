@@ -393,8 +393,12 @@ async fn serve_request(
     let open = state.start();
     let connect = req.method() == Method::CONNECT;
     let body_limit = match limits.max_body_bytes {
-        // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame.
-        Some(max) if req.version() == http::Version::HTTP_2 => {
+        // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame, and
+        // only if there is one (a stream that ended with its headers has none to limit).
+        Some(max)
+            if req.version() == http::Version::HTTP_2
+                && !http_body::Body::is_end_stream(req.body()) =>
+        {
             let limit = BodyLimit::new(max);
             req.extensions_mut().insert(limit.clone());
             Some(limit)

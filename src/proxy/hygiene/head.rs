@@ -246,14 +246,21 @@ fn check_target_and_host(
     {
         return Err(Reject::InvalidTarget);
     }
+    if target.starts_with('/') {
+        // Origin form: the Host is only validated, never compared, so the usual name[:port]
+        // needs no parsed (allocated) `Authority`.
+        return match fields.host {
+            Some(raw) if plain_host(raw) => Ok(()),
+            Some(raw) => parse_host(raw).map(drop),
+            None if minor == 1 => Err(Reject::MissingHost),
+            None => Ok(()),
+        };
+    }
     let host = match fields.host {
         Some(raw) => Some(parse_host(raw)?),
         None if minor == 1 => return Err(Reject::MissingHost),
         None => None,
     };
-    if target.starts_with('/') {
-        return Ok(());
-    }
     if target == "*" {
         return if method == "OPTIONS" {
             Ok(())
@@ -297,6 +304,21 @@ fn parse_host(raw: &[u8]) -> Result<Option<Authority>, Reject> {
     Authority::try_from(raw)
         .map(Some)
         .map_err(|_| Reject::InvalidHost)
+}
+
+/// A Host of the plainest shape, `name` or `name:port` with letters, digits, `.`, `-` and a
+/// port of 1–5 digits: a strict subset of what [`parse_host`] accepts, checked without
+/// building an `Authority`. Anything else takes the full parse.
+fn plain_host(raw: &[u8]) -> bool {
+    let (name, port) = match raw.iter().position(|&b| b == b':') {
+        Some(colon) => (&raw[..colon], Some(&raw[colon + 1..])),
+        None => (raw, None),
+    };
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
 }
 
 /// Host names compare case-insensitively; ports must be equal (a missing port is not

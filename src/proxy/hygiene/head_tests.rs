@@ -150,3 +150,41 @@ fn upgrade_and_close_are_noticed() {
         .expect("complete");
     assert!(ten.close);
 }
+
+#[test]
+fn plain_host_fast_path_accepts_only_what_the_full_parse_accepts() {
+    let plain = [
+        "a",
+        "example.com",
+        "127.0.0.1:18280",
+        "my-svc.ns.local:8080",
+        "A:1",
+    ];
+    for host in plain {
+        assert!(
+            plain_host(host.as_bytes()),
+            "{host} should take the fast path"
+        );
+        assert!(matches!(parse_host(host.as_bytes()), Ok(Some(_))), "{host}");
+    }
+    // Not plain: these go to the full parse, which decides (some pass, some are refused).
+    let other = [
+        "", "[::1]:80", "a:", "a:123456", "a:b", ":80", "u@a", "a b", "a_b", "a%20",
+    ];
+    for host in other {
+        assert!(
+            !plain_host(host.as_bytes()),
+            "{host:?} must take the full parse"
+        );
+    }
+    // The whole check still refuses a bad Host on an origin-form target, fast path or not.
+    assert_eq!(
+        reject("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+        Reject::InvalidHost
+    );
+    assert_eq!(
+        reject("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"),
+        Reject::InvalidHost
+    );
+    assert!(run("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
+}

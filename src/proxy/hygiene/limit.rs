@@ -45,11 +45,8 @@ impl BodyLimit {
 #[error("request body over max_body_bytes")]
 pub struct BodyTooLarge;
 
-/// Wraps `body` with the request's [`BodyLimit`], if it has one (an empty body needs none).
+/// Wraps `body` with the request's [`BodyLimit`], if it has one.
 pub fn apply(body: upstream::Body, extensions: &http::Extensions) -> upstream::Body {
-    if http_body::Body::is_end_stream(&body) {
-        return body;
-    }
     match extensions.get::<BodyLimit>() {
         Some(limit) => Limited {
             inner: body,
