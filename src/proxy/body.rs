@@ -51,12 +51,13 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 /// stamp `idle` when there is one.
 pub fn request(body: upstream::Body, idle: Option<&IdleWatch>) -> upstream::Body {
     match idle {
-        Some(watch) => Stamped {
+        // An empty body has no bytes to stamp.
+        Some(watch) if !body.is_end_stream() => Stamped {
             inner: body,
             activity: watch.activity.clone(),
         }
         .boxed_unsync(),
-        None => body,
+        _ => body,
     }
 }
 
@@ -64,10 +65,7 @@ pub fn request(body: upstream::Body, idle: Option<&IdleWatch>) -> upstream::Body
 /// (or an abort): for least-request balancing a request is in flight until its body is done.
 /// With `idle`, it errors (so hyper aborts the downstream stream) after that much silence.
 pub fn upstream(body: UpstreamBody, guard: InFlightGuard, idle: Option<IdleWatch>) -> ProxyBody {
-    let timer = idle.map(|watch| Timer {
-        sleep: Box::pin(tokio::time::sleep(watch.limit)),
-        watch,
-    });
+    let timer = idle.map(|watch| Timer { sleep: None, watch });
     Guarded {
         inner: body,
         timer,
@@ -77,21 +75,31 @@ pub fn upstream(body: UpstreamBody, guard: InFlightGuard, idle: Option<IdleWatch
 }
 
 struct Timer {
-    sleep: Pin<Box<Sleep>>,
+    /// Armed the first time the body waits, from the shared clock: a body that never waits
+    /// (a small response, read with its head) registers no timer at all.
+    sleep: Option<Pin<Box<Sleep>>>,
     watch: IdleWatch,
 }
 
 impl Timer {
-    /// `Ready` once the stream has been silent for the whole limit; re-arms otherwise.
+    /// `Ready` once the stream has been silent for the whole limit; arms or re-arms otherwise.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Self { sleep, watch } = self;
         // Bounded: each pass either returns or re-arms the sleep to a later deadline.
         for _ in 0..4 {
-            ready!(self.sleep.as_mut().poll(cx));
-            match self.watch.activity.remaining(self.watch.limit) {
+            let sleep = match sleep {
+                Some(sleep) => sleep,
+                None => match watch.activity.remaining(watch.limit) {
+                    None => return Poll::Ready(()),
+                    Some(left) => sleep.insert(Box::pin(tokio::time::sleep(left))),
+                },
+            };
+            ready!(sleep.as_mut().poll(cx));
+            match watch.activity.remaining(watch.limit) {
                 None => return Poll::Ready(()),
                 Some(left) => {
                     let deadline = tokio::time::Instant::now() + left;
-                    self.sleep.as_mut().reset(deadline);
+                    sleep.as_mut().reset(deadline);
                 }
             }
         }
