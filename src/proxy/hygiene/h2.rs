@@ -8,18 +8,18 @@
 //! The connection-specific checks are repeated here so a future `h2` that relaxes them
 //! cannot open a hole.
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Version};
 
 use super::{Limits, Reject};
 
 /// Headers that only make sense on an HTTP/1 connection (RFC 9113 8.2.2).
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
+const CONNECTION_SPECIFIC: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Checks one request that arrived over HTTP/2; HTTP/1 requests were checked byte by byte
@@ -29,16 +29,20 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
         return Ok(());
     }
     let headers = req.headers();
-    if CONNECTION_SPECIFIC
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
-        return Err(Reject::ConnectionHeader);
-    }
-    if let Some(te) = headers.get(header::TE) {
-        if te.as_bytes() != b"trailers" {
-            return Err(Reject::BadTe);
+    // One pass over the few names present (standard ones compare as enum tags) finds what the
+    // rules below look at, so a request pays a hashed lookup only for headers it has.
+    let (mut te, mut host, mut length, mut expect) = (false, false, false, false);
+    for name in headers.keys() {
+        if CONNECTION_SPECIFIC.contains(name) {
+            return Err(Reject::ConnectionHeader);
         }
+        te |= name == header::TE;
+        host |= name == header::HOST;
+        length |= name == header::CONTENT_LENGTH;
+        expect |= name == header::EXPECT;
+    }
+    if te && headers.get_all(header::TE).iter().any(|v| v != "trailers") {
+        return Err(Reject::BadTe);
     }
     // Extended CONNECT (RFC 8441) aside, every request carries :scheme and :path; hyper folds
     // them into the URI, so a URI without a path-and-query means they were missing.
@@ -49,8 +53,13 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
     if target_len > limits.max_uri_bytes {
         return Err(Reject::UriTooLong);
     }
-    check_host(req, headers)?;
-    check_length_and_expect(headers, limits)
+    if host {
+        check_host(req, headers)?;
+    }
+    if length || expect {
+        check_length_and_expect(headers, limits)?;
+    }
+    Ok(())
 }
 
 fn check_host<B>(req: &Request<B>, headers: &HeaderMap) -> Result<(), Reject> {
