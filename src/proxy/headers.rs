@@ -92,6 +92,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Whether `Connection` names a header beyond the hop-by-hop ones removed anyway.
 fn connection_names_others(headers: &HeaderMap) -> bool {
+    // The usual single value as nginx and most clients spell it, without splitting tokens.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    if let (Some(value), None) = (values.next(), values.next()) {
+        if value == "keep-alive" || value == "close" {
+            return false;
+        }
+    }
     connection_tokens(headers).any(|token| {
         !token.eq_ignore_ascii_case("close")
             && !HOP_BY_HOP
@@ -285,6 +292,14 @@ mod tests {
         assert!(h.contains_key("content-length") && h.contains_key("server"));
         let h = map(&[("connection", "keep-alive, x-secret")]);
         assert!(connection_names_others(&h));
+        // The single usual value takes the fast path; a second line is still read.
+        assert!(!connection_names_others(&map(&[(
+            "connection",
+            "keep-alive"
+        )])));
+        assert!(!connection_names_others(&map(&[("connection", "close")])));
+        let two = map(&[("connection", "keep-alive"), ("connection", "x-secret")]);
+        assert!(connection_names_others(&two));
     }
 
     #[test]
