@@ -17,7 +17,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
-use crate::proxy::access_log::Tracked;
 use crate::proxy::body::ProxyBody;
 use crate::upstream::BoxError;
 
@@ -161,9 +160,12 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Keeps `guard` alive until `body` is finished or dropped; boxes the two as one (one
-/// allocation per response for both wrappers).
-pub fn hold_open(body: Tracked, guard: OpenGuard) -> ProxyBody {
+/// Keeps `guard` alive until `body` is finished or dropped. `body` comes unboxed (the handler's
+/// access-log wrapper), so the two share this one box: one allocation per response.
+pub fn hold_open<B>(body: B, guard: OpenGuard) -> ProxyBody
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
     Held {
         inner: body,
         guard,
@@ -173,15 +175,15 @@ pub fn hold_open(body: Tracked, guard: OpenGuard) -> ProxyBody {
 }
 
 pin_project! {
-    struct Held {
+    struct Held<B> {
         #[pin]
-        inner: Tracked,
+        inner: B,
         guard: OpenGuard,
         // A frame was handed over and the next one not asked for yet (counted in `unpolled`).
         handed: bool,
     }
 
-    impl PinnedDrop for Held {
+    impl<B> PinnedDrop for Held<B> {
         fn drop(this: Pin<&mut Self>) {
             if this.handed {
                 this.guard.state.unpolled.fetch_sub(1, Ordering::SeqCst);
@@ -190,7 +192,7 @@ pin_project! {
     }
 }
 
-impl Body for Held {
+impl<B: Body<Data = Bytes, Error = BoxError>> Body for Held<B> {
     type Data = Bytes;
     type Error = BoxError;
 
