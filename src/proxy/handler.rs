@@ -18,7 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use super::access_log::{AccessLog, RequestFacts, Tracked};
 use super::body::{self, IdleWatch, ProxyBody};
 use super::error::ProxyError;
-use super::headers;
+use super::headers::{self, Present, Watched};
 use crate::balance::{self, PickContext};
 use crate::config::Protocol;
 use crate::router::RequestView;
@@ -49,12 +49,13 @@ pub struct ConnContext {
 pub async fn handle(ctx: &ConnContext, req: Request<Incoming>) -> Response<Tracked> {
     let version = req.version();
     let (mut parts, body) = req.into_parts();
-    let request_id = headers::ensure_request_id(&mut parts.headers);
-    let grpc = is_grpc(&parts.headers);
+    let present = Present::scan(&parts.headers);
+    let request_id = headers::ensure_request_id(&mut parts.headers, present);
+    let grpc = is_grpc(&parts.headers, present);
     let snapshot = ctx.shared.snapshot();
     // Settled here rather than in `forward` so the access log knows the trace id; the proxy's
     // span becomes the upstream request's parent (crate::trace).
-    let span = crate::trace::start(&mut parts, &snapshot.config().tracing);
+    let span = crate::trace::start(&mut parts, present, &snapshot.config().tracing);
     let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id, span);
     let body = access.count_request_body(body);
     // HTTP/2 bodies without a declared length are held to max_body_bytes (hygiene::limit).
@@ -181,12 +182,15 @@ async fn exchange(
     } = crate::health::limits::admit(cluster)?;
     // Endpoints are picked per attempt in `resilience::run` (`health::admit` + the balancer's
     // admission), which also hands the winner's guard the cluster's `max_requests` slot.
-    let grpc = is_grpc(&parts.headers);
+    // Scanned again: the cache layer may have rewritten the head since `handle` scanned it.
+    let present = Present::scan(&parts.headers);
+    let grpc = is_grpc(&parts.headers, present);
     // A client's gRPC deadline bounds the exchange as the route `timeout` does (the shorter).
-    let total = match (
-        route.config().timeout,
-        crate::resilience::grpc_timeout(&parts.headers),
-    ) {
+    let grpc_timeout = present
+        .has(Watched::GrpcTimeout)
+        .then(|| crate::resilience::grpc_timeout(&parts.headers))
+        .flatten();
+    let total = match (route.config().timeout, grpc_timeout) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -194,11 +198,15 @@ async fn exchange(
     // Request head as the endpoint will see it. Two hop-by-hop headers survive on purpose
     // (DESIGN.md): an accepted Upgrade, and `te: trailers` to HTTP/2 (gRPC) backends.
     let protocol = cluster.config().protocol;
-    let upgrade = (route.config().websocket && protocol == Protocol::Http1)
-        .then(|| upgrade_token(&parts.headers))
-        .flatten();
-    let te_trailers = protocol == Protocol::H2 && asks_for_trailers(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let upgrade = (route.config().websocket
+        && protocol == Protocol::Http1
+        && present.has(Watched::Connection)
+        && present.has(Watched::Upgrade))
+    .then(|| upgrade_token(&parts.headers))
+    .flatten();
+    let te_trailers =
+        protocol == Protocol::H2 && present.has(Watched::Te) && asks_for_trailers(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, present);
     if let Some(token) = &upgrade {
         parts
             .headers
@@ -210,15 +218,17 @@ async fn exchange(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::ensure_traceparent(&mut parts.headers);
+    headers::ensure_traceparent(&mut parts.headers, present);
     headers::set_forwarded(
         &mut parts.headers,
+        present,
         &ctx.forwarded_for,
         listener.trusted_hops(),
         host.as_ref(),
     );
     crate::tls::identity::set_forwarded_tls(
         &mut parts.headers,
+        present,
         ctx.tls,
         ctx.client_identity.as_deref(),
     );
@@ -266,7 +276,8 @@ async fn exchange(
     let (response, guard, endpoint) = (won.response, won.guard, won.endpoint);
 
     let (mut head, upstream_body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut head.headers);
+    let present = Present::scan(&head.headers);
+    headers::strip_hop_by_hop(&mut head.headers, present);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(token), Some(downstream)) = (upgrade, downstream_upgrade) else {
             // A 101 we did not ask for cannot be relayed: the client would not expect it.
@@ -307,10 +318,11 @@ fn debug_headers(headers: &mut HeaderMap, facts: &super::access_log::RequestFact
 
 /// gRPC requests (RFC-less but universal: `application/grpc`, `application/grpc+proto`, …) get
 /// proxy failures as `grpc-status` instead of an HTTP error status.
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+fn is_grpc(headers: &HeaderMap, present: Present) -> bool {
+    present.has(Watched::ContentType)
+        && headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The `Upgrade` token of an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).

@@ -5,12 +5,10 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// How many names [`HOP_BY_HOP`] lists (an array length usable in a `const` context).
-const HOP_BY_HOP_COUNT: usize = 7;
-
 /// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
-/// `keep-alive` and `proxy-connection`).
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+/// `keep-alive` and `proxy-connection`), in [`Watched`]'s order: `HOP_BY_HOP[i]` is the name
+/// of the variant whose value is `i`.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -19,6 +17,116 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// A header the request path reads, removes or replaces. [`Present::scan`] notes which of them
+/// a message carries in one pass, so that the path looks up only those: a lookup by name
+/// hashes the name and probes the map (100 to 200 instructions), and most requests carry
+/// none of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// `connection` (hop-by-hop; the first seven variants are [`HOP_BY_HOP`]'s order).
+    Connection,
+    /// `keep-alive` (hop-by-hop).
+    KeepAlive,
+    /// `proxy-connection` (hop-by-hop).
+    ProxyConnection,
+    /// `te` (hop-by-hop; `te: trailers` is kept for HTTP/2 backends).
+    Te,
+    /// `trailer` (hop-by-hop).
+    Trailer,
+    /// `transfer-encoding` (hop-by-hop).
+    TransferEncoding,
+    /// `upgrade` (hop-by-hop, kept for an accepted upgrade).
+    Upgrade,
+    /// `expect`: the proxy answers `100-continue` itself.
+    Expect,
+    /// `content-type`: tells gRPC requests apart.
+    ContentType,
+    /// `x-request-id`: kept when the client sent one.
+    XRequestId,
+    /// `traceparent`: continued when the client sent a valid one.
+    Traceparent,
+    /// `tracestate`: dropped when there is no valid `traceparent`.
+    Tracestate,
+    /// `x-forwarded-for`: its trusted entries are kept.
+    XForwardedFor,
+    /// `x-forwarded-host`: replaced or removed.
+    XForwardedHost,
+    /// `x-forwarded-client-cert`: never taken from the client.
+    XForwardedClientCert,
+    /// `grpc-timeout`: bounds the exchange like the route's `timeout`.
+    GrpcTimeout,
+}
+
+impl Watched {
+    /// Every variant, in order.
+    const ALL: [Watched; 16] = [
+        Watched::Connection,
+        Watched::KeepAlive,
+        Watched::ProxyConnection,
+        Watched::Te,
+        Watched::Trailer,
+        Watched::TransferEncoding,
+        Watched::Upgrade,
+        Watched::Expect,
+        Watched::ContentType,
+        Watched::XRequestId,
+        Watched::Traceparent,
+        Watched::Tracestate,
+        Watched::XForwardedFor,
+        Watched::XForwardedHost,
+        Watched::XForwardedClientCert,
+        Watched::GrpcTimeout,
+    ];
+
+    /// The header's (lowercase) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Watched::Connection => "connection",
+            Watched::KeepAlive => "keep-alive",
+            Watched::ProxyConnection => "proxy-connection",
+            Watched::Te => "te",
+            Watched::Trailer => "trailer",
+            Watched::TransferEncoding => "transfer-encoding",
+            Watched::Upgrade => "upgrade",
+            Watched::Expect => "expect",
+            Watched::ContentType => "content-type",
+            Watched::XRequestId => "x-request-id",
+            Watched::Traceparent => "traceparent",
+            Watched::Tracestate => "tracestate",
+            Watched::XForwardedFor => "x-forwarded-for",
+            Watched::XForwardedHost => "x-forwarded-host",
+            Watched::XForwardedClientCert => "x-forwarded-client-cert",
+            Watched::GrpcTimeout => "grpc-timeout",
+        }
+    }
+}
+
+/// Which [`Watched`] headers a header map held when it was scanned. Taken where a stage
+/// begins and used before that stage adds any of them; a stale "present" costs one lookup
+/// that finds nothing, so only additions must come after the checks that rely on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Present(u32);
+
+impl Present {
+    /// One pass over the names in `headers`. The comparisons are by length first (the names
+    /// are constants), so a name that is none of ours costs a few compares.
+    pub fn scan(headers: &HeaderMap) -> Present {
+        let mut bits = 0;
+        for name in headers.keys() {
+            let name = name.as_str();
+            if let Some(i) = Watched::ALL.iter().position(|w| w.name() == name) {
+                bits |= 1 << i;
+            }
+        }
+        Present(bits)
+    }
+
+    /// Whether the scanned map held `header`.
+    pub fn has(self, header: Watched) -> bool {
+        self.0 & (1 << header as u32) != 0
+    }
+}
 
 /// `x-request-id`: correlates our access log, the backend's and the client's.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,23 +154,13 @@ const PROTECTED: [&str; 8] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names (except
 /// [`PROTECTED`] ones), and `expect`: the proxy answers `100-continue` itself (hyper sends it
-/// when the body is first read, i.e. once the upstream request is on its way).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the few names present (standard ones compare as enum tags) notes which of
-    // ours are there, so only those are hashed and removed: most requests carry none, and
-    // most responses only `Connection: keep-alive`.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    let mut expect = false;
-    for name in headers.keys() {
-        if name == header::EXPECT {
-            expect = true;
-        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-        }
-    }
-    // `present[0]` is `Connection`. Its usual tokens (`keep-alive`, `close`, `upgrade`) name
-    // headers removed below anyway; only other tokens need collecting first.
-    if present[0] && connection_names_others(headers) {
+/// when the body is first read, i.e. once the upstream request is on its way). `present` is
+/// `headers` scanned: only the names there are hashed and removed, and most requests carry
+/// none, most responses only `Connection: keep-alive`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present) {
+    // `Connection`'s usual tokens (`keep-alive`, `close`, `upgrade`) name headers removed
+    // below anyway; only other tokens need collecting first.
+    if present.has(Watched::Connection) && connection_names_others(headers) {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !PROTECTED.contains(&name.as_str()))
@@ -71,10 +169,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
-        headers.remove(name);
+    for (name, watched) in HOP_BY_HOP.iter().zip(Watched::ALL) {
+        if present.has(watched) {
+            headers.remove(name);
+        }
     }
-    if expect {
+    if present.has(Watched::Expect) {
         headers.remove(header::EXPECT);
     }
 }
@@ -108,9 +208,13 @@ fn connection_names_others(headers: &HeaderMap) -> bool {
 }
 
 /// Keeps the client's `x-request-id` or makes a random 128-bit hex one; returns it so the
-/// response can echo it.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
+/// response can echo it. `present` is `headers` scanned.
+pub fn ensure_request_id(headers: &mut HeaderMap, present: Present) -> HeaderValue {
+    if let Some(id) = present
+        .has(Watched::XRequestId)
+        .then(|| headers.get(&X_REQUEST_ID))
+        .flatten()
+    {
         if !id.is_empty() {
             return id.clone();
         }
@@ -130,8 +234,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 /// Keeps a client `traceparent`, or starts a trace (W3C Trace Context, version 00, sampled).
-pub fn ensure_traceparent(headers: &mut HeaderMap) {
-    if headers.contains_key(&TRACEPARENT) {
+/// `present` is `headers` scanned.
+pub fn ensure_traceparent(headers: &mut HeaderMap, present: Present) {
+    if present.has(Watched::Traceparent) && headers.contains_key(&TRACEPARENT) {
         return;
     }
     // All-zero trace or span ids are invalid in the spec; `| 1` avoids them.
@@ -160,13 +265,35 @@ pub fn forwarded_for(peer: IpAddr) -> HeaderValue {
 }
 
 /// Sets `x-forwarded-for` (the last `trusted_hops` client entries, then `peer`, made by
-/// [`forwarded_for`]), `x-forwarded-proto` and `x-forwarded-host`.
+/// [`forwarded_for`]), `x-forwarded-proto` and `x-forwarded-host`. `present` is `headers`
+/// scanned.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
+    present: Present,
     peer: &HeaderValue,
     trusted_hops: u32,
     host: Option<&HeaderValue>,
 ) {
+    if !present.has(Watched::XForwardedFor) || trusted_hops == 0 {
+        // The usual case, no trusted client entries: the connection's value as it is.
+        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+    } else {
+        set_forwarded_chain(headers, peer, trusted_hops);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host {
+        Some(value) => {
+            headers.insert(X_FORWARDED_HOST.clone(), value.clone());
+        }
+        None if present.has(Watched::XForwardedHost) => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        None => {}
+    }
+}
+
+/// `x-forwarded-for` as the last `trusted_hops` client entries, then `peer`.
+fn set_forwarded_chain(headers: &mut HeaderMap, peer: &HeaderValue, trusted_hops: u32) {
     let client_entries: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -177,7 +304,7 @@ pub fn set_forwarded(
         .collect();
     let keep = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
     let trusted = &client_entries[client_entries.len().saturating_sub(keep)..];
-    // The usual case, no trusted client entries: the connection's value as it is.
+    // None of the client's entries were there to trust: the connection's value as it is.
     let value = if trusted.is_empty() {
         Some(peer.clone())
     } else {
@@ -188,15 +315,6 @@ pub fn set_forwarded(
     };
     if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match host {
-        Some(value) => {
-            headers.insert(X_FORWARDED_HOST.clone(), value.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
     }
 }
 
@@ -238,6 +356,24 @@ mod tests {
     }
 
     #[test]
+    fn scan_notes_exactly_the_watched_names_present() {
+        // Every watched name, however the client spelled it, and nothing else.
+        for watched in Watched::ALL {
+            let upper = watched.name().to_ascii_uppercase();
+            let h = map(&[(upper.as_str(), "1"), ("x-other", "2"), ("accept", "*/*")]);
+            let present = Present::scan(&h);
+            for other in Watched::ALL {
+                assert_eq!(present.has(other), other == watched, "{watched:?} / {other:?}");
+            }
+        }
+        assert_eq!(Present::scan(&map(&[("host", "a")])), Present::default());
+        // The hop-by-hop names are the first variants, in the same order.
+        for (name, watched) in HOP_BY_HOP.iter().zip(Watched::ALL) {
+            assert_eq!(name.as_str(), watched.name());
+        }
+    }
+
+    #[test]
     fn hex_ids_are_zero_padded_lowercase() {
         let mut out = [0u8; 8];
         hex_into(&mut out, 0xab1);
@@ -246,7 +382,10 @@ mod tests {
         hex_into(&mut out, u128::MAX);
         assert_eq!(&out, &[b'f'; 32]);
         let mut h = HeaderMap::new();
-        ensure_traceparent(&mut h);
+        {
+            let present = Present::scan(&h);
+            ensure_traceparent(&mut h, present)
+        };
         let parts: Vec<&str> = h["traceparent"]
             .to_str()
             .expect("ascii")
@@ -257,7 +396,14 @@ mod tests {
             (parts[0], parts[1].len(), parts[2].len(), parts[3]),
             ("00", 32, 16, "01")
         );
-        assert_eq!(ensure_request_id(&mut h).len(), 32);
+        assert_eq!(
+            {
+                let present = Present::scan(&h);
+                ensure_request_id(&mut h, present)
+            }
+            .len(),
+            32
+        );
     }
 
     #[test]
@@ -273,7 +419,10 @@ mod tests {
             ("trailer", "x-sum"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h);
+        {
+            let present = Present::scan(&h);
+            strip_hop_by_hop(&mut h, present)
+        };
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
     }
@@ -287,7 +436,10 @@ mod tests {
             ("server", "nginx"),
         ]);
         assert!(!connection_names_others(&h));
-        strip_hop_by_hop(&mut h);
+        {
+            let present = Present::scan(&h);
+            strip_hop_by_hop(&mut h, present)
+        };
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("content-length") && h.contains_key("server"));
         let h = map(&[("connection", "keep-alive, x-secret")]);
@@ -316,7 +468,10 @@ mod tests {
             ("x-gone", "1"),
             ("expect", "100-continue"),
         ]);
-        strip_hop_by_hop(&mut h);
+        {
+            let present = Present::scan(&h);
+            strip_hop_by_hop(&mut h, present)
+        };
         for kept in ["x-forwarded-for", "x-request-id", "traceparent", "host"] {
             assert!(h.contains_key(kept), "{kept} dropped: {h:?}");
         }
@@ -324,8 +479,10 @@ mod tests {
             !h.contains_key("x-gone") && !h.contains_key("expect"),
             "{h:?}"
         );
+        let present = Present::scan(&h);
         set_forwarded(
             &mut h,
+            present,
             &forwarded_for("10.0.0.1".parse().expect("ip")),
             1,
             Some(&HeaderValue::from_static("a")),
@@ -336,9 +493,18 @@ mod tests {
     #[test]
     fn request_id_is_kept_or_generated() {
         let mut h = map(&[("x-request-id", "abc")]);
-        assert_eq!(ensure_request_id(&mut h), "abc");
+        assert_eq!(
+            {
+                let present = Present::scan(&h);
+                ensure_request_id(&mut h, present)
+            },
+            "abc"
+        );
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
+        let id = {
+            let present = Present::scan(&h);
+            ensure_request_id(&mut h, present)
+        };
         assert_eq!(id.len(), 32);
         assert!(id
             .to_str()
@@ -346,7 +512,10 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_hexdigit()));
         assert_eq!(h["x-request-id"], id);
-        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
+        assert_ne!(
+            ensure_request_id(&mut HeaderMap::new(), Present::default()),
+            id
+        );
     }
 
     #[test]
@@ -356,8 +525,10 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
+        let present = Present::scan(&h);
         set_forwarded(
             &mut h,
+            present,
             &forwarded_for(peer),
             0,
             Some(&HeaderValue::from_static("api.example.com")),
@@ -370,7 +541,8 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
-        set_forwarded(&mut h, &forwarded_for(peer), 2, None);
+        let present = Present::scan(&h);
+        set_forwarded(&mut h, present, &forwarded_for(peer), 2, None);
         assert_eq!(h["x-forwarded-for"], "2.2.2.2, 3.3.3.3, 10.0.0.9");
         assert!(!h.contains_key("x-forwarded-host"));
     }
@@ -388,7 +560,10 @@ mod tests {
     #[test]
     fn traceparent_is_generated_in_w3c_form() {
         let mut h = HeaderMap::new();
-        ensure_traceparent(&mut h);
+        {
+            let present = Present::scan(&h);
+            ensure_traceparent(&mut h, present)
+        };
         let tp = h["traceparent"].to_str().expect("ascii").to_owned();
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(
@@ -396,7 +571,10 @@ mod tests {
             [2, 32, 16, 2]
         );
         let mut kept = map(&[("traceparent", "00-abc-def-01")]);
-        ensure_traceparent(&mut kept);
+        {
+            let present = Present::scan(&kept);
+            ensure_traceparent(&mut kept, present)
+        };
         assert_eq!(kept["traceparent"], "00-abc-def-01");
     }
 }

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::proxy::headers::{Present, Watched};
+
 /// The verified client's identity as the request path needs it, computed once per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
@@ -96,12 +98,16 @@ pub static X_FORWARDED_CLIENT_CERT: http::HeaderName =
 /// After `x-forwarded-*` are set: `x-forwarded-proto: https` on TLS connections, and
 /// `x-forwarded-client-cert` from the verified certificate. A client-sent
 /// `x-forwarded-client-cert` is always removed first: only we may vouch for an identity.
+/// `present` is `headers` scanned before any of them were set.
 pub fn set_forwarded_tls(
     headers: &mut http::HeaderMap,
+    present: Present,
     tls: bool,
     identity: Option<&PeerIdentity>,
 ) {
-    headers.remove(&X_FORWARDED_CLIENT_CERT);
+    if present.has(Watched::XForwardedClientCert) {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
     if tls {
         headers.insert(
             http::header::HeaderName::from_static("x-forwarded-proto"),

@@ -6,6 +6,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 use crate::config::TracingConfig;
+use crate::proxy::headers::{Present, Watched};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -47,9 +48,14 @@ impl ServerSpan {
 /// and flags) or starts a trace (sampled with probability `sample_ratio`), rewrites
 /// `traceparent` with the proxy's span id as the parent, drops a `tracestate` that has no valid
 /// `traceparent` to belong to (the spec's rule on restart), and returns the [`ServerSpan`].
-pub fn start(parts: &mut Parts, config: &TracingConfig) -> ServerSpan {
+/// `present` is the request's headers scanned.
+pub fn start(parts: &mut Parts, present: Present, config: &TracingConfig) -> ServerSpan {
     let started = SystemTime::now();
-    let span = match incoming(&parts.headers) {
+    let client = present
+        .has(Watched::Traceparent)
+        .then(|| incoming(&parts.headers))
+        .flatten();
+    let span = match client {
         Some((trace_id, parent_id, flags)) => ServerSpan {
             trace_id,
             span_id: nonzero_u64(),
@@ -58,7 +64,9 @@ pub fn start(parts: &mut Parts, config: &TracingConfig) -> ServerSpan {
             started,
         },
         None => {
-            parts.headers.remove(&TRACESTATE);
+            if present.has(Watched::Tracestate) {
+                parts.headers.remove(&TRACESTATE);
+            }
             let sampled = config.sample_ratio >= 1.0 || fastrand::f64() < config.sample_ratio;
             ServerSpan {
                 // All-zero ids are invalid in the spec; `| 1` avoids them.
@@ -144,12 +152,18 @@ mod tests {
         }
     }
 
+    /// `start` as the handler calls it, with the head's headers scanned first.
+    fn started(p: &mut Parts, config: &TracingConfig) -> ServerSpan {
+        let present = Present::scan(&p.headers);
+        start(p, present, config)
+    }
+
     const CLIENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
     fn a_client_trace_continues_under_the_proxys_span() {
         let mut p = parts(&[("traceparent", CLIENT), ("tracestate", "congo=t61rcWkgMzE")]);
-        let span = start(&mut p, &config(0.0));
+        let span = started(&mut p, &config(0.0));
         assert_eq!(span.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(span.parent_id, Some(0x00f0_67aa_0ba9_02b7));
         assert_ne!(span.span_id, 0x00f0_67aa_0ba9_02b7);
@@ -177,7 +191,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
         ] {
             let mut p = parts(&[("traceparent", bad), ("tracestate", "a=b")]);
-            let span = start(&mut p, &config(1.0));
+            let span = started(&mut p, &config(1.0));
             assert_eq!(span.parent_id, None, "{bad:?}");
             assert!(span.sampled());
             assert!(!p.headers.contains_key("tracestate"), "{bad:?}");
@@ -185,7 +199,7 @@ mod tests {
             assert_eq!(parse_traceparent(sent).map(|t| t.0), Some(span.trace_id));
         }
         let mut p = parts(&[]);
-        assert!(!start(&mut p, &config(0.0)).sampled());
+        assert!(!started(&mut p, &config(0.0)).sampled());
     }
 
     #[test]
