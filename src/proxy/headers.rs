@@ -363,7 +363,11 @@ mod tests {
             let h = map(&[(upper.as_str(), "1"), ("x-other", "2"), ("accept", "*/*")]);
             let present = Present::scan(&h);
             for other in Watched::ALL {
-                assert_eq!(present.has(other), other == watched, "{watched:?} / {other:?}");
+                assert_eq!(
+                    present.has(other),
+                    other == watched,
+                    "{watched:?} / {other:?}"
+                );
             }
         }
         assert_eq!(Present::scan(&map(&[("host", "a")])), Present::default());

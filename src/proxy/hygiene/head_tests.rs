@@ -188,3 +188,79 @@ fn plain_host_fast_path_accepts_only_what_the_full_parse_accepts() {
     );
     assert!(run("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
 }
+
+/// The byte-by-byte scans `memchr` replaced, kept as the reference the fast ones must agree
+/// with on any input.
+mod reference {
+    use super::Reject;
+
+    pub fn scan_line_breaks(buf: &[u8], from: usize) -> Result<Option<usize>, Reject> {
+        let mut line_start = from;
+        for i in from..buf.len() {
+            match buf[i] {
+                b'\r' => match buf.get(i + 1) {
+                    Some(b'\n') | None => {}
+                    Some(_) => return Err(Reject::BareLineBreak),
+                },
+                b'\n' => {
+                    if i == 0 || buf[i - 1] != b'\r' {
+                        return Err(Reject::BareLineBreak);
+                    }
+                    if i + 1 - line_start == 2 {
+                        return Ok(Some(i + 1));
+                    }
+                    line_start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn check_header_lines(head: &[u8]) -> Result<(), Reject> {
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            if matches!(line[0], b' ' | b'\t') {
+                return Err(Reject::ObsFold);
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(Reject::InvalidHeaderName);
+            };
+            if line[..colon].iter().any(|&b| matches!(b, b' ' | b'\t')) {
+                return Err(Reject::SpaceBeforeColon);
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+    /// Bytes drawn mostly from the ones the scans act on, so line breaks, folds and colons
+    /// land everywhere, including at the edges of the buffer.
+    #[test]
+    fn memchr_scans_agree_with_the_byte_loops(
+        buf in proptest::collection::vec(
+            proptest::sample::select(b"\r\n\r\n: \tab".to_vec()),
+            0..64,
+        ),
+        from in 0usize..4,
+    ) {
+        let from = from.min(buf.len());
+        proptest::prop_assert_eq!(
+            scan_line_breaks(&buf, from),
+            reference::scan_line_breaks(&buf, from)
+        );
+        // check_header_lines runs on complete heads: whatever ends in an empty line.
+        let mut head = buf.clone();
+        head.extend_from_slice(b"\r\n\r\n");
+        proptest::prop_assert_eq!(
+            check_header_lines(&head),
+            reference::check_header_lines(&head)
+        );
+    }
+}
