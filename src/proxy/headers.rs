@@ -109,8 +109,9 @@ impl Watched {
 pub struct Present(u32);
 
 impl Present {
-    /// One pass over the names in `headers`. The comparisons are by length first (the names
-    /// are constants), so a name that is none of ours costs a few compares.
+    /// One pass over the names in `headers`. Each name is compared with the sixteen watched
+    /// ones, length first (they are constants), so a name of another length costs a compare
+    /// of two integers per watched name and no byte compare.
     pub fn scan(headers: &HeaderMap) -> Present {
         let mut bits = 0;
         for name in headers.keys() {
