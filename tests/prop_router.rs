@@ -168,10 +168,10 @@ fn naive(rules: &[Rule], req: &Req) -> Option<usize> {
             Some(PathRule::Exact(want)) => req.path == *want,
             Some(PathRule::Prefix(prefix)) => req.path.starts_with(prefix),
         };
-        let method_ok = rule.method.map_or(true, |m| m == req.method);
-        let header_ok = rule.header.map_or(true, |(name, value)| {
-            req.headers.iter().any(|&(n, v)| n == name && v == value)
-        });
+        let method_ok = rule.method.is_none_or(|m| m == req.method);
+        let header_ok = rule
+            .header
+            .is_none_or(|(name, value)| req.headers.iter().any(|&(n, v)| n == name && v == value));
         host_ok && path_ok && method_ok && header_ok
     })
 }

@@ -190,7 +190,7 @@ impl<'a> Candidates<'a> {
                     let fresh = (index as usize) < self.len
                         && self.deferred != Some(index)
                         && !self.head[..self.head_len].contains(&index);
-                    if fresh && warm.as_ref().map_or(true, |w| w.admits(index as usize)) {
+                    if fresh && warm.as_ref().is_none_or(|w| w.admits(index as usize)) {
                         found = Some(index);
                         break;
                     }

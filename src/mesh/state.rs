@@ -179,9 +179,7 @@ impl Table {
         let (start, end) = range;
         self.newer_than(theirs)
             .into_iter()
-            .filter(|s| {
-                start.map_or(true, |a| s.id.addr >= a) && end.map_or(true, |b| s.id.addr < b)
-            })
+            .filter(|s| start.is_none_or(|a| s.id.addr >= a) && end.is_none_or(|b| s.id.addr < b))
             .collect()
     }
 
@@ -193,7 +191,7 @@ impl Table {
             .collect();
         self.states
             .values()
-            .filter(|s| known.get(&s.id.addr).map_or(true, |&k| s.key() > k))
+            .filter(|s| known.get(&s.id.addr).is_none_or(|&k| s.key() > k))
             .cloned()
             .collect()
     }

@@ -195,10 +195,10 @@ pub fn reuse(age: u64, lifetime: u64, response: &Directives, request: &Directive
         return Reuse::Validate;
     }
     let fresh = lifetime > age;
-    let within_max_age = request.max_age.map_or(true, |max| age <= max);
+    let within_max_age = request.max_age.is_none_or(|max| age <= max);
     let min_fresh_ok = request
         .min_fresh
-        .map_or(true, |min| lifetime.saturating_sub(age) >= min);
+        .is_none_or(|min| lifetime.saturating_sub(age) >= min);
     if fresh && within_max_age && min_fresh_ok {
         return Reuse::Fresh;
     }

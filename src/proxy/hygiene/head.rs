@@ -331,9 +331,7 @@ fn plain_host(raw: &[u8]) -> bool {
         && name
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && port.map_or(true, |p| {
-            (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit)
-        })
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
 }
 
 /// Host names compare case-insensitively; ports must be equal (a missing port is not
