@@ -76,7 +76,9 @@ struct Entry {
     snapshot: Arc<Snapshot>,
     listener: Arc<str>,
     /// `None` when neither an access-log line nor a span can be written for this request.
-    request: Option<Described>,
+    /// Boxed: the entry moves several times per request (into the response body, out to be
+    /// written), and 192 bytes of request copies would ride along even when `None`.
+    request: Option<Box<Described>>,
     /// The proxy's span (set by `trace::start`): exported when sampled and `otlp` is set.
     span: crate::trace::ServerSpan,
     /// Request body bytes, counted by the body on its way upstream; `None` for a request
@@ -104,11 +106,13 @@ impl AccessLog {
                 listener: Arc::clone(listener),
                 request: (snapshot.config().log.access
                     || (span.sampled() && snapshot.tracer().is_some()))
-                .then(|| Described {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
-                    host: parts.headers.get(header::HOST).cloned(),
-                    request_id: request_id.clone(),
+                .then(|| {
+                    Box::new(Described {
+                        method: parts.method.clone(),
+                        uri: parts.uri.clone(),
+                        host: parts.headers.get(header::HOST).cloned(),
+                        request_id: request_id.clone(),
+                    })
                 }),
                 span,
                 bytes_in: None,
