@@ -18,6 +18,7 @@
 //! so the worker knows all connections are gone when `recv()` returns `None`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -393,44 +394,52 @@ type ServedRequest =
 
 /// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
 /// the handler. The response body holds the request open for the idle timer.
-async fn serve_request(
-    ctx: &ConnContext,
-    state: &Arc<ConnState>,
-    limits: &Limits,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments held once: see the module doc of crate::proxy::handler"
+)]
+fn serve_request<'a>(
+    ctx: &'a ConnContext,
+    state: &'a Arc<ConnState>,
+    limits: &'a Limits,
     mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let open = state.start();
-    let connect = req.method() == Method::CONNECT;
-    let body_limit = match limits.max_body_bytes {
-        // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame, and
-        // only if there is one (a stream that ended with its headers has none to limit).
-        Some(max)
-            if req.version() == http::Version::HTTP_2
-                && !http_body::Body::is_end_stream(req.body()) =>
-        {
-            let limit = BodyLimit::new(max);
-            req.extensions_mut().insert(limit.clone());
-            Some(limit)
+) -> impl Future<Output = Response<ProxyBody>> + 'a {
+    async move {
+        let open = state.start();
+        let connect = req.method() == Method::CONNECT;
+        let body_limit = match limits.max_body_bytes {
+            // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame, and
+            // only if there is one (a stream that ended with its headers has none to limit).
+            Some(max)
+                if req.version() == http::Version::HTTP_2
+                    && !http_body::Body::is_end_stream(req.body()) =>
+            {
+                let limit = BodyLimit::new(max);
+                req.extensions_mut().insert(limit.clone());
+                Some(limit)
+            }
+            _ => None,
+        };
+        let mut response = match hygiene::h2::check(&req, limits) {
+            Ok(()) => handler::handle(ctx, req).await,
+            Err(reject) => {
+                reject.count();
+                refusal(reject).map(Tracked::untracked)
+            }
+        };
+        if body_limit.is_some_and(|l| l.tripped()) {
+            Reject::BodyTooLarge.count();
+            // The cut body failed the upstream request (a 5xx of ours); say why instead.
+            if response.status().is_server_error() {
+                response = refusal(Reject::BodyTooLarge).map(Tracked::untracked);
+            }
         }
-        _ => None,
-    };
-    let mut response = match hygiene::h2::check(&req, limits) {
-        Ok(()) => handler::handle(ctx, req).await,
-        Err(reject) => {
-            reject.count();
-            refusal(reject).map(Tracked::untracked)
-        }
-    };
-    if body_limit.is_some_and(|l| l.tripped()) {
-        Reject::BodyTooLarge.count();
-        // The cut body failed the upstream request (a 5xx of ours); say why instead.
-        if response.status().is_server_error() {
-            response = refusal(Reject::BodyTooLarge).map(Tracked::untracked);
-        }
+        let status = response.status();
+        state.responded(
+            status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()),
+        );
+        response.map(|body| conn::hold_open(body, open))
     }
-    let status = response.status();
-    state.responded(status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()));
-    response.map(|body| conn::hold_open(body, open))
 }
 
 /// The answer to a refused HTTP/2 request (the stream ends; the connection stays).

@@ -6,6 +6,7 @@
 //! cluster's `max_retries`. When any says no,
 //! the client gets the last attempt's own failure (a 503 stays that 503), not a new error.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,38 +90,44 @@ impl Head {
 
 /// Runs the attempts of one request (head `parts`, downstream `body`). `facts` gets every
 /// attempt counted and the endpoint of the last one started, then of the winner (access log).
-pub async fn run(
-    plan: Plan<'_>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments held once: see the module doc of crate::proxy::handler"
+)]
+pub fn run<'a>(
+    plan: Plan<'a>,
     parts: Parts,
     body: upstream::Body,
-    facts: &mut RequestFacts,
+    facts: &'a mut RequestFacts,
     cluster_slot: Slot,
-) -> Result<Won, ProxyError> {
-    let idempotent = policy::idempotent(&parts.method, &parts.headers);
-    // Hedging repeats a request before knowing the first copy failed: idempotent ones only.
-    let hedge = plan.hedge.filter(|_| idempotent);
-    let repeatable = plan.retry.is_some() || hedge.is_some();
-    if !repeatable {
-        // The common case: one attempt with the request as it is, nothing cloned or buffered.
-        let (_, guard) = pick(&plan, &[], false).ok_or_else(|| no_endpoint(&plan))?;
-        facts.attempts += 1;
-        facts.endpoint = Some(Arc::clone(guard.endpoint()));
-        let request = Request::from_parts(parts, body::request(body, plan.idle));
-        let done = attempt(&plan, guard, request, false, limit(&plan)).await;
-        return finish(&plan, done, cluster_slot);
+) -> impl Future<Output = Result<Won, ProxyError>> + 'a {
+    async move {
+        let idempotent = policy::idempotent(&parts.method, &parts.headers);
+        // Hedging repeats a request before knowing the first copy failed: idempotent ones only.
+        let hedge = plan.hedge.filter(|_| idempotent);
+        let repeatable = plan.retry.is_some() || hedge.is_some();
+        if !repeatable {
+            // The common case: one attempt with the request as it is, nothing cloned or buffered.
+            let (_, guard) = pick(&plan, &[], false).ok_or_else(|| no_endpoint(&plan))?;
+            facts.attempts += 1;
+            facts.endpoint = Some(Arc::clone(guard.endpoint()));
+            let request = Request::from_parts(parts, body::request(body, plan.idle));
+            let done = attempt(&plan, guard, request, false, limit(&plan)).await;
+            return finish(&plan, done, cluster_slot);
+        }
+        // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
+        // otherwise size the future of every request, which is moved and held per request.
+        Box::pin(repeat(
+            plan,
+            parts,
+            body,
+            facts,
+            cluster_slot,
+            idempotent,
+            hedge,
+        ))
+        .await
     }
-    // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
-    // otherwise size the future of every request, which is moved and held per request.
-    Box::pin(repeat(
-        plan,
-        parts,
-        body,
-        facts,
-        cluster_slot,
-        idempotent,
-        hedge,
-    ))
-    .await
 }
 
 /// The attempts of a request that may be retried or hedged (see [`run`]).
@@ -323,28 +330,34 @@ fn no_endpoint(plan: &Plan<'_>) -> ProxyError {
 
 /// Sends one attempt and feeds its outcome to health (outlier detection) and the balancer
 /// (peak EWMA), as the single-attempt path did.
-async fn attempt(
-    plan: &Plan<'_>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments held once: see the module doc of crate::proxy::handler"
+)]
+fn attempt<'a>(
+    plan: &'a Plan<'a>,
     guard: InFlightGuard,
     request: Request<upstream::Body>,
     hedge: bool,
     limit: Option<Duration>,
-) -> Finished {
-    let endpoint = Arc::clone(guard.endpoint());
-    let sent_at = Instant::now();
-    let result = plan
-        .upstream
-        .send(plan.cluster.config(), &endpoint, request, limit)
-        .await;
-    crate::health::record(plan.cluster, &endpoint, &result);
-    if result.is_ok() {
-        balance::peak_ewma::observe(&endpoint, sent_at.elapsed());
-    }
-    Finished {
-        endpoint,
-        guard,
-        result,
-        hedge,
+) -> impl Future<Output = Finished> + 'a {
+    async move {
+        let endpoint = Arc::clone(guard.endpoint());
+        let sent_at = Instant::now();
+        let result = plan
+            .upstream
+            .send(plan.cluster.config(), &endpoint, request, limit)
+            .await;
+        crate::health::record(plan.cluster, &endpoint, &result);
+        if result.is_ok() {
+            balance::peak_ewma::observe(&endpoint, sent_at.elapsed());
+        }
+        Finished {
+            endpoint,
+            guard,
+            result,
+            hedge,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! was refused / above a GOAWAY's last-stream-id (RFC 9113 8.7). Anything else is the caller's
 //! (retry policy's) decision, made with [`UpstreamError::sent`].
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,67 +63,73 @@ impl ReplayHead {
 }
 
 /// Sends `req` to `endpoint` and returns the checked response head.
-pub(crate) async fn exchange(
-    cluster: &ClusterConfig,
-    endpoint: &Arc<EndpointState>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments held once: see the module doc of crate::proxy::handler"
+)]
+pub(crate) fn exchange<'a>(
+    cluster: &'a ClusterConfig,
+    endpoint: &'a Arc<EndpointState>,
     mut req: Request<Body>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let address = endpoint.address();
-    let is_head = req.method() == Method::HEAD;
-    if cluster.protocol == crate::config::Protocol::H2 {
-        absolute_target(&mut req, address)?;
-    }
-    let replay = (cluster.protocol == crate::config::Protocol::H2
-        && http_body::Body::is_end_stream(req.body()))
-    .then(|| ReplayHead::of(&req));
-    let mut pending = Some(req);
-    let mut fresh = false;
-    let mut last_error = None;
-    for _ in 0..MAX_SENDS {
-        let Some(request) = pending
-            .take()
-            .or_else(|| replay.as_ref().map(ReplayHead::rebuild))
-        else {
-            break;
-        };
-        let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
-        fresh = true;
-        match sender {
-            Sender::H1(mut conn) => match conn.sender.try_send_request(request).await {
-                Ok(response) => return finish_h1(endpoint, conn, response, is_head).await,
-                Err(mut e) => {
-                    let error = classify(e.error(), address);
-                    match e.take_message() {
-                        // Not written: the pooled connection was closing. A new one gets it.
-                        Some(request) => pending = Some(request),
-                        None => return Err(error),
-                    }
-                    last_error = Some(error);
-                }
-            },
-            Sender::H2(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => {
-                    return Ok(response.map(|body| UpstreamBody::new(body, None)));
-                }
-                Err(mut e) => {
-                    let error = classify(e.error(), address);
-                    let unsent = e.take_message();
-                    if unsent.is_some() || error.kind == FailureKind::RefusedStream {
-                        // A connection that refuses new streams (GOAWAY) gets none from us.
-                        pool::retire_h2(endpoint, h2_id);
-                    }
-                    if unsent.is_none() && (error.sent || replay.is_none()) {
-                        return Err(error);
-                    }
-                    pending = unsent;
-                    last_error = Some(error);
-                }
-            },
+) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+    async move {
+        let address = endpoint.address();
+        let is_head = req.method() == Method::HEAD;
+        if cluster.protocol == crate::config::Protocol::H2 {
+            absolute_target(&mut req, address)?;
         }
+        let replay = (cluster.protocol == crate::config::Protocol::H2
+            && http_body::Body::is_end_stream(req.body()))
+        .then(|| ReplayHead::of(&req));
+        let mut pending = Some(req);
+        let mut fresh = false;
+        let mut last_error = None;
+        for _ in 0..MAX_SENDS {
+            let Some(request) = pending
+                .take()
+                .or_else(|| replay.as_ref().map(ReplayHead::rebuild))
+            else {
+                break;
+            };
+            let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
+            fresh = true;
+            match sender {
+                Sender::H1(mut conn) => match conn.sender.try_send_request(request).await {
+                    Ok(response) => return finish_h1(endpoint, conn, response, is_head).await,
+                    Err(mut e) => {
+                        let error = classify(e.error(), address);
+                        match e.take_message() {
+                            // Not written: the pooled connection was closing. A new one gets it.
+                            Some(request) => pending = Some(request),
+                            None => return Err(error),
+                        }
+                        last_error = Some(error);
+                    }
+                },
+                Sender::H2(mut sender) => match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        return Ok(response.map(|body| UpstreamBody::new(body, None)));
+                    }
+                    Err(mut e) => {
+                        let error = classify(e.error(), address);
+                        let unsent = e.take_message();
+                        if unsent.is_some() || error.kind == FailureKind::RefusedStream {
+                            // A connection that refuses new streams (GOAWAY) gets none from us.
+                            pool::retire_h2(endpoint, h2_id);
+                        }
+                        if unsent.is_none() && (error.sent || replay.is_none()) {
+                            return Err(error);
+                        }
+                        pending = unsent;
+                        last_error = Some(error);
+                    }
+                },
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            UpstreamError::unsent(FailureKind::Reset, address, "request could not be sent")
+        }))
     }
-    Err(last_error.unwrap_or_else(|| {
-        UpstreamError::unsent(FailureKind::Reset, address, "request could not be sent")
-    }))
 }
 
 /// HTTP/2 carries the target as `:scheme` + `:authority` + `:path`, so hyper needs an absolute

@@ -17,6 +17,7 @@
 //! - [`activity`]: the shared "last byte moved" clock behind the route `idle_timeout`.
 //! - [`upgrade`]: the WebSocket / HTTP/1.1 Upgrade byte tunnel.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,25 +70,33 @@ impl Upstream {
     /// protocol) to `endpoint` and returns the response head with a streaming body. `timeout`
     /// bounds the whole attempt until the response head (connect and pool wait included).
     /// Counts the attempt in `switchyard_upstream_requests_total`.
-    pub async fn send(
-        &self,
-        cluster: &ClusterConfig,
-        endpoint: &Arc<EndpointState>,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "arguments held once: see the module doc of crate::proxy::handler"
+    )]
+    pub fn send<'a>(
+        &'a self,
+        cluster: &'a ClusterConfig,
+        endpoint: &'a Arc<EndpointState>,
         req: Request<Body>,
         timeout: Option<Duration>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let attempt = exchange::exchange(cluster, endpoint, req);
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
-            None => attempt.await,
-        };
-        let outcome = match &result {
-            Ok(response) => Outcome::of_status(response.status()),
-            Err(error) => error.kind.outcome(),
-        };
-        endpoint.metrics().record_upstream(outcome);
-        result
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+        // The exchange is built inside the block: built before it, the whole exchange future
+        // would be the block's capture and be copied wherever the block moves.
+        async move {
+            let attempt = exchange::exchange(cluster, endpoint, req);
+            let result = match timeout {
+                Some(limit) => tokio::time::timeout(limit, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
+                None => attempt.await,
+            };
+            let outcome = match &result {
+                Ok(response) => Outcome::of_status(response.status()),
+                Err(error) => error.kind.outcome(),
+            };
+            endpoint.metrics().record_upstream(outcome);
+            result
+        }
     }
 }
