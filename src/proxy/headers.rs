@@ -332,12 +332,25 @@ pub fn add_via(headers: &mut HeaderMap) {
 }
 
 /// Writes the low `out.len() * 4` bits of `n` as lowercase hex, zero-padded, into `out` (the
-/// request path's ids without a `format!` allocation each).
-fn hex_into(out: &mut [u8], mut n: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in out.iter_mut().rev() {
-        *byte = DIGITS[(n & 0xf) as usize];
-        n >>= 4;
+/// request path's ids without a `format!` allocation each). `out.len()` is even, at most 32.
+fn hex_into(out: &mut [u8], n: u128) {
+    // Two digits per byte from a table: half the steps of a loop per digit, and no 128-bit
+    // shift per step. It runs for 41 bytes per request (x-request-id and traceparent).
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        pairs
+    };
+    let bytes = n.to_be_bytes();
+    // The low `out.len() / 2` bytes, as the callers' even widths (2, 16, 32 digits) ask.
+    let low = &bytes[bytes.len().saturating_sub(out.len() / 2)..];
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(low) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
 }
 
@@ -386,6 +399,25 @@ mod tests {
         let mut out = [0u8; 32];
         hex_into(&mut out, u128::MAX);
         assert_eq!(&out, &[b'f'; 32]);
+        // Every width the callers use, against the standard formatter.
+        for _ in 0..1000 {
+            let n = fastrand::u128(..);
+            let mut out = [0u8; 32];
+            hex_into(&mut out, n);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{n:032x}"));
+            let mut out = [0u8; 16];
+            hex_into(&mut out, n);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                format!("{:016x}", n as u64)
+            );
+            let mut out = [0u8; 2];
+            hex_into(&mut out, n);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                format!("{:02x}", n as u8)
+            );
+        }
         let mut h = HeaderMap::new();
         {
             let present = Present::scan(&h);
