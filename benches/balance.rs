@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use switchyard::balance::{self, PickContext};
@@ -51,7 +51,8 @@ fn endpoints(n: usize) -> Vec<Arc<EndpointState>> {
         for _ in 0..i % 4 {
             std::mem::forget(e.start_request());
         }
-        balance::peak_ewma::observe(e, Duration::from_micros(500 + (i as u64 % 7) * 100));
+        let latency = Duration::from_micros(500 + (i as u64 % 7) * 100);
+        balance::peak_ewma::observe(e, latency, Instant::now());
     }
     list
 }

@@ -24,12 +24,8 @@ pub const DECAY: Duration = Duration::from_secs(10);
 /// Smallest sample stored, so a real sample is never mistaken for "no sample yet" (0).
 const MIN_SAMPLE_MS: f64 = 0.001;
 
-/// Folds one response latency into `endpoint`'s peak EWMA.
-pub fn observe(endpoint: &EndpointState, latency: Duration) {
-    observe_at(endpoint, latency, Instant::now());
-}
-
-fn observe_at(endpoint: &EndpointState, latency: Duration, now: Instant) {
+/// Folds one response latency, measured up to `now`, into `endpoint`'s peak EWMA.
+pub fn observe(endpoint: &EndpointState, latency: Duration, now: Instant) {
     let sample = (latency.as_secs_f64() * 1000.0).max(MIN_SAMPLE_MS);
     endpoint.update_ewma_ms(now, |previous, since| {
         if previous <= 0.0 || sample > previous {
@@ -114,12 +110,12 @@ mod tests {
     fn peaks_jump_up_and_decay_down() {
         let e = &endpoints(1)[0];
         let t0 = Instant::now();
-        observe_at(e, ms(10), t0);
+        observe(e, ms(10), t0);
         assert!((e.ewma_ms() - 10.0).abs() < 1e-9);
-        observe_at(e, ms(100), t0 + ms(1));
+        observe(e, ms(100), t0 + ms(1));
         assert!((e.ewma_ms() - 100.0).abs() < 1e-9, "peak taken at once");
         // A 10 ms sample τ later pulls the estimate most of the way down: 100/e + 10(1 - 1/e).
-        observe_at(e, ms(10), t0 + ms(1) + DECAY);
+        observe(e, ms(10), t0 + ms(1) + DECAY);
         let expected = 100.0 / std::f64::consts::E + 10.0 * (1.0 - 1.0 / std::f64::consts::E);
         assert!((e.ewma_ms() - expected).abs() < 0.01, "{}", e.ewma_ms());
         // Reading decays towards zero with time, without writing.
@@ -136,14 +132,14 @@ mod tests {
         let t0 = Instant::now();
         // Endpoint 0 was slow (100 ms) 20 s (2τ) before endpoint 1 answered in 30 ms: decayed
         // to 100 / e² ≈ 13.5 ms, it is now the cheaper one.
-        observe_at(&eps[0], ms(100), t0);
-        observe_at(&eps[1], ms(30), t0 + 2 * DECAY);
+        observe(&eps[0], ms(100), t0);
+        observe(&eps[1], ms(30), t0 + 2 * DECAY);
         let balancer = new(&[1, 1], Duration::ZERO);
         assert_eq!(first_counts(&balancer, &eps, 100), vec![100, 0]);
         // Only 5 s apart, 100 / e^0.5 ≈ 61 ms still loses to 30 ms.
         let eps = endpoints(2);
-        observe_at(&eps[0], ms(100), t0);
-        observe_at(&eps[1], ms(30), t0 + DECAY / 2);
+        observe(&eps[0], ms(100), t0);
+        observe(&eps[1], ms(30), t0 + DECAY / 2);
         assert_eq!(first_counts(&balancer, &eps, 100), vec![0, 100]);
     }
 
@@ -155,12 +151,12 @@ mod tests {
         let _busy = eps[0].start_request();
         assert_eq!(first_counts(&balancer, &eps, 200), vec![0, 200]);
         // Endpoint 1 is 10× slower: 1 in flight at 10 ms (cost 20) beats 0 at 100 ms (100).
-        observe(&eps[0], ms(10));
-        observe(&eps[1], ms(100));
+        observe(&eps[0], ms(10), Instant::now());
+        observe(&eps[1], ms(100), Instant::now());
         assert_eq!(first_counts(&balancer, &eps, 200), vec![200, 0]);
         // Only endpoint 1 sampled: endpoint 0 borrows its latency, in-flight decides again.
         let eps2 = endpoints(2);
-        observe(&eps2[1], ms(100));
+        observe(&eps2[1], ms(100), Instant::now());
         let _busy2 = eps2[1].start_request();
         assert_eq!(first_counts(&balancer, &eps2, 200), vec![200, 0]);
     }

@@ -112,7 +112,7 @@ pub fn run<'a>(
             facts.attempts += 1;
             facts.endpoint = Some(Arc::clone(guard.endpoint()));
             let request = Request::from_parts(parts, body::request(body, plan.idle));
-            let done = attempt(&plan, guard, request, false, limit(&plan)).await;
+            let done = attempt(&plan, guard, request, false).await;
             return finish(&plan, done, cluster_slot);
         }
         // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
@@ -156,7 +156,7 @@ async fn repeat(
     let replay = Replay::new(body, buffer);
     let launch = |guard: InFlightGuard, hedged: bool| {
         let request = head.request(body::request(replay.attempt(), plan.idle));
-        attempt(&plan, guard, request, hedged, limit(&plan))
+        attempt(&plan, guard, request, hedged)
     };
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
@@ -295,11 +295,11 @@ fn past_deadline(plan: &Plan<'_>) -> bool {
         .is_some_and(|(at, _)| Instant::now() + Duration::from_millis(1) >= at)
 }
 
-/// One attempt's time limit: `per_try_timeout`, cut short by the overall deadline.
-fn limit(plan: &Plan<'_>) -> Option<Duration> {
+/// One attempt's time limit from `now`: `per_try_timeout`, cut short by the overall deadline.
+fn limit(plan: &Plan<'_>, now: Instant) -> Option<Duration> {
     let remaining = plan
         .deadline
-        .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        .map(|(at, _)| at.saturating_duration_since(now));
     match (plan.per_try, remaining) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -328,7 +328,7 @@ fn no_endpoint(plan: &Plan<'_>) -> ProxyError {
     }
 }
 
-/// Sends one attempt and feeds its outcome to health (outlier detection) and the balancer
+/// Sends one attempt (limited by [`limit`]) and feeds its outcome to health (outlier detection) and the balancer
 /// (peak EWMA), as the single-attempt path did.
 #[allow(
     clippy::manual_async_fn,
@@ -339,18 +339,25 @@ fn attempt<'a>(
     guard: InFlightGuard,
     request: Request<upstream::Body>,
     hedge: bool,
-    limit: Option<Duration>,
 ) -> impl Future<Output = Finished> + 'a {
     async move {
         let endpoint = Arc::clone(guard.endpoint());
+        // One clock read for the limit and the latency's start, one for its end and the EWMA's
+        // stamp: each read is a vDSO call.
         let sent_at = Instant::now();
         let result = plan
             .upstream
-            .send(plan.cluster.config(), &endpoint, request, limit)
+            .send(
+                plan.cluster.config(),
+                &endpoint,
+                request,
+                limit(plan, sent_at),
+            )
             .await;
         crate::health::record(plan.cluster, &endpoint, &result);
         if result.is_ok() {
-            balance::peak_ewma::observe(&endpoint, sent_at.elapsed());
+            let now = Instant::now();
+            balance::peak_ewma::observe(&endpoint, now - sent_at, now);
         }
         Finished {
             endpoint,
