@@ -17,5 +17,6 @@ pub mod headers;
 pub mod hygiene;
 pub mod listener;
 pub mod server;
+mod woken;
 
 pub use error::{ProxyError, Side};

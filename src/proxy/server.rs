@@ -38,6 +38,7 @@ use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
 use super::hygiene::limit::BodyLimit;
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Reject};
+use super::woken::Woken;
 use crate::config::LimitsConfig;
 use crate::runtime::Shared;
 use crate::tls::server::{handshake, Termination};
@@ -306,18 +307,19 @@ impl ConnServer {
         let keepalive = self.limits.keepalive_timeout;
         let streams = protocol == Arrival::Http2;
         tokio::select! {
-            // The session first: it is what wakes the task, nearly every time.
+            // The session first: it is what wakes the task, nearly every time. The others are
+            // polled only when they woke it (`Woken`), not on each of the session's wake-ups.
             biased;
             result = conn.as_mut() => (result, Some(conn)),
-            _ = stopped(shutdown) => {
+            _ = Woken::new(stopped(shutdown)) => {
                 conn.as_mut().graceful_shutdown();
                 (conn.as_mut().await, None)
             }
-            () = idle(state, keepalive), if streams => {
+            () = Woken::new(idle(state, keepalive)), if streams => {
                 conn.as_mut().graceful_shutdown();
                 (conn.as_mut().await, None)
             }
-            () = stalled(state, self.limits.body_read_timeout), if streams => {
+            () = Woken::new(stalled(state, self.limits.body_read_timeout)), if streams => {
                 // Dropping the connection resets every stream and cancels their upstream
                 // requests; a graceful close would wait on the very client that stalls.
                 hygiene::count("slow_read");
