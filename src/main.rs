@@ -127,7 +127,7 @@ enum CertsAction {
 
 /// mimalloc instead of glibc's malloc: the request path allocates a few dozen small blocks
 /// and, per upstream response, hyper's 8 KiB read buffer (an HTTP/2 stream also its boxed
-/// 7.4 KiB future), which glibc serves from its slower bins: 4 % fewer instructions per
+/// future, then 7.4 KiB), which glibc serves from its slower bins: 4 % fewer instructions per
 /// HTTP/1.1 request, 6 % per HTTP/2 stream. Built with `no_thp`: with transparent huge pages
 /// allowed, mimalloc's arenas took an extra 8 MB of idle RSS (README "Performance").
 #[global_allocator]
