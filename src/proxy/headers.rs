@@ -304,16 +304,29 @@ fn set_forwarded_chain(headers: &mut HeaderMap, peer: &HeaderValue, trusted_hops
     }
 }
 
-/// Appends our entry to `via`.
+/// Appends our entry to `via`. One lookup through the entry API (a `get` then an `insert`
+/// hashed and probed twice), on every request and every response.
 pub fn add_via(headers: &mut HeaderMap) {
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => {
-            HeaderValue::from_str(&format!("{existing}, {VIA_ENTRY}"))
-                .unwrap_or(HeaderValue::from_static(VIA_ENTRY))
+    match headers.entry(header::VIA) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static(VIA_ENTRY));
         }
-        _ => HeaderValue::from_static(VIA_ENTRY),
-    };
-    headers.insert(header::VIA, value);
+        header::Entry::Occupied(mut occupied) => {
+            // Every line, in order (a list may arrive split over several), then ours; `insert`
+            // replaces them all with the one joined value. Lines that are not text are dropped.
+            let mut joined = String::new();
+            for existing in occupied.iter().filter_map(|v| v.to_str().ok()) {
+                if !existing.is_empty() {
+                    joined.push_str(existing);
+                    joined.push_str(", ");
+                }
+            }
+            joined.push_str(VIA_ENTRY);
+            let value =
+                HeaderValue::from_str(&joined).unwrap_or(HeaderValue::from_static(VIA_ENTRY));
+            occupied.insert(value);
+        }
+    }
 }
 
 /// Writes the low `out.len() * 4` bits of `n` as lowercase hex, zero-padded, into `out` (the
@@ -584,6 +597,11 @@ mod tests {
         let mut h = map(&[("via", "1.0 fred")]);
         add_via(&mut h);
         assert_eq!(h["via"], "1.0 fred, 1.1 switchyard");
+        // A list split over two lines keeps both, in order, on one line.
+        let mut h = map(&[("via", "1.0 fred"), ("via", "1.1 nowhere")]);
+        add_via(&mut h);
+        let lines: Vec<_> = h.get_all("via").iter().collect();
+        assert_eq!(lines, ["1.0 fred, 1.1 nowhere, 1.1 switchyard"]);
     }
 
     #[test]
