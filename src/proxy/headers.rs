@@ -20,8 +20,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Declares [`Watched`] from one list of variants and names: the enum, `ALL`, `name` and
 /// `of` cannot disagree. `of` is a `match` on the name, which compiles to a jump on its length
-/// and compares of known length inlined (the earlier candidate table called `memcmp` for each
-/// compare, about 250 instructions per scan).
+/// and compares of known length inlined. The earlier candidate table called `memcmp` for each
+/// compare: a scan cost about 250 instructions, now about 115 (callgrind, h2c).
 macro_rules! watched {
     ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
         /// A header the request path reads, removes or replaces. [`Present::scan`] notes which
@@ -304,8 +304,9 @@ fn set_forwarded_chain(headers: &mut HeaderMap, peer: &HeaderValue, trusted_hops
     }
 }
 
-/// Appends our entry to `via`. One lookup through the entry API (a `get` then an `insert`
-/// hashed and probed twice), on every request and every response.
+/// Appends our entry to `via`, on every request and every response. The entry API looks the
+/// name up once where a `get` and an `insert` looked it up twice (no measurable difference:
+/// `via` is a standard name, cheap to hash).
 pub fn add_via(headers: &mut HeaderMap) {
     match headers.entry(header::VIA) {
         header::Entry::Vacant(vacant) => {
