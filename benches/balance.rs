@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use switchyard::balance::{self, PickContext};
 use switchyard::config::{self, BalanceAlgorithm};
-use switchyard::runtime::EndpointState;
+use switchyard::endpoint::EndpointState;
 
 const SIZES: [usize; 3] = [10, 100, 1000];
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Soak: mixed HTTP/1.1, HTTP/2 and gRPC load through switchyard with injected faults and two
-reloads a minute, on loopback only (issue 16). Run through benches/soak.sh.
+reloads a minute, on loopback only. Run through benches/soak.sh.
 
 The backend is nginx with two endpoints plus a closed port in the cluster. Faults injected:
 - on the first endpoint, about 1 in 16 requests to /flaky answer 503, and 1 in 16 to /drop
@@ -97,7 +97,7 @@ headers = {{ response_add = {{ "x-soak-generation" = "{generation}" }} }}
 [clusters.web]
 endpoints = ["127.0.0.1:{p1}", "127.0.0.1:{p2}", "127.0.0.1:{dead}"]
 pool = {{ idle_timeout = "5s" }}
-# Envoy's (and DESIGN.md's) default of 3 concurrent retries per cluster is meant to stop retry
+# Envoy's default of 3 concurrent retries per cluster (ours too) is meant to stop retry
 # storms; 64 concurrent streams with 1 in 16 failing need more headroom than that.
 circuit_breaker = {{ max_retries = 64 }}
 outlier_detection = {{ consecutive_gateway_errors = 3, base_time = "5s", max_percent = 50 }}

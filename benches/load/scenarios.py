@@ -1,4 +1,4 @@
-"""The load benchmark's scenarios beyond steady load (issue 14): reload to serving at 10,000
+"""The load benchmark's scenarios beyond steady load: reload to serving at 10,000
 routes, failed requests while reloading under load, and cache hits.
 
 Each scenario starts its own proxy instances (HAProxy in master-worker mode, so that a reload is

@@ -1,5 +1,6 @@
 //! The header policy on any header block: never panics, hop-by-hop fields (and the ones
-//! `Connection` names) are gone after stripping, and `x-forwarded-for` ends with the peer.
+//! `Connection` names) are gone after stripping, and `x-forwarded-for` and `forwarded` end
+//! with the peer.
 #![no_main]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -28,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| HeaderName::from_bytes(t.as_bytes()).is_ok())
         .collect();
-    headers::strip_hop_by_hop(&mut map);
+    headers::strip_hop_by_hop(&mut map, headers::Present::scan(&map));
     for name in [
         "connection",
         "keep-alive",
@@ -46,10 +47,17 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-    headers::set_forwarded(&mut map, peer, 2, Some("app.example"));
+    let view = headers::ConnView::new(peer, 80, false);
+    let host = HeaderValue::from_static("app.example");
+    headers::set_forwarded(&mut map, headers::Present::scan(&map), &view, 2, Some(&host));
     let xff = map
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert!(xff.ends_with("127.0.0.1"), "{xff}");
+    let forwarded = map
+        .get("forwarded")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(forwarded.ends_with("for=127.0.0.1;proto=http"), "{forwarded}");
 });

@@ -1,7 +1,9 @@
 //! `POST /reload`: reload the config file now and answer with the outcome.
 //!
-//! 200 `{"version": N, "changed": bool}` once the new snapshot is live (or the file equals the
-//! running config: `changed` false, the version unchanged); 400 `{"errors": ["FILE:LINE:COL:
+//! 200 `{"version": N, "changed": bool, "restart_required": ["[mesh]", …]}` once the new
+//! snapshot is live (or the file equals the running config: `changed` false, the version
+//! unchanged); `restart_required` names the sections the file changes that only a restart
+//! applies (empty when none); 400 `{"errors": ["FILE:LINE:COL:
 //! message", …]}` when the file is refused and the old config serves on; 503 during shutdown.
 
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use http_body_util::Full;
 use serde_json::json;
 
 use super::AdminState;
-use crate::runtime::{Reloaded, Trigger};
+use crate::state::{Reloaded, Trigger};
 
 /// Answers a request for `/reload` (any method: others than POST get 405).
 pub async fn answer(state: &AdminState, method: &Method) -> Response<Full<Bytes>> {
@@ -31,6 +33,7 @@ pub async fn answer(state: &AdminState, method: &Method) -> Response<Full<Bytes>
             &json!({
                 "version": outcome.version(),
                 "changed": matches!(outcome, Reloaded::Published { .. }),
+                "restart_required": *state.reload.restart_required(),
             }),
         ),
         Err(error) if state.shared.is_draining() => json(

@@ -1,20 +1,23 @@
 //! The admin API's JSON documents: `/config`, `/upstreams`, `/explain`.
 //!
 //! Plain `serde_json::Value` builders over the live [`Snapshot`] and endpoint states: the
-//! shapes are the contract (DESIGN.md field names), so they are spelled out here rather than
-//! derived from internal types that may grow.
+//! shapes are the contract (the field names the README's "Admin API" table documents), so they
+//! are spelled out here rather than derived from internal types that may grow.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 
+use crate::endpoint::EndpointState;
 use crate::router::RequestView;
-use crate::runtime::{EndpointState, Snapshot};
+use crate::state::Snapshot;
+use crate::wire::time::rfc3339;
 
 /// `GET /config`: the published config's identity and an outline of what it declares.
-/// `last_error` is the last failed reload's errors, one per line, until a reload succeeds.
-pub fn config(snapshot: &Snapshot, last_error: Option<&str>) -> Value {
+/// `last_error` is the last failed reload's errors, one per line, until a reload succeeds;
+/// `restart_required` the sections the loaded file changed that wait for a restart.
+pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &[&str]) -> Value {
     let config = snapshot.config();
     let listeners: Vec<Value> = config
         .listeners
@@ -31,13 +34,13 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>) -> Value {
         "loaded_at": rfc3339(snapshot.loaded_at()),
         "sha256": config.sha256,
         "last_error": last_error,
+        "restart_required": restart_required,
         "source": config.source.display().to_string(),
         "workers": config.runtime.workers,
         "admin": config.admin.listen.to_string(),
         "listeners": listeners,
         "routes": routes,
         "clusters": config.clusters.keys().collect::<Vec<_>>(),
-        "inactive_features": config.inactive_features(),
     })
 }
 
@@ -77,12 +80,12 @@ fn endpoint(e: &EndpointState, source: &str) -> Value {
         "ejected_until": ejected_until,
         "ejections": e.ejections(),
         "breaker": e.breaker().as_str(),
-        // Health (issue 7): last active probe, and the trigger that last took it out.
+        // Health: last active probe, and the trigger that last took it out.
         "last_probe": e.health().last_probe().map(|passed| json!({
             "passed": passed,
             "at": rfc3339(UNIX_EPOCH + Duration::from_millis(e.health().last_probe_ms())),
         })),
-        "trigger": e.health().trigger().map(crate::health::Trigger::as_str),
+        "trigger": e.health().trigger().map(crate::endpoint::Trigger::as_str),
         "in_flight": e.in_flight(),
         "connections": e.connections(),
         "ewma_ms": e.ewma_ms(),
@@ -150,7 +153,7 @@ pub fn explain(snapshot: &Snapshot, query: Option<&str>) -> Result<Value, BadQue
         .router()
         .explain(snapshot.config(), listener.as_deref(), &view);
     // The live snapshot's balancer tables say where a hashing cluster sends this key.
-    crate::balance::explain::fill_hashed_endpoints(&mut explanation, snapshot, &view, None);
+    crate::admin::explain::fill_hashed_endpoints(&mut explanation, snapshot, &view, None);
     serde_json::to_value(explanation).map_err(|e| BadQuery(e.to_string()))
 }
 
@@ -173,53 +176,9 @@ fn form_decode(text: &str) -> String {
         .into_owned()
 }
 
-/// `2024-05-01T12:34:56.789Z`: RFC 3339 in UTC with milliseconds, without a date crate
-/// (civil-from-days by Howard Hinnant, "chrono-Compatible Low-Level Date Algorithms").
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // day is 1..=31 and month 1..=12 by construction.
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(951_827_696_789);
-        assert_eq!(rfc3339(t), "2000-02-29T12:34:56.789Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599);
-        assert_eq!(rfc3339(t), "2024-12-31T23:59:59.000Z");
-    }
 
     #[test]
     fn query_pairs_decode_form_encoding() {

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use crate::runtime::{EndpointState, InFlightGuard};
+use crate::endpoint::{EndpointState, InFlightGuard};
 
 /// ⌈c × (total_in_flight + 1) × share⌉, at least 1. A hair below the exact value is rounded
 /// down first, so float error never turns an exact integer cap into the next one.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::slow_start::Ramp;
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// How many preferred endpoints a [`Source`] may contribute; the rest come in index order.
 /// Eight distinct ring owners is far more than bounded loads (c ≥ 1.25) or ejection ever walk.

@@ -1,10 +1,10 @@
 //! The request key a hashing cluster hashes (`hash_on`), reduced to one 64-bit xxh3 hash.
 //!
-//! Computed once per request by the handler and passed in [`PickContext::hash`](super::PickContext),
-//! so a retry or the explain command hashes exactly what the first pick did. `None` means the
-//! request does not carry the key (no such header, cookie or query parameter): the hashing
-//! balancers then fall back to `least_request` for that request, rather than sending every
-//! key-less request to the one endpoint the empty key would hash to.
+//! Computed once per request by the handler and passed in
+//! [`PickContext::hash`](super::PickContext), so a retry or the explain command hashes exactly what
+//! the first pick did. `None` means the request does not carry the key (no such header, cookie or
+//! query parameter): the hashing balancers then fall back to `least_request` for that request,
+//! rather than sending every key-less request to the one endpoint the empty key would hash to.
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -16,7 +16,7 @@ use super::candidates::{Slots, Warmup};
 use super::least_request::{self, InFlight};
 use super::p2c::P2c;
 use super::{below, bounded, remix, Balancer, Candidates, PickContext};
-use crate::runtime::{EndpointState, InFlightGuard};
+use crate::endpoint::{EndpointState, InFlightGuard};
 
 /// A consistent-hash table of endpoint indices.
 pub(crate) trait Table: Send + Sync + fmt::Debug {
@@ -104,8 +104,8 @@ mod tests {
     fn slow_start_moves_a_small_consistent_share_of_keys_to_a_new_endpoint() {
         let ramp_time = Duration::from_millis(1);
         let state = |port: u16| Arc::new(EndpointState::new("c", ([10, 0, 0, 1], port).into(), 1));
-        // Eleven old endpoints: from 11 on, the ring has 100 points per endpoint whatever n is, so
-        // the rings with and without the new one agree on the old endpoints' points.
+        // Eleven old endpoints: each has 100 points whatever n is, so the rings with and without
+        // the new one agree on the old endpoints' points.
         let old: Vec<Arc<EndpointState>> = (1..=11).map(state).collect();
         // The old endpoints finish their 1 ms ramp (time passing is the point, not
         // synchronisation); then a new one joins, at exactly 10 % when `now` is its creation.

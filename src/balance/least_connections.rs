@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::p2c::{Load, P2c};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// Load = open connections, then requests in flight.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::p2c::{Load, P2c};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// Load = requests in flight to the endpoint, plus the one about to be sent.
 #[derive(Debug)]

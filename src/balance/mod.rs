@@ -1,6 +1,6 @@
 //! Load balancing: which endpoint of a cluster a request goes to.
 //!
-//! A [`Balancer`] is built once per cluster per [`Snapshot`](crate::runtime::Snapshot), off the
+//! A [`Balancer`] is built once per cluster per [`Snapshot`](crate::state::Snapshot), off the
 //! request path, from the cluster's endpoint list (sorted by address, so every worker and every
 //! peer agrees on what index `i` means); tables (smooth-WRR period, hash ring, Maglev table) are
 //! computed there. Picking yields [`Candidates`]: endpoint indices in preference order, so the
@@ -23,7 +23,6 @@
 
 mod bounded;
 mod candidates;
-pub mod explain;
 pub mod hash_key;
 mod hashed;
 mod least_connections;
@@ -42,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{BalanceAlgorithm, ClusterConfig};
-use crate::runtime::{EndpointState, InFlightGuard};
+use crate::endpoint::{EndpointState, InFlightGuard};
 
 pub use bounded::bounded_cap;
 pub use candidates::Candidates;

@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{below, remix, slow_start, Balancer, Candidates, PickContext};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// One flavour of load for [`P2c`].
 pub(crate) trait Load: Send + Sync + fmt::Debug {

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::p2c::{Load, P2c};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// The EWMA's time constant τ (Finagle and linkerd use 10 s).
 pub const DECAY: Duration = Duration::from_secs(10);

@@ -5,17 +5,16 @@
 //! or after its hash, wrapping around. Removing an endpoint only hands its own arcs to the next
 //! points, so no key moves between two surviving endpoints, and about 1/N of keys move in all.
 //!
-//! Sizes: at least [`MIN_PER_ENDPOINT`] points for the lightest endpoint (100 points keep an
-//! endpoint's share within about ±10 % of fair, one standard deviation) and at least
-//! [`MIN_RING`] points in total; weights scale the point count. The ring is capped at
-//! [`MAX_RING`] points (Envoy's cap) by scaling down, which only matters for extreme weight
-//! ratios. Lookup is a binary search over the sorted point hashes.
-//!
-//! An endpoint's points are `0..count`, so a ring with more points per endpoint contains the
-//! smaller one's. From 11 equal endpoints up the count is fixed at 100 per weight unit and a
-//! membership change touches only the changed endpoint's arcs; below that the 1024-point floor
-//! raises every endpoint's count as the cluster shrinks, and the few added points may take a few
-//! keys from other survivors (still within 1.5/N moved in all, tested).
+//! Sizes: every endpoint gets [`POINTS_PER_WEIGHT`] points per unit of weight, whatever the
+//! cluster's size or the other endpoints' weights. That independence is what makes the promise
+//! hold: an endpoint's points are `0..count` and `count` never changes when another endpoint
+//! comes or goes, so a membership change touches only the changed endpoint's arcs and no key
+//! moves between two endpoints that stay. (A floor on the ring's total, such as Envoy's
+//! `minimum_ring_size`, breaks this: shrinking the cluster raises every survivor's count, and
+//! the new points take keys from other survivors.) The ring is capped at [`MAX_RING`] points
+//! (Envoy's cap) by scaling every count down, which only happens for a total weight above
+//! `MAX_RING / POINTS_PER_WEIGHT` and then couples the counts again. Lookup is a binary search
+//! over the sorted point hashes.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -25,10 +24,13 @@ use super::hashed::Table;
 /// Seed for ring points; changing it remaps every key, on every peer.
 pub const RING_SEED: u64 = 0x5357_5952_494e_4731; // "SWYRING1"
 
-/// Fewest points on the ring.
-pub const MIN_RING: u64 = 1024;
-/// Fewest points for the lightest endpoint.
-pub const MIN_PER_ENDPOINT: u64 = 100;
+/// Points per unit of weight. With P points an endpoint's share of the ring is within about
+/// 1/√P of fair (one standard deviation): 100 keeps it within ±10 %, the evenness the ring
+/// already gave clusters of 11 or more weight-1 endpoints — whose rings keep exactly their
+/// points, so their keys stay where they were. More points would buy evenness with memory and
+/// build time (16 bytes a point, at every membership change); `maglev` is the choice for even
+/// shares.
+pub const POINTS_PER_WEIGHT: u64 = 100;
 /// Most points on the ring (8 Mi, as Envoy's `maximum_ring_size`).
 pub const MAX_RING: u64 = 8 << 20;
 
@@ -38,9 +40,9 @@ pub const MAX_RING: u64 = 8 << 20;
 pub(crate) struct Ring {
     points: Vec<(u64, u32)>,
     /// `index[b]` = first position whose hash has top bits ≥ `b` (`bits` of them): narrows the
-    /// binary search to one bucket of about two points. A plain binary search over 100k points
-    /// (1000 endpoints) measured 216 ns a lookup here, a cache miss per level; with the index it
-    /// is two misses.
+    /// binary search to one bucket of about two points. A plain binary search over a large ring
+    /// takes a cache miss per level; with the index a lookup is two misses. Compare the two
+    /// with `cargo bench --bench balance` (`pick/ring_hash/1000`).
     index: Vec<u32>,
     /// Top bits of a hash that select its bucket; 0 for an empty ring.
     bits: u32,
@@ -53,16 +55,16 @@ impl Ring {
         let n = identities.len().min(weights.len());
         let weights: Vec<u64> = weights[..n].iter().map(|&w| u64::from(w.max(1))).collect();
         let total: u64 = weights.iter().sum();
-        let lightest = weights.iter().copied().min().unwrap_or(1);
-        // Points per unit of weight: enough for the lightest endpoint and for the ring.
-        let mut per_unit =
-            (MIN_PER_ENDPOINT as f64 / lightest as f64).max(MIN_RING as f64 / total.max(1) as f64);
-        if per_unit * total as f64 > MAX_RING as f64 {
-            per_unit = MAX_RING as f64 / total as f64;
-        }
+        // Points per unit of weight: a constant, so an endpoint's count depends on its own
+        // weight only (see the module doc); scaled down only past the ring's cap.
+        let per_unit = if total.saturating_mul(POINTS_PER_WEIGHT) > MAX_RING {
+            MAX_RING as f64 / total as f64
+        } else {
+            POINTS_PER_WEIGHT as f64
+        };
         let counts: Vec<u64> = weights
             .iter()
-            .map(|&w| ((w as f64 * per_unit).ceil() as u64).max(1))
+            .map(|&w| ((w as f64 * per_unit).floor() as u64).max(1))
             .collect();
         let mut points: Vec<(u64, u32)> = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
         let mut key = Vec::with_capacity(64);
@@ -161,15 +163,18 @@ mod tests {
     }
 
     #[test]
-    fn sizes_follow_the_minimums_and_weights() {
+    fn sizes_are_points_per_weight_whatever_the_cluster() {
         let n = names(3);
         let ids: Vec<&str> = n.iter().map(String::as_str).collect();
         let ring = Ring::new(&ids, &[1, 1, 1]);
-        assert!(ring.len() >= 1024);
+        assert_eq!(ring.len(), 300);
         let ring = Ring::new(&ids, &[1, 2, 1]);
         let heavy = ring.points.iter().filter(|p| p.1 == 1).count();
         let light = ring.points.iter().filter(|p| p.1 == 0).count();
-        assert_eq!(heavy, 2 * light);
+        assert_eq!((light, heavy), (100, 200));
+        // The other endpoints' weights do not change an endpoint's count.
+        let ring = Ring::new(&ids, &[3, 3, 3]);
+        assert_eq!(ring.len(), 900);
         let many = names(1000);
         let ids: Vec<&str> = many.iter().map(String::as_str).collect();
         let ring = Ring::new(&ids, &vec![1; 1000]);

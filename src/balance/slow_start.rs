@@ -10,7 +10,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// Share of its weight an endpoint gets at the very start of its ramp.
 pub const INITIAL_FACTOR: f64 = 0.1;

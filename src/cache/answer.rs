@@ -14,14 +14,15 @@ use super::policy::{conditional, freshness, Directives, Reuse};
 use super::status::{self, Outcome};
 use super::store::Stored;
 use super::Cache;
-use crate::proxy::body::{self, ProxyBody};
+use crate::config::RouteConfig;
+use crate::wire::body::{self, ProxyBody};
 
 /// What the store has for a request.
 pub(super) enum Found {
     Entry(Arc<Stored>),
-    /// Nothing for the URL.
+    /// Nothing for the URL on this request's route.
     None,
-    /// Variants of the URL, none for this request.
+    /// Variants of the URL on this route, none for this request.
     Other,
 }
 
@@ -31,28 +32,43 @@ pub(super) struct ClientRequest {
     pub(super) headers: HeaderMap,
 }
 
-pub(super) fn lookup(cache: &Cache, key: &str, headers: &HeaderMap, authorized: bool) -> Found {
+pub(super) fn lookup(
+    cache: &Cache,
+    route: &RouteConfig,
+    key: &str,
+    headers: &HeaderMap,
+    authorized: bool,
+) -> Found {
     let Some(slot) = cache.store.get(key) else {
         return Found::None;
     };
-    slot.variants
+    // Another route's copies of the URL are not there for this request at all.
+    let mut own = slot
+        .variants
         .iter()
+        .filter(|v| v.variant.scope().admits(route))
+        .peekable();
+    if own.peek().is_none() {
+        return Found::None;
+    }
+    own
         // §3.5 (conservatively, both ways): a request with credentials is only answered by a
         // response that allows it, even one stored for another request.
-        .find(|v| (!authorized || v.authorized_ok) && v.variant.matches(headers))
+        .find(|v| (!authorized || v.authorized_ok) && v.variant.selects(headers))
         .map_or(Found::Other, |v| Found::Entry(Arc::clone(v)))
 }
 
 /// A response a request may take as is, now (after a coalesced fetch, or a lost race).
 pub(super) fn fresh_hit(
     cache: &Cache,
+    route: &RouteConfig,
     key: &str,
     parts: &Parts,
     request: &Directives,
     authorized: bool,
     value: &HeaderValue,
 ) -> Option<Response<ProxyBody>> {
-    let Found::Entry(stored) = lookup(cache, key, &parts.headers, authorized) else {
+    let Found::Entry(stored) = lookup(cache, route, key, &parts.headers, authorized) else {
         return None;
     };
     let age = stored.age(Instant::now());

@@ -1,9 +1,11 @@
 //! The shared response cache (RFC 9111), for routes with `cache = true` when `[cache]` is set.
 //!
-//! It sits between routing and the upstream exchange (`proxy::handler`): a request is looked up
-//! by its URL ([`key`]) and `Vary` variant; a fresh stored response is served from its `Bytes`
-//! without touching the upstream; otherwise the exchange is the fetch, and a storable response
-//! is stored as it streams to the client ([`tee`]).
+//! It sits on the request path (in `proxy`) between routing and the upstream exchange, which the
+//! request path hands it as closures (the fetch, and the refetch for background revalidation), so
+//! the cache names nothing above it. A request is looked up by its URL ([`key`]) and `Vary`
+//! variant; a fresh stored response is served from its `Bytes` without touching the upstream;
+//! otherwise the exchange is the fetch, and a storable response is stored as it streams to the
+//! client ([`tee`]).
 //!
 //! - [`policy`]: the RFC 9111 / RFC 5861 / RFC 9213 rules, per section, with unit tests.
 //! - [`store`]: size-bounded storage (moka: TinyLFU admission + LRU, weighed in bytes).
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use crate::config::CacheConfig;
 
 pub use purge::Purge;
-pub use serve::Layer;
+pub use serve::{BackgroundFetch, Fetched, Layer, Refetch};
 
 /// The process's response cache.
 #[derive(Debug)]

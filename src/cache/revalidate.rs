@@ -9,11 +9,10 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 
 use super::coalesce::{self, Join};
-use super::key::Variant;
+use super::key::{self, Variant};
 use super::policy::{conditional, freshness};
 use super::store::Stored;
 use super::{tee, Cache, Refresh};
-use crate::proxy::handler::{self, ConnContext};
 
 /// §3.2 / §4.3.4: the stored response with the 304's header fields replacing its own, except
 /// the ones a 304 cannot speak for (`Content-Length`, RFC 9110 §15.4.5) and our own `Age` and
@@ -90,27 +89,26 @@ fn clone_stored(s: &Stored) -> Stored {
 /// storable 200 replaces it.
 pub fn refresh_in_background(
     cache: &Arc<Cache>,
-    ctx: &ConnContext,
+    refetch: super::serve::Refetch<'_>,
     key: &str,
     stored: &Arc<Stored>,
     mut parts: Parts,
 ) {
-    let Join::Leader(flight) = coalesce::join(&cache.flights, key) else {
+    let Join::Leader(flight) =
+        coalesce::join(&cache.flights, &key::flight_in(stored.variant.scope(), key))
+    else {
         return;
     };
     let request_headers = parts.headers.clone();
     conditional::set_validators(&mut parts.headers, &stored.headers);
     parts.method = Method::GET;
     parts.extensions.insert(Refresh);
-    let (cache, ctx, key, stored) = (
-        Arc::clone(cache),
-        ctx.clone(),
-        key.to_owned(),
-        Arc::clone(stored),
-    );
+    // Made here, before the spawn: the future owns what it needs, the request can end.
+    let fetch = refetch(parts);
+    let (cache, key, stored) = (Arc::clone(cache), key.to_owned(), Arc::clone(stored));
     tokio::spawn(async move {
         let request_time = SystemTime::now();
-        let response = match handler::refetch(ctx, parts).await {
+        let response = match fetch.await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, %key, "background revalidation failed");
@@ -158,7 +156,11 @@ pub fn refresh_in_background(
             body: bytes,
             directives,
             received: Instant::now(),
-            variant: Variant::capture(&head.headers, &request_headers),
+            variant: Variant::capture_in(
+                stored.variant.scope().clone(),
+                &head.headers,
+                &request_headers,
+            ),
             authorized_ok: freshness::allows_authorized(&directives),
         };
         cache.store().put(&key, Arc::new(fresh));

@@ -1,6 +1,7 @@
 //! The cache's place in the request path: look up, then serve, validate or fetch (RFC 9111 §4).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,10 +19,7 @@ use super::store::Stored;
 use super::tee::{self, Pending};
 use super::{invalidate, revalidate, Cache, Refresh};
 use crate::config::RouteConfig;
-use crate::proxy::body::ProxyBody;
-use crate::proxy::error::ProxyError;
-use crate::proxy::handler::ConnContext;
-use crate::runtime::Snapshot;
+use crate::wire::{ProxyBody, ProxyError};
 
 /// How long a request waits for another's fetch of the same URL when its route has no
 /// `timeout`; after it, it fetches on its own.
@@ -30,11 +28,22 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(15);
 /// The result of an upstream exchange.
 pub type Fetched = Result<Response<ProxyBody>, ProxyError>;
 
+/// A fetch that outlives the request: what the background revalidation awaits in its own task.
+pub type BackgroundFetch = Pin<Box<dyn Future<Output = Fetched> + Send>>;
+
+/// How the cache sends a request upstream after the request that found a stale entry has been
+/// answered: a request (no body) through the route as it is configured then, skipping the
+/// cache. The request path hands it in with the request, so the cache never calls back into
+/// the handler that called it; a reference, so a request that needs no revalidation pays
+/// nothing for it.
+pub type Refetch<'a> = &'a (dyn Fn(Parts) -> BackgroundFetch + Sync);
+
 /// The cache's view of one request on a route it applies to.
-#[derive(Debug)]
 pub struct Layer<'a> {
     cache: &'a Arc<Cache>,
-    ctx: &'a ConnContext,
+    refetch: Refetch<'a>,
+    /// The route the request took: a stored response answers only requests of its own route.
+    route: &'a RouteConfig,
     key: String,
     wait: Duration,
     /// `false` for an unsafe request on a route without `cache = true`: it still invalidates
@@ -42,18 +51,33 @@ pub struct Layer<'a> {
     route_cached: bool,
 }
 
+// By hand: the refetch callable has no `Debug`.
+impl std::fmt::Debug for Layer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer")
+            .field("cache", &self.cache)
+            .field("route", &self.route.name)
+            .field("key", &self.key)
+            .field("wait", &self.wait)
+            .field("route_cached", &self.route_cached)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Layer<'a> {
     /// The cache layer for a routed request, or `None` when the cache has nothing to do with it
     /// (no `[cache]`, a route without `cache = true` and a safe method, or the cache's own
-    /// background refresh).
+    /// background refresh). `cache` is the snapshot's; `tls`, whether the connection is TLS
+    /// (part of the key); `refetch`, for background revalidation.
     pub fn new(
-        snapshot: &'a Snapshot,
-        route: &RouteConfig,
-        ctx: &'a ConnContext,
+        cache: Option<&'a Arc<Cache>>,
+        route: &'a RouteConfig,
+        tls: bool,
+        refetch: Refetch<'a>,
         host: Option<&str>,
         parts: &Parts,
     ) -> Option<Self> {
-        let cache = snapshot.cache()?;
+        let cache = cache?;
         if !route.cache && !invalidate::is_unsafe(&parts.method) {
             return None;
         }
@@ -62,8 +86,9 @@ impl<'a> Layer<'a> {
         }
         Some(Self {
             cache,
-            ctx,
-            key: key::primary(ctx.tls, host, parts),
+            refetch,
+            route,
+            key: key::primary(tls, host, parts),
             wait: route.timeout.unwrap_or(DEFAULT_WAIT),
             route_cached: route.cache,
         })
@@ -71,9 +96,9 @@ impl<'a> Layer<'a> {
 
     /// Answers the request from the store, or through `fetch` (the upstream exchange), storing
     /// what may be stored.
-    pub async fn serve<F, Fut>(self, parts: Parts, body: crate::upstream::Body, fetch: F) -> Fetched
+    pub async fn serve<F, Fut>(self, parts: Parts, body: crate::wire::Body, fetch: F) -> Fetched
     where
-        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        F: FnOnce(Parts, crate::wire::Body) -> Fut,
         Fut: Future<Output = Fetched>,
     {
         let cache = self.cache;
@@ -88,7 +113,7 @@ impl<'a> Layer<'a> {
         }
         let request = freshness::request_directives(&parts.headers);
         let authorized = parts.headers.contains_key(header::AUTHORIZATION);
-        let fwd = match lookup(cache, &self.key, &parts.headers, authorized) {
+        let fwd = match lookup(cache, self.route, &self.key, &parts.headers, authorized) {
             Found::Entry(stored) => {
                 let age = stored.age(Instant::now());
                 let staleness = age.saturating_sub(stored.lifetime);
@@ -128,7 +153,11 @@ impl<'a> Layer<'a> {
                             Outcome::Stale,
                         );
                         revalidate::refresh_in_background(
-                            cache, self.ctx, &self.key, &stored, parts,
+                            cache,
+                            self.refetch,
+                            &self.key,
+                            &stored,
+                            parts,
                         );
                         return Ok(response);
                     }
@@ -164,23 +193,29 @@ impl<'a> Layer<'a> {
         request: Directives,
         authorized: bool,
         parts: Parts,
-        body: crate::upstream::Body,
+        body: crate::wire::Body,
         fetch: F,
     ) -> Fetched
     where
-        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        F: FnOnce(Parts, crate::wire::Body) -> Fut,
         Fut: Future<Output = Fetched>,
     {
         let cache = self.cache;
         let coalescable = parts.method == Method::GET && !request.no_store;
         let mut flight = None;
         if coalescable {
-            match coalesce::join(&cache.flights, &self.key) {
+            match coalesce::join(&cache.flights, &key::flight(self.route, &self.key)) {
                 Join::Leader(claim) => {
                     // A fetch may have ended between our lookup and the claim.
-                    if let Some(response) =
-                        fresh_hit(cache, &self.key, &parts, &request, authorized, &status::HIT)
-                    {
+                    if let Some(response) = fresh_hit(
+                        cache,
+                        self.route,
+                        &self.key,
+                        &parts,
+                        &request,
+                        authorized,
+                        &status::HIT,
+                    ) {
                         return Ok(response);
                     }
                     flight = Some(claim);
@@ -189,6 +224,7 @@ impl<'a> Layer<'a> {
                     coalesce::wait(rx, self.wait).await;
                     if let Some(response) = fresh_hit(
                         cache,
+                        self.route,
                         &self.key,
                         &parts,
                         &request,
@@ -229,11 +265,11 @@ impl<'a> Layer<'a> {
         fwd: Fwd,
         request: Directives,
         mut parts: Parts,
-        body: crate::upstream::Body,
+        body: crate::wire::Body,
         fetch: F,
     ) -> Fetched
     where
-        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        F: FnOnce(Parts, crate::wire::Body) -> Fut,
         Fut: Future<Output = Fetched>,
     {
         let cache = self.cache;
@@ -333,7 +369,7 @@ impl<'a> Layer<'a> {
                     directives,
                     lifetime,
                     received: Instant::now(),
-                    variant: Variant::capture(&head.headers, request_headers),
+                    variant: Variant::capture(self.route, &head.headers, request_headers),
                     authorized_ok: freshness::allows_authorized(&directives),
                 };
                 let expected = head
@@ -374,14 +410,9 @@ impl<'a> Layer<'a> {
     }
 
     /// Methods other than GET and HEAD go upstream; unsafe ones invalidate on success (§4.4).
-    async fn other_method<F, Fut>(
-        self,
-        parts: Parts,
-        body: crate::upstream::Body,
-        fetch: F,
-    ) -> Fetched
+    async fn other_method<F, Fut>(self, parts: Parts, body: crate::wire::Body, fetch: F) -> Fetched
     where
-        F: FnOnce(Parts, crate::upstream::Body) -> Fut,
+        F: FnOnce(Parts, crate::wire::Body) -> Fut,
         Fut: Future<Output = Fetched>,
     {
         let unsafe_method = invalidate::is_unsafe(&parts.method);

@@ -17,8 +17,8 @@ use pin_project_lite::pin_project;
 use super::coalesce::Flight;
 use super::store::Stored;
 use super::Cache;
-use crate::proxy::body::ProxyBody;
-use crate::upstream::BoxError;
+use crate::wire::BoxError;
+use crate::wire::ProxyBody;
 
 /// What is being stored and where.
 pub struct Pending {

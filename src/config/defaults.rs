@@ -1,7 +1,6 @@
-//! The defaults of DESIGN.md's config contract, as typed values, in one place.
-//!
-//! `validate` fills omitted keys from here, and `summary` compares against the same values to
-//! decide which not-yet-active features a config actually asks for.
+//! The defaults of the config file (README, "Configuration reference"), as typed values, in one
+//! place: `validate` fills omitted keys from here, so the README's table and the code have one
+//! spot to agree on.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -14,12 +13,18 @@ pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const ROUTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
+/// `discovery.etcd.watch_timeout`: silence on the watch after which etcd is checked. etcd's own
+/// progress notifications come only every 10 minutes by default, far too rarely to notice a
+/// black-holed connection; a check of the prefix every 30 quiet seconds costs one small range.
+pub(crate) const ETCD_WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
 pub(crate) const WEBSOCKET: bool = true;
 
 pub(crate) fn admin() -> AdminConfig {
     AdminConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)),
+        token_file: None,
+        token: None,
     }
 }
 

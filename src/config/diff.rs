@@ -53,7 +53,7 @@ fn dbg<T: fmt::Debug>(value: &T) -> String {
 fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
     let restart_only = [
         ("[runtime]", running.runtime != new.runtime),
-        ("[admin]", running.admin != new.admin),
+        ("[admin]", running.admin.listen != new.admin.listen),
         ("[limits]", running.limits != new.limits),
         ("log.format", running.log.format != new.log.format),
         // The mesh member keeps its socket, identity and keys for the process's life.
@@ -75,6 +75,11 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
         ("[metrics]", running.metrics != new.metrics),
         ("[tracing]", running.tracing != new.tracing),
         ("[cache]", running.cache != new.cache),
+        (
+            "admin.token_file",
+            running.admin.token_file != new.admin.token_file
+                || running.admin.token != new.admin.token,
+        ),
     ];
     for (name, changed) in reloadable {
         if changed {
@@ -290,6 +295,15 @@ endpoints = ["127.0.0.1:9101"]
                 "+ cluster c",
             ]
         );
+    }
+
+    #[test]
+    fn an_admin_token_change_applies_at_reload() {
+        let running = parse(BASE);
+        let mut new = running.clone();
+        new.admin.token_file = Some("token".into());
+        new.admin.token = Some(crate::config::AdminToken::new("t"));
+        assert_eq!(diff(&running, &new).lines, ["~ admin.token_file changed"]);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 mod defaults;
 pub mod diff;
 mod error;
+pub mod mesh_rules;
 mod model;
+mod otlp;
 mod raw;
 mod summary;
 mod units;
@@ -20,7 +22,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use otlp::otlp_traces_uri;
 pub use units::{parse_duration, parse_size};
+pub(crate) use validate::admin_token;
 
 use error::Locator;
 

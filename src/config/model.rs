@@ -49,6 +49,46 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `token_file`, resolved against the config file's folder; required when `listen` is not
+    /// a loopback address.
+    pub token_file: Option<PathBuf>,
+    /// The bearer token read from `token_file` when the config was loaded (start, reload):
+    /// every admin request must carry `Authorization: Bearer <token>`.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's bearer token. Its own type so that it never appears in a `Debug` print of
+/// the config (logs, `check`), and so that the only comparison offered is constant-time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps a token read from `token_file` (already trimmed and checked non-empty).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether `presented` is the token. Every byte is compared whatever the first difference,
+    /// so the time taken says nothing about how much of a guess was right (the length may
+    /// show; it is not the secret).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.len() != presented.len() {
+            return false;
+        }
+        let difference = expected
+            .iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // `black_box` keeps the optimiser from turning the fold into an early-exit compare.
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// `[log]`: output format and access-log sampling.
@@ -266,7 +306,8 @@ pub enum Protocol {
     H2,
 }
 
-/// The balancing algorithms DESIGN.md names.
+/// The balancing algorithms a cluster's `balance` key accepts (README, "Choosing a balancing
+/// algorithm").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BalanceAlgorithm {
     RoundRobin,
@@ -326,6 +367,9 @@ pub enum EndpointSource {
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
+        /// How long the watch may stay silent before etcd is asked whether it is still there
+        /// (and the watch whether it missed anything).
+        watch_timeout: Duration,
     },
     Mesh(String),
 }

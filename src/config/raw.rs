@@ -30,8 +30,9 @@ pub(crate) struct RawConfig {
     pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
-    /// Boxed: a raw route is about 1 KiB, and growing a vector of 10,000 of them inline
-    /// copied megabytes per reload.
+    /// Boxed: a raw route is large (every optional key, spanned), and growing a vector of
+    /// thousands of them inline copied megabytes per reload (`cargo bench --bench reload`
+    /// parses 10,000).
     #[serde(default)]
     pub routes: Vec<Spanned<Box<RawRoute>>>,
     #[serde(default)]
@@ -53,6 +54,7 @@ pub(crate) struct RawRuntime {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub listen: Option<Str>,
+    pub token_file: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +256,7 @@ pub(crate) struct RawDiscovery {
 pub(crate) struct RawEtcd {
     pub endpoints: Spanned<Vec<Str>>,
     pub prefix: Str,
+    pub watch_timeout: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]

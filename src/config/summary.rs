@@ -1,11 +1,5 @@
-//! The human summary `switchyard check` prints, and the list of configured features that are
-//! parsed and validated but not active yet.
-//!
-//! `inactive_features` is the single place that knows what is not wired up: when a later issue
-//! lands a feature, it deletes that feature's entry here. A feature counts as configured when
-//! its value differs from the default in `defaults.rs` (so a config that spells out a default
-//! is not nagged). Every `balance` algorithm, `hash_on`, `balance_factor` and `slow_start` are
-//! active, so they are never listed.
+//! The human summary `switchyard check` prints: listeners, routes and clusters as the proxy
+//! will apply them.
 
 use std::fmt::Write as _;
 
@@ -13,7 +7,7 @@ use super::model::*;
 
 impl Config {
     /// What `switchyard check` prints on success: listeners, routes (name, match, target),
-    /// clusters (balance, endpoints or discovery), then "not active yet:" when anything is.
+    /// clusters (balance, endpoints or discovery).
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -52,28 +46,7 @@ impl Config {
                 describe_endpoints(&c.endpoints)
             );
         }
-        let inactive = self.inactive_features();
-        if !inactive.is_empty() {
-            let _ = writeln!(out, "not active yet:");
-            for feature in inactive {
-                let _ = writeln!(out, "  - {feature}");
-            }
-        }
         out
-    }
-
-    /// Every configured feature that this build parses but does not apply yet, one sentence
-    /// each, so nothing in a config is silently ignored.
-    pub fn inactive_features(&self) -> Vec<String> {
-        // [admin], [log] access/access_sample, [metrics] and shutdown_delay are active (issue 5).
-        // Listener tls, match.client_identity and cluster tls are active (issue 13).
-        // retry, hedge and debug_headers are active (issue 8); route `cache` (issue 11).
-        // Every cluster setting is active: dns, srv, file and etcd discovery (issue 10), mesh
-        // discovery (issue 12); health_check, outlier_detection, circuit_breaker,
-        // panic_threshold (issue 7).
-        // [cache] is active (issue 11). Nothing is left; a feature parsed before it is applied
-        // gets its `"... is not active yet"` line here again.
-        Vec::new()
     }
 }
 

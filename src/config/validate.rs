@@ -11,7 +11,7 @@ mod headers;
 mod policy;
 mod route;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -46,6 +46,9 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     let routes = route::routes(&mut cx, &raw.routes, &listeners, &cluster_names);
     let cache = raw.cache.as_ref().map(|c| cache(&mut cx, c));
     let mesh = raw.mesh.as_ref().and_then(|m| mesh(&mut cx, m, &mut bound));
+    if raw.mesh.is_none() {
+        mesh_discovery_without_mesh(&mut cx, &raw, &clusters);
+    }
     let limits = limits(&mut cx, raw.limits.as_ref());
     duplicate_addresses(&mut cx, &bound);
 
@@ -69,6 +72,32 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
         mesh,
         limits,
     })
+}
+
+/// Only the mesh member (started by `[mesh]`) feeds `discovery = { mesh = ... }`: without it such
+/// a cluster would stay empty forever with nothing said, so it is an error at the service name.
+fn mesh_discovery_without_mesh(
+    cx: &mut Ctx<'_>,
+    raw: &RawConfig,
+    clusters: &BTreeMap<String, ClusterConfig>,
+) {
+    for (name, cluster) in &raw.clusters {
+        let validated = clusters.get(name.get_ref());
+        if !validated.is_some_and(|c| matches!(c.endpoints, EndpointSource::Mesh(_))) {
+            continue;
+        }
+        let service = cluster
+            .get_ref()
+            .discovery
+            .as_ref()
+            .and_then(|d| d.get_ref().mesh.as_ref());
+        if let Some(service) = service {
+            cx.err(
+                service.span(),
+                "discovery.mesh: needs a [mesh] section (nothing else feeds mesh discovery)",
+            );
+        }
+    }
 }
 
 fn runtime(cx: &mut Ctx<'_>, raw: Option<&RawRuntime>) -> RuntimeConfig {
@@ -97,13 +126,55 @@ fn admin(
     bound: &mut Vec<(SocketAddr, Range<usize>, &'static str)>,
 ) -> AdminConfig {
     let mut admin = defaults::admin();
+    let token_file = raw.and_then(|a| a.token_file.as_ref());
     if let Some(listen) = raw.and_then(|a| a.listen.as_ref()) {
         if let Some(addr) = cx.socket_addr(listen, "admin.listen") {
             admin.listen = addr;
             bound.push((addr, listen.span(), "admin.listen"));
+            // Reachable from other hosts, the admin API (reload, purge, the whole config)
+            // must not be open to anyone who can connect: refused rather than warned about,
+            // since a warning in a log is read after the port has been found.
+            if !addr.ip().is_loopback() && token_file.is_none() {
+                cx.err(
+                    listen.span(),
+                    format!(
+                        "admin.listen: {addr} is not a loopback address; set `token_file` \
+                         (a bearer token every admin request must carry) to listen on it"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(file) = token_file {
+        let path = cx.path(file.get_ref());
+        match admin_token(&path) {
+            Ok(token) => {
+                admin.token = Some(token);
+                admin.token_file = Some(path);
+            }
+            Err(reason) => cx.err(
+                file.span(),
+                format!("admin.token_file: {}: {reason}", path.display()),
+            ),
         }
     }
     admin
+}
+
+/// Reads the admin bearer token: the file's content, whitespace-trimmed (a trailing newline is
+/// what every editor and `echo` leave). Also used by a reload to notice a rotated token.
+pub(crate) fn admin_token(path: &std::path::Path) -> Result<AdminToken, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("holds no token".to_owned());
+    }
+    // It travels in an `Authorization` header: visible ASCII only (RFC 6750's b64token is a
+    // subset), so a token that no client could send is refused at load, not at first use.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII without spaces".to_owned());
+    }
+    Ok(AdminToken::new(token))
 }
 
 fn log(cx: &mut Ctx<'_>, raw: Option<&RawLog>) -> LogConfig {
@@ -131,7 +202,7 @@ fn tracing(cx: &mut Ctx<'_>, raw: Option<&RawTracing>) -> TracingConfig {
     let default = defaults::tracing();
     let Some(raw) = raw else { return default };
     let otlp = raw.otlp.as_ref().and_then(|url| {
-        let parsed = crate::trace::otlp_traces_uri(url.get_ref());
+        let parsed = super::otlp_traces_uri(url.get_ref());
         parsed
             .map_err(|e| cx.err(url.span(), format!("tracing.otlp: {e}")))
             .ok()
@@ -277,7 +348,22 @@ fn mesh(
         .filter_map(|s| cx.socket_addr(s, "mesh.seeds"))
         .collect();
     let mut advertise = Vec::new();
-    for a in m.advertise.iter().flat_map(|list| &list.0) {
+    // A member's record has a size bound on the wire (see `mesh::state`): refuse here what it
+    // could not carry, rather than drop services at start.
+    use super::mesh_rules::{MAX_SERVICES, MAX_SERVICE_NAME};
+    for (i, a) in m.advertise.iter().flat_map(|list| &list.0).enumerate() {
+        if i == MAX_SERVICES {
+            cx.err(
+                a.service.span(),
+                format!("mesh.advertise: at most {MAX_SERVICES} services per member"),
+            );
+        }
+        if a.service.get_ref().len() > MAX_SERVICE_NAME {
+            cx.err(
+                a.service.span(),
+                format!("mesh.advertise.service: longer than {MAX_SERVICE_NAME} bytes"),
+            );
+        }
         let named = cx.non_empty(&a.service, "mesh.advertise.service");
         if let (true, Some(address)) = (named, cx.socket_addr(&a.address, "mesh.advertise.address"))
         {
@@ -307,11 +393,14 @@ fn mesh(
     let secret_file = cx.path(secret.get_ref());
     // Checked now so a missing key fails `check`, not the first gossip round after a deploy.
     match std::fs::read_to_string(&secret_file) {
-        Ok(text) if text.lines().any(|l| !l.trim().is_empty()) => {}
-        Ok(_) => cx.err(
-            secret.span(),
-            format!("mesh.secret_file: {} holds no key", secret_file.display()),
-        ),
+        Ok(text) => {
+            if let Err(reason) = super::mesh_rules::check_secret_text(&text) {
+                cx.err(
+                    secret.span(),
+                    format!("mesh.secret_file: {} {reason}", secret_file.display()),
+                );
+            }
+        }
         Err(e) => cx.err(
             secret.span(),
             format!(

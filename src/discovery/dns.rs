@@ -52,7 +52,7 @@ pub async fn run(source: EndpointSource, mut sink: Sink) {
         let wait = match lookup(&resolver, &source).await {
             Ok((endpoints, valid_until)) => {
                 backoff.reset();
-                if !sink.publish(endpoints) {
+                if !sink.publish(endpoints).await {
                     return;
                 }
                 let ttl = valid_until.saturating_duration_since(Instant::now());

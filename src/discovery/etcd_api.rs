@@ -23,6 +23,9 @@ use super::base64::{b64, unb64};
 /// How long a unary call (range, put, lease calls) may take before the endpoint counts as down.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Idle time before TCP keepalive probes start on etcd connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// Why an etcd call failed.
 #[derive(Debug, Error)]
 pub enum EtcdError {
@@ -79,6 +82,9 @@ impl EtcdClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CALL_TIMEOUT));
         connector.set_nodelay(true);
+        // A watch is one long-lived connection: keepalive probes let the kernel notice a peer
+        // that vanished without a FIN (the watch's silence check covers a live but mute one).
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
         Self {
             urls: urls
                 .into_iter()
@@ -114,6 +120,10 @@ impl EtcdClient {
             "key": b64(prefix.as_bytes()),
             "range_end": b64(&prefix_end(prefix)),
             "start_revision": start_revision.to_string(),
+            // Asks etcd for its periodic progress messages too: cheap, and on an etcd run with a
+            // short `--experimental-watch-progress-notify-interval` they keep a quiet watch from
+            // ever reaching the silence check.
+            "progress_notify": true,
         }});
         let response = tokio::time::timeout(CALL_TIMEOUT, self.send("/v3/watch", &body))
             .await

@@ -120,7 +120,7 @@ async fn read_and_publish(path: &Path, sink: &mut Sink, last_read: &mut LastRead
     let parsed = parse_endpoint_list(&bytes);
     last_read.bytes = Some(bytes);
     match parsed {
-        Ok(endpoints) => sink.publish(endpoints),
+        Ok(endpoints) => sink.publish(endpoints).await,
         Err(error) => {
             sink.error(&format!("{}: {error}", path.display()));
             sink.is_open()

@@ -1,16 +1,20 @@
 //! Service discovery: where a cluster's endpoints come from when the config does not list them.
 //!
-//! Task model (DESIGN.md, STYLE.md rule 2): every cluster with a `discovery` source gets one
-//! provider task on the control runtime. The task owns everything it has learned (the last good
+//! Task model (docs/architecture.md, "State model": control logic is a task that owns its state
+//! and publishes results): every cluster with a `discovery` source gets one provider task on
+//! the control runtime. The task owns everything it has learned (the last good
 //! set, the etcd revision, the file's last contents) and reports through its [`Sink`], which
 //! publishes a [`DiscoveredSet`] with [`Shared::publish_endpoints`]: that rebuilds the cluster's
-//! endpoint list and balancer table off the request path and stores one new snapshot. A request
+//! endpoint list and balancer table off the request path and stores one new snapshot. The build
+//! runs on the blocking pool, never on the control runtime's one thread: it takes the lock that a
+//! reload holds for its whole build, and waiting for it there would stall the admin API, health
+//! probes and mesh timers for as long as the reload lasts. A request
 //! never waits for discovery; a cluster whose source has not answered yet has no endpoints, so
 //! requests get 503 with `retry-after`, exactly as for any empty cluster.
 //!
-//! Providers: [`file`] (a watched JSON file), [`dns`] (A/AAAA or SRV, refreshed at the record
-//! TTL), [`etcd`] (list, then watch a key prefix over etcd's v3 JSON gateway). Every provider
-//! keeps its last good set when its source fails, counting the failure in
+//! Providers: [`file`](mod@file) (a watched JSON file), [`dns`] (A/AAAA or SRV, refreshed at the
+//! record TTL), [`etcd`] (list, then watch a key prefix over etcd's v3 JSON gateway). Every
+//! provider keeps its last good set when its source fails, counting the failure in
 //! `switchyard_discovery_errors_total`. `mesh` sources are fed by the mesh member
 //! (`crate::mesh::discovery`, one task for every mesh cluster, through the same [`Sink`]), so the
 //! [`Supervisor`] starts no task for them.
@@ -32,35 +36,21 @@ mod supervisor;
 use std::fmt::Display;
 use std::sync::{Arc, Weak};
 
-use dashmap::DashMap;
 use metrics::Counter;
 
 pub use endpoints::{parse_endpoint, parse_endpoint_list};
 pub use supervisor::{start, Supervisor};
+// Published sets are part of the shared state every snapshot build reads.
+pub use crate::state::{DiscoveredSet, DiscoveredSets};
 
 use crate::config::{EndpointSource, StaticEndpoint};
-use crate::runtime::Shared;
+use crate::state::Shared;
 
-/// Metric: changed endpoint sets a source published, `{cluster, source}`.
-pub const UPDATES_TOTAL: &str = "switchyard_discovery_updates_total";
-/// Metric: failed reads, lookups and watches, `{cluster, source}`.
-pub const ERRORS_TOTAL: &str = "switchyard_discovery_errors_total";
-/// Metric: endpoints in the live snapshot, `{cluster}`.
-pub const ENDPOINTS: &str = "switchyard_endpoints";
-
-/// One endpoint set as a provider published it, tagged with the source it came from so a
-/// snapshot build can tell a current set from one left over by a source a reload replaced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiscoveredSet {
-    /// The cluster's `discovery` source when the set was published.
-    pub source: EndpointSource,
-    /// Sorted by address, addresses unique.
-    pub endpoints: Vec<StaticEndpoint>,
-}
-
-/// The last set each cluster's provider published, keyed by cluster name; kept in `Shared` and
-/// read by every snapshot build.
-pub type DiscoveredSets = DashMap<String, Arc<DiscoveredSet>>;
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::{
+    record_endpoint_count, DISCOVERY_ENDPOINTS as ENDPOINTS,
+    DISCOVERY_ERRORS_TOTAL as ERRORS_TOTAL, DISCOVERY_UPDATES_TOTAL as UPDATES_TOTAL,
+};
 
 /// The `source` label of metrics and of `/upstreams` for endpoints from `source`.
 pub fn source_label(source: &EndpointSource) -> &'static str {
@@ -72,13 +62,6 @@ pub fn source_label(source: &EndpointSource) -> &'static str {
         EndpointSource::Etcd { .. } => "etcd",
         EndpointSource::Mesh(_) => "mesh",
     }
-}
-
-/// Sets `switchyard_endpoints{cluster}`: how many endpoints the live snapshot lists. Called by
-/// every publish (control side).
-pub fn record_endpoint_count(cluster: &str, count: usize) {
-    // Counts are small; the cast to f64 is exact.
-    metrics::gauge!(ENDPOINTS, "cluster" => cluster.to_owned()).set(count as f64);
 }
 
 /// A provider's only way out: publishes sets for one cluster and counts updates and errors.
@@ -117,8 +100,9 @@ impl Sink {
 
     /// Publishes `endpoints` as the cluster's new set (sorted and deduplicated by address here;
     /// the first of duplicates wins). An unchanged set publishes nothing. Returns `false` once
-    /// the proxy is gone, so the provider can end.
-    pub fn publish(&mut self, mut endpoints: Vec<StaticEndpoint>) -> bool {
+    /// the proxy is gone, so the provider can end. The snapshot is built on the blocking pool
+    /// (see the module doc); this task waits for it, so its sets stay in order.
+    pub async fn publish(&mut self, mut endpoints: Vec<StaticEndpoint>) -> bool {
         let Some(shared) = self.shared.upgrade() else {
             return false;
         };
@@ -137,7 +121,15 @@ impl Sink {
             source: self.source.clone(),
             endpoints: endpoints.clone(),
         };
-        shared.publish_endpoints(&self.cluster, Arc::new(set));
+        let cluster = self.cluster.clone();
+        let built =
+            tokio::task::spawn_blocking(move || shared.publish_endpoints(&cluster, Arc::new(set)))
+                .await;
+        if let Err(error) = built {
+            // A panicked build published nothing; the next answer of the source tries again.
+            self.error(&format!("building the endpoint set failed: {error}"));
+            return self.is_open();
+        }
         self.updates.increment(1);
         self.last = Some(endpoints);
         true
@@ -226,14 +218,17 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn published_sets_rebuild_the_cluster_keep_state_and_follow_reloads() {
+    #[tokio::test]
+    async fn published_sets_rebuild_the_cluster_keep_state_and_follow_reloads() {
         let shared = Arc::new(Shared::new(config("a.json")));
         assert!(ports(&shared).is_empty(), "discovery clusters start empty");
         let source = shared.snapshot().config().clusters["app"].endpoints.clone();
         let mut sink = Sink::new(Arc::downgrade(&shared), "app", source);
 
-        assert!(sink.publish(vec![endpoint(2), endpoint(1), endpoint(2)]));
+        assert!(
+            sink.publish(vec![endpoint(2), endpoint(1), endpoint(2)])
+                .await
+        );
         assert_eq!(ports(&shared), [1, 2], "sorted, deduplicated");
         assert_eq!(shared.snapshot().version(), 1, "same config, same version");
         let kept = shared
@@ -246,7 +241,7 @@ mod tests {
             .expect("registered");
         let in_flight = removed.start_request();
 
-        assert!(sink.publish(vec![endpoint(1), endpoint(3)]));
+        assert!(sink.publish(vec![endpoint(1), endpoint(3)]).await);
         assert_eq!(ports(&shared), [1, 3]);
         let after = shared.registry().get("app", endpoint(1).address);
         assert!(after.is_some_and(|s| Arc::ptr_eq(&s, &kept)), "state kept");
@@ -261,14 +256,14 @@ mod tests {
         // A reload to another source drops it, and the old source's late sets are ignored.
         shared.publish(config("b.json"));
         assert!(ports(&shared).is_empty());
-        assert!(sink.publish(vec![endpoint(4)]));
+        assert!(sink.publish(vec![endpoint(4)]).await);
         assert!(ports(&shared).is_empty());
         // Back to the first source: empty until its task publishes again.
         shared.publish(config("a.json"));
         assert!(ports(&shared).is_empty());
 
         drop(shared);
-        assert!(!sink.publish(vec![endpoint(5)]), "the proxy is gone");
+        assert!(!sink.publish(vec![endpoint(5)]).await, "the proxy is gone");
     }
 
     #[test]

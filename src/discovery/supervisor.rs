@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::{dns, etcd, file, Sink};
 use crate::config::{Config, EndpointSource};
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// A running provider task and the source it was started for.
 #[derive(Debug)]
@@ -67,10 +67,16 @@ impl Supervisor {
                 EndpointSource::Dns { .. } | EndpointSource::Srv { .. } => self
                     .control
                     .spawn(dns::run(cluster.endpoints.clone(), sink)),
-                EndpointSource::Etcd { endpoints, prefix } => {
-                    self.control
-                        .spawn(etcd::run(endpoints.clone(), prefix.clone(), sink))
-                }
+                EndpointSource::Etcd {
+                    endpoints,
+                    prefix,
+                    watch_timeout,
+                } => self.control.spawn(etcd::run(
+                    endpoints.clone(),
+                    prefix.clone(),
+                    *watch_timeout,
+                    sink,
+                )),
             }
             .abort_handle();
             tasks.insert(
@@ -107,19 +113,32 @@ pub fn start(shared: &Arc<Shared>, control: tokio::runtime::Handle) {
     shared.attach_discovery(Supervisor::new(shared, control));
 }
 
+impl crate::state::Follower for Supervisor {
+    /// Sources follow the config: started, restarted or stopped to match it.
+    fn follow(&self, snapshot: &crate::state::Snapshot, _: &crate::endpoint::EndpointRegistry) {
+        self.apply(snapshot.config());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
 
+    /// `[clusters.meshed]` needs a `[mesh]` section, which needs a key file.
     fn config(cluster: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = dir.path().join("mesh.key");
+        std::fs::write(&key, "k".repeat(64)).expect("write key");
         let text = format!(
             "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n\n\
              [clusters.app]\nendpoints = [\"127.0.0.1:1\"]\n\n[clusters.{cluster}]\n\
              discovery = {{ file = \"{cluster}.json\" }}\n\n\
-             [clusters.meshed]\ndiscovery = {{ mesh = \"meshed\" }}\n"
+             [clusters.meshed]\ndiscovery = {{ mesh = \"meshed\" }}\n\n\
+             [mesh]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{}\"\n",
+            key.display()
         );
         crate::config::parse(&text, Path::new("test.toml")).expect("valid config")
     }

@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 
-use super::ejection::epoch_ms;
 use super::probe;
-use super::state::Trigger;
-use crate::config::{HealthCheckConfig, Protocol};
-use crate::runtime::EndpointState;
+use crate::config::{ClusterTls, HealthCheckConfig, Protocol};
+use crate::endpoint::EndpointState;
+use crate::endpoint::Trigger;
+use crate::wire::time::epoch_ms;
 
 /// Consecutive probe results of one endpoint.
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,6 +32,8 @@ struct Streak {
 pub struct Checker {
     config: HealthCheckConfig,
     protocol: Protocol,
+    /// The cluster's `tls` table: HTTP probes speak TLS exactly as requests do.
+    tls: Option<Arc<ClusterTls>>,
     streaks: HashMap<SocketAddr, Streak>,
     /// Endpoints with a probe still running: a slow endpoint gets one probe at a time.
     probing: HashSet<SocketAddr>,
@@ -42,27 +44,32 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker for `config`; call [`Checker::set_endpoints`] next.
-    pub fn new(config: HealthCheckConfig, protocol: Protocol) -> Self {
+    /// A checker for `config` on a cluster speaking `protocol` (over TLS when `tls` is its
+    /// `tls` table); call [`Checker::set_endpoints`] next.
+    pub fn new(config: HealthCheckConfig, protocol: Protocol, tls: Option<ClusterTls>) -> Self {
         Self {
             config,
             protocol,
+            tls: tls.map(Arc::new),
             streaks: HashMap::new(),
             probing: HashSet::new(),
             fresh: Vec::new(),
         }
     }
 
-    /// Takes a new endpoint list and config. An endpoint never probed starts in the configured
-    /// `initial` state; one already probed keeps its verdict.
+    /// Takes a new endpoint list and config (the cluster's protocol and `tls` table, which a
+    /// reload may change). An endpoint never probed starts in the configured `initial` state;
+    /// one already probed keeps its verdict.
     pub fn set_endpoints(
         &mut self,
         endpoints: &[Arc<EndpointState>],
         config: HealthCheckConfig,
         protocol: Protocol,
+        tls: Option<ClusterTls>,
     ) {
         self.config = config;
         self.protocol = protocol;
+        self.tls = tls.map(Arc::new);
         let mut streaks = HashMap::with_capacity(endpoints.len());
         for e in endpoints {
             let streak = self.streaks.remove(&e.address()).unwrap_or_else(|| {
@@ -110,7 +117,11 @@ impl Checker {
         }
         let config = self.config.clone();
         let protocol = self.protocol;
-        probes.spawn(async move { (address, probe::probe(address, &config, protocol).await) });
+        let tls = self.tls.clone();
+        probes.spawn(async move {
+            let passed = probe::probe(address, &config, protocol, tls.as_deref()).await;
+            (address, passed)
+        });
     }
 
     /// Marks the probe of `address` as finished without a verdict (the endpoint is gone).
@@ -144,11 +155,10 @@ impl Checker {
     }
 }
 
-/// Writes the verdict, its gauge, and (on a change) the log line naming the trigger.
+/// Writes the verdict (which `endpoint_healthy` shows at the next scrape) and, on a change,
+/// the log line naming the trigger.
 pub fn publish_verdict(endpoint: &EndpointState, healthy: bool, log: bool) {
     endpoint.set_healthy(healthy);
-    let labels = super::endpoint_labels(endpoint);
-    metrics::gauge!(super::ENDPOINT_HEALTHY, labels).set(if healthy { 1.0 } else { 0.0 });
     if healthy {
         if log {
             tracing::info!(cluster = endpoint.cluster(), endpoint = %endpoint.address(),
@@ -189,8 +199,8 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 1)),
             1,
         ));
-        let mut checker = Checker::new(config(), Protocol::Http1);
-        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1);
+        let mut checker = Checker::new(config(), Protocol::Http1, None);
+        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1, None);
         assert!(!e.is_healthy(), "initial = unhealthy");
         checker.on_result(&e, true);
         assert!(!e.is_healthy());
@@ -207,13 +217,13 @@ mod tests {
         assert_eq!(e.health().trigger(), Some(Trigger::HealthCheck));
         assert_eq!(e.health().last_probe(), Some(false));
         // A probed endpoint keeps its verdict across updates; `initial` is for new ones only.
-        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1);
+        checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1, None);
         assert!(!e.is_healthy());
     }
 
     #[test]
     fn jitter_stays_within_ten_percent() {
-        let checker = Checker::new(config(), Protocol::Http1);
+        let checker = Checker::new(config(), Protocol::Http1, None);
         for _ in 0..100 {
             let d = checker.next_delay();
             assert!(d >= Duration::from_millis(90) && d <= Duration::from_millis(110));

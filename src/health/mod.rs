@@ -1,11 +1,12 @@
-//! Health: active checks, the one ejection path (outlier detection + breaker), cluster limits
-//! and panic mode.
+//! Health: active checks, the one ejection path (outlier detection + breaker) and panic mode.
 //!
 //! - [`checker`] / [`probe`]: HTTP and TCP probes, jittered interval, consecutive thresholds.
 //! - [`ejection`]: every passive trigger ends in one function that honours `max_percent`, backs
 //!   off (`base_time × times ejected`, capped at `max_time`) and runs the half-open phase.
-//! - [`limits`]: `circuit_breaker` thresholds, 503 + `retry-after` when over.
-//! - [`panic`]: Envoy's panic threshold.
+//! - Cluster limits (`circuit_breaker`) and the health fields this module's tasks publish live
+//!   in [`crate::endpoint`], below every module that reads them.
+//! - [`panic`](mod@panic): Envoy's panic threshold; with ejection's "never the last endpoint in
+//!   service", a cluster that has endpoints always has somewhere to send a request.
 //!
 //! **One writer, no mutex on the request path.** Each cluster has one health task ([`task`]) on
 //! the control runtime that owns all mutable health state and publishes results into the
@@ -20,43 +21,37 @@
 
 pub mod checker;
 pub mod ejection;
-pub mod limits;
 pub mod panic;
 pub mod probe;
-mod state;
 mod supervisor;
 mod task;
 mod window;
 
 use http::StatusCode;
-use metrics::Label;
 
-pub use state::{Attempt, ClusterHealth, EndpointHealth, Report, Trigger};
 pub use supervisor::Supervisor;
 
-use crate::runtime::{BreakerPhase, ClusterSnapshot, EndpointState};
-use crate::upstream::FailureKind;
+use crate::endpoint::{Attempt, BreakerPhase, EndpointState, Report};
+use crate::state::ClusterSnapshot;
+use crate::wire::FailureKind;
 
-/// `switchyard_endpoint_healthy{cluster,endpoint}`: 1 when active checks pass.
-pub const ENDPOINT_HEALTHY: &str = "switchyard_endpoint_healthy";
-/// `switchyard_endpoint_ejected{cluster,endpoint}`: 1 while ejected (breaker open).
-pub const ENDPOINT_EJECTED: &str = "switchyard_endpoint_ejected";
-/// `switchyard_circuit_state{cluster,endpoint}`: 0 closed, 1 half-open, 2 open.
-pub const CIRCUIT_STATE: &str = "switchyard_circuit_state";
-/// `switchyard_circuit_rejections_total{cluster,reason}`: requests refused by cluster limits.
-pub const CIRCUIT_REJECTIONS_TOTAL: &str = "switchyard_circuit_rejections_total";
-/// `switchyard_panic_mode{cluster}`: 1 while the cluster is in panic mode.
-pub const PANIC_MODE: &str = "switchyard_panic_mode";
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::{
+    CIRCUIT_REJECTIONS_TOTAL, CIRCUIT_STATE, ENDPOINT_EJECTED, ENDPOINT_HEALTHY, PANIC_MODE,
+};
 
 /// The request path's candidate filter (`balance::choose`'s `usable`): whether endpoint
-/// `index` of `cluster` may take this request. Open breaker: never (even in panic mode).
-/// Failing active checks: only in panic mode. Half-open: only with one of the
-/// `probe_requests` trial permits, taken here.
+/// `index` of `cluster` may take this request. In panic mode: every endpoint, ejected or not
+/// (Envoy's panic routing). Otherwise: failing active checks or breaker open, no; half-open,
+/// only with one of the `probe_requests` trial permits, taken here.
 pub fn admit(cluster: &ClusterSnapshot, index: usize) -> bool {
     let Some(endpoint) = cluster.endpoints().get(index) else {
         return false;
     };
-    if !endpoint.is_healthy() && !cluster.health().panic() {
+    if cluster.health().panic() {
+        return true;
+    }
+    if !endpoint.is_healthy() {
         return false;
     }
     match endpoint.breaker() {
@@ -66,22 +61,36 @@ pub fn admit(cluster: &ClusterSnapshot, index: usize) -> bool {
     }
 }
 
-/// The request path's report of one attempt at `endpoint`: a response head's status, or how
-/// the attempt failed. Never blocks (see [`ClusterHealth::report`]).
+/// Whether a request that [`admit`] found no endpoint for may be routed in panic mode anyway:
+/// the cluster has endpoints and panic mode is on (`panic_threshold > 0`). With every endpoint
+/// out the cluster is in panic by definition; the health task only raises the flag a moment
+/// after the change that takes the last one out, and a request in that moment must not get a
+/// 503. So an empty cluster (and one with panic mode off) is the only one that answers
+/// "no healthy upstream".
+pub fn panic_routes(cluster: &ClusterSnapshot) -> bool {
+    cluster.config().panic_threshold > 0.0 && !cluster.endpoints().is_empty()
+}
+
+/// The request path's report of one attempt at `endpoint`: a response head's status, or how the
+/// attempt failed. Never blocks (see
+/// [`ClusterHealth::report`](crate::endpoint::ClusterHealth::report)).
 pub fn record<B>(
     cluster: &ClusterSnapshot,
     endpoint: &EndpointState,
-    result: &Result<http::Response<B>, crate::upstream::UpstreamError>,
+    result: &Result<http::Response<B>, crate::wire::UpstreamError>,
 ) {
     let attempt = match result {
         Ok(response) => Some(attempt_of_status(response.status())),
         Err(error) => attempt_of_failure(error.kind),
     };
     match attempt {
+        // An open breaker's answers say nothing new (requests admitted before the ejection, or
+        // panic routing): the task would drop them, so they are not sent.
+        Some(_) if endpoint.breaker() == BreakerPhase::Open => {}
         // The common case costs one atomic add: the health task collects these on its own
-        // schedule (see `EndpointHealth::count_quiet_success`). Half-open trials, answers to
-        // an open breaker and successes that could fire the failure rate still go through the
-        // channel, where their order matters.
+        // schedule (see `EndpointHealth::count_quiet_success`). Half-open trials and successes
+        // that could fire the failure rate still go through the channel, where their order
+        // matters.
         Some(Attempt::Success)
             if endpoint.breaker() == BreakerPhase::Closed
                 && !endpoint.health().reports_successes() =>
@@ -107,7 +116,8 @@ pub fn attempt_of_status(status: StatusCode) -> Attempt {
 }
 
 /// How a failed attempt counts; `None` for failures that say nothing about the endpoint (our
-/// own pool limit, a request we could not express, a stream the endpoint refused unprocessed).
+/// own pool limit, a request we could not express, a stream the endpoint refused unprocessed,
+/// a request body the client broke, abandoned or stalled).
 pub fn attempt_of_failure(kind: FailureKind) -> Option<Attempt> {
     match kind {
         FailureKind::Connect
@@ -115,17 +125,11 @@ pub fn attempt_of_failure(kind: FailureKind) -> Option<Attempt> {
         | FailureKind::Reset
         | FailureKind::BadResponse
         | FailureKind::Timeout => Some(Attempt::GatewayError),
-        FailureKind::PoolExhausted | FailureKind::BadRequest | FailureKind::RefusedStream => None,
+        FailureKind::PoolExhausted
+        | FailureKind::BadRequest
+        | FailureKind::RefusedStream
+        | FailureKind::Client(_) => None,
     }
-}
-
-/// `{cluster, endpoint}` labels of `endpoint` (the endpoint label honours
-/// `max_endpoint_series`). Built on state changes only, never per request.
-fn endpoint_labels(endpoint: &EndpointState) -> Vec<Label> {
-    vec![
-        Label::new("cluster", endpoint.cluster().to_owned()),
-        Label::new("endpoint", endpoint.metrics().endpoint_label().clone()),
-    ]
 }
 
 #[cfg(test)]
@@ -149,5 +153,9 @@ mod tests {
             Some(Attempt::GatewayError)
         );
         assert_eq!(attempt_of_failure(FailureKind::PoolExhausted), None);
+        assert_eq!(
+            attempt_of_failure(FailureKind::Client(StatusCode::BAD_REQUEST)),
+            None
+        );
     }
 }

@@ -1,22 +1,36 @@
 //! Panic mode (Envoy's panic threshold): when fewer than `panic_threshold` of a cluster's
-//! endpoints pass active health checks, the checks are probably wrong (or the whole cluster is
-//! struggling), and sending everything to the few "healthy" ones would overload them. So traffic
-//! spreads over all endpoints again, healthy or not. Ejected endpoints stay out even then: an
-//! open breaker means the endpoint failed real requests, not just probes.
+//! endpoints are in service — passing active checks and not ejected — the checks are probably
+//! wrong or the whole cluster is struggling, and sending everything to the few left would
+//! overload them. So traffic spreads over all endpoints again, failing checks, ejected or
+//! half-open alike (Envoy's panic routing includes outlier-ejected hosts too). Ejection itself
+//! keeps at least one endpoint in service, but health checks can take out the rest, and so a
+//! cluster that has endpoints is never left with nowhere to send a request. `panic_threshold =
+//! 0` turns panic mode off: then a cluster with every endpoint out answers 503.
+//!
+//! The health task publishes the flag after the change that causes it, so a request in
+//! between could find every endpoint out and the flag not yet up: the request path covers that
+//! moment itself (see [`super::panic_routes`]).
 
 use std::sync::Arc;
 
-use super::state::ClusterHealth;
-use crate::runtime::EndpointState;
+use crate::endpoint::ClusterHealth;
+use crate::endpoint::{BreakerPhase, EndpointState};
 
-/// Whether `endpoints` are in panic: some fail active checks, and the passing fraction is
-/// below `threshold`. An empty cluster is not in panic (there is nothing to spread over).
+/// Whether `endpoint` counts as in service: passing active checks (always, without them) and
+/// breaker closed. A half-open endpoint is still on trial, so it does not count yet — the same
+/// rule `max_percent` counts ejections by.
+pub fn in_service(endpoint: &EndpointState) -> bool {
+    endpoint.is_healthy() && endpoint.breaker() == BreakerPhase::Closed
+}
+
+/// Whether `endpoints` are in panic: the fraction in service is below `threshold`. An empty
+/// cluster is not in panic (there is nothing to spread over).
 pub fn in_panic(endpoints: &[Arc<EndpointState>], threshold: f64) -> bool {
     if endpoints.is_empty() {
         return false;
     }
-    let healthy = endpoints.iter().filter(|e| e.is_healthy()).count();
-    (healthy as f64) < threshold * endpoints.len() as f64
+    let serving = endpoints.iter().filter(|e| in_service(e)).count();
+    (serving as f64) < threshold * endpoints.len() as f64
 }
 
 /// Publishes the panic flag (request path, `panic_mode{cluster}`), logging changes.
@@ -25,7 +39,7 @@ pub fn publish(cluster: &ClusterHealth, on: bool) {
         if on {
             tracing::warn!(
                 cluster = cluster.name(),
-                "panic mode: too few endpoints pass health checks; balancing across all"
+                "panic mode: too few endpoints in service; balancing across all of them"
             );
         } else {
             tracing::info!(cluster = cluster.name(), "panic mode over");
@@ -65,5 +79,21 @@ mod tests {
         assert!(in_panic(&endpoints(&[false, false]), 0.5));
         assert!(!in_panic(&endpoints(&[false, false]), 0.0));
         assert!(!in_panic(&[], 0.5));
+    }
+
+    #[test]
+    fn ejected_and_half_open_endpoints_are_out_of_service() {
+        let eps = endpoints(&[true, true, true, true]);
+        eps[0].set_breaker(BreakerPhase::Open);
+        assert!(!in_panic(&eps, 0.5), "three of four in service");
+        eps[1].set_breaker(BreakerPhase::HalfOpen);
+        assert!(!in_panic(&eps, 0.5), "two of four");
+        eps[2].set_healthy(false);
+        assert!(
+            in_panic(&eps, 0.5),
+            "one of four: an ejection and a failing check add up"
+        );
+        assert!(!in_service(&eps[1]));
+        assert!(in_service(&eps[3]));
     }
 }

@@ -2,6 +2,12 @@
 //! TCP connect. Each probe opens its own connection (never the request pool's), so a probe
 //! tests exactly "can a new client reach this endpoint now", and a poisoned pooled connection
 //! cannot make a dead endpoint look alive.
+//!
+//! On a `tls` cluster an HTTP probe speaks TLS with the very client config requests use (the
+//! shared store's: CA, SNI or the endpoint's IP, client certificate, ALPN of the cluster's
+//! protocol): a probe in plaintext would fail on every endpoint, and one with laxer
+//! verification could pass an endpoint that requests then fail to reach. A TCP probe stays a
+//! bare connect: it tests reachability only, by definition.
 
 use std::net::SocketAddr;
 
@@ -11,15 +17,21 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::config::{HealthCheckConfig, HealthCheckKind, Protocol};
+use crate::config::{ClusterTls, HealthCheckConfig, HealthCheckKind, Protocol};
 
-/// Runs one probe against `address`; `true` = passed. Everything (connect included) must
-/// finish within `config.timeout`.
-pub async fn probe(address: SocketAddr, config: &HealthCheckConfig, protocol: Protocol) -> bool {
+/// Runs one probe against `address` of a cluster speaking `protocol`, over TLS when `tls` is
+/// the cluster's `tls` table; `true` = passed. Everything (connect and handshakes included)
+/// must finish within `config.timeout`.
+pub async fn probe(
+    address: SocketAddr,
+    config: &HealthCheckConfig,
+    protocol: Protocol,
+    tls: Option<&ClusterTls>,
+) -> bool {
     let attempt = async {
         match config.kind {
             HealthCheckKind::Tcp => TcpStream::connect(address).await.is_ok(),
-            HealthCheckKind::Http => match http(address, config, protocol).await {
+            HealthCheckKind::Http => match http(address, config, protocol, tls).await {
                 Ok(status) => config
                     .statuses
                     .iter()
@@ -43,10 +55,33 @@ async fn http(
     address: SocketAddr,
     config: &HealthCheckConfig,
     protocol: Protocol,
+    tls: Option<&ClusterTls>,
 ) -> Result<u16, ProbeError> {
     let stream = TcpStream::connect(address).await?;
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    let Some(spec) = tls else {
+        return get(TokioIo::new(stream), address, config, protocol, "http").await;
+    };
+    let client = crate::tls::store::client_for_connect(spec, protocol)?;
+    let connector = tokio_rustls::TlsConnector::from(client.config());
+    let stream = connector
+        .connect(client.server_name(address.ip()), stream)
+        .await?;
+    get(TokioIo::new(stream), address, config, protocol, "https").await
+}
+
+/// The probe's request and response on a connected (plain or TLS) stream; `scheme` goes into
+/// the HTTP/2 `:scheme`.
+async fn get<I>(
+    io: TokioIo<I>,
+    address: SocketAddr,
+    config: &HealthCheckConfig,
+    protocol: Protocol,
+    scheme: &str,
+) -> Result<u16, ProbeError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let host = if config.host.is_empty() {
         address.to_string()
     } else {
@@ -70,7 +105,7 @@ async fn http(
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(conn);
-            let uri = format!("http://{host}{}", config.path);
+            let uri = format!("{scheme}://{host}{}", config.path);
             let req = builder.uri(uri).body(Empty::<Bytes>::new())?;
             sender.send_request(req).await?
         }

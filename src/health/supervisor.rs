@@ -7,7 +7,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use super::task::{self, REPORT_QUEUE};
-use crate::runtime::{ClusterSnapshot, EndpointRegistry, Shared, Snapshot};
+use crate::endpoint::EndpointRegistry;
+use crate::state::{ClusterSnapshot, Shared, Snapshot};
 
 /// Owner of the health tasks; cheap to clone. `Shared` keeps one and applies every snapshot it
 /// publishes (reload and discovery alike) before the publish returns, so no poll is needed: a
@@ -85,5 +86,11 @@ impl Supervisor {
             tasks.insert(cluster.name().to_owned(), snapshots_tx);
         }
         registry.retain_clusters(|name| snapshot.cluster(name).is_some());
+    }
+}
+
+impl crate::state::Follower for Supervisor {
+    fn follow(&self, snapshot: &Snapshot, registry: &EndpointRegistry) {
+        self.apply(snapshot, registry);
     }
 }

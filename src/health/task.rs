@@ -18,8 +18,8 @@ use tokio::time::{sleep_until, Instant};
 use super::checker::{self, Checker};
 use super::ejection::Ejector;
 use super::panic;
-use super::state::Report;
-use crate::runtime::{ClusterSnapshot, EndpointState, Shared};
+use crate::endpoint::{EndpointState, Report};
+use crate::state::{ClusterSnapshot, Shared};
 
 /// How many reports may wait for the task before the request path starts dropping them.
 pub const REPORT_QUEUE: usize = 4096;
@@ -34,6 +34,9 @@ pub struct ClusterTask {
     ejector: Ejector,
     checker: Option<Checker>,
     next_probe: Instant,
+    /// The panic flag last published (`None` before the first), so the flag, its gauge and
+    /// its log line change only when the verdict does.
+    panic: Option<bool>,
 }
 
 impl ClusterTask {
@@ -44,6 +47,7 @@ impl ClusterTask {
             ejector: Ejector::new(config.outlier_detection.clone()),
             checker: None,
             next_probe: Instant::now(),
+            panic: None,
             cluster: Arc::clone(&cluster),
         };
         task.apply(cluster);
@@ -63,17 +67,19 @@ impl ClusterTask {
             .set_endpoints(endpoints, config.outlier_detection.clone());
         match (&config.health_check, &mut self.checker) {
             (Some(hc), Some(checker)) => {
-                checker.set_endpoints(endpoints, hc.clone(), config.protocol);
+                checker.set_endpoints(endpoints, hc.clone(), config.protocol, config.tls.clone());
             }
             (Some(hc), None) => {
-                let mut checker = Checker::new(hc.clone(), config.protocol);
-                checker.set_endpoints(endpoints, hc.clone(), config.protocol);
+                let mut checker = Checker::new(hc.clone(), config.protocol, config.tls.clone());
+                checker.set_endpoints(endpoints, hc.clone(), config.protocol, config.tls.clone());
+                // Every endpoint is fresh here and gets its first probe at once (`start_fresh`):
+                // the first round is one interval after that, not immediately too, or two
+                // back-to-back passes would meet `healthy_threshold = 2` within milliseconds.
+                self.next_probe = Instant::now() + checker.next_delay();
                 self.checker = Some(checker);
-                self.next_probe = Instant::now();
             }
             (None, _) => {
-                // No active checks (any more): nothing can hold an endpoint unhealthy. Published
-                // for every endpoint so `endpoint_healthy` has a series for each.
+                // No active checks (any more): nothing can hold an endpoint unhealthy.
                 self.checker = None;
                 for e in endpoints {
                     checker::publish_verdict(e, true, false);
@@ -83,11 +89,16 @@ impl ClusterTask {
         self.publish_panic();
     }
 
-    fn publish_panic(&self) {
-        // Without active checks nothing is "unhealthy", so the fraction is always 1.
-        let on = self.checker.is_some()
-            && panic::in_panic(self.endpoints(), self.cluster.config().panic_threshold);
-        panic::publish(self.cluster.health(), on);
+    /// Recomputes panic mode from the endpoints' verdicts and breaker phases and publishes it
+    /// when it changed. Called after every event (one pass over the endpoints' atomics), so
+    /// every trigger, deadline, probe and snapshot is covered without each one reporting
+    /// whether it changed anything.
+    fn publish_panic(&mut self) {
+        let on = panic::in_panic(self.endpoints(), self.cluster.config().panic_threshold);
+        if self.panic != Some(on) {
+            self.panic = Some(on);
+            panic::publish(self.cluster.health(), on);
+        }
     }
 
     fn endpoint(&self, address: SocketAddr) -> Option<&Arc<EndpointState>> {
@@ -125,7 +136,6 @@ impl ClusterTask {
         if let Some(checker) = &mut self.checker {
             checker.on_result(&endpoint, passed);
         }
-        self.publish_panic();
     }
 }
 
@@ -158,7 +168,7 @@ pub async fn run(
             now + FAR
         };
         tokio::select! {
-            _ = crate::proxy::server::stopped(&mut stop) => break,
+            _ = crate::wire::shutdown::stopped(&mut stop) => break,
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     break;
@@ -197,6 +207,7 @@ pub async fn run(
                 }
             }
         }
+        task.publish_panic();
     }
     probes.abort_all();
     drop(own_sender);
@@ -207,8 +218,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::endpoint::BreakerPhase;
     use crate::health::Attempt;
-    use crate::runtime::{BreakerPhase, Shared};
+    use crate::state::Shared;
 
     fn shared() -> Shared {
         let text = r#"

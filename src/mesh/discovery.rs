@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::View;
 use crate::config::{EndpointSource, StaticEndpoint};
 use crate::discovery::Sink;
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 /// How often the config is re-read for new or removed mesh clusters (a reload between views).
 const CONFIG_POLL: Duration = Duration::from_millis(500);
@@ -58,7 +58,7 @@ pub async fn run(shared: Weak<Shared>, mut views: watch::Receiver<Arc<View>>) {
                     zone: None,
                 })
                 .collect();
-            if !sink.publish(endpoints) {
+            if !sink.publish(endpoints).await {
                 return;
             }
         }

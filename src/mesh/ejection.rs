@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use super::state::EjectionReport;
 use super::MeshHandle;
-use crate::health::ejection::epoch_ms;
-use crate::health::{Report, Trigger};
-use crate::runtime::Shared;
+use crate::endpoint::{Report, Trigger};
+use crate::state::Shared;
+use crate::wire::time::epoch_ms;
 
 /// How often local ejections are collected (the view wakes the inbound side sooner).
 const SCAN: Duration = Duration::from_secs(1);

@@ -2,29 +2,37 @@
 //! purges, shared with no control plane.
 //!
 //! - **Membership** is SWIM (Das, Gupta, Motivala 2002) as implemented by `foca`: each member
-//!   probes a random peer every period, asks 3 others to probe indirectly when the direct probe
-//!   fails, marks the peer *suspect*, and declares it *dead* only if it does not refute
-//!   (by raising its incarnation) within the suspicion timeout. foca does no I/O: [`node`] drives
-//!   it from one task over a UDP socket and a timer heap.
+//!   probes a random peer every period, asks 5 others to probe indirectly when the direct probe
+//!   fails (memberlist asks 3; see [`node::swim_config`]), marks the peer *suspect*, and declares
+//!   it *dead* only if it does not refute (by raising its incarnation) within the suspicion
+//!   timeout. foca does no I/O: [`node`] drives it from one task over a UDP socket and a timer
+//!   heap.
 //! - **Shared state** ([`state`]): one versioned record per member (services, ejection reports,
 //!   purges). A change is pushed at once to 3 random members, each of which forwards a record
 //!   that is new to it (rumor mongering); every 2 s each member also runs a push-pull
 //!   anti-entropy exchange with a random live member (digests of `(member, version)`, then the
 //!   records the other side lacks), which is what makes late joiners and members returning from
 //!   a partition converge — foca's own broadcasts only reach the members present when sent.
-//! - **Security** ([`seal`]): every datagram, foca's included, is XChaCha20-Poly1305-sealed
-//!   under a key derived from `secret_file`, with a timestamp and counter window against
-//!   replays. A node without the key cannot produce one datagram we open, so it never appears.
+//! - **Security** ([`seal`]): every datagram, foca's included, is ChaCha20-Poly1305-sealed under a
+//!   per-sender key derived from `secret_file` (HKDF-SHA256), with a timestamp and counter window
+//!   against replays. A node without the key cannot produce one datagram we open, so it never
+//!   appears.
 //! - **Lifeguard** (Dadgar et al. 2018), where it cuts false deaths: the local health multiplier
-//!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer
-//!   to refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
-//!   instance), and a fixed suspicion timeout (at least 5 s, 3 × log10(n) s beyond that) with updates retransmitted twice foca's default, re-derived as the membership grows.
-//!   Not taken: Lifeguard's dynamic suspicion that starts long and shortens with independent
-//!   confirmations, because foca keeps one fixed timeout per suspicion; the fixed timeout is
-//!   chosen from the simulation instead (README, Mesh: no false death at 10 % loss, every
-//!   survivor marks a dead member within 15 s without loss). foca's `notify_down_members` is
-//!   off: it told members whose suspicion had been refuted that they were dead (see
-//!   `node::Node::tell_if_dead`).
+//!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer to
+//!   refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
+//!   instance), and a fixed suspicion timeout (at least 5 s, 3 × log10(n) s beyond that) with
+//!   updates retransmitted twice foca's default, re-derived as the membership grows. Not taken:
+//!   Lifeguard's dynamic suspicion that starts long and shortens with independent confirmations,
+//!   because foca keeps one fixed timeout per suspicion; the fixed timeout is chosen from the
+//!   simulation instead (`tests/mesh_sim/mesh_sim.rs`, which asserts the bounds: no false death without
+//!   loss, every survivor marks a dead member within 15 s; docs/mesh.md, "Simulation", has the
+//!   runs). foca's `notify_down_members` is off: it told members whose suspicion had been refuted
+//!   that they were dead (see `node::Node::tell_if_dead`).
+//! - **Bounds**: a record is capped in size and entries ([`state::MAX_RECORD_BYTES`] and the
+//!   limits beside it; a peer's record beyond them is refused, ours is trimmed), report stamps
+//!   from a peer's future are clamped to our clock on receipt, and what a member remembers about
+//!   departed members is forgotten after foca's `remove_down_after` and capped
+//!   ([`state::MAX_REMEMBERED`]), so memory stays bounded under churn.
 //! - **Leave**: graceful shutdown sends `Leave` to every live member before the listeners close,
 //!   so peers drop the member's services at once instead of after the suspicion timeout.
 //!
@@ -52,21 +60,18 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::MeshConfig;
-use crate::runtime::Shared;
+use crate::state::Shared;
 pub use codec::NodeId;
 use node::{Clock, Command, Node, Setup, Transport};
 use seal::Keys;
 use state::{PurgeTarget, Service};
 pub use view::{MemberStatus, View};
 
-/// Metric: members by state, `{state}` (alive, suspect, dead, left).
-pub const MEMBERS: &str = "switchyard_mesh_members";
-/// Metric: datagrams sent and received, `{direction}` (in, out).
-pub const MESSAGES_TOTAL: &str = "switchyard_mesh_messages_total";
-/// Metric: bytes of those datagrams, `{direction}`.
-pub const BYTES_TOTAL: &str = "switchyard_mesh_bytes_total";
-/// Metric: datagrams dropped: no key opens them, replayed, stale, or malformed.
-pub const REJECTED_TOTAL: &str = "switchyard_mesh_rejected_packets_total";
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::{
+    MESH_BYTES_TOTAL as BYTES_TOTAL, MESH_MEMBERS as MEMBERS,
+    MESH_MESSAGES_TOTAL as MESSAGES_TOTAL, MESH_REJECTED_TOTAL as REJECTED_TOTAL,
+};
 
 /// Datagrams waiting for the node task; beyond this they are dropped, as a full socket would.
 const INBOX: usize = 1024;
@@ -76,7 +81,8 @@ const MAX_DATAGRAM: usize = 65_507;
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    /// `secret_file` could not be read or holds no key.
+    /// `secret_file` could not be read, holds no key, or a key shorter than
+    /// [`seal::MIN_KEY_BYTES`].
     #[error("mesh.secret_file {path}: {reason}")]
     Secret {
         /// The file.
@@ -164,7 +170,10 @@ pub fn start(
         reason,
     };
     let text = std::fs::read_to_string(&config.secret_file).map_err(|e| secret(e.to_string()))?;
+    // Validated with the config already; checked again because the file may have changed since.
+    Keys::check_text(&text).map_err(secret)?;
     let keys = Keys::from_text(&text).ok_or_else(|| secret("holds no key".to_owned()))?;
+    warn_if_readable_by_others(&config.secret_file);
     let bind = |source| MeshError::Bind {
         address: config.listen,
         source,
@@ -223,6 +232,23 @@ pub fn start(
     // Tests and scripts read the real port (port 0) from this line.
     tracing::info!(seeds = config.seeds.len(), "mesh listening on {local}");
     Ok(handle)
+}
+
+/// Logs a warning when the key file is readable or writable by its group or by others: anyone
+/// who can read it can join the mesh, announce services and spread purges. A warning and not an
+/// error, because some deployments (a mounted secret with group access) choose it on purpose.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            "mesh.secret_file {} is accessible to group or others (mode {:o}); \
+             `chmod 600` it: whoever reads the key can join the mesh",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "mesh.secret_file: no metadata"),
+    }
 }
 
 async fn receive(socket: Arc<UdpSocket>, inbox: mpsc::Sender<(SocketAddr, Vec<u8>)>) {

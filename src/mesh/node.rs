@@ -26,7 +26,10 @@ use tokio::time::Instant;
 use super::codec::{self, NodeId, Wire};
 use super::health::LocalHealth;
 use super::seal::{Keys, Opener, Sealer};
-use super::state::{EjectionReport, MemberState, Purge, PurgeTarget, Service, Table, PURGE_TTL_MS};
+use super::state::{
+    keep_newest, trim_ejections, EjectionReport, MemberState, Purge, PurgeTarget, Service, Table,
+    MAX_PURGE_TARGET, MAX_REMEMBERED, PURGE_TTL_MS,
+};
 use super::view::{MemberStatus, MemberView, View};
 
 /// Anti-entropy: one push-pull exchange with a random live member this often. Rumors carry
@@ -50,6 +53,11 @@ const STATES_PER_DATAGRAM: usize = 6;
 const VERSIONS_PER_DATAGRAM: usize = 48;
 /// Dead members listed per anti-entropy exchange (foca keeps them for `remove_down_after`).
 const DOWN_PER_DATAGRAM: usize = 32;
+/// What the node remembers per address (`last_seen`, `left`) about a member foca no longer
+/// lists is kept this long: foca's `remove_down_after` (see [`swim_config`]), so both forget a
+/// departed member together. Members foca still lists are always kept; [`MAX_REMEMBERED`] caps
+/// the rest against churn.
+const FORGET_AFTER_MS: u64 = 600_000;
 
 /// Sends a sealed datagram. UDP in the proxy, an in-memory network in the simulator.
 pub trait Transport: Send + 'static {
@@ -75,7 +83,7 @@ impl Clock {
 
     /// A clock on the real wall time.
     pub fn system() -> Self {
-        Self::new(crate::health::ejection::epoch_ms(SystemTime::now()))
+        Self::new(crate::wire::time::epoch_ms(SystemTime::now()))
     }
 
     /// Milliseconds since the epoch, now.
@@ -133,10 +141,13 @@ pub struct Node<T: Transport> {
     rng: SmallRng,
     seeds: Vec<SocketAddr>,
     table: Table,
-    /// Members that sent `Leave`, by address, with the generation that left.
-    left: HashMap<SocketAddr, u64>,
+    /// Members that sent `Leave`, by address, with the generation that left and when (ms).
+    /// These three maps are pruned every anti-entropy period ([`Node::prune`]).
+    left: HashMap<SocketAddr, (u64, u64)>,
+    /// When we last opened a datagram from each address (ms).
     last_seen: HashMap<SocketAddr, u64>,
-    /// When each dead member was last told it is dead (see `tell_if_dead`).
+    /// When each dead member was last told it is dead (see `tell_if_dead`); only the last
+    /// [`SEED_RETRY`] matters.
     told_dead: HashMap<SocketAddr, Instant>,
     /// foca's timers: (due, sequence) in a min-heap, the events by sequence.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -258,6 +269,7 @@ impl<T: Transport> Node<T> {
             return;
         };
         self.last_seen.insert(from, now);
+        keep_newest(&mut self.last_seen, MAX_REMEMBERED, |&at| at);
         match wire {
             Wire::Swim(bytes) => {
                 self.tell_if_dead(from);
@@ -276,7 +288,15 @@ impl<T: Transport> Node<T> {
                 }
             }
             Wire::States(states) => {
-                for state in states {
+                for mut state in states {
+                    if !state.within_bounds() {
+                        // Refused whole: a correct member never sends one (it trims its own).
+                        self.tally.rejected += 1;
+                        metrics::counter!(super::REJECTED_TOTAL).increment(1);
+                        tracing::debug!(%from, owner = %state.id.addr, "mesh record over the bounds");
+                        continue;
+                    }
+                    state.clamp_stamps(now);
                     self.accept(state, Some(from));
                 }
             }
@@ -289,9 +309,10 @@ impl<T: Transport> Node<T> {
                 }
             }
             Wire::Leave(id) => {
-                let left = self.left.entry(id.addr).or_insert(id.generation);
-                *left = (*left).max(id.generation);
-                self.table.forget(id);
+                let left = self.left.entry(id.addr).or_insert((id.generation, now));
+                *left = (left.0.max(id.generation), now);
+                keep_newest(&mut self.left, MAX_REMEMBERED, |&(_, at)| at);
+                self.table.forget(id, now);
                 let incarnation = self
                     .foca
                     .iter_membership_state()
@@ -312,7 +333,8 @@ impl<T: Transport> Node<T> {
     /// A member we hold as dead is talking to us (it was cut off, or paused): tell it, at most
     /// once per [`SEED_RETRY`], so it rejoins as its next generation. This replaces foca's
     /// `notify_down_members`, which also fires when a suspicion was refuted in time and so
-    /// turned every refuted suspicion into a death (seen in the simulation at 10 % loss).
+    /// turned every refuted suspicion into a death (seen in the simulation at 10 % loss:
+    /// `tests/mesh_sim/mesh_sim.rs` counts false deaths; docs/mesh.md).
     fn tell_if_dead(&mut self, from: SocketAddr) {
         let Some(dead) = self
             .foca
@@ -330,6 +352,8 @@ impl<T: Transport> Node<T> {
         {
             return;
         }
+        // Bounded without a cap: only members foca lists as dead get an entry, and `prune`
+        // drops each after SEED_RETRY.
         self.told_dead.insert(from, now);
         self.send_wire(from, &Wire::Down(vec![dead]));
     }
@@ -357,7 +381,10 @@ impl<T: Transport> Node<T> {
     fn on_command(&mut self, command: Command) {
         let now = self.clock.now_ms();
         match command {
-            Command::Ejections(reports) => {
+            Command::Ejections(mut reports) => {
+                // Trimmed before comparing, so a list over the bound does not read as a change
+                // every round.
+                trim_ejections(&mut reports);
                 let same = self
                     .table
                     .get(self.id.addr)
@@ -365,6 +392,12 @@ impl<T: Transport> Node<T> {
                 if !same {
                     self.update_own(|own| own.ejections = reports);
                 }
+            }
+            Command::Purge(target) if target.len() > MAX_PURGE_TARGET => {
+                tracing::warn!(
+                    bytes = target.len(),
+                    "mesh: purge target over {MAX_PURGE_TARGET} bytes; applied here only"
+                );
             }
             Command::Purge(target) => self.update_own(|own| {
                 own.purges
@@ -385,6 +418,7 @@ impl<T: Transport> Node<T> {
             return;
         };
         change(&mut own);
+        own.trim();
         own.id = self.id;
         own.version += 1;
         self.table.merge(own.clone());
@@ -409,7 +443,27 @@ impl<T: Transport> Node<T> {
         }
     }
 
+    /// Forgets what is no longer needed about departed members (see [`FORGET_AFTER_MS`]).
+    fn prune(&mut self) {
+        let now = self.clock.now_ms();
+        let listed: std::collections::HashSet<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().addr)
+            .collect();
+        let keep = |addr: &SocketAddr, at: u64| {
+            listed.contains(addr) || now.saturating_sub(at) < FORGET_AFTER_MS
+        };
+        self.last_seen.retain(|addr, &mut at| keep(addr, at));
+        self.left.retain(|addr, &mut (_, at)| keep(addr, at));
+        let instant = Instant::now();
+        self.told_dead
+            .retain(|_, &mut at| instant.duration_since(at) < SEED_RETRY);
+        self.table.prune(now);
+    }
+
     fn anti_entropy(&mut self) {
+        self.prune();
         let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         if let Some(&peer) = live.choose(&mut self.rng) {
             self.send_digest(peer, true);
@@ -546,7 +600,7 @@ impl<T: Transport> Node<T> {
                 }
                 OwnedNotification::MemberDown(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} down", id.addr);
-                    self.table.forget(id);
+                    self.table.forget(id, self.clock.now_ms());
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(generation = id.generation, "mesh: declared down; rejoined");
@@ -577,7 +631,11 @@ impl<T: Transport> Node<T> {
         }];
         for member in self.foca.iter_membership_state() {
             let id = *member.id();
-            let state = if self.left.get(&id.addr).is_some_and(|&g| g >= id.generation) {
+            let state = if self
+                .left
+                .get(&id.addr)
+                .is_some_and(|&(g, _)| g >= id.generation)
+            {
                 MemberStatus::Left
             } else {
                 match member.state() {
@@ -625,20 +683,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// foca's settings: memberlist's LAN profile (1 s probes, 500 ms probe timeout, 3 indirect
-/// probes) for `members` live members, with two changes measured in the simulation to remove
-/// false deaths at 10 % loss: the suspicion timeout is at least [`MIN_SUSPICION`] (3 × log10(n)
-/// s above it), and updates are retransmitted twice as often
-/// (foca's 4 × log10(n + 1)) so a refutation or a death reaches every member despite loss.
+/// foca's settings: memberlist's LAN profile (1 s probes, 500 ms probe timeout) for `members`
+/// live members, with changes chosen in the simulation
+/// (`cargo test --test mesh_sim -- --nocapture`; docs/mesh.md, "Why these SWIM settings") to
+/// remove false deaths at 10 % loss:
+/// five indirect probes instead of three, a suspicion timeout of at least [`MIN_SUSPICION`]
+/// (3 × log10(n) s above it), and updates retransmitted twice as often (foca's
+/// 4 × log10(n + 1)) so a refutation or a death reaches every member despite loss.
 /// Lifeguard's local health `multiplier` (≥ 1) stretches the suspicion timeout: foca cannot
 /// change the probe period or timeout of a running instance, which Lifeguard stretches instead.
 pub fn swim_config(members: usize, multiplier: u32) -> foca::Config {
     let size = NonZeroU32::new(u32::try_from(members.max(2)).unwrap_or(u32::MAX))
         .unwrap_or(NonZeroU32::MIN);
     let mut config = foca::Config::new_lan(size);
-    // 3 × log10(n) s (memberlist uses 4): 5.1 s at 50 members; the measured no-loss detection
-    // tail (a victim nobody happens to probe for a few seconds) needs the shorter timeout to
-    // stay under 15 s.
+    // 3 × log10(n) s (memberlist uses 4): the no-loss detection tail (a victim nobody happens
+    // to probe for a few seconds) needs the shorter timeout to stay under the 15 s that
+    // `tests/mesh_sim/mesh_sim.rs` asserts.
     let scaled = Duration::from_secs_f64(3.0 * f64::from(size.get()).log10());
     config.suspect_to_down_after = scaled.max(MIN_SUSPICION) * multiplier;
     // Five indirect probes instead of three: at 10 % loss an indirect path (4 datagrams) fails
@@ -651,8 +711,9 @@ pub fn swim_config(members: usize, multiplier: u32) -> foca::Config {
 
     config.max_packet_size =
         std::num::NonZeroUsize::new(MAX_SWIM_PACKET).unwrap_or(std::num::NonZeroUsize::MIN);
-    // Periodic gossip at 200 ms (memberlist's default) costs ~3 datagrams per 200 ms while
-    // updates are pending; 300 ms keeps dissemination well under a second with a third less.
+    // Periodic gossip at 300 ms rather than memberlist's 200 ms: a third fewer datagrams while
+    // updates are pending, and dissemination stays well under a second (`tests/mesh_sim/mesh_sim.rs`
+    // measures both: announcement spread and gossip bytes per member).
     if let Some(gossip) = config.periodic_gossip.as_mut() {
         gossip.frequency = Duration::from_millis(300);
     }
@@ -667,4 +728,185 @@ pub fn swim_config(members: usize, multiplier: u32) -> foca::Config {
     // The node tells dead members itself (`Node::tell_if_dead`), only when they are.
     config.notify_down_members = false;
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::seal::Sealer;
+
+    /// Sends nowhere: these tests look at the node's memory, not its traffic.
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&mut self, _: SocketAddr, _: Vec<u8>) {}
+    }
+
+    const BASE_MS: u64 = 1_700_000_000_000;
+    const KEY: &str = "node unit test key, thirty-two bytes or more";
+
+    fn node() -> Node<Nowhere> {
+        let setup = Setup {
+            id: NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
+                generation: 1,
+            },
+            seeds: Vec::new(),
+            keys: Keys::from_text(KEY).expect("key"),
+            services: Vec::new(),
+            instance: 1,
+            clock: Clock::new(BASE_MS),
+        };
+        Node::new(setup, Nowhere).0
+    }
+
+    fn peer(i: u32) -> NodeId {
+        let [_, a, b, c] = i.to_be_bytes();
+        NodeId {
+            addr: SocketAddr::from(([10, a, b, c], 7946)),
+            generation: 1,
+        }
+    }
+
+    /// `wire` as peer `sender` seals it now.
+    fn sealed(sender: &mut Sealer, clock: Clock, wire: &Wire) -> Vec<u8> {
+        sender.seal(&codec::encode(wire), clock.now_ms())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn departed_members_are_forgotten_and_the_maps_stay_capped() {
+        let mut n = node();
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
+        // Churn far beyond a fleet: every address says hello and leaves.
+        let churn = u32::try_from(MAX_REMEMBERED).expect("cap") + 1000;
+        for i in 1..=churn {
+            // A millisecond apart, so "oldest" is well defined.
+            tokio::time::advance(Duration::from_millis(1)).await;
+            let leave = sealed(&mut sender, n.clock, &Wire::Leave(peer(i)));
+            n.on_datagram(peer(i).addr, &leave);
+        }
+        assert_eq!(n.tally.rejected, 0);
+        assert_eq!(n.last_seen.len(), MAX_REMEMBERED);
+        assert_eq!(n.left.len(), MAX_REMEMBERED);
+        assert_eq!(n.table.gone_len(), MAX_REMEMBERED);
+        assert!(
+            n.left.contains_key(&peer(churn).addr),
+            "the newest departure is kept"
+        );
+        assert!(!n.left.contains_key(&peer(1).addr), "the oldest went first");
+        // Within the retention nothing more goes; after it, everything foca no longer lists.
+        n.prune();
+        assert_eq!(n.last_seen.len(), MAX_REMEMBERED);
+        // foca forgets the departed after the same time (its `remove_down_after` timers).
+        n.flush();
+        tokio::time::advance(Duration::from_millis(FORGET_AFTER_MS)).await;
+        n.fire_timers();
+        n.flush();
+        n.prune();
+        assert_eq!(n.foca.iter_membership_state().count(), 0);
+        assert!(n.last_seen.is_empty(), "{} left", n.last_seen.len());
+        assert!(n.left.is_empty(), "{} left", n.left.len());
+        assert_eq!(n.table.gone_len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn told_dead_keeps_only_the_last_retry_period() {
+        let mut n = node();
+        for i in 1..=100 {
+            n.told_dead.insert(peer(i).addr, Instant::now());
+        }
+        n.prune();
+        assert_eq!(n.told_dead.len(), 100);
+        tokio::time::advance(SEED_RETRY).await;
+        n.prune();
+        assert!(n.told_dead.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_stamped_in_the_future_expires_on_the_usual_schedule() {
+        let mut n = node();
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
+        let endpoint = SocketAddr::from(([127, 0, 0, 9], 80));
+        let now = n.clock.now_ms();
+        let record = MemberState {
+            id: peer(1),
+            version: 1,
+            services: Vec::new(),
+            // A year ahead: without the clamp it would count as fresh for a year.
+            ejections: vec![EjectionReport {
+                endpoint,
+                at_ms: now + 365 * 24 * 3600 * 1000,
+            }],
+            purges: Vec::new(),
+        };
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
+        n.on_datagram(peer(1).addr, &states);
+        let held = n.table.get(peer(1).addr).expect("record kept");
+        assert_eq!(held.ejections[0].at_ms, now, "clamped to our clock");
+        let window_ms = 30_000;
+        let fresh = |n: &Node<Nowhere>| {
+            let now = n.clock.now_ms();
+            n.table.get(peer(1).addr).is_some_and(|s| {
+                s.ejections
+                    .iter()
+                    .any(|e| now.saturating_sub(e.at_ms) < window_ms)
+            })
+        };
+        assert!(fresh(&n));
+        tokio::time::advance(Duration::from_millis(window_ms)).await;
+        assert!(!fresh(&n), "expired one window after it arrived");
+    }
+
+    #[test]
+    fn an_oversized_record_from_a_peer_is_refused() {
+        let mut n = node();
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
+        let reports = (0..200u16)
+            .map(|i| EjectionReport {
+                endpoint: SocketAddr::from(([127, 0, 0, 9], i + 1)),
+                at_ms: 1,
+            })
+            .collect();
+        let record = MemberState {
+            id: peer(1),
+            version: 1,
+            services: Vec::new(),
+            ejections: reports,
+            purges: Vec::new(),
+        };
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
+        n.on_datagram(peer(1).addr, &states);
+        assert!(n.table.get(peer(1).addr).is_none());
+        assert_eq!(n.tally.rejected, 1);
+    }
+
+    #[test]
+    fn our_own_record_never_exceeds_the_bounds() {
+        let mut n = node();
+        let reports: Vec<EjectionReport> = (0..500u16)
+            .map(|i| EjectionReport {
+                endpoint: SocketAddr::from(([127, 0, 0, 9], i + 1)),
+                at_ms: u64::from(i),
+            })
+            .collect();
+        n.on_command(Command::Ejections(reports));
+        for i in 0..100 {
+            n.on_command(Command::Purge(PurgeTarget::Prefix(format!(
+                "/{i}/{}",
+                "p".repeat(900)
+            ))));
+        }
+        let own = n.table.get(n.id.addr).expect("own record");
+        assert!(own.within_bounds(), "{} bytes", own.encoded_len());
+        assert!(!own.ejections.is_empty() && !own.purges.is_empty());
+        let version = own.version;
+        n.on_command(Command::Purge(PurgeTarget::Key(
+            "x".repeat(MAX_PURGE_TARGET + 1),
+        )));
+        assert_eq!(
+            n.table.get(n.id.addr).map(|s| s.version),
+            Some(version),
+            "a purge over the bound is not spread"
+        );
+    }
 }

@@ -17,8 +17,8 @@
 //!
 //! Why `ring` and not the RustCrypto `chacha20poly1305` crate: ring is already in the tree
 //! (rustls' provider), and its cipher is compiled optimised even in test builds, while the
-//! RustCrypto one is generic and so compiled at our crate's debug opt-level, where it sealed
-//! 1.6 MB/s and dominated the mesh simulation's wall time.
+//! RustCrypto one is generic and so compiled at our crate's debug opt-level, where sealing
+//! dominated the mesh simulation's wall time (`cargo test --test mesh_sim` is the one to time).
 //!
 //! Replays: a packet older (or further in the future) than [`REPLAY_WINDOW`] is dropped outright;
 //! within it, each sender instance has a sliding 64-counter bitmap (the IPsec anti-replay window,
@@ -43,6 +43,9 @@ pub const OVERHEAD: usize = HEADER + 8 + 16;
 const HEADER: usize = 1 + 8 + 8;
 /// Counters this far behind a sender's highest are too old to tell apart: dropped.
 const COUNTER_WINDOW: u64 = 64;
+/// Shortest accepted key line of `secret_file`, in bytes (defined with the config check that
+/// enforces it; see there why 32).
+pub use crate::config::mesh_rules::MIN_KEY_BYTES;
 /// Senders remembered at most (a flood of forged-but-valid instances cannot grow memory).
 const MAX_SENDERS: usize = 4096;
 
@@ -99,6 +102,12 @@ impl Keys {
             .map(|line| hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(line.as_bytes()))
             .collect();
         (!masters.is_empty()).then_some(Self { masters })
+    }
+
+    /// Checks a `secret_file`'s text before use (see [`crate::config::mesh_rules::check_secret_text`]):
+    /// the config check and the mesh start both call it, so `switchyard check` and a start agree.
+    pub fn check_text(text: &str) -> Result<(), String> {
+        crate::config::mesh_rules::check_secret_text(text)
     }
 
     /// Master key `index`'s key for sender `instance`.

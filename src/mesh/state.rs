@@ -72,9 +72,135 @@ pub type Range = (Option<SocketAddr>, Option<SocketAddr>);
 /// How long a purge stays in its owner's record.
 pub const PURGE_TTL_MS: u64 = 60_000;
 
+// Bounds on one member's record. A record travels whole in a `States` datagram, up to
+// `STATES_PER_DATAGRAM` (6) of them in one, so 6 × MAX_RECORD_BYTES plus framing must stay under
+// UDP's 65,507-byte payload: 8 KiB per record leaves room. Every member holds every record, so
+// the bound is also the memory cost per member: 8 MiB at 1,000 members. A record from a peer
+// outside any bound is refused whole (a correct member never builds one); our own is trimmed.
+
+/// Largest encoded record, in bytes.
+pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+// `[mesh] advertise` bounds: defined with the config check that refuses more.
+pub use crate::config::mesh_rules::{MAX_SERVICES, MAX_SERVICE_NAME};
+/// Ejection reports per record: the newest are kept. A member that ejected more distinct
+/// endpoints within `eject_window` is failing broadly; peers need a quorum per endpoint anyway.
+pub const MAX_EJECTIONS: usize = 64;
+/// Purges per record (within [`PURGE_TTL_MS`]): the newest are kept.
+pub const MAX_PURGES: usize = 16;
+/// Bytes of one purge's key or prefix; a longer purge runs on this member only.
+pub const MAX_PURGE_TARGET: usize = 1024;
+
+impl PurgeTarget {
+    /// Bytes of its key or prefix.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Prefix(s) | Self::Key(s) => s.len(),
+        }
+    }
+
+    /// Whether the key or prefix is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl MemberState {
     fn key(&self) -> (u64, u64) {
         (self.id.generation, self.version)
+    }
+
+    /// Its size on the wire (postcard), the unit of [`MAX_RECORD_BYTES`].
+    pub fn encoded_len(&self) -> usize {
+        // Serialising our own types cannot fail; usize::MAX makes a failure read as too large.
+        postcard::to_stdvec(self).map_or(usize::MAX, |v| v.len())
+    }
+
+    /// Whether a record received from a peer is within every bound above.
+    pub fn within_bounds(&self) -> bool {
+        self.services.len() <= MAX_SERVICES
+            && self
+                .services
+                .iter()
+                .all(|s| s.name.len() <= MAX_SERVICE_NAME)
+            && self.ejections.len() <= MAX_EJECTIONS
+            && self.purges.len() <= MAX_PURGES
+            && self
+                .purges
+                .iter()
+                .all(|p| p.target.len() <= MAX_PURGE_TARGET)
+            && self.encoded_len() <= MAX_RECORD_BYTES
+    }
+
+    /// Brings our own record within the bounds before it is sent: the newest ejection reports
+    /// and purges are kept (purges are in the order they ran), then the oldest purges and
+    /// reports go until it fits in [`MAX_RECORD_BYTES`]. Services are within their bounds by
+    /// the config check, so they are cut only as a last resort.
+    pub fn trim(&mut self) {
+        self.services.truncate(MAX_SERVICES);
+        self.services.retain(|s| s.name.len() <= MAX_SERVICE_NAME);
+        self.purges.retain(|p| p.target.len() <= MAX_PURGE_TARGET);
+        let extra = self.purges.len().saturating_sub(MAX_PURGES);
+        self.purges.drain(..extra);
+        trim_ejections(&mut self.ejections);
+        while self.encoded_len() > MAX_RECORD_BYTES {
+            if !self.purges.is_empty() {
+                self.purges.remove(0);
+            } else if let Some(oldest) =
+                (0..self.ejections.len()).min_by_key(|&i| self.ejections[i].at_ms)
+            {
+                self.ejections.remove(oldest);
+            } else if self.services.pop().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// Clamps the report and purge stamps of a record received from a peer to our clock's
+    /// `now_ms`: a stamp in the future (a peer's clock ahead, or a bad one) would otherwise stay
+    /// "within the window" until that future arrives. Clamped on receipt, it expires on the
+    /// usual schedule counted from when we received it.
+    pub fn clamp_stamps(&mut self, now_ms: u64) {
+        for report in &mut self.ejections {
+            report.at_ms = report.at_ms.min(now_ms);
+        }
+        for purge in &mut self.purges {
+            purge.at_ms = purge.at_ms.min(now_ms);
+        }
+    }
+}
+
+/// Keeps the newest [`MAX_EJECTIONS`] of `reports`, sorted by endpoint as the ejection bridge
+/// sends them (a list within the bound is left as it is).
+pub fn trim_ejections(reports: &mut Vec<EjectionReport>) {
+    if reports.len() > MAX_EJECTIONS {
+        reports.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        reports.truncate(MAX_EJECTIONS);
+        reports.sort_by_key(|e| e.endpoint);
+    }
+}
+
+/// How long a member that left or died is remembered as gone (stale copies of its record are
+/// refused meanwhile): foca's own `remove_down_after`, after which foca forgets it too.
+pub const GONE_TTL_MS: u64 = 600_000;
+/// Members remembered as gone at most, and the cap the node puts on its per-address maps: eight
+/// times a 1,000-member mesh, so only churn far beyond a whole fleet's turnover within
+/// [`GONE_TTL_MS`] reaches it; the oldest entries go first.
+pub const MAX_REMEMBERED: usize = 8192;
+
+/// Drops the entries of `map` beyond `cap`, oldest (smallest `stamp`) first.
+pub fn keep_newest<K: Copy + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    cap: usize,
+    stamp: impl Fn(&V) -> u64,
+) {
+    let extra = map.len().saturating_sub(cap);
+    if extra == 0 {
+        return;
+    }
+    let mut by_age: Vec<(u64, K)> = map.iter().map(|(k, v)| (stamp(v), *k)).collect();
+    by_age.select_nth_unstable_by_key(extra - 1, |&(at, _)| at);
+    for (_, key) in &by_age[..extra] {
+        map.remove(key);
     }
 }
 
@@ -82,9 +208,10 @@ impl MemberState {
 #[derive(Debug, Default)]
 pub struct Table {
     states: HashMap<SocketAddr, MemberState>,
-    /// Members that left or were declared dead, with their generation: records of that
-    /// generation or older are refused, so a peer's stale copy does not bring them back.
-    gone: HashMap<SocketAddr, u64>,
+    /// Members that left or were declared dead, with their generation and when (ms): records of
+    /// that generation or older are refused, so a peer's stale copy does not bring them back.
+    /// Kept [`GONE_TTL_MS`], at most [`MAX_REMEMBERED`] (see [`Table::prune`]).
+    gone: HashMap<SocketAddr, (u64, u64)>,
 }
 
 impl Table {
@@ -93,7 +220,7 @@ impl Table {
         if self
             .gone
             .get(&state.id.addr)
-            .is_some_and(|&g| state.id.generation <= g)
+            .is_some_and(|&(g, _)| state.id.generation <= g)
         {
             return false;
         }
@@ -106,8 +233,9 @@ impl Table {
         }
     }
 
-    /// Forgets `id`'s record (it left or is dead) and refuses copies of it from then on.
-    pub fn forget(&mut self, id: NodeId) {
+    /// Forgets `id`'s record (it left or is dead, noted at `now_ms`) and refuses copies of it
+    /// for [`GONE_TTL_MS`].
+    pub fn forget(&mut self, id: NodeId, now_ms: u64) {
         if self
             .states
             .get(&id.addr)
@@ -115,8 +243,20 @@ impl Table {
         {
             self.states.remove(&id.addr);
         }
-        let gone = self.gone.entry(id.addr).or_insert(id.generation);
-        *gone = (*gone).max(id.generation);
+        let gone = self.gone.entry(id.addr).or_insert((id.generation, now_ms));
+        *gone = (gone.0.max(id.generation), now_ms);
+        keep_newest(&mut self.gone, MAX_REMEMBERED, |&(_, at)| at);
+    }
+
+    /// Forgets members gone for longer than [`GONE_TTL_MS`] (the node calls it periodically).
+    pub fn prune(&mut self, now_ms: u64) {
+        self.gone
+            .retain(|_, &mut (_, at)| now_ms.saturating_sub(at) < GONE_TTL_MS);
+    }
+
+    /// How many members are remembered as gone.
+    pub fn gone_len(&self) -> usize {
+        self.gone.len()
     }
 
     /// The record of the member at `addr`.
@@ -286,12 +426,113 @@ mod tests {
     fn forgotten_members_stay_gone_until_a_new_generation() {
         let mut t = Table::default();
         t.merge(state(1, 4, 1));
-        t.forget(state(1, 4, 1).id);
+        t.forget(state(1, 4, 1).id, 1_000);
         assert!(t.get(state(1, 4, 1).id.addr).is_none());
         assert!(
             !t.merge(state(1, 4, 2)),
             "a stale copy does not resurrect it"
         );
         assert!(t.merge(state(1, 5, 1)), "a rejoin does");
+    }
+
+    #[test]
+    fn gone_members_are_forgotten_after_the_ttl_and_beyond_the_cap() {
+        let mut t = Table::default();
+        t.forget(state(1, 4, 1).id, 1_000);
+        t.prune(1_000 + GONE_TTL_MS - 1);
+        assert_eq!(t.gone_len(), 1, "still within the TTL");
+        t.prune(1_000 + GONE_TTL_MS);
+        assert_eq!(t.gone_len(), 0, "forgotten after the TTL");
+
+        // Churn past the cap: the oldest go first, the newest stay refused.
+        let churn = MAX_REMEMBERED + 500;
+        for i in 0..churn {
+            let port = u16::try_from(i % 60_000).expect("port") + 1;
+            let ip = [10, 1, u8::try_from(i / 60_000).expect("ip"), 1];
+            let id = NodeId {
+                addr: SocketAddr::from((ip, port)),
+                generation: 1,
+            };
+            t.forget(id, 2_000 + i as u64);
+        }
+        assert_eq!(t.gone_len(), MAX_REMEMBERED);
+        let newest = NodeId {
+            addr: SocketAddr::from(([10, 1, 0, 1], u16::try_from(churn).expect("port"))),
+            generation: 1,
+        };
+        let mut stale = state(0, 1, 9);
+        stale.id = newest;
+        assert!(!t.merge(stale), "the newest departure is still refused");
+    }
+
+    fn report(port: u16, at_ms: u64) -> EjectionReport {
+        EjectionReport {
+            endpoint: SocketAddr::from(([127, 0, 0, 2], port)),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn an_oversized_record_is_refused_and_our_own_is_trimmed_to_fit() {
+        let mut big = state(1, 1, 1);
+        big.ejections = (0..200u16).map(|i| report(i + 1, u64::from(i))).collect();
+        assert!(!big.within_bounds(), "too many reports");
+        big.trim();
+        assert!(big.within_bounds());
+        assert_eq!(big.ejections.len(), MAX_EJECTIONS);
+        assert!(
+            big.ejections
+                .iter()
+                .all(|e| e.at_ms >= 200 - MAX_EJECTIONS as u64),
+            "the newest reports are kept"
+        );
+
+        let mut purges = state(2, 1, 1);
+        purges.purges = (0..40u64)
+            .map(|i| Purge {
+                id: i,
+                at_ms: i,
+                target: PurgeTarget::Prefix(format!("/{i}/{}", "x".repeat(900))),
+            })
+            .collect();
+        assert!(!purges.within_bounds());
+        purges.trim();
+        assert!(purges.within_bounds());
+        assert!(purges.encoded_len() <= MAX_RECORD_BYTES);
+        assert_eq!(purges.purges.last().map(|p| p.id), Some(39), "newest kept");
+
+        let mut long_name = state(3, 1, 1);
+        long_name.services = vec![Service {
+            name: "s".repeat(MAX_SERVICE_NAME + 1),
+            address: SocketAddr::from(([127, 0, 0, 1], 80)),
+        }];
+        assert!(!long_name.within_bounds());
+
+        let mut many = state(4, 1, 1);
+        many.services = (0..=MAX_SERVICES as u16)
+            .map(|i| Service {
+                name: format!("svc{i}"),
+                address: SocketAddr::from(([127, 0, 0, 1], i + 1)),
+            })
+            .collect();
+        assert!(!many.within_bounds());
+        many.trim();
+        assert_eq!(many.services.len(), MAX_SERVICES);
+        assert!(many.within_bounds());
+    }
+
+    #[test]
+    fn future_stamps_are_clamped_to_now() {
+        let mut s = state(1, 1, 1);
+        s.ejections = vec![report(1, u64::MAX), report(2, 500)];
+        s.purges = vec![Purge {
+            id: 1,
+            at_ms: 10_000_000,
+            target: PurgeTarget::Key("http://a/".into()),
+        }];
+        s.clamp_stamps(1_000);
+        assert_eq!(s.ejections[0].at_ms, 1_000);
+        assert_eq!(s.ejections[1].at_ms, 500, "a past stamp is kept");
+        assert_eq!(s.purges[0].at_ms, 1_000);
     }
 }

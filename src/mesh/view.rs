@@ -133,7 +133,7 @@ impl View {
                     .map(|s| serde_json::json!({ "service": s.name, "address": s.address.to_string() }))
                     .collect();
                 let last_seen = (m.last_seen_ms > 0).then(|| {
-                    crate::admin::views::rfc3339(
+                    crate::wire::time::rfc3339(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.last_seen_ms),
                     )
                 });

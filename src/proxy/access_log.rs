@@ -9,10 +9,10 @@
 //! or a response the proxy generated itself) are always written.
 //!
 //! A request whose client went away before the response head is logged with status 499, the
-//! convention nginx made common for "client closed request".
+//! convention nginx made common for "client closed request"; so is one whose request body the
+//! client abandoned or reset mid-upload (a malformed or stalled body is its 400 or 408).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -22,22 +22,23 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::body::ProxyBody;
-use crate::runtime::{ClusterSnapshot, EndpointState, Snapshot};
-use crate::upstream::BoxError;
+use super::request_body::H2Limits;
+use crate::endpoint::EndpointState;
+use crate::state::{ClusterSnapshot, Snapshot};
+use crate::wire::{BoxError, ClientBody};
 
 /// The `tracing` target of access-log lines.
 pub const TARGET: &str = "switchyard::access";
 
 /// Logged for a request whose client disconnected before the response head was ready.
-const CLIENT_CLOSED: u16 = 499;
+const CLIENT_CLOSED: u16 = crate::wire::client_side::CLIENT_CLOSED;
 
-/// What the request path learns while forwarding: filled in by `handler::forward` as it goes,
-/// so a failure at any step still logs how far the request got.
+/// What the request path learns while forwarding: filled in by the stack (`proxy::stack`) as
+/// it goes, so a failure at any step still logs how far the request got.
 #[derive(Debug, Default)]
 pub struct RequestFacts {
     /// Index of the matching route in the snapshot's config.
@@ -48,6 +49,9 @@ pub struct RequestFacts {
     pub endpoint: Option<Arc<EndpointState>>,
     /// Endpoints tried (0 when none was reached).
     pub attempts: u32,
+    /// The request body's record (requests with a body): `bytes_in`, and whether the client
+    /// broke it, which the attempts read to blame the client rather than the endpoint.
+    pub client_body: Option<ClientBody>,
 }
 
 /// The record of one request in progress; see the module doc.
@@ -55,8 +59,8 @@ pub struct RequestFacts {
 pub struct AccessLog {
     /// `None` once handed to the response body (which then owns the record).
     entry: Option<Entry>,
-    /// Where `forward` records the route, cluster, endpoint and attempts; moved into the
-    /// entry when it is written.
+    /// Where the handler and the attempt loop record the route, cluster, endpoint and attempts;
+    /// moved into the entry when it is written.
     pub facts: RequestFacts,
 }
 
@@ -77,13 +81,13 @@ struct Entry {
     listener: Arc<str>,
     /// `None` when neither an access-log line nor a span can be written for this request.
     /// Boxed: the entry moves several times per request (into the response body, out to be
-    /// written), and 192 bytes of request copies would ride along even when `None`.
+    /// written), and the request copies would ride along even when `None`.
     request: Option<Box<Described>>,
     /// The proxy's span (set by `trace::start`): exported when sampled and `otlp` is set.
     span: crate::trace::ServerSpan,
     /// Request body bytes, counted by the body on its way upstream; `None` for a request
-    /// without a body, which then costs no shared counter.
-    bytes_in: Option<Arc<AtomicU64>>,
+    /// without a body, which then costs no shared record.
+    bytes_in: Option<ClientBody>,
     facts: RequestFacts,
     status: StatusCode,
     /// The proxy answered itself (no route, upstream failure, …): always logged.
@@ -124,22 +128,24 @@ impl AccessLog {
         }
     }
 
-    /// The request body, counting its bytes for `bytes_in`, boxed as the upstream side takes it.
-    pub fn count_request_body(&mut self, body: Incoming) -> crate::upstream::Body {
-        // Most requests (GET, HEAD) have no body: no counter to share and no wrapper to box.
+    /// The request body, counting its bytes for `bytes_in` and recording a failure on the
+    /// client's side (see [`RequestFacts::client_body`]), boxed as the upstream side takes it.
+    /// `h2`: the limits an HTTP/2 body gets while it streams.
+    pub fn count_request_body(
+        &mut self,
+        body: Incoming,
+        h2: Option<H2Limits>,
+    ) -> crate::wire::Body {
+        // Most requests (GET, HEAD) have no body: no record to share and no wrapper to box.
         if body.is_end_stream() {
-            return crate::upstream::empty_body();
+            return crate::wire::empty_body();
         }
-        let counter = Arc::new(AtomicU64::new(0));
+        let client = ClientBody::new();
         if let Some(entry) = &mut self.entry {
-            entry.bytes_in = Some(Arc::clone(&counter));
+            entry.bytes_in = Some(client.clone());
         }
-        Counted {
-            inner: body,
-            counter,
-        }
-        .map_err(BoxError::from)
-        .boxed_unsync()
+        self.facts.client_body = Some(client.clone());
+        super::request_body::downstream(body, client, h2)
     }
 
     /// Marks the response as generated by the proxy (an error page): always logged.
@@ -233,7 +239,7 @@ impl Entry {
             cluster = %cluster.unwrap_or("-"),
             endpoint = %endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
             attempts = self.facts.attempts,
-            bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed)),
+            bytes_in = self.bytes_in.as_ref().map_or(0, ClientBody::bytes),
             bytes_out,
             request_id = %request.request_id.to_str().unwrap_or("-"),
             trace_id = %trace_id,
@@ -287,42 +293,6 @@ impl Entry {
             attributes,
             int_attributes: vec![("switchyard.attempts", i64::from(self.facts.attempts))],
         }
-    }
-}
-
-pin_project! {
-    /// The downstream request body, counting bytes as they go upstream.
-    struct Counted {
-        #[pin]
-        inner: Incoming,
-        counter: Arc<AtomicU64>,
-    }
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

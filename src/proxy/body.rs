@@ -1,5 +1,7 @@
 //! Bodies crossing the proxy: the downstream request body on its way up, the upstream response
-//! body on its way down, and small generated ones.
+//! body on its way down. The body types themselves and the small generated bodies
+//! ([`full`]) are in `wire`, which every layer shares; they are re-exported here because the
+//! request path builds its error pages through this module.
 //!
 //! Both streamed directions pass frames through one at a time (no buffering here, so hyper's
 //! flow control is the backpressure: a slow reader stops the writer) and stamp one shared
@@ -14,17 +16,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::runtime::InFlightGuard;
-use crate::upstream::activity::Activity;
-use crate::upstream::{self, BoxError, UpstreamBody};
+use crate::endpoint::InFlightGuard;
+use crate::upstream::UpstreamBody;
+use crate::wire::activity::Activity;
+use crate::wire::{self, BoxError};
 
-/// Every downstream response body: a streamed upstream body or a small generated one.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::wire::{full, ProxyBody};
 
 /// The route's stream idle limit and the clock both directions stamp.
 #[derive(Debug, Clone)]
@@ -40,16 +41,9 @@ pub struct IdleWatch {
 #[error("no bytes in either direction for {0:?}")]
 pub struct IdleTimeout(pub Duration);
 
-/// A fixed body (error pages).
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 /// The downstream request body as sent upstream: frames (data and trailers) pass unchanged and
 /// stamp `idle` when there is one.
-pub fn request(body: upstream::Body, idle: Option<&IdleWatch>) -> upstream::Body {
+pub fn request(body: wire::Body, idle: Option<&IdleWatch>) -> wire::Body {
     match idle {
         // An empty body has no bytes to stamp.
         Some(watch) if !body.is_end_stream() => Stamped {
@@ -158,7 +152,7 @@ impl Body for Guarded {
 pin_project! {
     struct Stamped {
         #[pin]
-        inner: upstream::Body,
+        inner: wire::Body,
         activity: Activity,
     }
 }

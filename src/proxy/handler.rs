@@ -1,15 +1,16 @@
-//! The request path, in order: snapshot → route → cluster → endpoint → forward → response.
+//! The request's edges: what happens before the per-route stack and after it.
 //!
-//! Everything a request needs is loaded once at the start (one `ArcSwap` load) and kept to the
-//! end, so a reload mid-request changes nothing for it. Failures before the response head
-//! becomes a [`ProxyError`] answered here; failures after it abort the stream (hyper does that
-//! when the body errors).
+//! [`handle`] loads the snapshot once (one `ArcSwap` load) and keeps it to the end, so a reload
+//! mid-request changes nothing for it; it settles the request id, trace context and access-log
+//! record, runs the stack ([`super::stack`]: route, cache, cluster limits, retry, balancer,
+//! endpoint pool, outlier), and finishes the response head (`x-request-id`, `via`, debug
+//! headers). Failures before the response head become a [`ProxyError`] answered here; failures
+//! after it abort the stream (hyper does that when the body errors).
 //!
-//! The layers of the request path (here, `server::serve_request`, `resilience::run` and
-//! `attempt`, `Upstream::send`, `upstream::exchange`) are `fn`s returning an `async move`
-//! block, not `async fn`s: an `async fn` holds each argument twice in its future (as captured,
-//! then moved into a local), and these futures nest, so the request head was copied twice per
-//! layer and each layer's future grew by it. This way the request future is 5.3 KiB, not 7.4.
+//! The head rules the stack applies between its layers are here too: `upstream_head` makes
+//! the request head the endpoint sees, `downstream_head` the response head the client sees.
+//! `handle` returns an `async move` block rather than being an `async fn` for the reason the
+//! stack's module doc gives.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,16 +23,17 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::access_log::{AccessLog, RequestFacts, Tracked};
+use super::access_log::{AccessLog, Tracked};
+use super::attempt::Won;
 use super::body::{self, IdleWatch, ProxyBody};
-use super::error::ProxyError;
-use super::headers::{self, Present, Watched};
-use crate::balance::{self, PickContext};
+use super::request_body::H2Limits;
 use crate::config::Protocol;
-use crate::router::RequestView;
-use crate::runtime::{Shared, Snapshot};
-use crate::upstream::activity::Activity;
-use crate::upstream::{upgrade, FailureKind, Upstream, UpstreamError};
+use crate::router::CompiledRoute;
+use crate::state::{ListenerSnapshot, Shared};
+use crate::upstream::{upgrade, Upstream};
+use crate::wire::headers::{self, Present, Watched};
+use crate::wire::ProxyError;
+use crate::wire::{FailureKind, UpstreamError};
 
 /// What every request on one downstream connection shares.
 #[derive(Debug, Clone)]
@@ -44,22 +46,24 @@ pub struct ConnContext {
     pub listener: Arc<str>,
     /// The downstream peer.
     pub peer: SocketAddr,
-    /// The peer's address as `x-forwarded-for` writes it, rendered once per connection.
-    pub forwarded_for: HeaderValue,
-    /// The connection is TLS (`x-forwarded-proto: https`).
+    /// The forwarding headers' view of this connection (peer, scheme, port), rendered once.
+    pub forwarding: headers::ConnView,
+    /// The connection is TLS.
     pub tls: bool,
     /// The verified client certificate's identity (mTLS listeners only).
     pub client_identity: Option<Arc<crate::tls::identity::PeerIdentity>>,
 }
 
-/// Serves one request; never fails (errors become responses).
+/// Serves one request; never fails (errors become responses). `h2_body`: the limits of an
+/// HTTP/2 request's body (HTTP/1 bodies are checked on the socket).
 #[allow(
     clippy::manual_async_fn,
-    reason = "arguments held once: see the module doc"
+    reason = "arguments held once: see the module doc of crate::proxy::stack"
 )]
 pub fn handle<'a>(
     ctx: &'a ConnContext,
     req: Request<Incoming>,
+    h2_body: Option<H2Limits>,
 ) -> impl Future<Output = Response<Tracked>> + 'a {
     async move {
         let version = req.version();
@@ -68,14 +72,14 @@ pub fn handle<'a>(
         let request_id = headers::ensure_request_id(&mut parts.headers, present);
         let grpc = is_grpc(&parts.headers, present);
         let snapshot = ctx.shared.snapshot();
-        // Settled here rather than in `forward` so the access log knows the trace id; the proxy's
+        // Settled here rather than in the stack so the access log knows the trace id; the proxy's
         // span becomes the upstream request's parent (crate::trace).
         let span = crate::trace::start(&mut parts, present, &snapshot.config().tracing);
         let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id, span);
-        let body = access.count_request_body(body);
-        // HTTP/2 bodies without a declared length are held to max_body_bytes (hygiene::limit).
-        let body = super::hygiene::limit::apply(body, &parts.extensions);
-        let mut response = match forward(ctx, &snapshot, parts, body, &mut access.facts).await {
+        // HTTP/2 bodies are held to max_body_bytes and body_read_timeout as they stream.
+        let body = access.count_request_body(body, h2_body);
+        let served = super::stack::serve(ctx, &snapshot, parts, body, &mut access.facts);
+        let mut response = match served.await {
             Ok(response) => response,
             Err(error) => {
                 access.proxy_error();
@@ -102,236 +106,134 @@ pub fn handle<'a>(
     }
 }
 
-#[allow(
-    clippy::manual_async_fn,
-    reason = "arguments held once: see the module doc"
-)]
-fn forward<'a>(
-    ctx: &'a ConnContext,
-    snapshot: &'a Snapshot,
-    parts: Parts,
-    body: crate::upstream::Body,
-    facts: &'a mut RequestFacts,
-) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
-    async move {
-        let listener = snapshot.listener(&ctx.listener).ok_or_else(|| {
-            ProxyError::Internal(format!("listener {} not in snapshot", ctx.listener))
-        })?;
-        let host = request_host(&parts);
-        let host_text = host.as_ref().and_then(|h| h.to_str().ok());
-        let routed = {
-            let view = RequestView {
-                method: &parts.method,
-                host: host_text,
-                path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                headers: &parts.headers,
-                client_identity: ctx.client_identity.as_deref().map(|id| id.id.as_str()),
-            };
-            snapshot
-                .router()
-                .route(listener.index(), &view)?
-                .ok_or(ProxyError::NoRoute)?
-        };
-        facts.route = Some(routed.index);
-        let cache =
-            crate::cache::Layer::new(snapshot, routed.route.config(), ctx, host_text, &parts);
-        if let Some(cache) = cache {
-            // A hit picks no cluster; its request metrics go to the route's first (exchange
-            // replaces it on a miss).
-            facts.cluster = snapshot.cluster(routed.route.pick_cluster(0)).cloned();
-            // Boxed: the cache layer's state would otherwise size every request's future, cached
-            // route or not (it is moved and held per request).
-            let served = cache.serve(parts, body, move |parts, body| {
-                exchange(ctx, snapshot, routed, host, parts, body, facts)
-            });
-            return Box::pin(served).await;
-        }
-        exchange(ctx, snapshot, routed, host, parts, body, facts).await
-    }
+/// The accepted upgrade of a request (WebSocket), kept from the request head for the response.
+pub(super) struct Upgrade {
+    /// The client's `Upgrade` token, echoed on the 101.
+    token: HeaderValue,
+    /// The downstream connection's upgrade; hyper resolves it once the 101 is written downstream.
+    downstream: Option<OnUpgrade>,
 }
 
-/// Sends `parts` (no body) through the current snapshot's route to the upstream, skipping the
-/// cache: the response cache's background refresh. Boxed, because it runs `forward` inside a
-/// task that `forward` itself spawns.
-pub(crate) fn refetch(
-    ctx: ConnContext,
-    parts: Parts,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>,
-> {
-    Box::pin(async move {
-        let snapshot = ctx.shared.snapshot();
-        let mut facts = RequestFacts::default();
-        let body = crate::upstream::empty_body();
-        forward(&ctx, &snapshot, parts, body, &mut facts).await
-    })
-}
-
-/// Everything after routing: cluster, limits, the upstream head, the attempt loop and the
-/// response head. Split from [`forward`] so a layer between routing and the upstream (the
-/// response cache) can call it as its fetch.
+/// Makes the request head the endpoint sees: hop-by-hop headers stripped (an accepted upgrade
+/// and `te: trailers` to HTTP/2 backends survive on purpose), forwarding headers, `via`,
+/// the client's Host, the route's header rules, the rewritten target and the upstream
+/// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any.
 #[allow(
-    clippy::manual_async_fn,
-    reason = "arguments held once: see the module doc"
+    clippy::too_many_arguments,
+    reason = "each is a distinct input of the head rules, borrowed from the stack's locals"
 )]
-fn exchange<'a>(
-    ctx: &'a ConnContext,
-    snapshot: &'a Snapshot,
-    routed: crate::router::Routed<'a>,
+pub(super) fn upstream_head(
+    ctx: &ConnContext,
+    listener: &ListenerSnapshot,
+    route: &CompiledRoute,
+    protocol: Protocol,
+    path_and_query: String,
     host: Option<HeaderValue>,
-    mut parts: Parts,
-    body: crate::upstream::Body,
-    facts: &'a mut RequestFacts,
-) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
-    async move {
-        let listener = snapshot.listener(&ctx.listener).ok_or_else(|| {
-            ProxyError::Internal(format!("listener {} not in snapshot", ctx.listener))
-        })?;
-        let route = routed.route;
-        let cluster_name = route.pick_cluster(fastrand::u64(..));
-        let cluster = snapshot.cluster(cluster_name).ok_or_else(|| {
-            ProxyError::Internal(format!("cluster {cluster_name} not in snapshot"))
-        })?;
-        facts.cluster = Some(Arc::clone(cluster));
-
-        let pick = PickContext {
-            endpoints: cluster.endpoints(),
-            client: Some(ctx.peer),
-            random: fastrand::u64(..),
-            // The `hash_on` key, hashed once per request (None: no key, least_request fallback).
-            hash: cluster.config().hash_on.as_ref().and_then(|hash_on| {
-                let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                balance::request_hash(hash_on, &parts.headers, target, Some(ctx.peer.ip()))
-            }),
-        };
-        // Cluster limits first (503 at once when over); `_pending` lasts until the response head.
-        let crate::health::limits::Admission {
-            pending: _pending,
-            request: cluster_slot,
-        } = crate::health::limits::admit(cluster)?;
-        // Endpoints are picked per attempt in `resilience::run` (`health::admit` + the balancer's
-        // admission), which also hands the winner's guard the cluster's `max_requests` slot.
-        // Scanned again: the cache layer may have rewritten the head since `handle` scanned it.
-        let present = Present::scan(&parts.headers);
-        let grpc = is_grpc(&parts.headers, present);
-        // A client's gRPC deadline bounds the exchange as the route `timeout` does (the shorter).
-        let grpc_timeout = present
-            .has(Watched::GrpcTimeout)
-            .then(|| crate::resilience::grpc_timeout(&parts.headers))
-            .flatten();
-        let total = match (route.config().timeout, grpc_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-
-        // Request head as the endpoint will see it. Two hop-by-hop headers survive on purpose
-        // (DESIGN.md): an accepted Upgrade, and `te: trailers` to HTTP/2 (gRPC) backends.
-        let protocol = cluster.config().protocol;
-        let upgrade = (route.config().websocket
-            && protocol == Protocol::Http1
-            && present.has(Watched::Connection)
-            && present.has(Watched::Upgrade))
-        .then(|| upgrade_token(&parts.headers))
-        .flatten();
-        let te_trailers = protocol == Protocol::H2
-            && present.has(Watched::Te)
-            && asks_for_trailers(&parts.headers);
-        headers::strip_hop_by_hop(&mut parts.headers, present);
-        if let Some(token) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, token.clone());
-        }
-        if te_trailers {
-            parts
-                .headers
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        headers::ensure_traceparent(&mut parts.headers, present);
-        headers::set_forwarded(
-            &mut parts.headers,
-            present,
-            &ctx.forwarded_for,
-            listener.trusted_hops(),
-            host.as_ref(),
-        );
-        crate::tls::identity::set_forwarded_tls(
-            &mut parts.headers,
-            present,
-            ctx.tls,
-            ctx.client_identity.as_deref(),
-        );
-        if let Some(host) = host {
-            // The client's Host (or the authority of an absolute-form / HTTP/2 target, which
-            // RFC 9112 3.2.2 and RFC 9113 8.3.1 say take precedence) goes upstream unchanged.
-            parts.headers.insert(header::HOST, host);
-        }
-        route.apply_request_headers(&mut parts.headers);
-        parts.uri = Uri::try_from(routed.upstream_path_and_query)
-            .map_err(|e| ProxyError::Internal(format!("rewritten target is not a URI: {e}")))?;
-        parts.version = match protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::H2 => Version::HTTP_2,
-        };
-        // Taken before the request moves on: hyper resolves it once the 101 is written downstream.
-        let downstream_upgrade = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-        // One clock for both directions: the route's idle_timeout counts silence either way.
-        let idle = route.config().idle_timeout.map(|limit| IdleWatch {
-            activity: Activity::new(),
-            limit,
-        });
-        // An upgrade's body is the tunnel: it is never repeated. Each attempt records its outcome
-        // for outlier detection (`health::record`) and its time to headers for peak EWMA.
-        let repeatable = upgrade.is_none();
-        let plan = crate::resilience::Plan {
-            upstream: &ctx.upstream,
-            cluster,
-            pick,
-            idle: idle.as_ref(),
-            retry: route.config().retry.as_ref().filter(|_| repeatable),
-            hedge: route.config().hedge.as_ref().filter(|_| repeatable),
-            state: snapshot.resilience(routed.index),
-            grpc,
-            per_try: route
-                .config()
-                .retry
-                .as_ref()
-                .and_then(|r| r.per_try_timeout),
-            deadline: total.map(|t| (std::time::Instant::now() + t, t)),
-        };
-        let won = crate::resilience::run(plan, parts, body, facts, cluster_slot).await?;
-        let (response, guard, endpoint) = (won.response, won.guard, won.endpoint);
-
-        let (mut head, upstream_body) = response.into_parts();
-        let present = Present::scan(&head.headers);
-        headers::strip_hop_by_hop(&mut head.headers, present);
-        if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(token), Some(downstream)) = (upgrade, downstream_upgrade) else {
-                // A 101 we did not ask for cannot be relayed: the client would not expect it.
-                return Err(ProxyError::Upstream(UpstreamError::sent(
-                    FailureKind::BadResponse,
-                    endpoint.address(),
-                    "101 without an accepted Upgrade",
-                )));
-            };
-            let upstream = head.extensions.remove::<OnUpgrade>().ok_or_else(|| {
-                ProxyError::Internal("upstream 101 without an upgradable connection".into())
-            })?;
-            head.headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            head.headers.insert(header::UPGRADE, token);
-            let idle_timeout = route.config().idle_timeout;
-            upgrade::spawn_tunnel(downstream, upstream, endpoint, idle_timeout);
-        }
-        route.apply_response_headers(&mut head.headers);
-        Ok(Response::from_parts(
-            head,
-            body::upstream(upstream_body, guard, idle),
-        ))
+    parts: &mut Parts,
+    present: Present,
+) -> Result<Option<Upgrade>, ProxyError> {
+    let upgrade = (route.config().websocket
+        && protocol == Protocol::Http1
+        && present.has(Watched::Connection)
+        && present.has(Watched::Upgrade))
+    .then(|| upgrade_token(&parts.headers))
+    .flatten();
+    let te_trailers =
+        protocol == Protocol::H2 && present.has(Watched::Te) && asks_for_trailers(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, present);
+    if let Some(token) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, token.clone());
     }
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers::ensure_traceparent(&mut parts.headers, present);
+    headers::set_forwarded(
+        &mut parts.headers,
+        present,
+        &ctx.forwarding,
+        listener.trusted_hops(),
+        host.as_ref(),
+    );
+    crate::tls::identity::set_forwarded_client_cert(
+        &mut parts.headers,
+        present,
+        ctx.client_identity.as_deref(),
+    );
+    // With the version the client spoke, before it becomes the upstream protocol's.
+    headers::add_request_via(&mut parts.headers, parts.version);
+    // The client's Host (or the authority of an absolute-form / HTTP/2 target, which
+    // RFC 9112 3.2.2 and RFC 9113 8.3.1 say take precedence) goes upstream unchanged. An HTTP/1
+    // origin-form request's host *is* its one Host line (the head check refuses a second), so
+    // the map already holds it and is not looked up again.
+    let host_is_the_header = parts.uri.authority().is_none()
+        && matches!(
+            parts.version,
+            Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+        );
+    if let Some(host) = host.filter(|_| !host_is_the_header) {
+        parts.headers.insert(header::HOST, host);
+    }
+    route.apply_request_headers(&mut parts.headers);
+    parts.uri = Uri::try_from(path_and_query)
+        .map_err(|e| ProxyError::Internal(format!("rewritten target is not a URI: {e}")))?;
+    parts.version = match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::H2 => Version::HTTP_2,
+    };
+    // Taken before the request moves on: hyper resolves it once the 101 is written downstream.
+    Ok(upgrade.map(|token| Upgrade {
+        token,
+        downstream: parts.extensions.remove::<OnUpgrade>(),
+    }))
+}
+
+/// Makes the winning attempt's response the client's: hop-by-hop headers stripped, an
+/// accepted upgrade's 101 joined to the downstream connection by a byte tunnel, the route's
+/// header rules, and the body that holds the attempt's guard (and so the cluster's
+/// `max_requests` slot) until it ends.
+pub(super) fn downstream_head(
+    route: &CompiledRoute,
+    won: Won,
+    upgrade: Option<Upgrade>,
+    idle: Option<IdleWatch>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (response, guard, endpoint) = (won.response, won.guard, won.endpoint);
+    let (mut head, upstream_body) = response.into_parts();
+    let present = Present::scan(&head.headers);
+    headers::strip_hop_by_hop(&mut head.headers, present);
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(Upgrade {
+            token,
+            downstream: Some(downstream),
+        }) = upgrade
+        else {
+            // A 101 we did not ask for cannot be relayed: the client would not expect it.
+            return Err(ProxyError::Upstream(UpstreamError::sent(
+                FailureKind::BadResponse,
+                endpoint.address(),
+                "101 without an accepted Upgrade",
+            )));
+        };
+        let upstream = head.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+            ProxyError::Internal("upstream 101 without an upgradable connection".into())
+        })?;
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers.insert(header::UPGRADE, token);
+        let idle_timeout = route.config().idle_timeout;
+        upgrade::spawn_tunnel(downstream, upstream, endpoint, idle_timeout);
+    }
+    route.apply_response_headers(&mut head.headers);
+    Ok(Response::from_parts(
+        head,
+        body::upstream(upstream_body, guard, idle),
+    ))
 }
 
 /// `x-switchyard-attempts` and `x-switchyard-endpoint`, for routes with `debug_headers = true`
@@ -349,7 +251,7 @@ fn debug_headers(headers: &mut HeaderMap, facts: &super::access_log::RequestFact
 
 /// gRPC requests (RFC-less but universal: `application/grpc`, `application/grpc+proto`, …) get
 /// proxy failures as `grpc-status` instead of an HTTP error status.
-fn is_grpc(headers: &HeaderMap, present: Present) -> bool {
+pub(super) fn is_grpc(headers: &HeaderMap, present: Present) -> bool {
     present.has(Watched::ContentType)
         && headers
             .get(header::CONTENT_TYPE)
@@ -383,7 +285,7 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 /// HTTP/2's `:authority`), else the `Host` header. A header value, so the usual case (HTTP/1
 /// with `Host`) shares hyper's bytes instead of copying them for routing, `x-forwarded-host`
 /// and the upstream `Host`.
-fn request_host(parts: &Parts) -> Option<HeaderValue> {
+pub(super) fn request_host(parts: &Parts) -> Option<HeaderValue> {
     if let Some(authority) = parts.uri.authority() {
         // Userinfo (`user@host`) is not part of the host and must not reach the backend.
         let host = authority.as_str().rsplit('@').next().unwrap_or_default();

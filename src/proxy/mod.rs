@@ -2,21 +2,30 @@
 //!
 //! - [`listener`]: `SO_REUSEPORT` sockets, one per worker per listener.
 //! - [`server`]: accept loops and HTTP/1.1 + h2c connections (hyper-util `auto`), graceful drain.
-//! - [`handler`]: the request path itself — route, pick, forward — in one readable function.
-//! - [`headers`]: hop-by-hop stripping, `x-forwarded-*`, `x-request-id`, `traceparent`, `via`.
-//! - [`error`]: [`ProxyError`], each variant with its status and the side that failed.
-//!
+//! - [`handler`]: the request's edges — snapshot, request id, access log, error responses — and
+//!   the head rules applied on the way up and down.
+//! - [`stack`]: the per-route stack, every layer in order (route, cache, cluster limits, retry,
+//!   balancer, endpoint pool, outlier), composed in one file.
+//! - [`layers`]: the balancer, retry and outlier layers as tower middleware, for embedders who
+//!   wrap their own HTTP client (the proxy calls the functions they wrap directly).
+//! - [`attempt`]: the stack's retry layer — retries and hedges as `resilience` decides them.
+//! - [`log_text`]: the text log format's field escaping (no value can forge a field).
+//! - The header rules, `ProxyError` and the body types are in [`crate::wire`], below every
+//!   module that needs them.
+//! - [`request_body`]: the downstream request body on its way up — counted, HTTP/2 limits
+//!   applied, its failures recorded as the client's.
 //! - [`hygiene`]: between the socket and hyper — strict HTTP/1 head checks (smuggling), size
 //!   limits, our own first-byte/header/body/keep-alive timers, HTTP/2 request checks.
 
 pub mod access_log;
+pub mod attempt;
 pub mod body;
-pub mod error;
 pub mod handler;
-pub mod headers;
 pub mod hygiene;
+pub mod layers;
 pub mod listener;
+pub mod log_text;
+pub mod request_body;
 pub mod server;
+pub mod stack;
 mod woken;
-
-pub use error::{ProxyError, Side};

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -36,13 +36,15 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
-use super::hygiene::limit::BodyLimit;
-use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Reject};
+use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
+use super::request_body::H2Limits;
 use super::woken::Woken;
 use crate::config::LimitsConfig;
-use crate::runtime::Shared;
+use crate::state::Shared;
 use crate::tls::server::{handshake, Termination};
 use crate::upstream::Upstream;
+use crate::wire::headers::ConnView;
+use crate::wire::shutdown::stopped;
 
 /// First pause after an accept error such as EMFILE; doubled per consecutive error up to
 /// [`ACCEPT_BACKOFF_MAX`]. Retrying at once would spin a core while descriptors are short.
@@ -119,6 +121,8 @@ impl ConnServer {
         active: mpsc::Sender<()>,
     ) {
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        // `x-forwarded-port`: every worker's socket of a listener is bound to the same port.
+        let port = listener.local_addr().map_or(0, |addr| addr.port());
         loop {
             let accepted = tokio::select! {
                 _ = stopped(&mut shutdown) => break,
@@ -164,7 +168,13 @@ impl ConnServer {
                 upstream: Arc::clone(&ctx.upstream),
                 listener: Arc::clone(&ctx.name),
                 peer,
-                forwarded_for: super::headers::forwarded_for(peer.ip()),
+                // The scheme is the termination's: a TLS connection serves no request before
+                // its handshake succeeded.
+                forwarding: ConnView::new(
+                    peer.ip(),
+                    port,
+                    matches!(termination, Termination::Tls(_)),
+                ),
                 tls: false,
                 client_identity: None,
             };
@@ -173,24 +183,28 @@ impl ConnServer {
             let active = active.clone();
             tokio::spawn(async move {
                 // A guard, so the gauge comes down even if serving panics.
-                let _open = crate::admin::metrics::DownstreamConnection::opened();
+                let _open = crate::telemetry::metrics::DownstreamConnection::opened();
                 match termination {
-                    Termination::Plain => server.serve(stream, ctx, shutdown).await,
+                    Termination::Plain => {
+                        server.serve(stream, ctx, Protocols::Detect, shutdown).await;
+                    }
                     Termination::Tls(tls) => {
                         let limit = server.limits.first_byte_timeout;
                         // Boxed: the handshake's state is large, and inline it would size
                         // every connection task, plain ones too, for the whole connection.
                         let shake = Box::pin(handshake(&tls, stream, limit, peer));
                         if let Some((stream, identity)) = shake.await {
+                            let protocols =
+                                Protocols::from_alpn(stream.get_ref().1.alpn_protocol());
                             let ctx = ConnContext {
                                 tls: true,
                                 client_identity: identity.map(Arc::new),
                                 ..ctx
                             };
-                            // Boxed for the same reason: serving a TLS stream is ~3.5 KiB of
-                            // state, three times a plain one, and a parked plain connection
-                            // would carry it.
-                            Box::pin(server.serve(stream, ctx, shutdown)).await;
+                            // Boxed for the same reason: serving a TLS stream holds several
+                            // times a plain one's state, and a parked plain connection would
+                            // carry it (`benches/load/run.sh` reports RSS per idle connection).
+                            Box::pin(server.serve(stream, ctx, protocols, shutdown)).await;
                         }
                     }
                     Termination::Unavailable => drop(stream),
@@ -201,21 +215,28 @@ impl ConnServer {
         }
     }
 
-    /// Serves one connection; on shutdown, lets requests in progress finish and then closes
-    /// (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2 connection without open streams
-    /// for `keepalive_timeout` is closed the same way (HTTP/1 idling is `GuardedIo`'s job).
+    /// Serves one connection, in the `protocols` TLS ALPN allows; on shutdown, lets requests in
+    /// progress finish and then closes (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2
+    /// connection without open streams for `keepalive_timeout` is closed the same way (HTTP/1
+    /// idling is `GuardedIo`'s job).
     ///
     /// HTTP/1 is served in sessions: when a keep-alive connection has idled for
     /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends hyper's session, which frees hyper's
     /// buffers, and the next request starts a new one. Between sessions the task holds the
     /// socket, `GuardedIo` and the service, nothing else: each session lives in its own box.
-    async fn serve<S>(&self, stream: S, ctx: ConnContext, mut shutdown: watch::Receiver<bool>)
-    where
+    async fn serve<S>(
+        &self,
+        stream: S,
+        ctx: ConnContext,
+        protocols: Protocols,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let peer = ctx.peer;
         let state = ConnState::new();
-        let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits));
+        let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits))
+            .with_protocols(protocols);
         let requests = Requests {
             ctx: Arc::new(ctx),
             state: Arc::clone(&state),
@@ -223,16 +244,17 @@ impl ConnServer {
         };
         let service = {
             let requests = requests.clone();
-            // Not boxed: an HTTP/1 session keeps one slot of this future's size (about 5.3 KiB)
-            // and reuses it for every request, where a box per request cost a large malloc, a
-            // free and a copy of the whole future each time. The slot goes with the session
-            // when the connection parks.
+            // Not boxed: an HTTP/1 session keeps one slot of this future's size and reuses it
+            // for every request, where a box per request cost a large malloc, a free and a copy
+            // of the whole future each time. The slot goes with the session when the connection
+            // parks. Re-check with `benches/load/run.sh --instructions --baseline OLD_BINARY`
+            // (HTTP/1.1 row).
             service_fn(move |req| requests.clone().serve(req))
         };
         loop {
             let parked = io
                 .is_parked()
-                .then(crate::admin::metrics::DownstreamConnection::parked);
+                .then(crate::telemetry::metrics::DownstreamConnection::parked);
             let arrival = tokio::select! {
                 arrival = std::future::poll_fn(|cx| io.poll_arrival(cx)) => arrival,
                 // Between sessions there is nothing in progress to finish.
@@ -246,8 +268,9 @@ impl ConnServer {
                     let service = service_fn(move |req| {
                         // Boxed per stream, unlike HTTP/1: hyper moves each stream's future
                         // several times on its way into the stream's own task, and a pointer
-                        // moves for less than the whole future (h2c CPU per request +7 %
-                        // unboxed, when it was 7.5 KiB).
+                        // moves for less than the whole future (unboxed cost more CPU per h2c
+                        // request; re-check the h2c row of
+                        // `benches/load/run.sh --instructions --baseline OLD_BINARY`).
                         let served: ServedRequest = boxed_in_place(|| requests.clone().serve(req));
                         served
                     });
@@ -383,11 +406,12 @@ impl Requests {
 }
 
 /// Boxes the future `make` builds, building it in its allocation. `Box::pin(future)` builds
-/// the future on the stack and copies all of it to the heap: a request's future is 5.3 KiB
-/// (7.4 when this was measured, ≈ 700 instructions per HTTP/2 stream), though only its
-/// arguments are set before the first poll. With the allocation made first, the compiler
-/// writes the arguments into it (checked with callgrind; the copy is an optimisation the
-/// language does not promise to remove).
+/// the future on the stack and copies all of it to the heap: a request's future is several
+/// KiB, though only its arguments are set before the first poll. With the allocation made
+/// first, the compiler writes the arguments into it (the copy is an optimisation the language
+/// does not promise to remove). To re-check: `RUSTFLAGS=-Zprint-type-sizes cargo +nightly build`
+/// gives the future's size, and the h2c row of
+/// `benches/load/run.sh --instructions --baseline OLD_BINARY` the cost of the copy.
 fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
@@ -400,48 +424,35 @@ type ServedRequest =
 /// the handler. The response body holds the request open for the idle timer.
 #[allow(
     clippy::manual_async_fn,
-    reason = "arguments held once: see the module doc of crate::proxy::handler"
+    reason = "arguments held once: see the module doc of crate::proxy::stack"
 )]
 fn serve_request<'a>(
     ctx: &'a ConnContext,
     state: &'a Arc<ConnState>,
     limits: &'a Limits,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a {
     async move {
         let open = state.start();
-        let connect = req.method() == Method::CONNECT;
-        let body_limit = match limits.max_body_bytes {
-            // HTTP/1 bodies are counted by `GuardedIo`; an HTTP/2 body only frame by frame, and
-            // only if there is one (a stream that ended with its headers has none to limit).
-            Some(max)
-                if req.version() == http::Version::HTTP_2
-                    && !http_body::Body::is_end_stream(req.body()) =>
-            {
-                let limit = BodyLimit::new(max);
-                req.extensions_mut().insert(limit.clone());
-                Some(limit)
-            }
-            _ => None,
-        };
-        let mut response = match hygiene::h2::check(&req, limits) {
-            Ok(()) => handler::handle(ctx, req).await,
+        // HTTP/1 bodies are limited and timed by `GuardedIo` on the socket; an HTTP/2 body only
+        // frame by frame as it streams, and only if there is one (a stream that ended with its
+        // headers has none). A body that goes over or stalls fails as the client's (413, 408).
+        let h2_body = (req.version() == http::Version::HTTP_2
+            && !http_body::Body::is_end_stream(req.body()))
+        .then_some(H2Limits {
+            max_body_bytes: limits.max_body_bytes,
+            read_timeout: limits.body_read_timeout,
+        });
+        let response = match hygiene::h2::check(&req, limits) {
+            Ok(()) => handler::handle(ctx, req, h2_body).await,
             Err(reject) => {
                 reject.count();
                 refusal(reject).map(Tracked::untracked)
             }
         };
-        if body_limit.is_some_and(|l| l.tripped()) {
-            Reject::BodyTooLarge.count();
-            // The cut body failed the upstream request (a 5xx of ours); say why instead.
-            if response.status().is_server_error() {
-                response = refusal(Reject::BodyTooLarge).map(Tracked::untracked);
-            }
-        }
         let status = response.status();
-        state.responded(
-            status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()),
-        );
+        // CONNECT never gets here with a 2xx (hygiene refuses it), so only a 101 switches.
+        state.responded(status == StatusCode::SWITCHING_PROTOCOLS);
         response.map(|body| conn::hold_open(body, open))
     }
 }
@@ -499,12 +510,6 @@ async fn stalled(state: &ConnState, limit: Duration) {
             None => tokio::time::sleep(limit / 4).await,
         }
     }
-}
-
-/// Resolves once shutdown is signalled or its sender is gone. Returns `()` rather than
-/// `wait_for`'s `Ref`, which is a read guard on the channel and must not live across an `.await`.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //!
 //! `tokio::select!` polls each branch whenever the task wakes. A connection task wakes for its
 //! session several times per request, and each time it also polled the shutdown watch, whose
-//! `Notified` takes a mutex to check its waker (≈ 180 instructions, twice per request). Behind
-//! [`Woken`], that branch costs an atomic waker registration and a flag test until the watch
-//! itself signals.
+//! `Notified` takes a mutex to check its waker, twice per request. Behind [`Woken`], that
+//! branch costs an atomic waker registration and a flag test until the watch itself signals
+//! (re-check with `benches/load/run.sh --instructions --baseline OLD_BINARY`).
 
 use std::future::Future;
 use std::pin::Pin;

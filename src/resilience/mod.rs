@@ -1,9 +1,11 @@
-//! Retries and hedging: the attempt loop between the router and the upstream pool.
+//! Retries and hedging as policy: what may be retried, how long to back off, when to hedge, how
+//! many retries the route can afford, and how a request body is kept for a second attempt.
 //!
 //! One request may become several attempts, each at one endpoint: a retry after a retryable
 //! failure ([`policy`]), spending the route's [`budget`], after a [`backoff`]; or a hedge, a
 //! second concurrent attempt when the first is slow ([`hedge`]). Request bodies reach every
-//! attempt from a bounded buffer ([`replay`]). The loop itself is [`attempt::run`].
+//! attempt from a bounded buffer ([`replay`]). The loop that applies all this is on the request
+//! path, in `proxy::attempt`: it picks endpoints and sends, which policy does not.
 //!
 //! Per-route state (budget, metric handles) is built once per snapshot in a [`RouteTable`],
 //! indexed like the router's routes, so the request path formats no labels and allocates no
@@ -17,23 +19,17 @@ use metrics::{Counter, Label};
 
 use crate::config::{Config, RetryBudget, RouteConfig};
 
-pub mod attempt;
 pub mod backoff;
 pub mod budget;
 pub mod hedge;
 pub mod policy;
 pub mod replay;
 
-pub use attempt::{run, Plan, Won};
 pub use budget::Budget;
 pub use policy::Reason;
 
-/// `switchyard_retries_total{route,reason}`.
-pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
-/// `switchyard_retry_budget_exhausted_total{route}`.
-pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "switchyard_retry_budget_exhausted_total";
-/// `switchyard_hedges_total{route,result}`.
-pub const HEDGES_TOTAL: &str = "switchyard_hedges_total";
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::{HEDGES_TOTAL, RETRIES_TOTAL, RETRY_BUDGET_EXHAUSTED_TOTAL};
 
 /// The retry/hedge state of one route in one snapshot.
 #[derive(Debug)]
@@ -49,7 +45,8 @@ pub struct RouteResilience {
 
 impl RouteResilience {
     fn new(route: &RouteConfig, prior: Option<&RouteResilience>) -> Self {
-        // A hedge-only route spends DESIGN.md's default budget (ratio 0.2, 10 per second).
+        // A hedge-only route spends the default retry budget (ratio 0.2, 10 per second; README,
+        // "Retries and hedging").
         let settings: Option<RetryBudget> = match (&route.retry, &route.hedge) {
             (Some(retry), _) => Some(retry.budget.clone()),
             (None, Some(_)) => Some(RetryBudget {

@@ -8,7 +8,7 @@
 use http::{HeaderMap, HeaderName, Method, Response};
 
 use crate::config::{RetryOn, RetryPolicy};
-use crate::upstream::{FailureKind, UpstreamError};
+use crate::wire::{FailureKind, UpstreamError};
 
 /// Why an attempt is retried: the `reason` label of `switchyard_retries_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,9 @@ pub fn of_error(policy: &RetryPolicy, error: &UpstreamError) -> Option<Verdict> 
         FailureKind::Timeout => (Reason::PerTryTimeout, policy.per_try_timeout.is_some()),
         // Another endpoint would get the same unexpressible request.
         FailureKind::BadRequest => return None,
+        // The client broke its own request: another try has no body to send, and the failure
+        // is no reason to spend the budget.
+        FailureKind::Client(_) => return None,
     };
     wanted.then_some(Verdict {
         reason,

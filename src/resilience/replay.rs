@@ -19,7 +19,7 @@ use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::upstream::{Body, BoxError};
+use crate::wire::{Body, BoxError};
 
 #[derive(Debug)]
 struct State {
@@ -280,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_bodies_end_at_once() {
-        let replay = Replay::new(crate::upstream::empty_body(), 10);
+        let replay = Replay::new(crate::wire::empty_body(), 10);
         assert!(replay.attempt().is_end_stream());
     }
 }

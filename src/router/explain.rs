@@ -281,7 +281,9 @@ fn cluster_view(cluster: &ClusterConfig) -> ClusterView {
             (Vec::new(), Some(format!("srv {name} every {refresh:?}")))
         }
         EndpointSource::File(path) => (Vec::new(), Some(format!("file {}", path.display()))),
-        EndpointSource::Etcd { endpoints, prefix } => (
+        EndpointSource::Etcd {
+            endpoints, prefix, ..
+        } => (
             Vec::new(),
             Some(format!("etcd {prefix} at {}", endpoints.join(", "))),
         ),

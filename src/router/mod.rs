@@ -20,7 +20,7 @@ mod rewrite;
 mod split;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

@@ -12,25 +12,7 @@
 //! Escapes that are not decoded (`%25`, `%3F`, ...) stay escaped, which keeps the function
 //! idempotent.
 
-use thiserror::Error;
-
-/// Why a request path cannot be routed at all; the proxy answers 400 and forwards nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PathError {
-    /// Origin-form targets start with `/`; absolute-form is turned into origin-form by the proxy
-    /// before routing, and `*` (OPTIONS) has no route to match.
-    #[error("the request path does not start with '/'")]
-    NotOriginForm,
-    /// `%` not followed by two hex digits.
-    #[error("invalid percent-escape at byte {0} of the path")]
-    InvalidEscape(usize),
-    /// `%00`: many backends end strings at NUL, so the path they act on would differ from ours.
-    #[error("the path contains an encoded NUL (%00)")]
-    EncodedNul,
-    /// A raw control byte (0x00-0x1F, 0x7F), never valid in a request target.
-    #[error("the path contains the control byte 0x{0:02X}")]
-    ControlByte(u8),
-}
+pub use crate::wire::PathError;
 
 /// A normalised request target: the canonical path and the query exactly as received.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,9 +16,13 @@
 //! the old snapshot serves on, `config_reloads_total{result="failure"}` increments and
 //! `/config.last_error` shows the errors until the next success.
 //!
+//! Some sections cannot change in a running process (`[runtime]`, `[admin]`, `[limits]`,
+//! `log.format`, `[mesh]`): a reload keeps them as started, logs a warning, and lists the ones
+//! the file changed in [`ReloadHandle::restart_required`], which `POST /reload` and `/config`
+//! show, until a reload of a file that matches the running process again.
+//!
 //! Requests in flight hold the snapshot they loaded and finish on it.
 
-mod accept;
 mod listeners;
 mod watcher;
 
@@ -27,131 +31,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use super::{Shared, Snapshot};
-use crate::admin::metrics::{CONFIG_RELOADS_TOTAL, CONFIG_RELOAD_DURATION_SECONDS};
 use crate::config::Config;
-use crate::proxy::server::stopped;
+use crate::runtime::accept::ListenerCommand;
+use crate::state::reload::{ReloadError, ReloadHandle, Reloaded, Request, Trigger};
+use crate::state::{Shared, Snapshot};
+use crate::telemetry::metrics::{CONFIG_RELOADS_TOTAL, CONFIG_RELOAD_DURATION_SECONDS};
+use crate::wire::shutdown::stopped;
 
-pub(super) use accept::{AcceptLoops, ListenerCommand};
 pub use listeners::LiveListener;
-
-/// What asked for a reload; logged, and the watcher's requests are quiet about a config file
-/// that is missing for a moment (an editor that deletes before it writes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// An event in the config file's folder, after the quiet period.
-    Watch,
-    /// `SIGHUP`.
-    Signal,
-    /// `POST /reload`.
-    Admin,
-}
-
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Watch => "file change",
-            Self::Signal => "SIGHUP",
-            Self::Admin => "POST /reload",
-        }
-    }
-}
-
-/// What a successful reload did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reloaded {
-    /// A new snapshot with this version is live.
-    Published {
-        /// The new snapshot's version.
-        version: u64,
-    },
-    /// The file's content is the running one's; nothing was rebuilt.
-    Unchanged {
-        /// The running snapshot's version.
-        version: u64,
-    },
-}
-
-impl Reloaded {
-    /// The version live after the reload.
-    pub fn version(self) -> u64 {
-        match self {
-            Self::Published { version } | Self::Unchanged { version } => version,
-        }
-    }
-}
-
-/// Why a reload was refused; the old config serves on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", errors.join("\n"))]
-pub struct ReloadError {
-    /// One message per problem, config errors as `FILE:LINE:COL: message`.
-    pub errors: Vec<String>,
-}
-
-impl ReloadError {
-    fn one(message: String) -> Self {
-        Self {
-            errors: vec![message],
-        }
-    }
-}
-
-/// One request to the reloader; `reply` is `None` for fire-and-forget triggers.
-struct Request {
-    trigger: Trigger,
-    reply: Option<oneshot::Sender<Result<Reloaded, ReloadError>>>,
-}
-
-/// What the admin API and the watcher share with the reloader: a way to ask for a reload and
-/// the last failure. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ReloadHandle {
-    requests: mpsc::UnboundedSender<Request>,
-    /// The last failed reload's errors, one per line; `None` after a success.
-    last_error: Arc<ArcSwapOption<String>>,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request")
-            .field("trigger", &self.trigger)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ReloadHandle {
-    /// Reloads now and waits for the outcome. Reloads queue behind each other.
-    pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            trigger,
-            reply: Some(reply),
-        };
-        if self.requests.send(request).is_err() {
-            return Err(ReloadError::one("the proxy is shutting down".to_owned()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(ReloadError::one("the proxy is shutting down".to_owned())))
-    }
-
-    /// Asks for a reload without waiting (the watcher and `SIGHUP`).
-    pub fn trigger(&self, trigger: Trigger) {
-        // `Err`: the reloader is gone because shutdown began; nothing left to reload.
-        let _ = self.requests.send(Request {
-            trigger,
-            reply: None,
-        });
-    }
-
-    /// The last failed reload's errors (one per line), until a reload succeeds.
-    pub fn last_error(&self) -> Option<Arc<String>> {
-        self.last_error.load_full()
-    }
-}
 
 /// The reloader task's state: what is running now, beyond the snapshot itself.
 struct Reloader {
@@ -165,6 +54,7 @@ struct Reloader {
     /// (threads, admin socket, connection limits, log format) are kept from it.
     startup: Arc<Config>,
     last_error: Arc<ArcSwapOption<String>>,
+    restart_required: Arc<ArcSwap<Vec<&'static str>>>,
 }
 
 /// Starts the reloader and the folder watcher on `control`; returns the handle the admin API
@@ -181,9 +71,11 @@ pub(super) fn spawn(
     let path = startup.source.clone();
     let (requests, mut inbox) = mpsc::unbounded_channel::<Request>();
     let last_error = Arc::new(ArcSwapOption::empty());
+    let restart_required = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let handle = ReloadHandle {
         requests,
         last_error: Arc::clone(&last_error),
+        restart_required: Arc::clone(&restart_required),
     };
     let mut reloader = Reloader {
         shared,
@@ -192,6 +84,7 @@ pub(super) fn spawn(
         workers,
         startup,
         last_error,
+        restart_required,
     };
     let mut stop = shutdown.clone();
     control.spawn(async move {
@@ -274,7 +167,7 @@ impl Reloader {
             }
         };
         let sha256 = crate::config::sha256_hex(text.as_bytes());
-        if sha256 == running.config().sha256 {
+        if sha256 == running.config().sha256 && !admin_token_rotated(&running.config().admin) {
             // Back to the running content (an edit undone): nothing stands in error any more.
             self.last_error.store(None);
             return Ok(Reloaded::Unchanged {
@@ -291,11 +184,20 @@ impl Reloader {
             }
             Err(panic) => return Err(ReloadError::one(format!("config parser panicked: {panic}"))),
         };
-        self.keep_restart_only_sections(&mut config);
+        let restart_required = self.keep_restart_only_sections(&mut config);
+        // The admin socket stays where it was until a restart: a file that moves it to loopback
+        // and drops `token_file` in one edit must not leave a non-loopback port open meanwhile.
+        if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
+            return Err(ReloadError::one(format!(
+                "admin.token_file: the admin API listens on {} (not loopback) until the next \
+                 restart; it cannot go without a token before then",
+                config.admin.listen
+            )));
+        }
 
         let plan = listeners::plan(&self.live.load(), &config.listeners, self.workers.len())
             .map_err(ReloadError::one)?;
-        crate::admin::metrics::set_max_endpoint_series(config.metrics.max_endpoint_series);
+        crate::telemetry::metrics::set_max_endpoint_series(config.metrics.max_endpoint_series);
         let shared = Arc::clone(&self.shared);
         // Building 10k routes takes milliseconds: off the control runtime's thread, so the
         // admin API answers meanwhile. The request path never waits for it at all.
@@ -315,24 +217,27 @@ impl Reloader {
         .map_err(|error| ReloadError::one(format!("tls: {error}")))?;
         let live = plan.apply(&self.workers);
         self.live.store(Arc::new(live));
+        self.restart_required.store(Arc::new(restart_required));
         Ok(Reloaded::Published {
             version: published.version(),
         })
     }
 
     /// Keeps the sections a running process cannot change (worker threads, drain settings, the
-    /// admin socket, connection limits, the log format) as they were at start, and says so when
-    /// the file changed them: they take effect on the next restart.
-    fn keep_restart_only_sections(&self, config: &mut Config) {
+    /// admin socket, connection limits, the log format, the mesh member's socket, identity and
+    /// keys) as they were at start, and says so when the file changed them: they take effect on
+    /// the next restart. Returns the changed ones.
+    fn keep_restart_only_sections(&self, config: &mut Config) -> Vec<&'static str> {
         let startup = &self.startup;
         let mut ignored = Vec::new();
         if config.runtime != startup.runtime {
             ignored.push("[runtime]");
             config.runtime = startup.runtime.clone();
         }
-        if config.admin != startup.admin {
-            ignored.push("[admin]");
-            config.admin = startup.admin.clone();
+        // The socket stays; the token follows the file (a reload is how it is rotated).
+        if config.admin.listen != startup.admin.listen {
+            ignored.push("[admin] listen");
+            config.admin.listen = startup.admin.listen;
         }
         if config.limits != startup.limits {
             ignored.push("[limits]");
@@ -342,11 +247,28 @@ impl Reloader {
             ignored.push("log.format");
             config.log.format = startup.log.format;
         }
+        // Kept as started also in the snapshot, so `/config` and mesh discovery describe the
+        // member that actually runs.
+        if config.mesh != startup.mesh {
+            ignored.push("[mesh]");
+            config.mesh = startup.mesh.clone();
+        }
         if !ignored.is_empty() {
             tracing::warn!(
                 "config reload: {} changed; applied at the next restart only",
                 ignored.join(", ")
             );
         }
+        ignored
     }
+}
+
+/// Whether `[admin] token_file` now holds another token than the running one (or cannot be
+/// read): a reload must then go through even though the config text is unchanged, so that
+/// rotating the token needs no edit of the config (and a broken file is reported).
+fn admin_token_rotated(admin: &crate::config::AdminConfig) -> bool {
+    let Some(path) = &admin.token_file else {
+        return false;
+    };
+    crate::config::admin_token(path).ok() != admin.token
 }

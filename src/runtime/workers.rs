@@ -13,10 +13,10 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::reload::{AcceptLoops, ListenerCommand};
-use super::Shared;
+use super::accept::{AcceptLoops, ListenerCommand};
 use crate::config::LimitsConfig;
 use crate::proxy::server::ConnServer;
+use crate::state::Shared;
 use crate::upstream::Upstream;
 
 /// Everything one worker thread needs, assembled before the thread starts.
@@ -37,7 +37,9 @@ pub(super) struct Worker {
     pub commands: mpsc::UnboundedReceiver<ListenerCommand>,
 }
 
-/// A current-thread runtime, the flavour DESIGN.md measured as cheapest per request.
+/// A current-thread runtime: it cost less CPU per request than a multi-thread runtime with one
+/// worker (docs/architecture.md, "Threading model"). To re-check, build both flavours and compare
+/// them with `benches/load/run.sh --instructions --baseline OLD_BINARY`.
 pub(super) fn current_thread_runtime() -> io::Result<Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,7 +156,7 @@ pub(super) fn spawn_control(
         .name("switchyard-control".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                crate::proxy::server::stopped(&mut shutdown).await;
+                crate::wire::shutdown::stopped(&mut shutdown).await;
             });
             // Control tasks hold no request state; don't wait for them.
             runtime.shutdown_background();

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::proxy::headers::{Present, Watched};
+use crate::wire::headers::{Present, Watched};
 
 /// The verified client's identity as the request path needs it, computed once per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,24 +95,16 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
 pub static X_FORWARDED_CLIENT_CERT: http::HeaderName =
     http::HeaderName::from_static("x-forwarded-client-cert");
 
-/// After `x-forwarded-*` are set: `x-forwarded-proto: https` on TLS connections, and
-/// `x-forwarded-client-cert` from the verified certificate. A client-sent
-/// `x-forwarded-client-cert` is always removed first: only we may vouch for an identity.
-/// `present` is `headers` scanned before any of them were set.
-pub fn set_forwarded_tls(
+/// `x-forwarded-client-cert` from the verified certificate. A client-sent one is always
+/// removed first, whatever `trusted_hops` says: only we may vouch for an identity. `present`
+/// is `headers` scanned before any of them were set.
+pub fn set_forwarded_client_cert(
     headers: &mut http::HeaderMap,
     present: Present,
-    tls: bool,
     identity: Option<&PeerIdentity>,
 ) {
     if present.has(Watched::XForwardedClientCert) {
         headers.remove(&X_FORWARDED_CLIENT_CERT);
-    }
-    if tls {
-        headers.insert(
-            http::header::HeaderName::from_static("x-forwarded-proto"),
-            http::HeaderValue::from_static("https"),
-        );
     }
     if let Some(value) = identity.and_then(|id| http::HeaderValue::from_str(&id.forwarded).ok()) {
         headers.insert(X_FORWARDED_CLIENT_CERT.clone(), value);

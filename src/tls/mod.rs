@@ -24,9 +24,8 @@ use std::time::SystemTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Gauge `switchyard_cert_expiry_timestamp_seconds{name}`: when each loaded certificate
-/// expires (Unix seconds), so an alert can fire before it does. `name` is the file path.
-pub const CERT_EXPIRY_TIMESTAMP_SECONDS: &str = "switchyard_cert_expiry_timestamp_seconds";
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::CERT_EXPIRY_TIMESTAMP_SECONDS;
 
 /// Why a TLS config could not be built. Carries the file, so the log line says which one.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,9 @@
 //!
 //! - TLS 1.3 and 1.2 only; the server's cipher-suite order wins (`ignore_client_order`), so a
 //!   client cannot steer us to its weakest common suite.
-//! - ALPN `h2` then `http/1.1`. The server connection (hyper-util's auto builder) tells the
-//!   protocols apart by the HTTP/2 preface that an `h2` client sends, so ALPN and the bytes agree.
+//! - ALPN `h2` then `http/1.1`. The protocol agreed is the only one served on the connection
+//!   (`hygiene::Protocols`): `h2` is HTTP/2 only, `http/1.1` HTTP/1 only; without ALPN the
+//!   first bytes decide (the HTTP/2 preface, or an HTTP/1 request).
 //! - Several certificates, picked by SNI ([`SniResolver`]): exact DNS SAN first, then a
 //!   `*.example.com` wildcard SAN, else the first configured (also for clients without SNI).
 //! - `client_ca`: every client must present a certificate chaining to it, valid now, with the

@@ -6,7 +6,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 use crate::config::TracingConfig;
-use crate::proxy::headers::{Present, Watched};
+use crate::wire::headers::{Present, Watched};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -40,7 +40,7 @@ impl ServerSpan {
 
     /// The `traceparent` value sent upstream: same trace, our span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
-        crate::proxy::headers::traceparent(self.trace_id, self.span_id, self.flags)
+        crate::wire::headers::traceparent(self.trace_id, self.span_id, self.flags)
     }
 }
 

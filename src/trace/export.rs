@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use super::ServerSpan;
 use crate::config::TracingConfig;
 
-/// `trace_spans_total{result}`: spans exported, dropped (queue full) or failed (post refused).
-pub const SPANS_TOTAL: &str = "switchyard_trace_spans_total";
+// Metric names live with every other in `telemetry`, the one list the scrape describes.
+pub use crate::telemetry::metrics::SPANS_TOTAL;
 
 /// Spans waiting for the batcher; at ~1 KiB of JSON each, 4096 bound the memory a dead
 /// collector can hold to a few MiB.

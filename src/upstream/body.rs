@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::connect::H1;
 use super::pool;
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
 
 /// An HTTP/1.1 connection waiting for its response body to end before it can be reused.
 pub(crate) type PendingRelease = (Arc<EndpointState>, H1);

@@ -15,12 +15,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use super::outcome::{FailureKind, UpstreamError};
 use super::pool::PoolLabels;
-use super::Body;
-use crate::admin::metrics::{UPSTREAM_CONNECTIONS, UPSTREAM_CONNECT_DURATION_SECONDS};
 use crate::config::{ClusterConfig, Protocol};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
+use crate::telemetry::metrics::{UPSTREAM_CONNECTIONS, UPSTREAM_CONNECT_DURATION_SECONDS};
+use crate::wire::outcome::{FailureKind, UpstreamError};
+use crate::wire::Body;
 
 /// HTTP/2 flow-control windows. hyper's 64 KiB default stream window caps one stream at
 /// 64 KiB per round trip; 1 MiB per stream (4 MiB per connection) lets a large body stream at

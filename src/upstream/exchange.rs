@@ -18,11 +18,11 @@ use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
 use super::connect::{Sender, H1};
-use super::outcome::{classify, FailureKind, UpstreamError};
 use super::pool::{self, Lease};
-use super::Body;
 use crate::config::ClusterConfig;
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
+use crate::wire::outcome::{classify, FailureKind, UpstreamError};
+use crate::wire::Body;
 
 /// Sends of one request within one attempt: the first plus two resends of a request that was
 /// not processed (a stale pooled connection, then a GOAWAY on the fresh one is already rare).
@@ -53,7 +53,7 @@ impl ReplayHead {
     }
 
     fn rebuild(&self) -> Request<Body> {
-        let mut req = Request::new(super::empty_body());
+        let mut req = Request::new(crate::wire::empty_body());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
@@ -65,7 +65,7 @@ impl ReplayHead {
 /// Sends `req` to `endpoint` and returns the checked response head.
 #[allow(
     clippy::manual_async_fn,
-    reason = "arguments held once: see the module doc of crate::proxy::handler"
+    reason = "arguments held once: see the module doc of proxy::stack"
 )]
 pub(crate) fn exchange<'a>(
     cluster: &'a ClusterConfig,

@@ -8,47 +8,33 @@
 //! in an [`Outcome`] for `switchyard_upstream_requests_total` or an [`UpstreamError`] saying how
 //! it failed and whether the endpoint may have seen the request (retry safety).
 //!
-//! - [`outcome`]: `Outcome`, `FailureKind`, `UpstreamError`, hyper/h2 error classification.
+//! - `Outcome`, `FailureKind`, `UpstreamError` and the client-side failures live in
+//!   [`crate::wire`], the ground floor, because every layer above speaks them.
 //! - [`pool`]: per-worker pools, the connection cap's bounded wait, the idle reaper.
 //! - [`connect`]: TCP connect, handshakes, the connection driver tasks and their counting.
 //! - [`exchange`]: one attempt, resends of unprocessed requests (stale connection, GOAWAY,
 //!   REFUSED_STREAM), HTTP/1.1 framing rules on the response head.
 //! - [`body`]: the response body that returns its connection to the pool when it ends.
-//! - [`activity`]: the shared "last byte moved" clock behind the route `idle_timeout`.
 //! - [`upgrade`]: the WebSocket / HTTP/1.1 Upgrade byte tunnel.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
 
-pub mod activity;
 mod body;
 mod connect;
 mod exchange;
-pub mod outcome;
 mod pool;
 pub mod upgrade;
 
 pub use body::UpstreamBody;
-pub use outcome::{BoxError, FailureKind, Outcome, UpstreamError};
 pub use pool::PoolLabels;
 
 use crate::config::ClusterConfig;
-use crate::runtime::EndpointState;
-
-/// A request body on its way upstream: streamed, type-erased so later layers (retry buffers,
-/// limits, idle tracking) can wrap the downstream body without changing this seam.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// An empty request body (rebuilt requests, tests).
-pub fn empty_body() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
+use crate::endpoint::EndpointState;
+use crate::wire::{Body, ClientBody, Outcome, UpstreamError};
 
 /// One worker's handle on the upstream side.
 ///
@@ -68,11 +54,13 @@ impl Upstream {
 
     /// Sends `req` (origin-form target, `Host` already set, version chosen by the cluster's
     /// protocol) to `endpoint` and returns the response head with a streaming body. `timeout`
-    /// bounds the whole attempt until the response head (connect and pool wait included).
-    /// Counts the attempt in `switchyard_upstream_requests_total`.
+    /// bounds the whole attempt until the response head (connect and pool wait included). `client`
+    /// is the downstream body's record (requests with a body): a failure the client caused comes
+    /// back as [`FailureKind::Client`](crate::wire::FailureKind::Client). Counts the attempt in
+    /// `switchyard_upstream_requests_total`, unless the client caused its failure.
     #[allow(
         clippy::manual_async_fn,
-        reason = "arguments held once: see the module doc of crate::proxy::handler"
+        reason = "arguments held once: see the module doc of proxy::stack"
     )]
     pub fn send<'a>(
         &'a self,
@@ -80,6 +68,7 @@ impl Upstream {
         endpoint: &'a Arc<EndpointState>,
         req: Request<Body>,
         timeout: Option<Duration>,
+        client: Option<&'a ClientBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
@@ -91,11 +80,17 @@ impl Upstream {
                     .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
                 None => attempt.await,
             };
+            let result = match (result, client) {
+                (Err(error), Some(client)) => Err(client.blame(error)),
+                (result, _) => result,
+            };
             let outcome = match &result {
-                Ok(response) => Outcome::of_status(response.status()),
+                Ok(response) => Some(Outcome::of_status(response.status())),
                 Err(error) => error.kind.outcome(),
             };
-            endpoint.metrics().record_upstream(outcome);
+            if let Some(outcome) = outcome {
+                endpoint.metrics().record_upstream(outcome);
+            }
             result
         }
     }

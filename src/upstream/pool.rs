@@ -17,6 +17,18 @@
 //! the allocation (not the state) alive, so the key cannot be reused by another endpoint while
 //! the pool exists. A per-worker reaper closes expired idle connections and drops the pools of
 //! endpoints that are gone.
+//!
+//! `max_connections_per_endpoint` bounds the sockets open to an endpoint across all workers,
+//! idle ones included: the cap exists to protect a backend's connection slots (a server with a
+//! fixed worker or `maxclients` count), and a parked keep-alive connection holds one of those
+//! slots just as a busy one does. With several workers, though, the connection the cap allows
+//! may sit idle in another worker's pool, which this worker cannot reach (thread-local, no
+//! lock). So a request that finds the endpoint at the cap while some counted connection is idle
+//! asks for one to be closed (an atomic on `EndpointState`) and wakes every worker's reaper (a
+//! process-wide `Notify`); the reaper of a worker holding an idle connection of that endpoint
+//! closes its oldest one, the slot frees, and the request opens its own connection. Counting
+//! only busy connections instead would let idle ones push the sockets a backend sees past the
+//! cap, which is what the cap is there to prevent.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -27,10 +39,10 @@ use metrics::{Label, SharedString};
 use tokio::sync::Notify;
 
 use super::connect::{self, OpenConn, Sender, H1};
-use super::outcome::{FailureKind, UpstreamError};
-use super::Body;
 use crate::config::{ClusterConfig, Protocol};
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
+use crate::wire::outcome::{FailureKind, UpstreamError};
+use crate::wire::Body;
 
 /// How often the reaper looks for expired idle connections: fine enough that a connection is
 /// closed within a quarter second of expiring, coarse enough to cost nothing.
@@ -38,6 +50,13 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 /// While waiting under the connection cap, how often to re-check the shared count: a slot
 /// freed by another worker does not wake this worker's waiters.
 const CAP_RECHECK: Duration = Duration::from_millis(10);
+
+/// Wakes every worker's reaper when a request at the connection cap asks for an idle connection
+/// to be closed. Process-wide rather than per endpoint: a reaper serves all its worker's pools,
+/// and the asks themselves (which endpoint, how many) are counted on `EndpointState`.
+/// `notify_waiters` reaches only reapers waiting at that moment; a reaper busy meanwhile still
+/// sees the ask, because a waiting request repeats it at every `CAP_RECHECK`.
+static CLOSE_IDLE: Notify = Notify::const_new();
 
 /// Metric labels of one endpoint's cluster, built once when its pool is created (never per
 /// request). The `{cluster,endpoint,outcome}` counter lives on `EndpointState::metrics`, which
@@ -60,6 +79,24 @@ impl PoolLabels {
 struct IdleH1 {
     conn: H1,
     since: Instant,
+    _parked: Parked,
+}
+
+/// Counts a connection in `EndpointState::idle_connections` while it sits in a pool, whichever
+/// way it leaves (handed out, expired, closed for another worker, the pool dropped).
+struct Parked(Arc<EndpointState>);
+
+impl Parked {
+    fn new(endpoint: &Arc<EndpointState>) -> Self {
+        endpoint.connection_parked();
+        Self(Arc::clone(endpoint))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.connection_unparked();
+    }
 }
 
 struct LiveH2 {
@@ -81,13 +118,16 @@ struct EndpointPool {
     /// From the cluster config at the last checkout, so a reload applies without a rebuild.
     idle_timeout: Duration,
     max_idle: usize,
+    /// `max_connections_per_endpoint` (0 = none), for the reaper's close-idle decision.
+    max_connections: u64,
 }
 
 #[derive(Default)]
 struct Pools {
     /// Keyed by the endpoint's address in memory (see [`key`]), looked up twice per request
     /// (checkout and return). foldhash: the keys are ours, never a client's, so SipHash's
-    /// flood resistance buys nothing and cost about 150 instructions per lookup.
+    /// flood resistance buys nothing and costs instructions on every lookup (compare with
+    /// `benches/load/run.sh --instructions --baseline OLD_BINARY`).
     by_endpoint: foldhash::HashMap<usize, EndpointPool>,
     reaper_started: bool,
     next_id: u64,
@@ -123,6 +163,7 @@ fn with_pool<R>(endpoint: &Arc<EndpointState>, f: impl FnOnce(&mut EndpointPool,
                 h2_connecting: false,
                 idle_timeout: Duration::ZERO,
                 max_idle: 0,
+                max_connections: 0,
             });
         f(pool, id)
     })
@@ -145,7 +186,12 @@ pub(crate) struct Lease {
 enum Step {
     Ready(Lease),
     Connect(OpenConn, Arc<PoolLabels>),
-    Wait(Arc<Notify>),
+    /// Wait for a wake-up on the notify; `at_cap`: because of the connection cap (rather than
+    /// an HTTP/2 connect in progress).
+    Wait {
+        released: Arc<Notify>,
+        at_cap: bool,
+    },
 }
 
 /// A connection to `endpoint`: a pooled one unless `fresh`, else a new one; under
@@ -163,21 +209,34 @@ pub(crate) async fn checkout(
         let step = with_pool(endpoint, |pool, _| {
             pool.idle_timeout = cluster.pool.idle_timeout;
             pool.max_idle = cluster.pool.max_idle_per_endpoint;
+            pool.max_connections = max;
             if !fresh {
                 if let Some(lease) = pool.take_pooled() {
                     return Step::Ready(lease);
                 }
             }
             let h2 = cluster.protocol == Protocol::H2;
-            if (h2 && !fresh && pool.h2_connecting) || (max > 0 && endpoint.connections() >= max) {
-                return Step::Wait(Arc::clone(&pool.released));
+            let wait = |at_cap| Step::Wait {
+                released: Arc::clone(&pool.released),
+                at_cap,
+            };
+            if h2 && !fresh && pool.h2_connecting {
+                return wait(false);
+            }
+            if max > 0 && endpoint.connections() >= max {
+                // A request that wants a fresh connection (a retry) frees one of this worker's
+                // own idle ones; its close wakes `released`.
+                if fresh && !pool.idle_h1.is_empty() {
+                    drop(pool.idle_h1.remove(0));
+                }
+                return wait(true);
             }
             let slot = OpenConn::open(endpoint, &pool.labels, &pool.released);
             // Checked again after counting ourselves in, so racing workers can only both back
             // off, never both exceed the cap.
             if max > 0 && endpoint.connections() > max {
                 slot.abandon();
-                return Step::Wait(Arc::clone(&pool.released));
+                return wait(true);
             }
             pool.h2_connecting |= h2;
             Step::Connect(slot, Arc::clone(&pool.labels))
@@ -196,7 +255,13 @@ pub(crate) async fn checkout(
                 let sender = Box::pin(connect::connect(cluster, endpoint, &labels, slot)).await?;
                 return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
             }
-            Step::Wait(released) => {
+            Step::Wait { released, at_cap } => {
+                // The cap may be held by connections idle in other workers' pools: ask for one
+                // to be closed (repeated at every recheck; the ask count stays bounded).
+                if at_cap && endpoint.idle_connections() > 0 {
+                    endpoint.want_idle_closed();
+                    CLOSE_IDLE.notify_waiters();
+                }
                 let now = tokio::time::Instant::now();
                 let deadline = *deadline.get_or_insert(now + cluster.connect_timeout);
                 if now >= deadline {
@@ -290,6 +355,7 @@ fn put_idle(endpoint: &Arc<EndpointState>, conn: H1) {
             pool.idle_h1.push(IdleH1 {
                 conn,
                 since: Instant::now(),
+                _parked: Parked::new(endpoint),
             });
             pool.released.notify_one();
         }
@@ -302,16 +368,21 @@ pub(crate) fn retire_h2(endpoint: &Arc<EndpointState>, id: u64) {
     with_pool(endpoint, |pool, _| pool.h2.retain(|c| c.id != id));
 }
 
-/// The reaper: drops expired or closed idle connections and the pools of vanished endpoints.
-/// Runs until the worker's runtime is dropped.
+/// The reaper: drops expired or closed idle connections and the pools of vanished endpoints,
+/// and closes idle connections that a request of another worker, at the connection cap, asked
+/// for. Runs until the worker's runtime is dropped.
 async fn reap() {
     let mut tick = tokio::time::interval(REAP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = CLOSE_IDLE.notified() => {}
+        }
         let now = Instant::now();
         POOLS.with(|pools| {
             pools.borrow_mut().by_endpoint.retain(|_, pool| {
+                close_asked_idle(pool);
                 let timeout = pool.idle_timeout;
                 pool.idle_h1.retain(|c| {
                     now.duration_since(c.since) < timeout && !c.conn.sender.is_closed()
@@ -324,5 +395,21 @@ async fn reap() {
                 !(empty && pool.endpoint.strong_count() == 0)
             });
         });
+    }
+}
+
+/// Closes this pool's oldest idle connections while a request at the cap is asking for them.
+/// Dropping the sender makes hyper close the connection; its slot frees when the driver task
+/// ends, and the asking request sees the count drop at its next recheck.
+fn close_asked_idle(pool: &mut EndpointPool) {
+    if pool.idle_h1.is_empty() {
+        return;
+    }
+    let Some(endpoint) = pool.endpoint.upgrade() else {
+        return;
+    };
+    // Bounded by the stack's length: each pass removes one entry.
+    while !pool.idle_h1.is_empty() && endpoint.take_close_idle(pool.max_connections) {
+        drop(pool.idle_h1.remove(0));
     }
 }

@@ -16,9 +16,9 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::activity::Activity;
 use super::pool;
-use crate::runtime::EndpointState;
+use crate::endpoint::EndpointState;
+use crate::wire::activity::Activity;
 
 /// Spawns the tunnel between the client's and the endpoint's upgraded connections; it starts
 /// once hyper has written the 101 downstream.

@@ -155,6 +155,8 @@ struct Shared {
     name: String,
     behavior: Mutex<Behavior>,
     log: Mutex<Vec<RecordedRequest>>,
+    /// Request heads received, counted before the body is read (the log waits for the body).
+    heads: AtomicUsize,
     accepted: AtomicUsize,
     open: AtomicUsize,
 }
@@ -186,6 +188,7 @@ impl Backend {
             name: name.map_or_else(|| addr.to_string(), str::to_string),
             behavior: Mutex::new(behavior),
             log: Mutex::new(Vec::new()),
+            heads: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
         });
@@ -217,6 +220,12 @@ impl Backend {
     /// `requests().len()` without copying the log.
     pub fn request_count(&self) -> usize {
         lock(&self.shared.log).len()
+    }
+
+    /// Request heads received so far, including requests whose body never completed: how a
+    /// test knows an upload is in flight before it breaks it.
+    pub fn heads(&self) -> usize {
+        self.shared.heads.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far (including those reset at once).
@@ -298,6 +307,7 @@ async fn handle(
     state: Arc<Shared>,
     kill: Arc<Notify>,
 ) -> Result<Response<RespBody>, Infallible> {
+    state.heads.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     // A body the client aborted is recorded as what arrived before the abort: nothing.
     let body = body

@@ -2,11 +2,12 @@
 //! killed on drop. Without the `etcd` binary the test fails and says how to install it (the
 //! tests never skip: `.ci/run` installs Debian's `etcd-server`).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::net::free_port;
 use super::wait_until;
 
 /// A running etcd; stopped (and its data removed) on drop.
@@ -15,11 +16,6 @@ pub struct Etcd {
     client: SocketAddr,
     peer: SocketAddr,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
 }
 
 impl Etcd {

@@ -331,11 +331,67 @@ fn read_lines(pipe: impl Read + Send + 'static, which: Pipe, capture: Arc<Captur
     });
 }
 
-/// The socket address in the first `http://ADDR` of `text` (ADDR ends at whitespace or `/`).
+/// The socket address in the first `http://ADDR` of `text`. ADDR ends at the first character
+/// an address cannot hold, so a JSON log line's closing quote ends it too.
 pub fn parse_url_addr(text: &str) -> Option<SocketAddr> {
     let rest = &text[text.find("http://")? + "http://".len()..];
     let end = rest
-        .find(|c: char| c.is_whitespace() || c == '/')
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// The real binary running a config file of its own (`switchyard run -c`), for tests that need
+/// a process: signals, exit codes, its logs, its own memory or file descriptors.
+pub struct BinProxy {
+    /// The running binary; its output is captured.
+    pub process: BinProcess,
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// The admin API's address.
+    pub admin: SocketAddr,
+    // The config file's folder, kept for the process's lifetime (relative paths resolve in it).
+    dir: tempfile::TempDir,
+}
+
+impl BinProxy {
+    /// Writes `toml` to `switchyard.toml` in a fresh temp folder and runs the binary on it. The
+    /// admin API gets a free port unless `toml` has an `[admin]` section (then it must listen on
+    /// port 0 too).
+    pub fn start(toml: &str) -> Self {
+        Self::start_with(toml, |cmd| cmd)
+    }
+
+    /// [`BinProxy::start`] with a hook that prepares the command (environment variables, a
+    /// wrapping shell that sets limits).
+    pub fn start_with(toml: &str, wrap: impl FnOnce(Command) -> Command) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("switchyard.toml");
+        let mut text = toml.to_owned();
+        if !toml.contains("[admin]") {
+            text += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+        }
+        std::fs::write(&path, text).expect("write config");
+        let config = path.to_string_lossy().into_owned();
+        let process = BinProcess::spawn_command(wrap(BinProcess::command(&["run", "-c", &config])));
+        // The first such line is the proxy listener's; the admin API's comes after.
+        let addr = process.wait_for_addr("listening on http://");
+        let admin = process.wait_for_addr("admin API listening on http://");
+        Self {
+            process,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// The folder of the config file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// [`parse_url_addr`] of a log line the test knows holds one; panics with the line otherwise.
+pub fn addr_in(line: &str) -> SocketAddr {
+    parse_url_addr(line).unwrap_or_else(|| panic!("no address in {line:?}"))
 }

@@ -8,19 +8,14 @@
 //! a view over the same JSON an operator or a script reads, it can never show something the
 //! API does not.
 //!
-//! - [`ring`]: the lock-free ring of 10-second buckets behind each sparkline.
-//! - [`stats`]: the per-snapshot table of rings and the `/stats` document.
-
-pub mod ring;
-pub mod stats;
+//! The rings behind the charts are recorded by the request path, so they live below it, in
+//! [`crate::telemetry::stats`].
 
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-pub use stats::StatsTable;
-
-use crate::runtime::Snapshot;
+use crate::state::Snapshot;
 
 /// The status page, served as is.
 pub const PAGE: &str = include_str!("page.html");
@@ -36,7 +31,7 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 pub fn stats(snapshot: &Snapshot, rendered: Option<&str>) -> Value {
     let now = SystemTime::now();
     let mut view = snapshot.stats().view(now);
-    view["now"] = json!(super::views::rfc3339(now));
+    view["now"] = json!(crate::wire::time::rfc3339(now));
     view["cache"] = match snapshot.config().cache {
         Some(_) => rendered
             .and_then(cache)

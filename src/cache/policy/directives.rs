@@ -53,6 +53,57 @@ impl Directives {
         present.then_some(out)
     }
 
+    /// Parses a targeted field (`CDN-Cache-Control`, RFC 9213 §2.1), which unlike
+    /// `Cache-Control` is a Structured Field Dictionary (RFC 8941 §3.2). `None` when the field
+    /// is absent, empty, not a valid Dictionary, or gives a known directive a value of the wrong
+    /// type (`max-age="10"`): RFC 9213 §2.1 has the cache then ignore the whole field and fall
+    /// back to `Cache-Control`, rather than guess at what the origin meant for CDNs.
+    ///
+    /// One leniency: upper-case letters in keys are accepted and read lower-case (RFC 8941 keys
+    /// are lower-case only). `Cache-Control` directives are case-insensitive and origins copy
+    /// them across as written; refusing `MaX-aGe` would turn a CDN-only lifetime into the
+    /// browser one, which is the surprise the field exists to avoid.
+    pub fn parse_targeted<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Option<Self> {
+        // RFC 8941 §4.2: the lines are combined with ", " and parsed as one value.
+        let mut joined = Vec::new();
+        for line in lines {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(line.as_bytes());
+        }
+        let members = structured::dictionary(&joined)?;
+        if members.is_empty() {
+            return None;
+        }
+        let mut out = Self::default();
+        for (key, value) in &members {
+            let value = match (key.as_slice(), value) {
+                (
+                    b"max-age" | b"s-maxage" | b"stale-while-revalidate" | b"stale-if-error",
+                    structured::Value::Integer(n),
+                ) if *n >= 0 => Some(n.to_string().into_bytes()),
+                (b"max-age" | b"s-maxage" | b"stale-while-revalidate" | b"stale-if-error", _) => {
+                    return None
+                }
+                (
+                    b"no-store" | b"public" | b"must-revalidate" | b"proxy-revalidate",
+                    structured::Value::True,
+                ) => None,
+                (b"no-store" | b"public" | b"must-revalidate" | b"proxy-revalidate", _) => {
+                    return None
+                }
+                (b"private" | b"no-cache", structured::Value::True) => None,
+                (b"private" | b"no-cache", structured::Value::String(s)) => Some(s.clone()),
+                (b"private" | b"no-cache", _) => return None,
+                // Extensions (and request directives, meaningless here) are ignored (§5.2.3).
+                _ => continue,
+            };
+            apply(key, value.as_deref(), &mut out);
+        }
+        Some(out)
+    }
+
     /// Whether a stored response may never be served stale (§5.2.2.2, §5.2.2.8; `s-maxage`
     /// implies `proxy-revalidate` for a shared cache, §5.2.2.10).
     pub fn forbids_stale(&self) -> bool {
@@ -142,8 +193,9 @@ fn apply(name: &[u8], value: Option<&[u8]>, out: &mut Directives) {
     }
 }
 
-/// RFC 9111 §1.2.2 delta-seconds: digits only; `None` when invalid.
-fn delta_seconds(value: &[u8]) -> Option<u64> {
+/// RFC 9111 §1.2.2 delta-seconds: digits only; `None` when invalid. Values past 2^31 read
+/// as 2^31.
+pub(super) fn delta_seconds(value: &[u8]) -> Option<u64> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -168,6 +220,213 @@ fn trim_end(s: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |i| i + 1);
     &s[..end]
+}
+
+/// The part of RFC 8941 (Structured Field Values) that a targeted cache field needs: parsing a
+/// Dictionary and telling the type of each member's value. Parameters are checked for syntax
+/// and dropped (RFC 9213 §2.1 ignores them).
+mod structured {
+    /// The type of a member's value, as far as a cache directive cares.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Value {
+        Integer(i64),
+        String(Vec<u8>),
+        /// A bare key, or `?1`.
+        True,
+        /// A valid value of any other type (decimal, token, byte sequence, `?0`, inner list).
+        Other,
+    }
+
+    /// §4.2.2: the members in order, a repeated key keeping its last value in the first
+    /// key's place; `None` on any syntax error.
+    pub(super) fn dictionary(input: &[u8]) -> Option<Vec<(Vec<u8>, Value)>> {
+        let mut p = Parser { input, at: 0 };
+        p.skip(|b| b == b' ');
+        let mut members: Vec<(Vec<u8>, Value)> = Vec::new();
+        // Bounded: every pass consumes a key (at least one byte) or returns.
+        while p.at < input.len() {
+            let key = p.key()?;
+            let value = if p.eat(b'=') {
+                if p.peek() == Some(b'(') {
+                    p.inner_list()?;
+                    Value::Other
+                } else {
+                    let value = p.bare_item()?;
+                    p.parameters()?;
+                    value
+                }
+            } else {
+                p.parameters()?;
+                Value::True
+            };
+            match members.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => members.push((key, value)),
+            }
+            p.skip(|b| b == b' ' || b == b'\t');
+            if p.at == input.len() {
+                break;
+            }
+            if !p.eat(b',') {
+                return None;
+            }
+            p.skip(|b| b == b' ' || b == b'\t');
+            if p.at == input.len() {
+                // A trailing comma.
+                return None;
+            }
+        }
+        Some(members)
+    }
+
+    struct Parser<'a> {
+        input: &'a [u8],
+        at: usize,
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.input.get(self.at).copied()
+        }
+
+        fn eat(&mut self, byte: u8) -> bool {
+            let hit = self.peek() == Some(byte);
+            if hit {
+                self.at += 1;
+            }
+            hit
+        }
+
+        fn skip(&mut self, what: impl Fn(u8) -> bool) {
+            while self.peek().is_some_and(&what) {
+                self.at += 1;
+            }
+        }
+
+        /// §4.2.3.3, with upper-case letters read as lower-case (see `parse_targeted`).
+        fn key(&mut self) -> Option<Vec<u8>> {
+            let first = self.peek()?;
+            if !(first.is_ascii_alphabetic() || first == b'*') {
+                return None;
+            }
+            let start = self.at;
+            self.skip(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*'));
+            Some(self.input[start..self.at].to_ascii_lowercase())
+        }
+
+        /// §4.2.3.1.
+        fn bare_item(&mut self) -> Option<Value> {
+            match self.peek()? {
+                b'-' | b'0'..=b'9' => self.number(),
+                b'"' => self.string().map(Value::String),
+                b'*' | b'A'..=b'Z' | b'a'..=b'z' => {
+                    self.at += 1;
+                    self.skip(|b| is_tchar(b) || b == b':' || b == b'/');
+                    Some(Value::Other)
+                }
+                b':' => {
+                    self.at += 1;
+                    self.skip(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+                    self.eat(b':').then_some(Value::Other)
+                }
+                b'?' => {
+                    self.at += 1;
+                    match self.peek()? {
+                        b'1' => {
+                            self.at += 1;
+                            Some(Value::True)
+                        }
+                        b'0' => {
+                            self.at += 1;
+                            Some(Value::Other)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
+
+        /// §4.2.4: an Integer (at most 15 digits) or a Decimal (at most 12 + 3 digits).
+        fn number(&mut self) -> Option<Value> {
+            let negative = self.eat(b'-');
+            let start = self.at;
+            self.skip(|b| b.is_ascii_digit());
+            let whole = self.at - start;
+            if whole == 0 {
+                return None;
+            }
+            if self.eat(b'.') {
+                let frac_start = self.at;
+                self.skip(|b| b.is_ascii_digit());
+                let frac = self.at - frac_start;
+                return (whole <= 12 && (1..=3).contains(&frac)).then_some(Value::Other);
+            }
+            if whole > 15 {
+                return None;
+            }
+            let digits = std::str::from_utf8(&self.input[start..self.at]).ok()?;
+            let n: i64 = digits.parse().ok()?;
+            Some(Value::Integer(if negative { -n } else { n }))
+        }
+
+        /// §4.2.5: printable ASCII, `\` escaping only `"` and `\`.
+        fn string(&mut self) -> Option<Vec<u8>> {
+            self.at += 1;
+            let mut out = Vec::new();
+            loop {
+                let b = self.peek()?;
+                self.at += 1;
+                match b {
+                    b'"' => return Some(out),
+                    b'\\' => {
+                        let escaped = self.peek()?;
+                        if escaped != b'"' && escaped != b'\\' {
+                            return None;
+                        }
+                        self.at += 1;
+                        out.push(escaped);
+                    }
+                    0x20..=0x7e => out.push(b),
+                    _ => return None,
+                }
+            }
+        }
+
+        /// §4.2.3.2: `;key[=item]`, repeated.
+        fn parameters(&mut self) -> Option<()> {
+            while self.eat(b';') {
+                self.skip(|b| b == b' ');
+                self.key()?;
+                if self.eat(b'=') {
+                    self.bare_item()?;
+                }
+            }
+            Some(())
+        }
+
+        /// §4.2.1.2: `( item item … )` with parameters.
+        fn inner_list(&mut self) -> Option<()> {
+            self.at += 1;
+            // Bounded: every pass consumes an item or the closing parenthesis.
+            loop {
+                self.skip(|b| b == b' ');
+                if self.eat(b')') {
+                    return self.parameters();
+                }
+                self.bare_item()?;
+                self.parameters()?;
+                if !matches!(self.peek()?, b' ' | b')') {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// RFC 9110 §5.6.2 tchar.
+    fn is_tchar(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +467,61 @@ mod tests {
         assert_eq!(parse("max-stale").max_stale, Some(u64::MAX));
         assert_eq!(parse("max-stale=3, min-fresh=2").max_stale, Some(3));
         assert!(parse("only-if-cached").only_if_cached);
+    }
+
+    fn targeted(s: &str) -> Option<Directives> {
+        Directives::parse_targeted([&HeaderValue::from_str(s).expect("value")])
+    }
+
+    #[test]
+    fn a_valid_targeted_field_is_read_as_a_dictionary() {
+        let d = targeted("max-age=3600, foobar, x-ext=\"a, b\";p=1, private=\"set-cookie\"")
+            .expect("valid");
+        assert_eq!(d.max_age, Some(3600));
+        assert!(d.private);
+        assert_eq!(targeted("MaX-aGe=60").map(|d| d.max_age), Some(Some(60)));
+        assert_eq!(
+            targeted("max-age=99999999999").map(|d| d.max_age),
+            Some(Some(DELTA_MAX))
+        );
+        assert!(targeted("no-store").is_some_and(|d| d.no_store));
+        assert!(targeted("none").is_some_and(|d| d == Directives::default()));
+        // A repeated key keeps its last value (RFC 8941 §4.2.2).
+        assert_eq!(
+            targeted("max-age=5, max-age=10").map(|d| d.max_age),
+            Some(Some(10))
+        );
+        // Lines combine into one Dictionary.
+        let lines = [
+            HeaderValue::from_static("no-cache"),
+            HeaderValue::from_static("max-age=7"),
+        ];
+        let d = Directives::parse_targeted(lines.iter()).expect("valid");
+        assert!(d.no_cache);
+        assert_eq!(d.max_age, Some(7));
+    }
+
+    #[test]
+    fn an_invalid_targeted_field_is_ignored_whole() {
+        // RFC 9213 §2.1: a parsing error or a wrong type means "as if the field were absent".
+        for invalid in [
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "max-age =100",
+            "max-age= 100",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age=10,",
+            "no-store=?0",
+            "public=1",
+            "private=token",
+            "max-age=10 no-store",
+            "x=\"unterminated",
+            "",
+        ] {
+            assert_eq!(targeted(invalid), None, "{invalid:?}");
+        }
+        assert_eq!(Directives::parse_targeted(std::iter::empty()), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use http::StatusCode;
 
 use super::directives::Directives;
 
+use super::directives::delta_seconds;
+
 /// §4.2.2: the usual heuristic is a fraction of the time since `Last-Modified`; 10 % as the
 /// RFC suggests, capped at a day so a years-old file is not frozen for a month.
 const HEURISTIC_CAP: u64 = 24 * 3600;
@@ -16,7 +18,7 @@ const HEURISTIC_CAP: u64 = 24 * 3600;
 /// §2.1: a cache that honours it then ignores `Cache-Control` and `Expires`), else
 /// `Cache-Control`. The flag says which one it was.
 pub fn response_directives(headers: &HeaderMap) -> (Directives, bool) {
-    if let Some(cdn) = Directives::parse(headers.get_all(CDN_CACHE_CONTROL.clone())) {
+    if let Some(cdn) = Directives::parse_targeted(headers.get_all(CDN_CACHE_CONTROL.clone())) {
         return (cdn, true);
     }
     let cc = Directives::parse(headers.get_all(header::CACHE_CONTROL)).unwrap_or_default();
@@ -155,11 +157,7 @@ pub fn initial_age(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> u64 {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let age_value = age_field(headers).unwrap_or(0);
     let apparent_age = date(headers, header::DATE)
         .and_then(|d| response_time.duration_since(d).ok())
         .map_or(0, |d| d.as_secs());
@@ -167,6 +165,18 @@ pub fn initial_age(
         .duration_since(request_time)
         .map_or(0, |d| d.as_secs());
     apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// §5.1: `Age` is a singleton, but a cache that meets a list (`Age: 7200, 0`, or repeated
+/// lines) uses the first member and discards the rest; a first member that is not a
+/// delta-seconds makes the cache ignore the field (`None`).
+fn age_field(headers: &HeaderMap) -> Option<u64> {
+    let first_line = headers.get(header::AGE)?.as_bytes();
+    let first = first_line
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or(first_line);
+    delta_seconds(first.trim_ascii())
 }
 
 fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
@@ -314,6 +324,29 @@ mod tests {
         assert_eq!(initial_age(&h, at(998), at(1_000)), 32);
         let h = headers(&[("age", "1"), ("date", &http_date(900))]);
         assert_eq!(initial_age(&h, at(1_000), at(1_000)), 100);
+    }
+
+    #[test]
+    fn a_list_valued_age_uses_its_first_member() {
+        // §5.1: `Age: 7200, 0` (one line, or two lines) is 7200; an invalid first member
+        // means no Age at all.
+        let now = at(1_000);
+        assert_eq!(initial_age(&headers(&[("age", "7200, 0")]), now, now), 7200);
+        let mut two = HeaderMap::new();
+        two.append(header::AGE, header::HeaderValue::from_static("7200"));
+        two.append(header::AGE, header::HeaderValue::from_static("0"));
+        assert_eq!(initial_age(&two, now, now), 7200);
+        for ignored in ["abc, 7200", "+5", "-5", "1.5", ""] {
+            assert_eq!(
+                initial_age(&headers(&[("age", ignored)]), now, now),
+                0,
+                "{ignored:?}"
+            );
+        }
+        assert_eq!(
+            initial_age(&headers(&[("age", "99999999999999999999999")]), now, now),
+            1 << 31
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ const BALANCE: &[(&str, BalanceAlgorithm)] = &[
     ("maglev", BalanceAlgorithm::Maglev),
 ];
 
-/// DESIGN.md shows `least_request` as the cluster default.
+/// The cluster default (README, `[clusters.NAME]`): `least_request` reacts to slow or overloaded
+/// endpoints without any tuning.
 const DEFAULT_BALANCE: BalanceAlgorithm = BalanceAlgorithm::LeastRequest;
 
 pub(super) fn clusters(

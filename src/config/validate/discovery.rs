@@ -96,17 +96,34 @@ pub(super) fn discovery(cx: &mut Ctx<'_>, raw: &Spanned<RawDiscovery>) -> Endpoi
             );
         }
         for url in e.endpoints.get_ref() {
-            if !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://")) {
+            // The gateway client speaks plain HTTP only: TLS to etcd would need its own CA and
+            // client certificate settings, which nothing here has yet. Refused where it is
+            // written rather than accepted and left with an empty cluster.
+            if url.get_ref().starts_with("https://") {
                 cx.err(
                     url.span(),
                     format!(
-                        "discovery.etcd.endpoints: {:?} is not an http(s) URL",
+                        "discovery.etcd.endpoints: {:?}: only http:// is supported (TLS to etcd \
+                         is not); use a local gateway such as `etcd grpc-proxy`",
+                        url.get_ref()
+                    ),
+                );
+            } else if !url.get_ref().starts_with("http://") {
+                cx.err(
+                    url.span(),
+                    format!(
+                        "discovery.etcd.endpoints: {:?} is not an http:// URL",
                         url.get_ref()
                     ),
                 );
             }
         }
         cx.non_empty(&e.prefix, "discovery.etcd.prefix");
+        let watch_timeout = cx.positive_duration(
+            e.watch_timeout.as_ref(),
+            "discovery.etcd.watch_timeout",
+            defaults::ETCD_WATCH_TIMEOUT,
+        );
         return EndpointSource::Etcd {
             endpoints: e
                 .endpoints
@@ -115,6 +132,7 @@ pub(super) fn discovery(cx: &mut Ctx<'_>, raw: &Spanned<RawDiscovery>) -> Endpoi
                 .map(|u| u.get_ref().clone())
                 .collect(),
             prefix: e.prefix.get_ref().clone(),
+            watch_timeout,
         };
     }
     match &d.mesh {

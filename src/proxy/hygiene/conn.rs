@@ -17,8 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
-use crate::proxy::body::ProxyBody;
-use crate::upstream::BoxError;
+use crate::wire::BoxError;
+use crate::wire::ProxyBody;
 
 /// Per-connection state shared by the socket wrapper and the service.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct ConnState {
     born: Instant,
     /// Requests whose response head the service has produced.
     responded: AtomicU64,
-    /// Whether the last response switched protocols (101, or a 2xx to CONNECT).
+    /// Whether the last response switched protocols (a 101; CONNECT is refused).
     switched: AtomicBool,
     /// The socket wrapper's reader, parked while it waits for an upgrade verdict. A std mutex
     /// held only to swap the waker, never across an `.await`.

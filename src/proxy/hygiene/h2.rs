@@ -44,9 +44,14 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
     if te && headers.get_all(header::TE).iter().any(|v| v != "trailers") {
         return Err(Reject::BadTe);
     }
-    // Extended CONNECT (RFC 8441) aside, every request carries :scheme and :path; hyper folds
-    // them into the URI, so a URI without a path-and-query means they were missing.
-    if req.method() != Method::CONNECT && req.uri().path_and_query().is_none() {
+    // No tunnels, as on HTTP/1. Extended CONNECT (RFC 8441, websockets over HTTP/2) cannot
+    // arrive: the server never announces SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    if req.method() == Method::CONNECT {
+        return Err(Reject::ConnectMethod);
+    }
+    // Every other request carries :scheme and :path; hyper folds them into the URI, so a URI
+    // without a path-and-query means they were missing.
+    if req.uri().path_and_query().is_none() {
         return Err(Reject::BadPseudoHeader);
     }
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());

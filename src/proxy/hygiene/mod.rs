@@ -14,28 +14,26 @@
 //!   rejected request itself (the bad head never reaches hyper, so nothing is forwarded).
 //! - [`h2`]: the checks HTTP/2 requests need on top of what the `h2` crate enforces.
 //! - [`conn`]: [`ConnState`], what the socket wrapper and the service of one connection share.
-//! - [`limit`]: `max_body_bytes` for HTTP/2 bodies that stream without a declared length.
 //!
 //! Every rejection is counted in `switchyard_rejected_requests_total{reason}`; the reasons are
-//! the `snake_case` labels of [`Reject::reason`], listed in the README.
+//! the `snake_case` labels of [`Reject::reason`], listed in the README ("Downstream protection").
 
 pub mod chunked;
 pub mod conn;
 pub mod h2;
 pub mod head;
 pub mod io;
-pub mod limit;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::admin::metrics::REJECTED_REQUESTS_TOTAL;
 use crate::config::LimitsConfig;
+use crate::telemetry::metrics::REJECTED_REQUESTS_TOTAL;
 
 pub use conn::ConnState;
-pub use io::{Arrival, GuardedIo};
+pub use io::{Arrival, GuardedIo, Protocols};
 
 /// Most header fields one request may carry (431 beyond). 100 is hyper's and nginx's
 /// practical default; real browsers send 10–30.
@@ -84,8 +82,15 @@ impl Limits {
 pub enum Reject {
     /// 400: the request line is not `METHOD SP target SP HTTP/1.x`.
     MalformedRequestLine,
-    /// 400: HTTP/0.9, HTTP/2.0 in an HTTP/1 head, or any other version but 1.0 and 1.1.
+    /// 400: a well-formed version other than 1.0 and 1.1 (`HTTP/2.0` in an HTTP/1 head,
+    /// `HTTP/3.0`), or none at all (HTTP/0.9).
     UnsupportedVersion,
+    /// 400: a version token that is not `HTTP/` digit `.` digit (`HTTP/1.10`, `HTTP/1.1x`,
+    /// `http/1.1`, anything after the version on the request line).
+    BadVersion,
+    /// 501: `CONNECT` (HTTP/1 or HTTP/2): the proxy has no tunnel to offer, and routing one
+    /// as a request to `/` would hand a backend a tunnel it never agreed to.
+    ConnectMethod,
     /// 400: a header name with bytes outside RFC 9110's token set.
     InvalidHeaderName,
     /// 400: a header value with NUL, a bare CR or another control byte.
@@ -150,6 +155,7 @@ impl Reject {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             Self::HeaderTimeout | Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ConnectMethod => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -159,6 +165,8 @@ impl Reject {
         match self {
             Self::MalformedRequestLine => "malformed_request_line",
             Self::UnsupportedVersion => "unsupported_version",
+            Self::BadVersion => "bad_version",
+            Self::ConnectMethod => "connect_method",
             Self::InvalidHeaderName => "invalid_header_name",
             Self::InvalidHeaderValue => "invalid_header_value",
             Self::ObsFold => "obs_fold",
@@ -187,10 +195,11 @@ impl Reject {
         }
     }
 
-    /// Counts this rejection and logs it. A rejected request never reaches the handler, so
-    /// the access log never sees it; this line (target [`REJECTED_LOG_TARGET`]) is written
-    /// whatever `[log] access` and `access_sample` say, since a refusal is an error and often
-    /// an attack worth seeing.
+    /// Counts this rejection and logs it. A request refused by its head never reaches the
+    /// handler, so the access log never sees it (one refused mid-body was already forwarded
+    /// and gets its access-log line too); this line (target [`REJECTED_LOG_TARGET`]) is
+    /// written whatever `[log] access` and `access_sample` say, since a refusal is an error
+    /// and often an attack worth seeing.
     pub fn count(self) {
         count(self.reason());
         tracing::warn!(
@@ -215,6 +224,16 @@ impl Reject {
     }
 }
 
+/// A refusal is also the error inside the `io::Error` that `GuardedIo` fails a body read with,
+/// so the request path can tell the client what it did (see `proxy::request_body`).
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for Reject {}
+
 /// The tracing target of the line written for each rejected request.
 pub const REJECTED_LOG_TARGET: &str = "switchyard::rejected";
 
@@ -238,6 +257,13 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         assert_eq!(Reject::BodyTimeout.status(), 408);
         assert_eq!(Reject::UnknownExpectation.status(), 417);
+        assert_eq!(Reject::ConnectMethod.status(), 501);
+        let text =
+            String::from_utf8(Reject::ConnectMethod.http1_response().to_vec()).expect("ascii");
+        assert!(
+            text.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+            "{text}"
+        );
         assert_eq!(
             Reject::TeWithContentLength.reason(),
             "te_with_content_length"

@@ -110,6 +110,8 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
         },
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            token_file: None,
+            token: None,
         },
         log: LogConfig {
             format: LogFormat::Text,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::accept::ListenerCommand;
 use crate::config::ListenerConfig;
 use crate::proxy::listener::bind_reuseport;
+use crate::runtime::accept::ListenerCommand;
 
 /// A proxy listener as it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

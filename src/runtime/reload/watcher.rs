@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{ReloadHandle, Trigger};
-use crate::proxy::server::stopped;
+use crate::wire::shutdown::stopped;
 
 /// How long the folder must stay quiet before a reload: long enough to cover an editor's
 /// write-then-rename or `kubectl`'s symlink dance, short enough to feel immediate.

@@ -13,7 +13,9 @@
 //! - A bad body (broken chunks, over `max_body_bytes`, `body_read_timeout`): the request is
 //!   already with the service, so the reader fails, which aborts the body and with it the
 //!   upstream request. If the service has not answered yet, our 400/408/413 is written right
-//!   away and hyper's own output is discarded.
+//!   away and hyper's own output is discarded. The read fails with the [`Reject`] inside its
+//!   `io::Error`, so the request path blames the client for the failed upstream request, never
+//!   the endpoint (see `proxy::request_body`).
 //!
 //! Timers run only while hyper waits for the client, so a slow upstream is never blamed on
 //! the client: `first_byte_timeout` (accept → first complete head, which also bounds the
@@ -49,14 +51,15 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Most body bytes read at once straight into hyper's buffer.
 const DIRECT_READ_MAX: usize = 256 * 1024;
 
-/// How long an HTTP/1 connection waits for its next request before it is parked: hyper's
-/// session ends (see [`GuardedIo::is_parked`]) and with it the ~30 KiB that hyper keeps per
-/// connection (read and write buffers, dispatcher state), so an idle keep-alive connection
-/// costs a socket and a small task. Long enough that a client keeping a connection busy never
-/// pays for a new session (at 50 connections under load a connection waits about 1 ms between
-/// requests); short enough that a burst of connections does not leave a high-water mark of
-/// session memory behind. HAProxy and NGINX release their buffers as soon as a connection goes
-/// idle; a hyper session costs more to rebuild than a pooled buffer, hence the grace period.
+/// How long an HTTP/1 connection waits for its next request before it is parked: hyper's session
+/// ends (see [`GuardedIo::is_parked`]) and with it the tens of KiB that hyper keeps per connection
+/// (read and write buffers, dispatcher state), so an idle keep-alive connection costs a socket and
+/// a small task (`benches/load/run.sh` reports RSS per idle connection). Long enough that a client
+/// keeping a connection busy never pays for a new session (under load a connection waits far less
+/// than this between requests); short enough that a burst of connections does not leave a
+/// high-water mark of session memory behind. HAProxy and NGINX release their buffers as soon as a
+/// connection goes idle; a hyper session costs more to rebuild than a pooled buffer, hence the
+/// grace period.
 pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug)]
@@ -93,6 +96,31 @@ impl After {
     }
 }
 
+/// Which protocols a connection may speak: what TLS ALPN settled, or nothing yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// No ALPN (plaintext, or a TLS client that offered none): the first bytes decide, the
+    /// HTTP/2 preface meaning HTTP/2 (prior knowledge) and anything else HTTP/1.
+    Detect,
+    /// ALPN `http/1.1`: HTTP/1 only; the HTTP/2 preface is a bad HTTP/1 request (400).
+    Http1,
+    /// ALPN `h2`: HTTP/2 only; the first bytes go to the HTTP/2 server whatever they are, and
+    /// it closes a connection that does not open with the preface. An HTTP/1 answer there
+    /// would be a protocol the client said it does not speak on this connection.
+    Http2,
+}
+
+impl Protocols {
+    /// The protocols of a TLS connection that negotiated `alpn` (`None`: no ALPN).
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Self::Http2,
+            Some(b"http/1.1") => Self::Http1,
+            _ => Self::Detect,
+        }
+    }
+}
+
 /// The guarded socket; see the module doc.
 pub struct GuardedIo<T> {
     inner: T,
@@ -123,6 +151,8 @@ pub struct GuardedIo<T> {
     /// The connection went idle and hyper's session was told end-of-stream so that its
     /// buffers are freed; the socket stays open for the next request (see [`PARK_AFTER`]).
     parked: bool,
+    /// What the first bytes may be (TLS ALPN).
+    protocols: Protocols,
 }
 
 impl<T> GuardedIo<T> {
@@ -149,7 +179,19 @@ impl<T> GuardedIo<T> {
             farewell: None,
             hijacked: false,
             parked: false,
+            protocols: Protocols::Detect,
         }
+    }
+
+    /// Holds the connection to the protocols ALPN settled (by default the first bytes decide).
+    pub fn with_protocols(mut self, protocols: Protocols) -> Self {
+        self.protocols = protocols;
+        self
+    }
+
+    /// Whether the bytes before the first head may still be the HTTP/2 preface.
+    fn may_be_preface(&self) -> bool {
+        self.heads == 0 && self.protocols == Protocols::Detect
     }
 
     /// Whether the end of hyper's session was ours, to free its memory while the connection
@@ -190,11 +232,11 @@ impl<T> GuardedIo<T> {
                 if buffered == 0 {
                     return Ok(false);
                 }
-                if self.heads == 0 && self.inbuf.len() < H2_PREFACE.len() {
+                if self.may_be_preface() && self.inbuf.len() < H2_PREFACE.len() {
                     if H2_PREFACE.starts_with(&self.inbuf) {
                         return Ok(false);
                     }
-                } else if self.heads == 0 && self.inbuf.starts_with(H2_PREFACE) {
+                } else if self.may_be_preface() && self.inbuf.starts_with(H2_PREFACE) {
                     self.phase = Phase::Passthrough;
                     self.ready = buffered;
                     return Ok(true);
@@ -368,11 +410,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
             }
             // Before the first head, bytes that may still become the HTTP/2 preface decide
             // nothing yet.
-            let undecided = self.heads == 0
+            let undecided = self.may_be_preface()
                 && self.inbuf.len() < H2_PREFACE.len()
                 && H2_PREFACE.starts_with(&self.inbuf);
             if self.ready > 0 || !(self.inbuf.is_empty() || undecided) {
-                if self.heads == 0 && self.inbuf.starts_with(H2_PREFACE) {
+                let http2 = match self.protocols {
+                    Protocols::Detect => self.inbuf.starts_with(H2_PREFACE),
+                    Protocols::Http1 => false,
+                    Protocols::Http2 => true,
+                };
+                if self.heads == 0 && http2 {
                     self.phase = Phase::Passthrough;
                     self.ready = self.inbuf.len();
                     return Poll::Ready(Ok(Arrival::Http2));
@@ -487,6 +534,32 @@ mod tests {
     fn arrival_now(io: &mut GuardedIo<tokio::io::DuplexStream>) -> Poll<io::Result<Arrival>> {
         let waker = std::task::Waker::noop();
         io.poll_arrival(&mut Context::from_waker(waker))
+    }
+
+    /// ALPN decides instead of the first bytes: `h2` hands even an HTTP/1 head to the HTTP/2
+    /// server (which refuses it), `http/1.1` checks the preface as an HTTP/1 head (400).
+    #[tokio::test(start_paused = true)]
+    async fn alpn_overrides_detection() {
+        assert_eq!(Protocols::from_alpn(Some(b"h2")), Protocols::Http2);
+        assert_eq!(Protocols::from_alpn(Some(b"http/1.1")), Protocols::Http1);
+        assert_eq!(Protocols::from_alpn(None), Protocols::Detect);
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = guarded(server).with_protocols(Protocols::Http2);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(arrival(&mut io).await, Arrival::Http2);
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = guarded(server).with_protocols(Protocols::Http1);
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert_eq!(arrival(&mut io).await, Arrival::Http1);
+        let mut buf = [0u8; 64];
+        let n = tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the preface is refused, not handed to hyper");
+        let farewell = io.farewell.as_deref().unwrap_or_default();
+        assert!(farewell.starts_with(b"HTTP/1.1 400"), "{farewell:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -91,7 +91,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
             Reject::BodyTimeout => io::ErrorKind::TimedOut,
             _ => io::ErrorKind::InvalidData,
         };
-        Poll::Ready(Err(io::Error::new(kind, reject.reason())))
+        // The refusal itself rides inside the error, so the request body's reader can tell
+        // the client's fault (and its status) from a broken connection.
+        Poll::Ready(Err(io::Error::new(kind, reject)))
     }
 
     /// Best-effort write of a short response: the socket's send buffer is empty (no response
@@ -197,8 +199,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
     pub(super) fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         // A stack chunk, not spare room in `inbuf`: a 16 KiB buffer kept per idle connection
         // would cost RSS, while `inbuf` only grows to what the client actually sent. Left
-        // uninitialised (`ReadBuf::uninit`): zeroing 16 KiB on every head read was the only
-        // `memset` in a load profile (0.8 % of the proxy's CPU at 50 connections).
+        // uninitialised (`ReadBuf::uninit`): zeroing the chunk on every head read showed up
+        // as the only `memset` in a load profile (`benches/load/run.sh --instructions` runs
+        // the proxy under callgrind).
         let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {

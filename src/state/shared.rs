@@ -1,0 +1,303 @@
+//! [`Shared`]: what every worker and control task shares — the published snapshot, the
+//! endpoint registry and the endpoint sets discovery published — and the two ways a new
+//! snapshot is published (a reload, a discovery update).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use super::snapshot::{ClusterSnapshot, Lineage};
+use super::{DiscoveredSet, DiscoveredSets, Follower, Snapshot};
+use crate::config::Config;
+use crate::endpoint::EndpointRegistry;
+
+/// What every worker and control task shares: the current snapshot and the endpoint registry.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    registry: EndpointRegistry,
+    /// The last endpoint set each discovery task published, per cluster; every build reads it.
+    discovered: DiscoveredSets,
+    /// Serialises publishers (the reload task and discovery tasks) so that one's load-build-store
+    /// never overwrites the other's newer snapshot. Control side only, never held across
+    /// `.await`, never taken by the request path.
+    publishing: Mutex<()>,
+    /// The discovery tasks, attached once the control runtime runs; [`Self::publish`] hands it
+    /// every new config so sources follow reloads.
+    discovery: OnceLock<Box<dyn Follower>>,
+    /// The health tasks, attached once the control runtime runs; every publish (reload or
+    /// discovery) hands them the new snapshot under `publishing`, so they follow at once and in
+    /// publish order.
+    health: OnceLock<Box<dyn Follower>>,
+    /// Set once shutdown starts; readiness reports 503 from then on.
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Builds version 1 from `config`: a running proxy's first snapshot, with its exporter and
+    /// cache when configured.
+    pub fn new(config: Config) -> Self {
+        let registry = EndpointRegistry::new();
+        let discovered = DiscoveredSets::default();
+        let snapshot =
+            Snapshot::compile(Arc::new(config), &registry, &discovered, 1, Lineage::First);
+        for cluster in snapshot.clusters() {
+            crate::telemetry::metrics::record_endpoint_count(
+                cluster.name(),
+                cluster.endpoints().len(),
+            );
+        }
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            discovered,
+            publishing: Mutex::new(()),
+            discovery: OnceLock::new(),
+            health: OnceLock::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot. Lock-free; hold the `Arc` for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The endpoint registry.
+    pub fn registry(&self) -> &EndpointRegistry {
+        &self.registry
+    }
+
+    /// Builds the next version from `config`, publishes it, and forgets endpoint state no longer
+    /// listed. Control-side only; callers serialise (one reload task).
+    pub fn publish(&self, config: Config) -> Arc<Snapshot> {
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let previous = self.snapshot.load_full();
+        let version = previous.version() + 1;
+        let next = Arc::new(Snapshot::compile(
+            Arc::new(config),
+            &self.registry,
+            &self.discovered,
+            version,
+            Lineage::After(&previous),
+        ));
+        self.snapshot.store(Arc::clone(&next));
+        for cluster in next.clusters() {
+            crate::telemetry::metrics::record_endpoint_count(
+                cluster.name(),
+                cluster.endpoints().len(),
+            );
+        }
+        // Sets of sources no longer configured are stale from now on; a cluster that gets the
+        // same source back later starts empty, as at start.
+        self.discovered.retain(|name, set| {
+            next.config()
+                .clusters
+                .get(name)
+                .is_some_and(|c| c.endpoints == set.source)
+        });
+        if let Some(discovery) = self.discovery.get() {
+            discovery.follow(&next, &self.registry);
+        }
+        crate::telemetry::metrics::set_config_version(version);
+        self.registry
+            .retain(|cluster, address| next.has_endpoint(cluster, address));
+        if let Some(health) = self.health.get() {
+            health.follow(&next, &self.registry);
+        }
+        next
+    }
+
+    /// Publishes a discovery task's new endpoint set for `cluster`: rebuilds that cluster's
+    /// endpoints and balancer table only, and stores a snapshot with the same config, version and
+    /// everything else shared. Endpoints that stay keep their state; the state of removed ones is
+    /// forgotten by the registry while requests still holding it finish undisturbed. A cluster
+    /// gone from the config (or fed by another source now) ignores the set.
+    pub fn publish_endpoints(&self, cluster: &str, set: Arc<DiscoveredSet>) -> Arc<Snapshot> {
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load_full();
+        let Some(config) = current
+            .config()
+            .clusters
+            .get(cluster)
+            .filter(|c| c.endpoints == set.source)
+        else {
+            return current;
+        };
+        self.discovered.insert(cluster.to_owned(), Arc::clone(&set));
+        let rebuilt = ClusterSnapshot::build(config, &self.registry, Some(&set));
+        let count = rebuilt.endpoints().len();
+        let next = Arc::new(current.with_cluster(rebuilt));
+        self.snapshot.store(Arc::clone(&next));
+        crate::telemetry::metrics::record_endpoint_count(cluster, count);
+        self.registry
+            .retain(|c, address| c != cluster || next.has_endpoint(c, address));
+        if let Some(health) = self.health.get() {
+            health.follow(&next, &self.registry);
+        }
+        next
+    }
+
+    /// Attaches the discovery supervisor (once, at start) and starts the current config's
+    /// sources; from then on every [`Self::publish`] re-applies it. A second call is ignored.
+    pub fn attach_discovery(&self, supervisor: impl Follower + 'static) {
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let supervisor = self.discovery.get_or_init(|| Box::new(supervisor));
+        supervisor.follow(&self.snapshot.load(), &self.registry);
+    }
+
+    /// Attaches the health supervisor (once, at start) and applies the current snapshot to it;
+    /// from then on [`Self::publish`] and [`Self::publish_endpoints`] apply each new snapshot
+    /// before they return. Under `publishing`, so a snapshot published meanwhile is not missed.
+    /// A second call is ignored.
+    pub fn attach_health(&self, supervisor: impl Follower + 'static) {
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let supervisor = self.health.get_or_init(|| Box::new(supervisor));
+        supervisor.follow(&self.snapshot.load(), &self.registry);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks shutdown as begun.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{EndpointSource, StaticEndpoint};
+    use crate::state::ListenerSnapshot;
+
+    fn config(endpoints: &str) -> Config {
+        let text = format!(
+            r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+listener = "public"
+cluster = "app"
+
+[clusters.app]
+endpoints = [{endpoints}]
+"#
+        );
+        crate::config::parse(&text, Path::new("test.toml")).expect("valid config")
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address literal")
+    }
+
+    #[test]
+    fn endpoints_are_sorted_by_address() {
+        let shared = Shared::new(config(
+            r#""127.0.0.1:9003", "127.0.0.1:9001", "127.0.0.1:9002""#,
+        ));
+        let snapshot = shared.snapshot();
+        let cluster = snapshot.cluster("app").expect("cluster app");
+        let ports: Vec<u16> = cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.address().port())
+            .collect();
+        assert_eq!(ports, [9001, 9002, 9003]);
+        assert_eq!(snapshot.version(), 1);
+        assert_eq!(
+            snapshot.listener("public").map(ListenerSnapshot::index),
+            Some(0)
+        );
+        assert!(snapshot.has_endpoint("app", addr("127.0.0.1:9002")));
+        assert!(!snapshot.has_endpoint("app", addr("127.0.0.1:9009")));
+    }
+
+    #[test]
+    fn publish_keeps_state_of_surviving_endpoints_and_drops_the_rest() {
+        let shared = Shared::new(config(r#""127.0.0.1:9001", "127.0.0.1:9002""#));
+        let old = shared.snapshot();
+        let survivor = shared
+            .registry()
+            .get("app", addr("127.0.0.1:9001"))
+            .expect("registered");
+        let guard = survivor.start_request();
+        survivor.eject_until(1);
+
+        let new = shared.publish(config(r#""127.0.0.1:9001", "127.0.0.1:9004""#));
+        assert_eq!(new.version(), 2);
+        assert_eq!(shared.snapshot().version(), 2);
+        let after = shared
+            .registry()
+            .get("app", addr("127.0.0.1:9001"))
+            .expect("still registered");
+        assert!(Arc::ptr_eq(&survivor, &after));
+        assert_eq!(after.in_flight(), 1);
+        assert_eq!(after.ejections(), 1);
+        assert!(shared
+            .registry()
+            .get("app", addr("127.0.0.1:9002"))
+            .is_none());
+        assert_eq!(shared.registry().len(), 2);
+        // The old snapshot is untouched for requests still holding it.
+        assert_eq!(old.cluster("app").map(|c| c.endpoints().len()), Some(2));
+        drop(guard);
+        assert_eq!(after.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_discovery_update_keeps_the_version_and_a_reload_keeps_the_set() {
+        let text = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\ncluster = \"app\"\n\n[clusters.app]\ndiscovery = { file = \"app.json\" }\n";
+        let parse = || crate::config::parse(text, Path::new("test.toml")).expect("valid config");
+        let shared = Shared::new(parse());
+        let source: EndpointSource = shared
+            .snapshot()
+            .config()
+            .clusters
+            .get("app")
+            .map(|c| c.endpoints.clone())
+            .expect("cluster app");
+        assert_eq!(
+            shared
+                .snapshot()
+                .cluster("app")
+                .map(|c| c.endpoints().len()),
+            Some(0)
+        );
+        let set = Arc::new(DiscoveredSet {
+            source,
+            endpoints: vec![StaticEndpoint {
+                address: addr("127.0.0.1:9201"),
+                weight: 1,
+                zone: None,
+            }],
+        });
+        let updated = shared.publish_endpoints("app", set);
+        assert_eq!(updated.version(), 1);
+        assert!(updated.has_endpoint("app", addr("127.0.0.1:9201")));
+        // A reload of the same source builds the cluster from the published set.
+        let reloaded = shared.publish(parse());
+        assert_eq!(reloaded.version(), 2);
+        assert!(reloaded.has_endpoint("app", addr("127.0.0.1:9201")));
+    }
+}

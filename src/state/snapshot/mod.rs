@@ -1,0 +1,360 @@
+//! The immutable view of config + endpoints that a request is served from.
+//!
+//! Built off the request path and published with one `ArcSwap` store in [`super::Shared`]; a
+//! request loads it once and keeps that `Arc` to the end, so a reload never changes the rules
+//! under a request in progress. Everything that must agree — routes, each cluster's endpoint
+//! list and the balancer table indexing it — is in the same snapshot.
+//!
+//! A snapshot is two parts, and there is one way to make each:
+//! - [`Rules`], everything compiled from one config (router, listeners, metric handles, budgets,
+//!   rings, exporter, cache), made only by [`Rules::compile`];
+//! - the clusters, each a [`ClusterSnapshot`] made only by `ClusterSnapshot::build` from the
+//!   cluster's config and its current endpoint set.
+//!
+//! A reload compiles both ([`Snapshot::compile`]); a discovery update keeps the rules as they are
+//! and replaces one cluster ([`Snapshot::with_cluster`]). Both end in the same two-field
+//! constructor, so a field added to the snapshot is a compile error until both paths say where
+//! it comes from, and nothing is filled in after construction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{DiscoveredSet, DiscoveredSets};
+use crate::balance::{self, Balancer};
+use crate::config::{ClusterConfig, Config, EndpointSource, StaticEndpoint};
+use crate::endpoint::{EndpointRegistry, EndpointState};
+use crate::resilience::{RouteResilience, RouteTable};
+use crate::router::Router;
+use crate::telemetry::metrics::SnapshotMetrics;
+use crate::telemetry::stats::StatsTable;
+
+/// One published version of the proxy's rules.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// What the config compiles to; every discovery update of this version shares it.
+    rules: Rules,
+    /// By name, looked up once per request (the route's pick). foldhash: cluster names come
+    /// from the config, not from clients, so SipHash's flood resistance buys nothing here and
+    /// costs time on every request (compare the two with a microbenchmark of `get` on the
+    /// config's cluster names before changing it).
+    clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>,
+}
+
+/// Everything a snapshot compiles from its config alone (and from what earlier versions hand
+/// on), never from endpoint sets: a discovery update shares it unchanged, so what depends on a
+/// cluster's endpoints belongs in [`ClusterSnapshot`] instead. Every field is cheap to clone (an
+/// `Arc` or a number), which is all a discovery update pays for it.
+#[derive(Debug, Clone)]
+struct Rules {
+    /// Increases by one per reload; discovery updates keep it.
+    version: u64,
+    /// When this version was compiled (the admin API's `loaded_at`).
+    loaded_at: SystemTime,
+    config: Arc<Config>,
+    router: Arc<Router>,
+    /// In config order; looked up by name once per connection.
+    listeners: Arc<[ListenerSnapshot]>,
+    /// Metric series per route × cluster and listener, so requests never format labels.
+    metrics: Arc<SnapshotMetrics>,
+    /// Per-route retry budgets and retry/hedge metric handles, by route index.
+    resilience: Arc<RouteTable>,
+    /// The status page's per-route and per-cluster rings, handed on by name across reloads.
+    stats: Arc<StatsTable>,
+    /// The OTLP exporter `[tracing] otlp` asks for, kept across reloads that keep it.
+    tracer: Option<Arc<crate::trace::Tracer>>,
+    /// The response cache (`[cache]`): one per process, handed from snapshot to snapshot while
+    /// `[cache]` stays the same (see `cache::Cache::follow`).
+    cache: Option<Arc<crate::cache::Cache>>,
+}
+
+/// Where a snapshot stands in a process, which decides the parts that belong to a running
+/// proxy rather than to the config: the exporter (a thread), the cache (its contents), and the
+/// retry budgets and status rings that outlive a reload.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Lineage<'a> {
+    /// No running proxy (`switchyard explain`, tests of the compiled rules): no exporter thread
+    /// is started and no cache is made; budgets and rings start empty.
+    Detached,
+    /// A running proxy's first version: exporter and cache as configured, all fresh.
+    First,
+    /// The version after this one: budgets, rings, exporter and cache are taken over from it
+    /// wherever their settings did not change.
+    After(&'a Snapshot),
+}
+
+/// A cluster as of one snapshot: its config, its endpoints, and the balancer over them.
+#[derive(Debug)]
+pub struct ClusterSnapshot {
+    config: ClusterConfig,
+    /// Sorted by address: the canonical order every balancer table indexes.
+    endpoints: Vec<Arc<EndpointState>>,
+    balancer: Box<dyn Balancer>,
+    /// The cluster's health state (limits, panic flag, health task), shared with every other
+    /// snapshot of the cluster.
+    health: Arc<crate::endpoint::ClusterHealth>,
+}
+
+/// Per-listener data the request path needs, computed once.
+#[derive(Debug, Clone)]
+pub struct ListenerSnapshot {
+    name: String,
+    /// Position in `config.listeners`, which is what the router takes.
+    index: usize,
+    trusted_hops: u32,
+    /// Plain, or the listener's live TLS config (shared across snapshots, see `tls::store`).
+    tls: crate::tls::server::Termination,
+}
+
+impl Snapshot {
+    /// Compiles `config` on its own, for inspecting what a config does (`switchyard explain`,
+    /// tests): endpoint state comes from `registry` (created where new), clusters fed by
+    /// discovery have no endpoints, and nothing a running proxy would start (the OTLP exporter's
+    /// thread, the response cache) is made.
+    pub fn build(config: Arc<Config>, registry: &EndpointRegistry, version: u64) -> Self {
+        Self::compile(
+            config,
+            registry,
+            &DiscoveredSets::default(),
+            version,
+            Lineage::Detached,
+        )
+    }
+
+    /// The full build, which both a proxy's start and every reload go through: the rules of
+    /// `config`, and every cluster with endpoints from its config or, for a discovery cluster,
+    /// from its last published set in `discovered` (none yet = no endpoints, so requests get
+    /// 503 with `retry-after` until the provider's first answer).
+    pub(super) fn compile(
+        config: Arc<Config>,
+        registry: &EndpointRegistry,
+        discovered: &DiscoveredSets,
+        version: u64,
+        lineage: Lineage<'_>,
+    ) -> Self {
+        let clusters = config
+            .clusters
+            .values()
+            .map(|cluster| {
+                let set = discovered.get(&cluster.name).map(|s| Arc::clone(s.value()));
+                let snapshot = ClusterSnapshot::build(cluster, registry, set.as_deref());
+                (cluster.name.clone(), Arc::new(snapshot))
+            })
+            .collect();
+        Self::assemble(Rules::compile(config, version, lineage), clusters)
+    }
+
+    /// This version with `cluster` in place of the cluster of the same name (a discovery
+    /// update): same rules, same version, every other cluster shared.
+    pub(super) fn with_cluster(&self, cluster: ClusterSnapshot) -> Self {
+        let mut clusters = self.clusters.clone();
+        clusters.insert(cluster.name().to_owned(), Arc::new(cluster));
+        Self::assemble(self.rules.clone(), clusters)
+    }
+
+    /// The one constructor: exhaustive, so a new part must be accounted for by both builds.
+    fn assemble(rules: Rules, clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>) -> Self {
+        Self { rules, clusters }
+    }
+
+    /// The response cache, when `[cache]` is configured (and the snapshot is a running proxy's).
+    pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        self.rules.cache.as_ref()
+    }
+
+    /// The status page's request rings (`GET /stats`).
+    pub fn stats(&self) -> &StatsTable {
+        &self.rules.stats
+    }
+
+    /// The span exporter, when `[tracing] otlp` is set (and the snapshot is a running proxy's).
+    pub fn tracer(&self) -> Option<&crate::trace::Tracer> {
+        self.rules.tracer.as_deref()
+    }
+
+    /// When this version was built.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.rules.loaded_at
+    }
+
+    /// The precomputed metric series of this version's routes and listeners.
+    pub fn metrics(&self) -> &SnapshotMetrics {
+        &self.rules.metrics
+    }
+
+    /// The retry/hedge state of route `index` (budget, metric handles).
+    pub fn resilience(&self, index: usize) -> Option<&RouteResilience> {
+        self.rules.resilience.get(index)
+    }
+
+    /// Increases by one on every reload; the admin API and metrics show it.
+    pub fn version(&self) -> u64 {
+        self.rules.version
+    }
+
+    /// The config this snapshot was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.rules.config
+    }
+
+    /// The compiled routes.
+    pub fn router(&self) -> &Router {
+        &self.rules.router
+    }
+
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterSnapshot>> {
+        self.clusters.get(name)
+    }
+
+    /// Every cluster (unordered; sort by name for display).
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterSnapshot>> {
+        self.clusters.values()
+    }
+
+    /// A listener by name. Linear: listeners are few, and a scan of a handful of short strings
+    /// beats hashing.
+    pub fn listener(&self, name: &str) -> Option<&ListenerSnapshot> {
+        self.rules.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Whether `cluster`/`address` is an endpoint of this snapshot (the registry keeps only those).
+    pub fn has_endpoint(&self, cluster: &str, address: SocketAddr) -> bool {
+        self.clusters.get(cluster).is_some_and(|c| {
+            c.endpoints
+                .binary_search_by(|e| e.address().cmp(&address))
+                .is_ok()
+        })
+    }
+}
+
+impl Rules {
+    /// The only place rules are made. What carries over from an earlier version is decided
+    /// here, from `lineage`, so a part is never made one way and then replaced.
+    fn compile(config: Arc<Config>, version: u64, lineage: Lineage<'_>) -> Self {
+        let previous = match lineage {
+            Lineage::After(previous) => Some(&previous.rules),
+            Lineage::Detached | Lineage::First => None,
+        };
+        let (tracer, cache) = match lineage {
+            Lineage::Detached => (None, None),
+            Lineage::First | Lineage::After(_) => (
+                crate::trace::Tracer::build(
+                    &config.tracing,
+                    previous.and_then(|p| p.tracer.as_ref()),
+                ),
+                crate::cache::Cache::follow(
+                    previous.and_then(|p| p.cache.as_ref()),
+                    config.cache.as_ref(),
+                ),
+            ),
+        };
+        let listeners = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, l)| ListenerSnapshot {
+                name: l.name.clone(),
+                index,
+                trusted_hops: l.trusted_hops,
+                // Re-checks the certificate files: a reload picks up rotated certificates.
+                tls: crate::tls::server::Termination::of(l),
+            })
+            .collect();
+        Self {
+            version,
+            loaded_at: SystemTime::now(),
+            router: Arc::new(Router::new(&config)),
+            listeners,
+            metrics: Arc::new(SnapshotMetrics::build(&config)),
+            // Routes whose budget settings did not change keep their budget across the reload.
+            resilience: Arc::new(RouteTable::build(&config, previous.map(|p| &*p.resilience))),
+            // Rings carry over by route and cluster name.
+            stats: Arc::new(StatsTable::build(&config, previous.map(|p| &*p.stats))),
+            tracer,
+            cache,
+            config,
+        }
+    }
+}
+
+impl ClusterSnapshot {
+    /// The only place a cluster's part of a snapshot is made, by a reload and a discovery update
+    /// alike: `discovered` is the cluster's last published set, if any.
+    pub(super) fn build(
+        config: &ClusterConfig,
+        registry: &EndpointRegistry,
+        discovered: Option<&DiscoveredSet>,
+    ) -> Self {
+        let list: &[StaticEndpoint] = match (&config.endpoints, discovered) {
+            (EndpointSource::Static(list), _) => list,
+            // A set published for another source (the cluster's discovery changed in a reload)
+            // is stale: the new source's task has not answered yet.
+            (source, Some(set)) if set.source == *source => &set.endpoints,
+            _ => &[],
+        };
+        let mut endpoints: Vec<Arc<EndpointState>> = list
+            .iter()
+            .map(|e| registry.get_or_create(&config.name, e.address, e.weight))
+            .collect();
+        endpoints.sort_by_key(|e| e.address());
+        endpoints.dedup_by_key(|e| e.address());
+        let balancer = balance::build(config, &endpoints);
+        Self {
+            config: config.clone(),
+            endpoints,
+            balancer,
+            health: registry.cluster_health(&config.name),
+        }
+    }
+
+    /// The cluster's health state: limit counters, panic flag, the health task's inbox.
+    pub fn health(&self) -> &Arc<crate::endpoint::ClusterHealth> {
+        &self.health
+    }
+
+    /// The cluster's config.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Endpoints in canonical (address) order.
+    pub fn endpoints(&self) -> &[Arc<EndpointState>] {
+        &self.endpoints
+    }
+
+    /// The balancer over [`Self::endpoints`].
+    pub fn balancer(&self) -> &dyn Balancer {
+        self.balancer.as_ref()
+    }
+}
+
+impl ListenerSnapshot {
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its index in the config (the router's listener argument).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How many client `x-forwarded-for` entries to keep.
+    pub fn trusted_hops(&self) -> u32 {
+        self.trusted_hops
+    }
+
+    /// Whether and how connections are TLS-terminated.
+    pub fn tls(&self) -> &crate::tls::server::Termination {
+        &self.tls
+    }
+}
+
+#[cfg(test)]
+mod tests;

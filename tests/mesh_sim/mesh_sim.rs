@@ -1,0 +1,418 @@
+//! Mesh simulation: 50 real mesh nodes (foca, sealing, anti-entropy — the proxy's code) over an
+//! in-memory network that drops, delays and partitions, on tokio's paused clock, fixed seeds.
+//! Each figure is measured over 20 seeded runs; the test prints p50/p99 and asserts the bounds
+//! of issue 12 on every run.
+//!
+//! Run with `--nocapture` to see the figures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::mesh::node::{Clock, Command, Node, Setup};
+use switchyard::mesh::seal::Keys;
+use switchyard::mesh::state::Service;
+use switchyard::mesh::{MemberStatus, NodeId, View};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::support::mesh_net::Net;
+
+const MEMBERS: usize = 50;
+/// Seeded runs per figure; `MESH_SIM_RUNS` lowers it while exploring (never below 1).
+fn runs() -> u64 {
+    std::env::var("MESH_SIM_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20u64)
+        .max(1)
+}
+const BASE_MS: u64 = 1_700_000_000_000;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7946))
+}
+
+struct Member {
+    addr: SocketAddr,
+    view: watch::Receiver<Arc<View>>,
+    task: JoinHandle<()>,
+    // Dropping it stops the node; kept so it runs.
+    _commands: mpsc::UnboundedSender<Command>,
+}
+
+struct Sim {
+    net: Net,
+    /// One wall clock for everyone (members started later must not lag by their start time:
+    /// the seal's replay window would reject them).
+    clock: Clock,
+    members: Vec<Member>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sim {
+    fn start(seed: u64, loss: f64, members: usize) -> Self {
+        let (net, delivery) = Net::new(seed, loss, (1, 20));
+        let mut sim = Self {
+            net,
+            clock: Clock::new(BASE_MS),
+            members: Vec::new(),
+            tasks: vec![delivery],
+        };
+        for i in 0..members {
+            sim.add(seed, i, Vec::new());
+        }
+        sim
+    }
+
+    fn add(&mut self, seed: u64, i: usize, services: Vec<Service>) {
+        let keys = Keys::from_text("simulation key").expect("key");
+        let (inbox_tx, inbox) = mpsc::channel(4096);
+        let transport = self.net.attach(addr(i), inbox_tx);
+        let setup = Setup {
+            id: NodeId {
+                addr: addr(i),
+                generation: 1,
+            },
+            // Three seeds, as a deployment would list.
+            seeds: (0..3).map(addr).collect(),
+            keys,
+            services,
+            instance: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            clock: self.clock,
+        };
+        let (node, view) = Node::new(setup, transport);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(node.run(inbox, commands_rx));
+        self.members.push(Member {
+            addr: addr(i),
+            view,
+            task,
+            _commands: commands,
+        });
+    }
+
+    /// Whether every member in `alive` sees every other one in `alive` as live.
+    fn converged(&self, alive: &[usize]) -> bool {
+        alive.iter().all(|&i| {
+            let view = self.members[i].view.borrow();
+            let live: std::collections::HashSet<SocketAddr> = view
+                .members
+                .iter()
+                .filter(|m| m.state.is_live())
+                .map(|m| m.id.addr)
+                .collect();
+            alive.iter().all(|&j| live.contains(&self.members[j].addr))
+        })
+    }
+
+    /// Advances paused time in `step`s until `done` or `limit`; returns the time taken.
+    async fn wait(
+        &self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() <= limit {
+            if done(self) {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(step).await;
+        }
+        None
+    }
+
+    /// Every member's current identity (address and generation), by index.
+    fn identities(&self) -> Vec<Option<NodeId>> {
+        self.members.iter().map(|m| m.view.borrow().local).collect()
+    }
+
+    /// Members other than `except` declared dead since `baseline` (their identities then): seen
+    /// dead by anyone under that identity, or renewed since (a member declared dead rejoins as
+    /// its next generation).
+    fn falsely_dead(
+        &self,
+        baseline: &[Option<NodeId>],
+        except: Option<usize>,
+    ) -> std::collections::HashSet<SocketAddr> {
+        let mut dead = std::collections::HashSet::new();
+        let was: std::collections::HashSet<NodeId> = baseline
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except)
+            .filter_map(|(_, id)| *id)
+            .collect();
+        for (i, m) in self.members.iter().enumerate() {
+            let view = m.view.borrow();
+            let before = baseline.get(i).copied().flatten();
+            if Some(i) != except && before.is_some() && view.local != before {
+                dead.insert(m.addr);
+            }
+            dead.extend(
+                view.members
+                    .iter()
+                    .filter(|v| was.contains(&v.id) && v.state == MemberStatus::Dead)
+                    .map(|v| v.id.addr),
+            );
+        }
+        dead
+    }
+
+    fn stop(self) {
+        for m in &self.members {
+            m.task.abort();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+/// One run: converge, measure an announcement, watch for false deaths for `watch`, kill a
+/// member, measure until every survivor marks it dead. Returns (announce s, detect s, false
+/// deaths, bytes per member per second).
+async fn run(
+    seed: u64,
+    loss: f64,
+    watch: Duration,
+    detect_limit: Duration,
+) -> (f64, f64, usize, f64) {
+    let mut sim = Sim::start(seed, loss, MEMBERS);
+    let everyone: Vec<usize> = (0..MEMBERS).collect();
+    let joined = sim
+        .wait(Duration::from_secs(60), Duration::from_millis(250), |s| {
+            s.converged(&everyone)
+        })
+        .await;
+    assert!(
+        joined.is_some(),
+        "seed {seed}: 50 members did not converge in 60 s"
+    );
+
+    // Steady-state traffic and false deaths over `watch`.
+    let before = sim.net.sent_bytes().values().sum::<u64>();
+    let baseline = sim.identities();
+    let renewed_at_start = baseline
+        .iter()
+        .flatten()
+        .filter(|id| id.generation > 1)
+        .count();
+    if renewed_at_start > 0 {
+        println!("seed {seed}: {renewed_at_start} members renewed while 50 joined at once");
+    }
+    let mut falsely_dead = std::collections::HashSet::new();
+    let start = Instant::now();
+    while start.elapsed() < watch {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        falsely_dead.extend(sim.falsely_dead(&baseline, None));
+    }
+    let after = sim.net.sent_bytes().values().sum::<u64>();
+    let per_member_per_sec = (after - before) as f64 / MEMBERS as f64 / watch.as_secs_f64();
+
+    // An announcement: a late member joins advertising a service; everyone must list it.
+    let service = Service {
+        name: "late".into(),
+        address: "10.9.9.9:8080".parse().expect("addr"),
+    };
+    sim.add(seed, MEMBERS, vec![service.clone()]);
+    let announced = sim
+        .wait(Duration::from_secs(30), Duration::from_millis(50), |s| {
+            s.members
+                .iter()
+                .all(|m| m.view.borrow().service_endpoints("late") == [service.address])
+        })
+        .await
+        .unwrap_or_else(|| panic!("seed {seed}: announcement did not reach everyone in 30 s"));
+
+    // Kill a member (seeded, never a seed node) and time until every survivor marks it dead.
+    let victim = 3 + (seed as usize % (MEMBERS - 3));
+    sim.members[victim].task.abort();
+    sim.net.set_cut(addr(victim), true);
+    let survivors: Vec<usize> = (0..=MEMBERS).filter(|&i| i != victim).collect();
+    let detected = sim
+        .wait(detect_limit * 2, Duration::from_millis(100), |s| {
+            survivors.iter().all(|&i| {
+                s.members[i].view.borrow().status(addr(victim)) == Some(MemberStatus::Dead)
+            })
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: victim not dead everywhere in {:?}",
+                detect_limit * 2
+            )
+        });
+    falsely_dead.extend(sim.falsely_dead(&baseline, Some(victim)));
+    // Whoever was declared dead by mistake has rejoined (as its next generation) by now.
+    let survivors_now: Vec<usize> = survivors.clone();
+    let rejoined = sim
+        .wait(Duration::from_secs(30), Duration::from_millis(250), |s| {
+            s.converged(&survivors_now)
+        })
+        .await;
+    assert!(
+        rejoined.is_some(),
+        "seed {seed}: falsely dead members {falsely_dead:?} did not rejoin"
+    );
+    sim.stop();
+    (
+        announced.as_secs_f64(),
+        detected.as_secs_f64(),
+        falsely_dead.len(),
+        per_member_per_sec,
+    )
+}
+
+fn report(name: &str, results: &[(f64, f64, usize, f64)]) {
+    let announce: Vec<f64> = results.iter().map(|r| r.0).collect();
+    let detect: Vec<f64> = results.iter().map(|r| r.1).collect();
+    let bytes: Vec<f64> = results.iter().map(|r| r.3).collect();
+    let false_deaths: usize = results.iter().map(|r| r.2).sum();
+    println!(
+        "{name}: {} runs, 50 members | dead everywhere p50 {:.1} s p99 {:.1} s max {:.1} s | \
+         announcement everywhere p50 {:.2} s p99 {:.2} s | false deaths {false_deaths} | \
+         gossip per member p50 {:.0} B/s max {:.0} B/s",
+        results.len(),
+        percentile(&detect, 50.0),
+        percentile(&detect, 99.0),
+        percentile(&detect, 100.0),
+        percentile(&announce, 50.0),
+        percentile(&announce, 99.0),
+        percentile(&bytes, 50.0),
+        percentile(&bytes, 100.0),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_loss_dead_within_15s_announcement_within_5s_and_traffic_under_10kbps() {
+    let mut results = Vec::new();
+    for seed in 0..runs() {
+        results.push(run(seed, 0.0, Duration::from_secs(30), Duration::from_secs(15)).await);
+    }
+    report("no loss", &results);
+    for (seed, r) in results.iter().enumerate() {
+        assert!(
+            r.1 <= 15.0,
+            "seed {seed}: dead everywhere after {:.1} s",
+            r.1
+        );
+        assert!(r.0 <= 5.0, "seed {seed}: announcement took {:.1} s", r.0);
+        assert_eq!(r.2, 0, "seed {seed}: false deaths without loss");
+        assert!(r.3 < 10_240.0, "seed {seed}: {:.0} B/s per member", r.3);
+    }
+}
+
+/// The false-death watch at 10 % loss: 10 simulated minutes per run with `MESH_SIM_FULL=1`
+/// (about 50 s of CPU per run in a debug build), 2 minutes otherwise so CI stays affordable.
+fn loss_watch() -> Duration {
+    if std::env::var_os("MESH_SIM_FULL").is_some() {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(120)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_percent_loss_dead_within_25s_and_false_deaths_rare() {
+    let mut results = Vec::new();
+    for seed in 100..100 + runs() {
+        results.push(run(seed, 0.10, loss_watch(), Duration::from_secs(25)).await);
+    }
+    report(&format!("10% loss, {:?} watch", loss_watch()), &results);
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.1 <= 25.0, "run {i}: dead everywhere after {:.1} s", r.1);
+    }
+    // README, Mesh: at 10 % loss a false death is rare, not impossible (a suspicion can time
+    // out before the refutation crosses the lossy network), and the runs are not bit-for-bit
+    // repeatable (hash-map order changes which datagrams the seeded network drops), so zero
+    // would flake. The target is at most 2 per 20 runs of 2 minutes, scaled to the runs and
+    // watch used: far below what foca's `notify_down_members` bug produced (README figures).
+    let watched = runs() * loss_watch().as_secs();
+    let allowed = (2 * watched).div_ceil(20 * 120) as usize;
+    let false_deaths: usize = results.iter().map(|r| r.2).sum();
+    let per_run: Vec<usize> = results.iter().map(|r| r.2).collect();
+    assert!(
+        false_deaths <= allowed,
+        "{false_deaths} false deaths at 10 % loss (at most {allowed}); per run: {per_run:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn small_cluster_converges_and_spreads_a_late_announcement() {
+    let mut sim = Sim::start(7, 0.0, 5);
+    let everyone: Vec<usize> = (0..5).collect();
+    let joined = sim
+        .wait(Duration::from_secs(30), Duration::from_millis(100), |s| {
+            s.converged(&everyone)
+        })
+        .await;
+    assert!(joined.is_some(), "5 members did not converge");
+    let service = Service {
+        name: "late".into(),
+        address: "10.9.9.9:8080".parse().expect("addr"),
+    };
+    sim.add(7, 5, vec![service.clone()]);
+    let announced = sim
+        .wait(Duration::from_secs(10), Duration::from_millis(50), |s| {
+            s.members
+                .iter()
+                .all(|m| m.view.borrow().service_endpoints("late") == [service.address])
+        })
+        .await;
+    assert!(
+        announced.is_some(),
+        "the late announcement did not reach all 6"
+    );
+    sim.stop();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_member_is_declared_dead_then_rejoins_and_converges() {
+    let sim = Sim::start(11, 0.0, 5);
+    let everyone: Vec<usize> = (0..5).collect();
+    let joined = sim
+        .wait(Duration::from_secs(30), Duration::from_millis(100), |s| {
+            s.converged(&everyone)
+        })
+        .await;
+    assert!(joined.is_some(), "5 members did not converge");
+    let cut = 4;
+    sim.net.set_cut(addr(cut), true);
+    let dead = sim
+        .wait(Duration::from_secs(30), Duration::from_millis(100), |s| {
+            (0..4).all(|i| s.members[i].view.borrow().status(addr(cut)) == Some(MemberStatus::Dead))
+        })
+        .await;
+    assert!(dead.is_some(), "the cut-off member was not declared dead");
+    // Its record (services) went with it; a member announcing while it is away is news to it.
+    sim.net.set_cut(addr(cut), false);
+    let healed = sim
+        .wait(Duration::from_secs(60), Duration::from_millis(100), |s| {
+            s.converged(&everyone)
+        })
+        .await;
+    let healed = healed.expect("the partition healed but the member did not rejoin");
+    println!(
+        "partition: dead everywhere after {:?}, rejoined everywhere {:?} after healing",
+        dead, healed
+    );
+    let records = sim
+        .wait(Duration::from_secs(10), Duration::from_millis(100), |s| {
+            s.members.iter().all(|m| m.view.borrow().records.len() == 5)
+        })
+        .await;
+    assert!(
+        records.is_some(),
+        "every member holds every live member's record again"
+    );
+    sim.stop();
+}

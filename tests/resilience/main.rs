@@ -1,0 +1,16 @@
+//! Resilience: active health checks, passive outlier ejection, circuit-breaker limits, retries
+//! (policy, budget, gRPC) and hedging.
+//!
+//! One module per topic; `tests/README.md` says how to add one. All run in one process:
+//! see `support::alone` for a test that needs it to itself.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod health_checks;
+mod health_ejection;
+mod health_limits;
+mod hedge_slow;
+mod retry_budget;
+mod retry_grpc;
+mod retry_policy;
