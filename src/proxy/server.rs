@@ -43,7 +43,6 @@ use crate::config::LimitsConfig;
 use crate::state::Shared;
 use crate::tls::server::{handshake, Termination};
 use crate::upstream::Upstream;
-use crate::wire::headers::ConnView;
 use crate::wire::shutdown::stopped;
 
 /// First pause after an accept error such as EMFILE; doubled per consecutive error up to
@@ -168,13 +167,10 @@ impl ConnServer {
                 upstream: Arc::clone(&ctx.upstream),
                 listener: Arc::clone(&ctx.name),
                 peer,
-                // The scheme is the termination's: a TLS connection serves no request before
-                // its handshake succeeded.
-                forwarding: ConnView::new(
-                    peer.ip(),
-                    port,
-                    matches!(termination, Termination::Tls(_)),
-                ),
+                // Rendered when a session starts (with the scheme: a TLS connection serves no
+                // request before its handshake succeeded and `tls` is set).
+                forwarding: None,
+                port,
                 tls: false,
                 client_identity: None,
             };
@@ -247,7 +243,7 @@ impl ConnServer {
         let state = ConnState::new();
         let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits))
             .with_protocols(protocols);
-        let requests = Requests {
+        let mut requests = Requests {
             ctx: Arc::new(ctx),
             state,
             limits: Arc::clone(&self.limits),
@@ -266,6 +262,7 @@ impl ConnServer {
                 match arrival {
                     Ok(Arrival::Http1) => {}
                     Ok(Arrival::Http2) => {
+                        requests.render_forwarding();
                         Box::pin(self.serve_http2(io, requests, shutdown)).await;
                         break;
                     }
@@ -282,9 +279,13 @@ impl ConnServer {
                         break;
                     }
                 }
+                requests.render_forwarding();
                 // `None`: the connection ended, or belongs to an upgrade's tunnel now.
                 match Box::pin(self.session_http1(io, &requests, &mut shutdown)).await {
-                    Some(parked) => io = parked,
+                    Some(parked) => {
+                        io = parked;
+                        requests.park();
+                    }
                     None => break,
                 }
             }
@@ -458,6 +459,19 @@ struct Requests {
 }
 
 impl Requests {
+    /// Renders the connection's forwarding view for the session about to start. The session
+    /// before it is over, so nothing else holds the context and it is changed in place.
+    fn render_forwarding(&mut self) {
+        Arc::make_mut(&mut self.ctx).render_forwarding();
+    }
+
+    /// The session ended with the connection parked: drops what only a session needs.
+    fn park(&mut self) {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.forwarding = None;
+        }
+    }
+
     /// Serves one request; errors are responses, so the service never fails.
     async fn serve(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         Ok(serve_request(&self.ctx, &self.state, &self.limits, req).await)
