@@ -63,13 +63,25 @@ pub struct ListenerContext {
 }
 
 /// How a worker serves connections: the protocol builder and limits, configured once from
-/// `[limits]`, and the process-wide connection semaphore.
+/// `[limits]`, and the process-wide connection semaphore. One pointer: every connection task
+/// holds a clone for its whole life (see `serve`).
 #[derive(Clone)]
-pub struct ConnServer {
-    http1: Arc<http1::Builder>,
-    http2: Arc<http2::Builder<TokioExecutor>>,
+pub struct ConnServer(Arc<ServerParts>);
+
+/// What [`ConnServer`] shares.
+pub struct ServerParts {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for ConnServer {
+    type Target = ServerParts;
+
+    fn deref(&self) -> &ServerParts {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for ConnServer {
@@ -102,12 +114,12 @@ impl ConnServer {
             .max_pending_accept_reset_streams(20)
             // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
             .max_local_error_reset_streams(256);
-        Self {
-            http1: Arc::new(h1),
-            http2: Arc::new(h2),
+        Self(Arc::new(ServerParts {
+            http1: h1,
+            http2: h2,
             limits: Arc::new(Limits::from_config(limits)),
             connections,
-        }
+        }))
     }
 
     /// Accepts on `listener` until `shutdown` turns true (or its sender is gone), spawning one
@@ -243,11 +255,11 @@ impl ConnServer {
         let state = ConnState::new();
         let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits))
             .with_protocols(protocols);
-        let mut requests = Requests {
-            ctx: Arc::new(ctx),
+        let mut requests = Requests(Arc::new(ConnShared {
+            ctx,
             state,
             limits: Arc::clone(&self.limits),
-        };
+        }));
         async move {
             loop {
                 let parked = io
@@ -450,25 +462,38 @@ fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>, peer: S
     }
 }
 
-/// What each request on one connection is served with (the service clones it per request).
+/// What each request on one connection is served with (the service clones it per request:
+/// one reference count, and one pointer in the connection's task).
 #[derive(Clone)]
-struct Requests {
-    ctx: Arc<ConnContext>,
+struct Requests(Arc<ConnShared>);
+
+/// What [`Requests`] shares.
+#[derive(Clone)]
+struct ConnShared {
+    ctx: ConnContext,
     state: Arc<ConnState>,
     limits: Arc<Limits>,
+}
+
+impl std::ops::Deref for Requests {
+    type Target = ConnShared;
+
+    fn deref(&self) -> &ConnShared {
+        &self.0
+    }
 }
 
 impl Requests {
     /// Renders the connection's forwarding view for the session about to start. The session
     /// before it is over, so nothing else holds the context and it is changed in place.
     fn render_forwarding(&mut self) {
-        Arc::make_mut(&mut self.ctx).render_forwarding();
+        Arc::make_mut(&mut self.0).ctx.render_forwarding();
     }
 
     /// The session ended with the connection parked: drops what only a session needs.
     fn park(&mut self) {
-        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
-            ctx.forwarding = None;
+        if let Some(shared) = Arc::get_mut(&mut self.0) {
+            shared.ctx.forwarding = None;
         }
     }
 

@@ -154,8 +154,9 @@ pub struct GuardedIo<T> {
     /// Since when the client has accepted none of our bytes (its receive window is full).
     write_stalled_since: Option<Instant>,
     write_timer: Option<Pin<Box<Sleep>>>,
-    /// Our own response, written when hyper shuts the connection down.
-    farewell: Option<Bytes>,
+    /// Our own response, written when hyper shuts the connection down. Boxed: it is rare, and
+    /// inline it would size every connection's task.
+    farewell: Option<Box<Bytes>>,
     /// We answered in hyper's place; its output is refused from now on.
     hijacked: bool,
     /// The connection went idle and hyper's session was told end-of-stream so that its
@@ -568,7 +569,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0, "the preface is refused, not handed to hyper");
-        let farewell = io.farewell.as_deref().unwrap_or_default();
+        let farewell: &[u8] = io.farewell.as_deref().map_or(&[], |bytes| bytes);
         assert!(farewell.starts_with(b"HTTP/1.1 400"), "{farewell:?}");
     }
 

@@ -70,7 +70,7 @@ impl<T> GuardedIo<T> {
     pub(super) fn refuse_head(&mut self, reject: Reject) -> Poll<io::Result<()>> {
         reject.count();
         tracing::debug!(reason = reject.reason(), "request refused");
-        self.farewell = Some(reject.http1_response());
+        self.farewell = Some(Box::new(reject.http1_response()));
         self.phase = Phase::Closed;
         self.inbuf.clear();
         Poll::Ready(Ok(()))
