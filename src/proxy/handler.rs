@@ -46,12 +46,31 @@ pub struct ConnContext {
     pub listener: Arc<str>,
     /// The downstream peer.
     pub peer: SocketAddr,
-    /// The forwarding headers' view of this connection (peer, scheme, port), rendered once.
-    pub forwarding: headers::ConnView,
+    /// The forwarding headers' view of this connection (peer, scheme, port), rendered once per
+    /// session (see [`ConnContext::render_forwarding`]) and dropped while an HTTP/1 connection
+    /// is parked, so an idle connection holds neither the texts nor their room here.
+    pub forwarding: Option<Box<headers::ConnView>>,
+    /// The listener's port the client connected to (`x-forwarded-port`).
+    pub port: u16,
     /// The connection is TLS.
     pub tls: bool,
     /// The verified client certificate's identity (mTLS listeners only).
     pub client_identity: Option<Arc<crate::tls::identity::PeerIdentity>>,
+}
+
+impl ConnContext {
+    /// Renders the forwarding view, before a session's first request.
+    pub fn render_forwarding(&mut self) {
+        if self.forwarding.is_none() {
+            self.forwarding = Some(Box::new(self.view()));
+        }
+    }
+
+    /// The forwarding view: the scheme is TLS once the handshake succeeded, which is before
+    /// any request is served.
+    fn view(&self) -> headers::ConnView {
+        headers::ConnView::new(self.peer.ip(), self.port, self.tls)
+    }
 }
 
 /// Serves one request; never fails (errors become responses). `h2_body`: the limits of an
@@ -153,10 +172,19 @@ pub(super) fn upstream_head(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::ensure_traceparent(&mut parts.headers, present);
+    // Rendered at the session's start; rendered here only if a path ever skipped that.
+    let rendered;
+    let view = match ctx.forwarding.as_deref() {
+        Some(view) => view,
+        None => {
+            rendered = ctx.view();
+            &rendered
+        }
+    };
     headers::set_forwarded(
         &mut parts.headers,
         present,
-        &ctx.forwarding,
+        view,
         listener.trusted_hops(),
         host.as_ref(),
     );

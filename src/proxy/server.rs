@@ -43,7 +43,6 @@ use crate::config::LimitsConfig;
 use crate::state::Shared;
 use crate::tls::server::{handshake, Termination};
 use crate::upstream::Upstream;
-use crate::wire::headers::ConnView;
 use crate::wire::shutdown::stopped;
 
 /// First pause after an accept error such as EMFILE; doubled per consecutive error up to
@@ -64,13 +63,25 @@ pub struct ListenerContext {
 }
 
 /// How a worker serves connections: the protocol builder and limits, configured once from
-/// `[limits]`, and the process-wide connection semaphore.
+/// `[limits]`, and the process-wide connection semaphore. One pointer: every connection task
+/// holds a clone for its whole life (see `serve`).
 #[derive(Clone)]
-pub struct ConnServer {
-    http1: Arc<http1::Builder>,
-    http2: Arc<http2::Builder<TokioExecutor>>,
+pub struct ConnServer(Arc<ServerParts>);
+
+/// What [`ConnServer`] shares.
+pub struct ServerParts {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for ConnServer {
+    type Target = ServerParts;
+
+    fn deref(&self) -> &ServerParts {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for ConnServer {
@@ -103,12 +114,12 @@ impl ConnServer {
             .max_pending_accept_reset_streams(20)
             // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
             .max_local_error_reset_streams(256);
-        Self {
-            http1: Arc::new(h1),
-            http2: Arc::new(h2),
+        Self(Arc::new(ServerParts {
+            http1: h1,
+            http2: h2,
             limits: Arc::new(Limits::from_config(limits)),
             connections,
-        }
+        }))
     }
 
     /// Accepts on `listener` until `shutdown` turns true (or its sender is gone), spawning one
@@ -168,30 +179,29 @@ impl ConnServer {
                 upstream: Arc::clone(&ctx.upstream),
                 listener: Arc::clone(&ctx.name),
                 peer,
-                // The scheme is the termination's: a TLS connection serves no request before
-                // its handshake succeeded.
-                forwarding: ConnView::new(
-                    peer.ip(),
-                    port,
-                    matches!(termination, Termination::Tls(_)),
-                ),
+                // Rendered when a session starts (with the scheme: a TLS connection serves no
+                // request before its handshake succeeded and `tls` is set).
+                forwarding: None,
+                port,
                 tls: false,
                 client_identity: None,
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
             let active = active.clone();
-            tokio::spawn(async move {
-                // A guard, so the gauge comes down even if serving panics.
-                let _open = crate::telemetry::metrics::DownstreamConnection::opened();
-                match termination {
-                    Termination::Plain => {
-                        server.serve(stream, ctx, Protocols::Detect, shutdown).await;
-                    }
-                    Termination::Tls(tls) => {
+            // A guard, so the gauge comes down even if serving panics.
+            let open = crate::telemetry::metrics::DownstreamConnection::opened();
+            match termination {
+                // The task's future is `serve`'s own, the guards passed in: a parked plain
+                // connection holds a task of that size and nothing more (no wrapper around it).
+                Termination::Plain => {
+                    let held = (open, permit, active);
+                    tokio::spawn(server.serve(stream, ctx, Protocols::Detect, shutdown, held));
+                }
+                Termination::Tls(tls) => {
+                    tokio::spawn(async move {
                         let limit = server.limits.first_byte_timeout;
-                        // Boxed: the handshake's state is large, and inline it would size
-                        // every connection task, plain ones too, for the whole connection.
+                        // Boxed: the handshake's state is large.
                         let shake = Box::pin(handshake(&tls, stream, limit, peer));
                         if let Some((stream, identity)) = shake.await {
                             let protocols =
@@ -202,129 +212,191 @@ impl ConnServer {
                                 ..ctx
                             };
                             // Boxed for the same reason: serving a TLS stream holds several
-                            // times a plain one's state, and a parked plain connection would
-                            // carry it (`benches/load/run.sh` reports RSS per idle connection).
-                            Box::pin(server.serve(stream, ctx, protocols, shutdown)).await;
+                            // times a plain one's state.
+                            Box::pin(server.serve(stream, ctx, protocols, shutdown, ())).await;
                         }
-                    }
-                    Termination::Unavailable => drop(stream),
+                        drop((open, permit, active));
+                    });
                 }
-                drop(permit);
-                drop(active);
-            });
+                Termination::Unavailable => drop((stream, open, permit, active)),
+            }
         }
     }
 
     /// Serves one connection, in the `protocols` TLS ALPN allows; on shutdown, lets requests in
     /// progress finish and then closes (HTTP/1: no more keep-alive; HTTP/2: GOAWAY). An HTTP/2
     /// connection without open streams for `keepalive_timeout` is closed the same way (HTTP/1
-    /// idling is `GuardedIo`'s job).
+    /// idling is `GuardedIo`'s job). `held` (the connection's permit and guards) is dropped
+    /// when the connection ends.
     ///
     /// HTTP/1 is served in sessions: when a keep-alive connection has idled for
     /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends hyper's session, which frees hyper's
     /// buffers, and the next request starts a new one. Between sessions the task holds the
-    /// socket, `GuardedIo` and the service, nothing else: each session lives in its own box.
-    async fn serve<S>(
-        &self,
+    /// socket, `GuardedIo`, the service's handles and the wait for the next bytes, nothing
+    /// else: each session (hyper's connection and the select that drives it) lives in its own
+    /// box, one allocation per session as hyper's connection alone was before. So this future,
+    /// which is the whole task of a plain connection, stays small: it is built outside the
+    /// `async` block, which captures only what lives as long as the connection (an `async fn`
+    /// would also keep its arguments' storage after they moved into `GuardedIo` and the
+    /// service). Re-measure RSS per idle connection with `benches/load/run.sh` (or
+    /// `benches/load/idle_memory.py`).
+    fn serve<S, G>(
+        self,
         stream: S,
         ctx: ConnContext,
         protocols: Protocols,
         mut shutdown: watch::Receiver<bool>,
-    ) where
+        held: G,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        G: Send + 'static,
     {
-        let peer = ctx.peer;
         let state = ConnState::new();
         let mut io = GuardedIo::new(stream, Arc::clone(&state), Arc::clone(&self.limits))
             .with_protocols(protocols);
-        let requests = Requests {
-            ctx: Arc::new(ctx),
-            state: Arc::clone(&state),
+        let mut requests = Requests(Arc::new(ConnShared {
+            ctx,
+            state,
             limits: Arc::clone(&self.limits),
-        };
+        }));
+        async move {
+            loop {
+                let parked = io
+                    .is_parked()
+                    .then(crate::telemetry::metrics::DownstreamConnection::parked);
+                let arrival = tokio::select! {
+                    arrival = std::future::poll_fn(|cx| io.poll_arrival(cx)) => arrival,
+                    // Between sessions there is nothing in progress to finish.
+                    _ = stopped(&mut shutdown) => break,
+                };
+                drop(parked);
+                match arrival {
+                    Ok(Arrival::Http1) => {}
+                    Ok(Arrival::Http2) => {
+                        requests.render_forwarding();
+                        Box::pin(self.serve_http2(io, requests, shutdown)).await;
+                        break;
+                    }
+                    Ok(Arrival::Closed) => {
+                        // Writes a refusal of ours (such as a 408 for a head that never
+                        // ended), bounded like any write to a client that may not read. Boxed:
+                        // its timer would size the task for the connection's whole life.
+                        let limit = self.limits.body_read_timeout;
+                        let _ = Box::pin(tokio::time::timeout(limit, io.shutdown())).await;
+                        break;
+                    }
+                    Err(error) => {
+                        log_end(Err(error.into()), requests.ctx.peer);
+                        break;
+                    }
+                }
+                requests.render_forwarding();
+                // `None`: the connection ended, or belongs to an upgrade's tunnel now.
+                match Box::pin(self.session_http1(io, &requests, &mut shutdown)).await {
+                    Some(parked) => {
+                        io = parked;
+                        requests.park();
+                    }
+                    None => break,
+                }
+            }
+            drop(held);
+        }
+    }
+
+    /// One HTTP/1 session on `io`, until hyper's connection ends; returns the socket if the
+    /// session ended because `GuardedIo` parked the connection (and we are not draining).
+    async fn session_http1<S>(
+        &self,
+        io: GuardedIo<S>,
+        requests: &Requests,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<GuardedIo<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = requests.ctx.peer;
+        // Not boxed: an HTTP/1 session keeps one slot of the request future's size and reuses
+        // it for every request, where a box per request cost a large malloc, a free and a copy
+        // of the whole future each time. The slot goes with the session when the connection
+        // parks. Re-check with `benches/load/run.sh --instructions --baseline OLD_BINARY`
+        // (HTTP/1.1 row).
         let service = {
             let requests = requests.clone();
-            // Not boxed: an HTTP/1 session keeps one slot of this future's size and reuses it
-            // for every request, where a box per request cost a large malloc, a free and a copy
-            // of the whole future each time. The slot goes with the session when the connection
-            // parks. Re-check with `benches/load/run.sh --instructions --baseline OLD_BINARY`
-            // (HTTP/1.1 row).
             service_fn(move |req| requests.clone().serve(req))
         };
-        loop {
-            let parked = io
-                .is_parked()
-                .then(crate::telemetry::metrics::DownstreamConnection::parked);
-            let arrival = tokio::select! {
-                arrival = std::future::poll_fn(|cx| io.poll_arrival(cx)) => arrival,
-                // Between sessions there is nothing in progress to finish.
-                _ = stopped(&mut shutdown) => return,
-            };
-            drop(parked);
-            match arrival {
-                Ok(Arrival::Http1) => {}
-                Ok(Arrival::Http2) => {
-                    state.watch_streams();
-                    let service = service_fn(move |req| {
-                        // Boxed per stream, unlike HTTP/1: hyper moves each stream's future
-                        // several times on its way into the stream's own task, and a pointer
-                        // moves for less than the whole future (unboxed cost more CPU per h2c
-                        // request; re-check the h2c row of
-                        // `benches/load/run.sh --instructions --baseline OLD_BINARY`).
-                        let served: ServedRequest = boxed_in_place(|| requests.clone().serve(req));
-                        served
-                    });
-                    let conn = self.http2.serve_connection(TokioIo::new(io), service);
-                    let (result, _) = self
-                        .drive(Box::pin(conn), &state, peer, Arrival::Http2, &mut shutdown)
-                        .await;
-                    return log_end(result.map_err(Into::into), peer);
-                }
-                Ok(Arrival::Closed) => {
-                    // Writes a refusal of ours (such as a 408 for a head that never ended),
-                    // bounded like any write to a client that may not read.
-                    let _ =
-                        tokio::time::timeout(self.limits.body_read_timeout, io.shutdown()).await;
-                    return;
-                }
-                Err(error) => return log_end(Err(error.into()), peer),
-            }
-            let conn = self
-                .http1
-                .serve_connection(TokioIo::new(io), service.clone())
-                .with_upgrades();
-            let (result, conn) = self
-                .drive(Box::pin(conn), &state, peer, Arrival::Http1, &mut shutdown)
-                .await;
-            if let Err(error) = result {
-                return log_end(Err(error.into()), peer);
-            }
-            // `None`: the connection upgraded and its socket belongs to the tunnel now.
-            let Some(parts) = conn.and_then(|conn| Pin::into_inner(conn).into_parts()) else {
-                return;
-            };
-            io = parts.io.into_inner();
-            if !io.is_parked() || *shutdown.borrow() {
-                // The connection ended (hyper shut it down), or we are draining.
-                return;
-            }
-            io.unread(&parts.read_buf);
+        let mut conn = self
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let (result, ended) = self
+            .drive(
+                Pin::new(&mut conn),
+                &requests.state,
+                peer,
+                Arrival::Http1,
+                shutdown,
+            )
+            .await;
+        if let Err(error) = result {
+            log_end(Err(error.into()), peer);
+            return None;
         }
+        if !ended {
+            return None;
+        }
+        // `None`: the connection upgraded and its socket belongs to the tunnel now.
+        let parts = conn.into_parts()?;
+        let mut io = parts.io.into_inner();
+        if !io.is_parked() || *shutdown.borrow() {
+            // The connection ended (hyper shut it down), or we are draining.
+            return None;
+        }
+        io.unread(&parts.read_buf);
+        Some(io)
+    }
+
+    /// Serves the rest of the connection with HTTP/2 (the preface arrived, or ALPN said `h2`).
+    async fn serve_http2<S>(
+        &self,
+        io: GuardedIo<S>,
+        requests: Requests,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = requests.ctx.peer;
+        let state = Arc::clone(&requests.state);
+        state.watch_streams();
+        let service = service_fn(move |req| {
+            // Boxed per stream, unlike HTTP/1: hyper moves each stream's future several times
+            // on its way into the stream's own task, and a pointer moves for less than the
+            // whole future (unboxed cost more CPU per h2c request; re-check the h2c row of
+            // `benches/load/run.sh --instructions --baseline OLD_BINARY`).
+            let served: ServedRequest = boxed_in_place(|| requests.clone().serve(req));
+            served
+        });
+        let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
+        let (result, _) = self
+            .drive(conn.as_mut(), &state, peer, Arrival::Http2, &mut shutdown)
+            .await;
+        log_end(result.map_err(Into::into), peer);
     }
 
     /// Runs one hyper session until it ends, the worker drains, or (`Arrival::Http2`) the
     /// connection idles past `keepalive_timeout` or a stream's client stalls; for HTTP/1,
     /// `GuardedIo` watches both on the socket, and the two timers would only be polled on
-    /// every wake-up for nothing. Returns the session when it ended by itself, so an HTTP/1
-    /// caller can take its socket back.
+    /// every wake-up for nothing. Also returns whether the session ended by itself, so an
+    /// HTTP/1 caller can take its socket back.
     async fn drive<C>(
         &self,
-        mut conn: Pin<Box<C>>,
+        mut conn: Pin<&mut C>,
         state: &ConnState,
         peer: SocketAddr,
         protocol: Arrival,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> (Result<(), hyper::Error>, Option<Pin<Box<C>>>)
+    ) -> (Result<(), hyper::Error>, bool)
     where
         C: Session,
     {
@@ -334,21 +406,21 @@ impl ConnServer {
             // The session first: it is what wakes the task, nearly every time. The others are
             // polled only when they woke it (`Woken`), not on each of the session's wake-ups.
             biased;
-            result = conn.as_mut() => (result, Some(conn)),
+            result = conn.as_mut() => (result, true),
             _ = Woken::new(stopped(shutdown)) => {
                 conn.as_mut().graceful_shutdown();
-                (conn.as_mut().await, None)
+                (conn.as_mut().await, false)
             }
             () = Woken::new(idle(state, keepalive)), if streams => {
                 conn.as_mut().graceful_shutdown();
-                (conn.as_mut().await, None)
+                (conn.as_mut().await, false)
             }
             () = Woken::new(stalled(state, self.limits.body_read_timeout)), if streams => {
                 // Dropping the connection resets every stream and cancels their upstream
                 // requests; a graceful close would wait on the very client that stalls.
                 hygiene::count("slow_read");
                 tracing::debug!(%peer, "client takes no response data: closing");
-                (Ok(()), None)
+                (Ok(()), false)
             }
         }
     }
@@ -390,15 +462,41 @@ fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>, peer: S
     }
 }
 
-/// What each request on one connection is served with (the service clones it per request).
+/// What each request on one connection is served with (the service clones it per request:
+/// one reference count, and one pointer in the connection's task).
 #[derive(Clone)]
-struct Requests {
-    ctx: Arc<ConnContext>,
+struct Requests(Arc<ConnShared>);
+
+/// What [`Requests`] shares.
+#[derive(Clone)]
+struct ConnShared {
+    ctx: ConnContext,
     state: Arc<ConnState>,
     limits: Arc<Limits>,
 }
 
+impl std::ops::Deref for Requests {
+    type Target = ConnShared;
+
+    fn deref(&self) -> &ConnShared {
+        &self.0
+    }
+}
+
 impl Requests {
+    /// Renders the connection's forwarding view for the session about to start. The session
+    /// before it is over, so nothing else holds the context and it is changed in place.
+    fn render_forwarding(&mut self) {
+        Arc::make_mut(&mut self.0).ctx.render_forwarding();
+    }
+
+    /// The session ended with the connection parked: drops what only a session needs.
+    fn park(&mut self) {
+        if let Some(shared) = Arc::get_mut(&mut self.0) {
+            shared.ctx.forwarding = None;
+        }
+    }
+
     /// Serves one request; errors are responses, so the service never fails.
     async fn serve(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         Ok(serve_request(&self.ctx, &self.state, &self.limits, req).await)

@@ -1,4 +1,5 @@
-//! Parked keep-alive connections: an HTTP/1 connection idle for `PARK_AFTER` (20 ms) gives up
+//! Parked keep-alive connections: an HTTP/1 connection idle for `PARK_AFTER` (20 ms; 5 ms,
+//! `FIRST_PARK_AFTER`, after its first request) gives up
 //! its hyper session (and the buffers it holds) but stays open. The next request on it must
 //! be served exactly as on a fresh session: bodies, pipelining, refusals, upgrades, the
 //! keep-alive limit and shutdown all still apply. (`keepalive_timeout` counted across the park

@@ -22,7 +22,8 @@
 //! protocol detection), `header_read_timeout` (a head's first byte → its end), `keepalive_timeout`
 //! (idle between requests), `body_read_timeout` (no body byte while hyper wants one).
 //!
-//! Parking: after [`PARK_AFTER`] idle between requests, hyper's session is told end-of-stream
+//! Parking: after [`PARK_AFTER`] idle between requests ([`FIRST_PARK_AFTER`] after the
+//! connection's first request), hyper's session is told end-of-stream
 //! (it ends cleanly, freeing its buffers) while the socket stays open; the server then waits
 //! in [`GuardedIo::poll_arrival`] and starts a new session on the next request's first byte.
 
@@ -61,6 +62,15 @@ const DIRECT_READ_MAX: usize = 256 * 1024;
 /// connection goes idle; a hyper session costs more to rebuild than a pooled buffer, hence the
 /// grace period.
 pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// [`PARK_AFTER`] for a connection's first idle period (after its first request). A burst of
+/// new connections that each send one request and then idle (what `benches/load/run.py` opens
+/// for its memory figures) otherwise holds 20 ms worth of new connections' sessions at once,
+/// which set the peak RSS (VmHWM) and stayed resident after they were freed. A client that
+/// keeps its connection busy sends its second request within this too; one that comes back
+/// later than this but within 20 ms pays one new session, once. Re-measure with
+/// `benches/load/idle_memory.py` (peak and per-connection RSS).
+pub const FIRST_PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug)]
 enum Phase {
@@ -144,8 +154,9 @@ pub struct GuardedIo<T> {
     /// Since when the client has accepted none of our bytes (its receive window is full).
     write_stalled_since: Option<Instant>,
     write_timer: Option<Pin<Box<Sleep>>>,
-    /// Our own response, written when hyper shuts the connection down.
-    farewell: Option<Bytes>,
+    /// Our own response, written when hyper shuts the connection down. Boxed: it is rare, and
+    /// inline it would size every connection's task.
+    farewell: Option<Box<Bytes>>,
     /// We answered in hyper's place; its output is refused from now on.
     hijacked: bool,
     /// The connection went idle and hyper's session was told end-of-stream so that its
@@ -558,8 +569,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0, "the preface is refused, not handed to hyper");
-        let farewell = io.farewell.as_deref().unwrap_or_default();
+        let farewell: &[u8] = io.farewell.as_deref().map_or(&[], |bytes| bytes);
         assert!(farewell.starts_with(b"HTTP/1.1 400"), "{farewell:?}");
+    }
+
+    /// The first idle period parks after `FIRST_PARK_AFTER`, every later one after
+    /// `PARK_AFTER`, each counted from the moment hyper waits for the next head.
+    #[tokio::test]
+    async fn the_first_idle_period_parks_sooner() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = guarded(server);
+        let mut head = [0u8; 64];
+        for (request, grace) in [
+            (&b"GET /1 "[..], FIRST_PARK_AFTER),
+            (b"GET /2 ", PARK_AFTER),
+        ] {
+            client.write_all(request).await.unwrap();
+            client
+                .write_all(b"HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(arrival(&mut io).await, Arrival::Http1);
+            let n = tokio::io::AsyncReadExt::read(&mut io, &mut head)
+                .await
+                .unwrap();
+            assert!(head[..n].starts_with(request));
+            // hyper now waits for the next head.
+            let now = Instant::now();
+            io.waiting_since = None;
+            assert_eq!(io.deadline(now), Some((now + grace, ops::Wait::Park)));
+        }
     }
 
     #[tokio::test(start_paused = true)]

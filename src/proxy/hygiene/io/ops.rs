@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{GuardedIo, Phase, DIRECT_READ_MAX, PARK_AFTER, READ_CHUNK};
+use super::{GuardedIo, Phase, DIRECT_READ_MAX, FIRST_PARK_AFTER, PARK_AFTER, READ_CHUNK};
 use crate::proxy::hygiene::chunked::ChunkError;
 use crate::proxy::hygiene::{count, Reject};
 
@@ -19,7 +19,8 @@ use crate::proxy::hygiene::{count, Reject};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wait {
     FirstByte,
-    /// The connection has idled for [`super::PARK_AFTER`]: end hyper's session, keep the socket.
+    /// The connection has idled for [`super::PARK_AFTER`] ([`super::FIRST_PARK_AFTER`] after its
+    /// first request): end hyper's session, keep the socket.
     Park,
     Idle,
     Header,
@@ -38,7 +39,12 @@ impl<T> GuardedIo<T> {
             }
             Phase::Head if self.inbuf.is_empty() => {
                 let idle = waiting + self.limits.keepalive_timeout;
-                let park = waiting + PARK_AFTER;
+                let grace = if self.heads == 1 {
+                    FIRST_PARK_AFTER
+                } else {
+                    PARK_AFTER
+                };
+                let park = waiting + grace;
                 if self.parked || park >= idle {
                     Some((idle, Wait::Idle))
                 } else {
@@ -64,7 +70,7 @@ impl<T> GuardedIo<T> {
     pub(super) fn refuse_head(&mut self, reject: Reject) -> Poll<io::Result<()>> {
         reject.count();
         tracing::debug!(reason = reject.reason(), "request refused");
-        self.farewell = Some(reject.http1_response());
+        self.farewell = Some(Box::new(reject.http1_response()));
         self.phase = Phase::Closed;
         self.inbuf.clear();
         Poll::Ready(Ok(()))
