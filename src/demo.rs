@@ -101,9 +101,16 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .listener_addr("demo")
         .context("demo listener missing after start")?;
 
+    // Watch the signals before the banner: tests and scripts send SIGTERM as soon as they read
+    // it, and a SIGTERM that came before the watch would kill the process with the default
+    // action instead of shutting down.
+    let signals = {
+        let _entered = backends_rt.enter();
+        Signals::watch()?
+    };
     print_banner(proxy, handle.admin_addr(), &backend_addrs);
 
-    backends_rt.block_on(wait_for_signal())?;
+    backends_rt.block_on(signals.wait());
     println!("switchyard demo shutting down");
     handle.shutdown();
     backends_rt.shutdown_timeout(Duration::from_secs(1));
@@ -131,21 +138,29 @@ fn print_banner(proxy: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) {
     println!("switchyard demo listening on http://{proxy}");
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
+/// Ctrl-C and SIGTERM, registered with the runtime when made (see `run`).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers both; must run inside a runtime.
+    fn watch() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
+    }
+
+    /// Returns when either arrives.
+    async fn wait(mut self) {
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot watch Ctrl-C")?,
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch Ctrl-C")?;
-    Ok(())
 }
 
 /// Binds a backend on `127.0.0.1:0` and serves it (HTTP/1.1 and h2c) on the current runtime.
