@@ -80,7 +80,7 @@ RULES = [
     ("head check/hygiene", "file", SY + r"proxy/hygiene"),
     ("header policy", "file", SY + r"wire/(headers|forwarded)|" + SY + r".*forwarded"),
     ("routing", "file", SY + r"router"),
-    ("attempt + timers", "file", SY + r"proxy/attempt"),
+    ("attempt + timers", "file", SY + r"proxy/attempt|" + SY + r"wire/deadline"),
     ("metrics", "file", SY + r".*(metrics|telemetry)"),
     ("access log", "file", SY + r".*(access_log|log_text)"),
     ("upstream client dispatch", "file", SY + r"upstream/"),

@@ -77,7 +77,7 @@ impl Upstream {
         async move {
             let attempt = exchange::exchange(cluster, endpoint, req);
             let result = match timeout {
-                Some((at, limit)) => tokio::time::timeout_at(at.into(), attempt)
+                Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await
                     .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
                 None => attempt.await,
