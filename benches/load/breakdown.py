@@ -73,7 +73,7 @@ RULES = [
     ("head check/hygiene", "fn", r"switchyard::proxy::hygiene"),
     ("header policy", "fn", r"switchyard::wire::(headers|forwarded)|switchyard::.*forwarded"),
     ("routing", "fn", r"switchyard::router"),
-    ("attempt + timers", "fn", r"switchyard::proxy::attempt"),
+    ("attempt + timers", "fn", r"switchyard::(proxy::attempt|wire::deadline)"),
     ("metrics", "fn", r"switchyard::.*(metrics|telemetry)"),
     ("access log", "fn", r"switchyard::.*(access_log|log_text)"),
     ("upstream client dispatch", "fn", r"switchyard::upstream::"),

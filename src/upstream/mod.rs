@@ -75,7 +75,9 @@ impl Upstream {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
         async move {
-            let attempt = exchange::exchange(cluster, endpoint, req);
+            // Pinned where it is built: the timer wraps a reference to it, so the (large)
+            // exchange future is not moved into the timer and again into this block's state.
+            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req));
             let result = match timeout {
                 Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await
