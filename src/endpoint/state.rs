@@ -133,15 +133,18 @@ impl EndpointState {
     /// from several workers at once are all counted; the decay rule itself lives in
     /// `balance::peak_ewma`.
     pub fn update_ewma_ms(&self, now: Instant, mut rule: impl FnMut(f64, Duration) -> f64) {
-        let since = now.saturating_duration_since(self.ewma_stamp());
+        // One `Instant` subtraction (a call into std per request); the rest is integer
+        // arithmetic on the stored nanoseconds.
+        let stamp = u64::try_from(now.saturating_duration_since(self.created).as_nanos())
+            .unwrap_or(u64::MAX);
+        let previous = self.ewma_stamp_ns.load(Ordering::Relaxed);
+        let since = Duration::from_nanos(stamp.saturating_sub(previous));
         let _ = self
             .ewma_ms_bits
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some(rule(f64::from_bits(bits), since).to_bits())
             });
-        let stamp = now.saturating_duration_since(self.created).as_nanos();
-        self.ewma_stamp_ns
-            .store(u64::try_from(stamp).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.ewma_stamp_ns.store(stamp, Ordering::Relaxed);
     }
 
     /// This endpoint's metric label and request counts: record `upstream_requests_total`

@@ -185,7 +185,9 @@ impl Drop for AccessLog {
 impl Entry {
     /// Records metrics and (unless sampled out) writes the line.
     fn write(self, bytes_out: u64, completed: bool) {
-        let elapsed = self.start.elapsed();
+        // One reading for the duration and the stats period.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         let snapshot = &self.snapshot;
         let listener = snapshot.listener(&self.listener).map(|l| l.index());
         let cluster = self.facts.cluster.as_ref().map(|c| c.name());
@@ -196,7 +198,7 @@ impl Entry {
         }
         snapshot
             .stats()
-            .record(self.facts.route, cluster, self.status, elapsed);
+            .record(self.facts.route, cluster, self.status, elapsed, now);
         if let (Some(tracer), Some(request)) = (
             snapshot.tracer().filter(|_| self.span.sampled()),
             &self.request,

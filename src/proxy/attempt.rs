@@ -53,6 +53,9 @@ pub struct Plan<'a> {
     pub per_try: Option<Duration>,
     /// When the whole exchange must have its response head (route `timeout`, `grpc-timeout`).
     pub deadline: Option<(Instant, Duration)>,
+    /// The clock reading the deadline counts from, taken just before the first attempt: it is
+    /// also that attempt's start (its limit and latency), one clock read for both.
+    pub started: Instant,
     /// The downstream request body's record (requests with a body): a failure the client
     /// caused is never the endpoint's (no ejection, breaker, retry or outcome metric).
     pub client: Option<ClientBody>,
@@ -124,7 +127,7 @@ pub fn run<'a>(
             facts.attempts += 1;
             facts.endpoint = Some(Arc::clone(guard.endpoint()));
             let request = Request::from_parts(parts, body::request(body, plan.idle));
-            let done = stack::send(&plan, guard, request, false).await;
+            let done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
             return finish(&plan, done, cluster_slot);
         }
         // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
@@ -168,7 +171,7 @@ async fn repeat(
     let replay = Replay::new(body, buffer);
     let launch = |guard: InFlightGuard, hedged: bool| {
         let request = head.request(body::request(replay.attempt(), plan.idle));
-        stack::send(&plan, guard, request, hedged)
+        stack::send(&plan, guard, request, hedged, None)
     };
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
@@ -309,14 +312,14 @@ fn past_deadline(plan: &Plan<'_>) -> bool {
         .is_some_and(|(at, _)| Instant::now() + Duration::from_millis(1) >= at)
 }
 
-/// One attempt's time limit from `now`: `per_try_timeout`, cut short by the overall deadline.
-pub(super) fn limit(plan: &Plan<'_>, now: Instant) -> Option<Duration> {
-    let remaining = plan
-        .deadline
-        .map(|(at, _)| at.saturating_duration_since(now));
-    match (plan.per_try, remaining) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// One attempt's deadline and time limit from `now`: `per_try_timeout`, cut short by the
+/// overall deadline. The deadline goes to the timer as it is (no clock read of its own).
+pub(super) fn limit(plan: &Plan<'_>, now: Instant) -> Option<(Instant, Duration)> {
+    let per_try = plan.per_try.map(|limit| (now + limit, limit));
+    match (per_try, plan.deadline) {
+        (Some(own), Some((at, _))) if own.0 <= at => Some(own),
+        (_, Some((at, _))) => Some((at, at.saturating_duration_since(now))),
+        (own, None) => own,
     }
 }
 

@@ -146,7 +146,7 @@ pub(super) fn upstream_head(
     listener: &ListenerSnapshot,
     route: &CompiledRoute,
     protocol: Protocol,
-    path_and_query: String,
+    path_and_query: Option<String>,
     host: Option<HeaderValue>,
     parts: &mut Parts,
     present: Present,
@@ -208,8 +208,22 @@ pub(super) fn upstream_head(
         parts.headers.insert(header::HOST, host);
     }
     route.apply_request_headers(&mut parts.headers);
-    parts.uri = Uri::try_from(path_and_query)
-        .map_err(|e| ProxyError::Internal(format!("rewritten target is not a URI: {e}")))?;
+    match path_and_query {
+        Some(target) => {
+            parts.uri = Uri::try_from(target)
+                .map_err(|e| ProxyError::Internal(format!("rewritten target is not a URI: {e}")))?;
+        }
+        // The request's own target, already canonical: an origin-form one stays as it is (not
+        // built and parsed again); an absolute-form or HTTP/2 one loses its scheme and authority
+        // (the authority went into `Host` above).
+        None if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {}
+        None => {
+            parts.uri = match parts.uri.path_and_query() {
+                Some(target) => Uri::from(target.clone()),
+                None => Uri::from_static("/"),
+            };
+        }
+    }
     parts.version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2 => Version::HTTP_2,

@@ -200,9 +200,12 @@ fn exchange<'a>(
             &mut parts,
             present,
         )?;
+        // One clock reading for the deadline, the idle clock's start and the first attempt's
+        // start (its time limit and its latency for peak EWMA): each read is a vDSO call.
+        let now = Instant::now();
         // One clock for both directions: the route's idle_timeout counts silence either way.
         let idle = route.config().idle_timeout.map(|limit| IdleWatch {
-            activity: Activity::new(),
+            activity: Activity::since(now),
             limit,
         });
 
@@ -223,7 +226,8 @@ fn exchange<'a>(
                 .retry
                 .as_ref()
                 .and_then(|r| r.per_try_timeout),
-            deadline: total.map(|t| (Instant::now() + t, t)),
+            deadline: total.map(|t| (now + t, t)),
+            started: now,
             client: facts.client_body.clone(),
         };
         let won = attempt::run(plan, parts, body, facts, cluster_slot).await?;
@@ -264,7 +268,8 @@ fn pick_among(
     balance::choose(balancer, &plan.pick, usable)
 }
 
-/// Layers 6 and 7 for one attempt at the endpoint `guard` counts: the endpoint pool sends
+/// Layers 6 and 7 for one attempt at the endpoint `guard` counts (`started`: a clock reading
+/// taken just before, if the caller has one): the endpoint pool sends
 /// (within the attempt's time limit, `attempt::limit`), then the outcome goes to health
 /// (outlier detection) and a success's time to headers to the balancer (peak EWMA). A failure
 /// the client caused reaches neither: `Upstream::send` has already re-attributed it, and health
@@ -278,12 +283,14 @@ pub(super) fn send<'a>(
     guard: InFlightGuard,
     request: http::Request<wire::Body>,
     hedge: bool,
+    started: Option<Instant>,
 ) -> impl Future<Output = Finished> + 'a {
     async move {
         let endpoint = Arc::clone(guard.endpoint());
-        // One clock read for the limit and the latency's start, one for its end and the EWMA's
-        // stamp: each read is a vDSO call.
-        let sent_at = Instant::now();
+        // One clock read for the limit and the latency's start (`started`: the exchange's
+        // reading, for the first attempt of a request that is not retried), one for its end and
+        // the EWMA's stamp: each read is a vDSO call.
+        let sent_at = started.unwrap_or_else(Instant::now);
         let result = plan
             .upstream
             .send(

@@ -149,7 +149,7 @@ impl Router {
                 None
             }
         };
-        explanation.normalized_path = normalized.as_ref().map(|n| n.path.clone());
+        explanation.normalized_path = normalized.as_ref().map(|n| n.path.to_string());
         for (index, route) in self.routes.iter().enumerate() {
             let mut verdict = RouteVerdict {
                 index,
@@ -190,7 +190,7 @@ fn matched_route(
     index: usize,
     normalized: &Normalized<'_>,
 ) -> MatchedRoute {
-    let upstream_path_and_query = rewrite::upstream_target(
+    let upstream_path_and_query = rewrite::upstream_target_text(
         normalized.clone(),
         route.matcher.path.as_ref(),
         route.rewrite.as_ref().map(|r| r.path_prefix.as_str()),

@@ -77,8 +77,19 @@ pub struct Routed<'r> {
     /// Index in `config.routes` (and so in metrics and `explain`).
     pub index: usize,
     /// The normalised path, after the route's rewrite, plus `?` and the query exactly as
-    /// received: what goes upstream.
-    pub upstream_path_and_query: String,
+    /// received: what goes upstream. `None` when that is the request's own target (a canonical
+    /// path and no rewrite, the common case): nothing was built and the target goes as it is.
+    pub upstream_path_and_query: Option<String>,
+}
+
+impl Routed<'_> {
+    /// What goes upstream, spelled out: `upstream_path_and_query`, or `request_target` (the
+    /// request's own `path?query`, as routed) when that is `None`.
+    pub fn upstream_target<'a>(&'a self, request_target: &'a str) -> &'a str {
+        self.upstream_path_and_query
+            .as_deref()
+            .unwrap_or(request_target)
+    }
 }
 
 impl Router {

@@ -12,21 +12,24 @@
 //! Escapes that are not decoded (`%25`, `%3F`, ...) stay escaped, which keeps the function
 //! idempotent.
 
+use std::borrow::Cow;
+
 pub use crate::wire::PathError;
 
 /// A normalised request target: the canonical path and the query exactly as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalized<'a> {
-    /// Starts with `/`; never contains `//`, `/./` or `/../`.
-    pub path: String,
+    /// Starts with `/`; never contains `//`, `/./` or `/../`. Borrowed when the request's path
+    /// already was canonical (most are): then nothing is allocated or copied.
+    pub path: Cow<'a, str>,
     /// The text after the first `?`, untouched (`Some("")` for a bare `?`).
     pub query: Option<&'a str>,
 }
 
 /// Normalises a raw origin-form request target (`/path?query`).
 ///
-/// The returned path has room reserved for `?query`, so the router can append it without a
-/// second allocation.
+/// A path that is already canonical comes back borrowed; a rewritten one has room reserved for
+/// `?query`, so the router can append it without a second allocation.
 pub fn normalize(path_and_query: &str) -> Result<Normalized<'_>, PathError> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -35,6 +38,12 @@ pub fn normalize(path_and_query: &str) -> Result<Normalized<'_>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
+    }
+    if is_canonical(bytes) {
+        return Ok(Normalized {
+            path: Cow::Borrowed(path),
+            query,
+        });
     }
     let mut out = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     out.push('/');
@@ -87,7 +96,31 @@ pub fn normalize(path_and_query: &str) -> Result<Normalized<'_>, PathError> {
         }
     }
     end_segment(&mut out, segment_start, false);
-    Ok(Normalized { path: out, query })
+    Ok(Normalized {
+        path: Cow::Owned(out),
+        query,
+    })
+}
+
+/// Whether the rewriting pass below would give `path` back unchanged: no escape, no control
+/// byte, and no empty (`//`), `.` or `..` segment (a trailing slash, an empty last segment,
+/// stays). `path` starts with `/`. Every other byte, multi-byte characters included, is copied
+/// as it is by that pass.
+fn is_canonical(path: &[u8]) -> bool {
+    let mut segment_start = 1;
+    for (i, &byte) in path.iter().enumerate().skip(1) {
+        match byte {
+            b'/' => {
+                if matches!(&path[segment_start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            b'%' | 0x00..=0x1F | 0x7F => return false,
+            _ => {}
+        }
+    }
+    !matches!(&path[segment_start..], b"." | b"..")
 }
 
 /// Closes the segment `out[start..]`: drops it if empty or `.`, pops the previous one on `..`,
@@ -140,13 +173,46 @@ mod tests {
         let n = normalize("/a//b?x=%2e&y=/../").unwrap();
         assert_eq!(n.path, "/a/b");
         assert_eq!(n.query, Some("x=%2e&y=/../"));
-        assert!(n.path.capacity() >= n.path.len() + 1 + n.query.unwrap().len());
+        let Cow::Owned(path) = &n.path else {
+            panic!("a rewritten path is owned");
+        };
+        assert!(path.capacity() >= path.len() + 1 + n.query.unwrap().len());
     }
 
     #[test]
     fn bare_question_mark_keeps_an_empty_query() {
         let n = normalize("/a?").unwrap();
-        assert_eq!((n.path.as_str(), n.query), ("/a", Some("")));
+        assert_eq!((n.path.as_ref(), n.query), ("/a", Some("")));
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed_and_the_rest_rewritten() {
+        for canonical in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.c/..d/.e",
+            "/caf\u{e9}",
+            "/a/b?x=/../",
+        ] {
+            let n = normalize(canonical).unwrap();
+            assert!(matches!(n.path, Cow::Borrowed(_)), "{canonical}");
+        }
+        for (raw, want) in [
+            ("//", "/"),
+            ("/a//b", "/a/b"),
+            ("/.", "/"),
+            ("/..", "/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/./a", "/a"),
+            ("/a/../b", "/b"),
+            ("/%7e", "/~"),
+        ] {
+            let n = normalize(raw).unwrap();
+            assert!(matches!(n.path, Cow::Owned(_)), "{raw}");
+            assert_eq!(n.path, want, "{raw}");
+        }
     }
 
     #[test]

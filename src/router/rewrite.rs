@@ -13,22 +13,31 @@
 //! prefix cut mid-segment cannot produce `./` or `../` segments: the backend always receives a
 //! canonical path.
 
+use std::borrow::Cow;
+
 use super::normalize::{normalize, Normalized, PathError};
 use crate::config::PathMatch;
 
-/// Builds `path + "?" + query` for upstream, after the route's rewrite if it has one.
+/// Builds `path + "?" + query` for upstream, after the route's rewrite if it has one. `None`:
+/// the request's own target goes upstream unchanged (its path was canonical and the route has
+/// no rewrite), so nothing is built.
 pub(crate) fn upstream_target(
     normalized: Normalized<'_>,
     path_match: Option<&PathMatch>,
     rewrite: Option<&str>,
-) -> Result<String, PathError> {
+) -> Result<Option<String>, PathError> {
     let Normalized { path, query } = normalized;
-    let mut target = match rewrite {
-        None => path,
-        Some(replacement) => {
+    let mut target = match (rewrite, path) {
+        (None, Cow::Borrowed(_)) => return Ok(None),
+        (None, Cow::Owned(path)) => path,
+        (Some(replacement), path) => {
             let (start, end) = replaced_span(&path, path_match);
             let spliced = splice(&path, start, end, replacement);
-            let mut renormalized = normalize(&spliced)?.path;
+            let rewritten = match normalize(&spliced)?.path {
+                Cow::Owned(rewritten) => Some(rewritten),
+                Cow::Borrowed(_) => None,
+            };
+            let mut renormalized = rewritten.unwrap_or(spliced);
             renormalized.reserve(query.map_or(0, |q| q.len() + 1));
             renormalized
         }
@@ -37,7 +46,23 @@ pub(crate) fn upstream_target(
         target.push('?');
         target.push_str(query);
     }
-    Ok(target)
+    Ok(Some(target))
+}
+
+/// [`upstream_target`] always spelled out: `path + "?" + query` when the request's target goes
+/// upstream unchanged (for `explain` and tests, not the request path).
+pub(crate) fn upstream_target_text(
+    normalized: Normalized<'_>,
+    path_match: Option<&PathMatch>,
+    rewrite: Option<&str>,
+) -> Result<String, PathError> {
+    let Normalized { path, query } = normalized.clone();
+    Ok(
+        upstream_target(normalized, path_match, rewrite)?.unwrap_or_else(|| match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.into_owned(),
+        }),
+    )
 }
 
 /// The byte range of `path` that the rewrite value replaces.
@@ -79,7 +104,7 @@ mod tests {
 
     fn rewritten(path_and_query: &str, path_match: Option<PathMatch>, rewrite: &str) -> String {
         let normalized = normalize(path_and_query).unwrap();
-        upstream_target(normalized, path_match.as_ref(), Some(rewrite)).unwrap()
+        upstream_target_text(normalized, path_match.as_ref(), Some(rewrite)).unwrap()
     }
 
     fn prefix(p: &str) -> Option<PathMatch> {
@@ -140,6 +165,19 @@ mod tests {
         let n = normalize("//a/./b?x=/..").unwrap();
         assert_eq!(
             upstream_target(n, prefix("/a").as_ref(), None).unwrap(),
+            Some("/a/b?x=/..".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_canonical_target_without_rewrite_goes_upstream_as_received() {
+        let n = normalize("/a/b?x=/..").unwrap();
+        assert_eq!(
+            upstream_target(n.clone(), prefix("/a").as_ref(), None).unwrap(),
+            None
+        );
+        assert_eq!(
+            upstream_target_text(n, prefix("/a").as_ref(), None).unwrap(),
             "/a/b?x=/.."
         );
     }

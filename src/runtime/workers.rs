@@ -91,6 +91,9 @@ impl Worker {
                     commands,
                 };
                 let server = ConnServer::new(&limits, connections);
+                // This thread alone runs the runtime's tasks: attempts may share its deadline
+                // queue instead of a tokio timer each.
+                crate::wire::deadline::enable_on_this_thread();
                 runtime.block_on(serve(listeners, shared, server, stopped, index));
                 // Dropping the runtime cancels what the drain left behind (connections that
                 // outlived `drain_timeout`, idle upstream connections).

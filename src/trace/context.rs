@@ -23,7 +23,8 @@ pub struct ServerSpan {
     pub parent_id: Option<u64>,
     /// The `trace-flags` byte sent upstream; bit 0 is "sampled".
     pub flags: u8,
-    /// When the proxy received the request head.
+    /// When the proxy received the request head; `UNIX_EPOCH` when the span cannot be exported
+    /// (no `[tracing] otlp`), where the clock is not read for it.
     pub started: SystemTime,
 }
 
@@ -50,7 +51,13 @@ impl ServerSpan {
 /// `traceparent` to belong to (the spec's rule on restart), and returns the [`ServerSpan`].
 /// `present` is the request's headers scanned.
 pub fn start(parts: &mut Parts, present: Present, config: &TracingConfig) -> ServerSpan {
-    let started = SystemTime::now();
+    // Only an exported span shows its start, and only a snapshot with `otlp` has an exporter
+    // (`Tracer::build`): without one the wall clock is not read (a vDSO call per request).
+    let started = if config.otlp.is_some() {
+        SystemTime::now()
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
     let client = present
         .has(Watched::Traceparent)
         .then(|| incoming(&parts.headers))

@@ -19,7 +19,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
@@ -54,7 +54,9 @@ impl Upstream {
 
     /// Sends `req` (origin-form target, `Host` already set, version chosen by the cluster's
     /// protocol) to `endpoint` and returns the response head with a streaming body. `timeout`
-    /// bounds the whole attempt until the response head (connect and pool wait included). `client`
+    /// (the deadline, and the limit it came from for the error) bounds the whole attempt until
+    /// the response head (connect and pool wait included); a deadline rather than a duration, so
+    /// the timer takes the caller's clock reading instead of its own. `client`
     /// is the downstream body's record (requests with a body): a failure the client caused comes
     /// back as [`FailureKind::Client`](crate::wire::FailureKind::Client). Counts the attempt in
     /// `switchyard_upstream_requests_total`, unless the client caused its failure.
@@ -67,15 +69,17 @@ impl Upstream {
         cluster: &'a ClusterConfig,
         endpoint: &'a Arc<EndpointState>,
         req: Request<Body>,
-        timeout: Option<Duration>,
+        timeout: Option<(Instant, Duration)>,
         client: Option<&'a ClientBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
         async move {
-            let attempt = exchange::exchange(cluster, endpoint, req);
+            // Pinned where it is built: the timer wraps a reference to it, so the (large)
+            // exchange future is not moved into the timer and again into this block's state.
+            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req));
             let result = match timeout {
-                Some(limit) => tokio::time::timeout(limit, attempt)
+                Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await
                     .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
                 None => attempt.await,

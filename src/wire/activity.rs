@@ -38,6 +38,15 @@ impl Activity {
         }
     }
 
+    /// A clock that says "active at `at`" (a reading the caller already has: one clock read
+    /// fewer than [`Activity::new`]).
+    pub fn since(at: Instant) -> Self {
+        let ms = at.saturating_duration_since(base()).as_millis();
+        Self {
+            last_ms: Arc::new(AtomicU64::new(u64::try_from(ms).unwrap_or(u64::MAX))),
+        }
+    }
+
     /// Records that bytes moved.
     pub fn touch(&self) {
         self.last_ms.store(now_ms(), Ordering::Relaxed);

@@ -9,6 +9,7 @@
 //!   stalled), told apart from the endpoint's so they never count against it.
 //! - [`body`]: the type-erased request and response bodies ([`Body`], [`ProxyBody`]).
 //! - [`activity`]: the shared "last byte moved" clock behind the route `idle_timeout`.
+//! - [`deadline`]: attempt time limits on one deadline queue per worker thread.
 //! - [`headers`]: hop-by-hop stripping, `x-forwarded-*`, `x-request-id`, `traceparent`, `via`,
 //!   and the one-pass header scan ([`headers::Present`]) the request path and tracing share.
 //! - [`time`]: RFC 3339 and epoch-millisecond formatting.
@@ -17,6 +18,7 @@
 pub mod activity;
 pub mod body;
 pub mod client_side;
+pub mod deadline;
 pub mod error;
 pub mod headers;
 pub mod outcome;

@@ -99,7 +99,10 @@ fn routes_parsed_from_toml_match_in_file_order() {
         router
             .route(0, &view(&get, host, target, headers))
             .unwrap()
-            .map(|r| (r.route.config().name.clone(), r.upstream_path_and_query))
+            .map(|r| {
+                let upstream = r.upstream_target(target).to_owned();
+                (r.route.config().name.clone(), upstream)
+            })
     };
     let pair = |n: &str, p: &str| Some((n.to_owned(), p.to_owned()));
     assert_eq!(

@@ -231,7 +231,8 @@ fn upstream_target_is_normalised_rewritten_and_keeps_the_query() {
             .route(0, &Req::get("h", target).view())
             .unwrap()
             .unwrap()
-            .upstream_path_and_query
+            .upstream_target(target)
+            .to_owned()
     };
     assert_eq!(
         upstream("/api//users/./1?x=%2e%2E&y"),

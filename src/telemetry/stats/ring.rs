@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::telemetry::metrics::BUCKETS;
 
@@ -44,9 +44,14 @@ pub struct LazyRing(OnceLock<Box<Ring>>);
 impl LazyRing {
     /// See [`Ring::record`].
     pub fn record(&self, now: SystemTime, server_error: bool, elapsed: Duration) {
+        self.record_in(epoch_of(now), server_error, elapsed);
+    }
+
+    /// See [`Ring::record_in`].
+    pub fn record_in(&self, epoch: u64, server_error: bool, elapsed: Duration) {
         self.0
             .get_or_init(Box::default)
-            .record(now, server_error, elapsed);
+            .record_in(epoch, server_error, elapsed);
     }
 
     /// See [`Ring::buckets`]; all empty before the first request.
@@ -71,7 +76,12 @@ pub struct Summary {
 impl Ring {
     /// Counts one answered request.
     pub fn record(&self, now: SystemTime, server_error: bool, elapsed: Duration) {
-        let epoch = epoch_of(now);
+        self.record_in(epoch_of(now), server_error, elapsed);
+    }
+
+    /// Counts one answered request in period `epoch` (`unix_secs / BUCKET_SECS`, see
+    /// [`epoch_at`]).
+    pub fn record_in(&self, epoch: u64, server_error: bool, elapsed: Duration) {
         let slot = &self.slots[slot_of(epoch)];
         let held = slot.epoch.load(Ordering::Acquire);
         if held != epoch {
@@ -165,6 +175,32 @@ fn epoch_of(now: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs() / BUCKET_SECS)
 }
 
+thread_local! {
+    /// The period the thread last saw, and the monotonic instant it ends at.
+    static PERIOD: std::cell::Cell<Option<(Instant, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The period (`unix_secs / BUCKET_SECS`) at monotonic instant `now`. The wall clock is read
+/// once per period per thread, when `now` passes the end of the one the thread last saw,
+/// instead of once per request; a step of the wall clock shows at the next period.
+pub fn epoch_at(now: Instant) -> u64 {
+    if let Some((ends, epoch)) = PERIOD.get() {
+        if now < ends {
+            return epoch;
+        }
+    }
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let period = Duration::from_secs(BUCKET_SECS);
+    let into = Duration::from_nanos(
+        u64::try_from(wall.as_nanos() % period.as_nanos()).unwrap_or_default(),
+    );
+    let epoch = wall.as_secs() / BUCKET_SECS;
+    PERIOD.set(Some((now + (period - into), epoch)));
+    epoch
+}
+
 fn slot_of(epoch: u64) -> usize {
     // The remainder is below SLOTS (30), so it fits any usize.
     usize::try_from(epoch % SLOTS as u64).unwrap_or(0)
@@ -226,5 +262,20 @@ mod tests {
         let max = all.quantile_ms(1.0).expect("max");
         assert!((100.0..=250.0).contains(&max), "{max}");
         assert_eq!(Summary::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn the_cached_period_is_the_wall_clock_s() {
+        let now = Instant::now();
+        let first = epoch_at(now);
+        let wall = epoch_of(SystemTime::now());
+        assert!(wall == first || wall == first + 1, "{first} vs {wall}");
+        // Within the period, from the cache.
+        assert_eq!(epoch_at(now), first);
+        // Past its end, the wall clock is read again.
+        let later = epoch_at(now + Duration::from_secs(BUCKET_SECS));
+        let wall = epoch_of(SystemTime::now());
+        assert!(wall == later || wall == later + 1, "{later} vs {wall}");
+        assert!(later >= first);
     }
 }

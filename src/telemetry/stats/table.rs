@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::ring::{LazyRing, Summary, BUCKET_SECS, SLOTS};
+use super::ring::{epoch_at, LazyRing, Summary, BUCKET_SECS, SLOTS};
 use crate::config::{Config, RouteConfig};
 
 /// Window of the headline figures (`rate`, `p50_ms`, `p99_ms`, `error_ratio`): the last
@@ -79,24 +79,26 @@ impl StatsTable {
         Self { routes, clusters }
     }
 
-    /// Counts one answered request under its route (index) and cluster (name), when known.
+    /// Counts one answered request, ended at `now` (a reading the caller has), under its route
+    /// (index) and cluster (name), when known.
     pub fn record(
         &self,
         route: Option<usize>,
         cluster: Option<&str>,
         status: StatusCode,
         elapsed: Duration,
+        now: Instant,
     ) {
         // Requests that matched no route (404) belong to no route or cluster.
         let Some(route) = route.and_then(|i| self.routes.get(i)) else {
             return;
         };
-        let now = SystemTime::now();
+        let epoch = epoch_at(now);
         let error = status.is_server_error();
-        route.ring.record(now, error, elapsed);
+        route.ring.record_in(epoch, error, elapsed);
         let target = cluster.and_then(|c| route.targets.iter().find(|(name, _)| name == c));
         if let Some((_, ring)) = target {
-            ring.record(now, error, elapsed);
+            ring.record_in(epoch, error, elapsed);
         }
     }
 
@@ -185,13 +187,21 @@ mod tests {
     #[test]
     fn rings_survive_a_rebuild_by_name() {
         let first = StatsTable::build(&config(&["a", "b"]), None);
+        let now = Instant::now();
         first.record(
             Some(1),
             Some("c"),
             StatusCode::BAD_GATEWAY,
             Duration::from_millis(1),
+            now,
         );
-        first.record(None, None, StatusCode::NOT_FOUND, Duration::from_millis(1));
+        first.record(
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(1),
+            now,
+        );
         let second = StatsTable::build(&config(&["b"]), Some(&first));
         let view = second.view(SystemTime::now());
         assert_eq!(view["routes"][0]["name"], "b");
