@@ -126,7 +126,7 @@ impl Body for Guarded {
                 if let (Some(timer), Some(Ok(_))) = (this.timer.as_ref(), &frame) {
                     timer.watch.activity.touch();
                 }
-                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                Poll::Ready(frame)
             }
             Poll::Pending => match this.timer {
                 Some(timer) => {
