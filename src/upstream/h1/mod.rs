@@ -222,6 +222,7 @@ impl Conn {
             polled: false,
             sent: 0,
             done,
+            flushed: false,
             written: false,
             failed: None,
         };
@@ -284,7 +285,7 @@ impl Conn {
     ) -> Poll<Result<Head, Failure>> {
         // Bounded by the socket: every pass either reads bytes or returns.
         loop {
-            if !writer.done && writer.failed.is_none() {
+            if !writer.flushed && writer.failed.is_none() {
                 match writer.poll_write(&mut self.io, &mut self.wbuf, cx) {
                     Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(Failure::Write(error))) if writer.written => {
@@ -321,8 +322,11 @@ struct Writer {
     polled: bool,
     /// Body bytes taken so far (checked against a Content-Length).
     sent: u64,
-    /// The whole request is written and flushed, or will be once the pending bytes are.
+    /// The body has no more frames to take: the request is whole once the pending bytes are
+    /// written.
     done: bool,
+    /// Everything was written and flushed.
+    flushed: bool,
     /// A byte reached the socket.
     written: bool,
     /// The socket refused a write after some bytes went: no more writes.
@@ -356,6 +360,7 @@ impl Writer {
             }
             if self.done {
                 ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(Failure::Write)?;
+                self.flushed = true;
                 return Poll::Ready(Ok(()));
             }
             if self.poll_body(out, cx)?.is_pending() {
