@@ -506,6 +506,11 @@ pub(crate) struct BodyReader {
     decoder: Decoder,
     /// The pool to return to, when the exchange allows reuse.
     release: Option<Arc<EndpointState>>,
+    /// Data went out since this body last returned `Pending`. A framing error found right
+    /// behind it (in the same read) first returns `Pending` once, so the server flushes the
+    /// head and data it holds: the client then sees a response cut short, not a connection
+    /// closed without a response (hyper's client channel gave the server that chance too).
+    unflushed: bool,
 }
 
 impl BodyReader {
@@ -514,6 +519,7 @@ impl BodyReader {
             conn: Some(conn),
             decoder: Decoder::new(framing),
             release,
+            unflushed: false,
         }
     }
 
@@ -539,13 +545,34 @@ impl BodyReader {
                 return Poll::Ready(None);
             };
             let decoded = match self.decoder.decode(&mut conn.rbuf) {
-                Ok(Decoded::NeedMore) => match ready!(conn.poll_fill(cx)) {
-                    Ok(0) => self.decoder.eof(),
-                    Ok(_) => continue,
-                    Err(error) => {
-                        self.conn = None;
-                        return Poll::Ready(Some(Err(Box::new(error))));
+                Err(_) if self.unflushed => {
+                    // The error stays in the buffer and the decoder's state, found again on
+                    // the next poll.
+                    self.unflushed = false;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Ok(Decoded::NeedMore) => match conn.poll_fill(cx) {
+                    Poll::Pending => {
+                        self.unflushed = false;
+                        return Poll::Pending;
                     }
+                    Poll::Ready(read) => match read {
+                        Ok(0) => match self.decoder.eof() {
+                            // A body cut short right behind its data: as above.
+                            Err(_) if self.unflushed => {
+                                self.unflushed = false;
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            eof => eof,
+                        },
+                        Ok(_) => continue,
+                        Err(error) => {
+                            self.conn = None;
+                            return Poll::Ready(Some(Err(Box::new(error))));
+                        }
+                    },
                 },
                 decoded => decoded,
             };
@@ -554,6 +581,7 @@ impl BodyReader {
                     if self.decoder.is_end() {
                         self.finish();
                     }
+                    self.unflushed = true;
                     Some(Ok(Frame::data(data)))
                 }
                 Ok(Decoded::Trailers(trailers)) => {
