@@ -227,7 +227,9 @@ impl Conn {
             failed: None,
         };
         let method = &parts.method;
-        let result = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut writer, method)).await;
+        let spare = &mut parts.headers;
+        let result =
+            std::future::poll_fn(|cx| self.poll_exchange(cx, &mut writer, method, spare)).await;
         let failure = match result {
             Ok(head) => {
                 let reusable = head.keep_alive && !close && writer.done && writer.failed.is_none();
@@ -282,6 +284,7 @@ impl Conn {
         cx: &mut Context<'_>,
         writer: &mut Writer,
         method: &Method,
+        spare: &mut HeaderMap,
     ) -> Poll<Result<Head, Failure>> {
         // Bounded by the socket: every pass either reads bytes or returns.
         loop {
@@ -296,7 +299,7 @@ impl Conn {
                     Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
                 }
             }
-            match parse::parse(&mut self.rbuf, method) {
+            match parse::parse(&mut self.rbuf, method, spare) {
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => {}
                 Err(error) => return Poll::Ready(Err(Failure::Parse(error))),

@@ -52,8 +52,14 @@ pub(crate) enum ParseError {
 }
 
 /// The final response head at the start of `buf`, consumed from it (interim 1xx heads before
-/// it too); `None` while the head is incomplete. `method` is the request's.
-pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ParseError> {
+/// it too); `None` while the head is incomplete. `method` is the request's. `spare`: a map
+/// whose allocation the response's headers take over (the request's, as hyper's client did:
+/// it is written by then), cleared first.
+pub(crate) fn parse(
+    buf: &mut BytesMut,
+    method: &Method,
+    spare: &mut HeaderMap,
+) -> Result<Option<Head>, ParseError> {
     // Bounded: every pass consumes one interim head from the buffer, or returns.
     loop {
         if buf.is_empty() {
@@ -109,7 +115,9 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
             // dropped (RFC 8297 2 allows it); the final response follows.
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = std::mem::take(spare);
+        headers.clear();
+        headers.reserve(count);
         let (mut te, mut cl, mut close, mut keep_alive_token) = (false, false, false, false);
         for span in &spans[..count] {
             let [ns, ne, vs, ve] = span.map(|offset| offset as usize);
@@ -234,7 +242,7 @@ mod tests {
 
     fn parse_all(input: &[u8], method: &Method) -> Result<Option<Head>, ParseError> {
         let mut buf = BytesMut::from(input);
-        parse(&mut buf, method)
+        parse(&mut buf, method, &mut HeaderMap::new())
     }
 
     #[test]
@@ -242,7 +250,9 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Custom: a b\r\nSet-Cookie: 1\r\nset-cookie: 2\r\n\r\nhello"[..],
         );
-        let head = parse(&mut buf, &Method::GET).unwrap().unwrap();
+        let head = parse(&mut buf, &Method::GET, &mut HeaderMap::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(head.parts.status, 200);
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.keep_alive && !head.upgrade && !head.bodiless);
@@ -261,13 +271,17 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..],
         );
-        let head = parse(&mut buf, &Method::POST).unwrap().unwrap();
+        let head = parse(&mut buf, &Method::POST, &mut HeaderMap::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(head.parts.status, 204);
         assert!(head.parts.headers.is_empty());
         assert!(head.bodiless);
         assert!(buf.is_empty());
         let mut partial = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"[..]);
-        assert!(parse(&mut partial, &Method::GET).unwrap().is_none());
+        assert!(parse(&mut partial, &Method::GET, &mut HeaderMap::new())
+            .unwrap()
+            .is_none());
         assert_eq!(&partial[..], b"HTTP/1.1 2");
     }
 
@@ -434,10 +448,10 @@ mod tests {
             let whole = parse_all(&input, &Method::GET).unwrap().unwrap();
             for cut in 0..input.len() - 2 {
                 let mut buf = BytesMut::from(&input[..cut]);
-                let first = parse(&mut buf, &Method::GET).unwrap();
+                let first = parse(&mut buf, &Method::GET, &mut HeaderMap::new()).unwrap();
                 prop_assert!(first.is_none(), "complete at {}", cut);
                 buf.extend_from_slice(&input[cut..]);
-                let head = parse(&mut buf, &Method::GET).unwrap().unwrap();
+                let head = parse(&mut buf, &Method::GET, &mut HeaderMap::new()).unwrap().unwrap();
                 prop_assert_eq!(&head.parts.headers, &whole.parts.headers);
                 prop_assert_eq!(&buf[..], b"ok");
             }
