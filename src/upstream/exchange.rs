@@ -152,7 +152,11 @@ fn finish_h1(
     conn: h1::Conn,
     sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let Sent { head, reusable } = sent;
+    let Sent {
+        head,
+        reusable,
+        upload,
+    } = sent;
     let mut parts = head.parts;
     if head.upgrade {
         // The socket now belongs to the upgrade (see `upgrade`), never to the pool.
@@ -170,12 +174,12 @@ fn finish_h1(
                     "bytes after a response that has no body",
                 ));
             }
-        } else if reusable {
+        } else if reusable && upload.is_none() {
             pool::release_h1(endpoint, conn);
         }
         return Ok(Response::from_parts(parts, UpstreamBody::empty()));
     }
     let release = reusable.then(|| Arc::clone(endpoint));
-    let body = BodyReader::new(conn, head.framing, release);
+    let body = BodyReader::new(conn, head.framing, release, upload);
     Ok(Response::from_parts(parts, UpstreamBody::h1(body)))
 }

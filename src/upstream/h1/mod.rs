@@ -137,9 +137,14 @@ pub(crate) struct Conn {
 pub(crate) struct Sent {
     pub head: Head,
     /// Everything of the exchange allows the connection to carry another request once the
-    /// body has ended.
+    /// response body has ended (and the upload, if any, too).
     pub reusable: bool,
+    /// The rest of the request, when the response head came before it was all written.
+    pub upload: Option<Upload>,
 }
+
+/// The unwritten rest of a request whose response has started (see [`BodyReader`]).
+pub(crate) struct Upload(Box<Writer>);
 
 /// A failed exchange; `unsent` gives the request back when not a byte of it was written and
 /// its body was never polled, so it can go on a fresh connection.
@@ -232,8 +237,17 @@ impl Conn {
             std::future::poll_fn(|cx| self.poll_exchange(cx, &mut writer, method, spare)).await;
         let failure = match result {
             Ok(head) => {
-                let reusable = head.keep_alive && !close && writer.done && writer.failed.is_none();
-                return Ok(Sent { head, reusable });
+                let reusable = head.keep_alive && !close && writer.failed.is_none();
+                // An answer before the whole request was written (a backend that streams its
+                // response while it reads, or refuses early): the body reader goes on
+                // writing, as hyper's connection did.
+                let upload =
+                    (!writer.flushed && writer.failed.is_none()).then(|| Upload(Box::new(writer)));
+                return Ok(Sent {
+                    head,
+                    reusable,
+                    upload,
+                });
             }
             Err(failure) => failure,
         };
@@ -509,6 +523,9 @@ pub(crate) struct BodyReader {
     decoder: Decoder,
     /// The pool to return to, when the exchange allows reuse.
     release: Option<Arc<EndpointState>>,
+    /// The rest of the request, written as this body is polled; the connection is reused only
+    /// if it was all written.
+    upload: Option<Upload>,
     /// Data went out since this body last returned `Pending`. A framing error found right
     /// behind it (in the same read) first returns `Pending` once, so the server flushes the
     /// head and data it holds: the client then sees a response cut short, not a connection
@@ -517,11 +534,17 @@ pub(crate) struct BodyReader {
 }
 
 impl BodyReader {
-    pub(crate) fn new(conn: Conn, framing: Framing, release: Option<Arc<EndpointState>>) -> Self {
+    pub(crate) fn new(
+        conn: Conn,
+        framing: Framing,
+        release: Option<Arc<EndpointState>>,
+        upload: Option<Upload>,
+    ) -> Self {
         Self {
             conn: Some(conn),
             decoder: Decoder::new(framing),
             release,
+            upload,
             unflushed: false,
         }
     }
@@ -530,6 +553,10 @@ impl BodyReader {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        if self.upload.take().is_some() {
+            // The request was not written whole: the connection cannot carry another.
+            return;
+        }
         if let Some(endpoint) = self.release.take() {
             // Bytes past the body's end are no response to anything: never reuse that.
             if conn.rbuf.is_empty() {
@@ -547,6 +574,25 @@ impl BodyReader {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(Upload(writer)) = self.upload.as_mut() {
+                match writer.poll_write(&mut conn.io, &mut conn.wbuf, cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => self.upload = None,
+                    Poll::Ready(Err(Failure::Body(error))) => {
+                        // The client's request body failed: so does the exchange (hyper
+                        // closed the connection, failing the response body too).
+                        self.conn = None;
+                        self.upload = None;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    Poll::Ready(Err(_)) => {
+                        // The backend stopped reading; its response may still come whole,
+                        // but the connection is done.
+                        self.upload = None;
+                        self.release = None;
+                    }
+                }
+            }
             let decoded = match self.decoder.decode(&mut conn.rbuf) {
                 Err(_) if self.unflushed => {
                     // The error stays in the buffer and the decoder's state, found again on
