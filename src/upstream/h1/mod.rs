@@ -202,8 +202,9 @@ impl Conn {
     }
 
     /// Writes `req` and reads its final response head; the body stays on the socket for
-    /// [`BodyReader`]. Reads while writing, so an early answer (say a 413 before the whole
-    /// upload) ends the upload instead of deadlocking on it.
+    /// [`BodyReader`]. Reads while writing, so an answer that comes before the whole upload
+    /// (a 413, or a backend that streams while it reads) is not stuck behind it: the rest of
+    /// the upload goes to the body reader ([`Sent::upload`]).
     pub(crate) async fn send(
         &mut self,
         req: Request<Body>,
