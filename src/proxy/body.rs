@@ -131,7 +131,7 @@ impl Body for Guarded {
                         timer.watch.activity.touch();
                     }
                 }
-                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                Poll::Ready(frame)
             }
             Poll::Pending => match this.timer {
                 Some(timer) => {

@@ -30,7 +30,8 @@ use super::request_body::H2Limits;
 use crate::config::Protocol;
 use crate::router::CompiledRoute;
 use crate::state::{ListenerSnapshot, Shared};
-use crate::upstream::{upgrade, Upstream};
+use crate::upstream::upgrade::{self, UpstreamUpgrade};
+use crate::upstream::Upstream;
 use crate::wire::headers::{self, Present, Watched};
 use crate::wire::ProxyError;
 use crate::wire::{FailureKind, UpstreamError};
@@ -262,14 +263,14 @@ pub(super) fn downstream_head(
                 "101 without an accepted Upgrade",
             )));
         };
-        let upstream = head.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+        let upstream = head.extensions.remove::<UpstreamUpgrade>().ok_or_else(|| {
             ProxyError::Internal("upstream 101 without an upgradable connection".into())
         })?;
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         head.headers.insert(header::UPGRADE, token);
         let idle_timeout = route.config().idle_timeout;
-        upgrade::spawn_tunnel(downstream, upstream, endpoint, idle_timeout);
+        upgrade::spawn_tunnel(downstream, upstream, idle_timeout);
     }
     route.apply_response_headers(&mut head.headers);
     Ok(Response::from_parts(

@@ -1,91 +1,93 @@
-//! The response body coming back from an endpoint: it returns its HTTP/1.1 connection to the
-//! pool at the exact moment the body ends cleanly, and never after an error.
+//! The response body coming back from an endpoint. HTTP/1.1: read straight off the connection
+//! by [`super::h1::BodyReader`], which returns the connection to the pool at the exact moment
+//! the body ends cleanly, and never after an error. HTTP/2: hyper's stream body.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 
-use super::connect::H1;
-use super::pool;
-use crate::endpoint::EndpointState;
+use super::h1::BodyReader;
+use crate::wire::BoxError;
 
-/// An HTTP/1.1 connection waiting for its response body to end before it can be reused.
-pub(crate) type PendingRelease = (Arc<EndpointState>, H1);
+/// A streamed upstream response body. Dropped before its end (client gone, idle timeout),
+/// it takes its HTTP/1.1 connection down with it: a half-read response cannot be reused.
+pub struct UpstreamBody {
+    inner: Inner,
+}
 
-pin_project! {
-    /// A streamed upstream response body. Dropped before its end (client gone, idle timeout),
-    /// it takes its connection down with it: a half-read HTTP/1.1 response cannot be reused.
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        release: Option<PendingRelease>,
-    }
+enum Inner {
+    /// Nothing may follow the head (HEAD, 204, 304, 101, Content-Length: 0).
+    Empty,
+    H1(BodyReader),
+    H2(Incoming),
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            Inner::Empty => "empty",
+            Inner::H1(_) => "http1",
+            Inner::H2(_) => "h2",
+        };
         f.debug_struct("UpstreamBody")
-            .field("pooled", &self.release.is_some())
+            .field("kind", &kind)
             .finish_non_exhaustive()
     }
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, release: Option<PendingRelease>) -> Self {
-        let mut body = Self { inner, release };
-        // A body that is already complete (Content-Length: 0) returns its connection now: the
-        // server may never poll it.
-        if body.inner.is_end_stream() {
-            body.release_now();
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: Inner::Empty,
         }
-        body
     }
 
-    fn release_now(&mut self) {
-        if let Some((endpoint, sender)) = self.release.take() {
-            pool::release_h1(&endpoint, sender);
+    pub(crate) fn h1(reader: BodyReader) -> Self {
+        Self {
+            inner: Inner::H1(reader),
+        }
+    }
+
+    pub(crate) fn h2(body: Incoming) -> Self {
+        Self {
+            inner: Inner::H2(body),
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let done = match &frame {
-            None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-            Some(Err(_)) => {
-                // Bad framing or a reset mid-body: the connection must never carry another
-                // request. Dropping the sender lets hyper close it.
-                this.release.take();
-                false
-            }
-        };
-        if done {
-            if let Some((endpoint, sender)) = this.release.take() {
-                pool::release_h1(&endpoint, sender);
-            }
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().inner {
+            Inner::Empty => Poll::Ready(None),
+            Inner::H1(reader) => reader.poll_frame(cx),
+            Inner::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::H1(reader) => reader.is_end_stream(),
+            Inner::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::H1(reader) => reader.size_hint(),
+            Inner::H2(body) => body.size_hint(),
+        }
     }
 }

@@ -1,20 +1,23 @@
-//! Opening one upstream connection: TCP connect under `connect_timeout`, socket options, the
-//! HTTP/1.1 or HTTP/2 handshake, and the task that drives the connection until it closes.
+//! Opening one upstream connection: TCP connect under `connect_timeout`, socket options, TLS,
+//! and for HTTP/2 the handshake and the task that drives the connection until it closes.
+//! HTTP/1.1 connections have no task: they are [`h1::Conn`] values driven by whichever request
+//! or response body holds them (see [`super::h1`]).
 //!
 //! The open-connection count is exact because it is tied to a value, not to code paths: an
 //! [`OpenConn`] is created when a connection slot is reserved (before the connect, so the cap
-//! counts connections being made) and dropped when the connection's driver task ends, for any
-//! reason (closed, failed, or the worker's runtime dropped).
+//! counts connections being made) and dropped with the connection: the `h1::Conn` that owns it
+//! (wherever it is dropped: a request, a body, a pool, a tunnel), or the HTTP/2 driver task when
+//! it ends, for any reason (closed, failed, or the worker's runtime dropped).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
+use super::h1::{self, Stream};
 use super::pool::PoolLabels;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
@@ -28,18 +31,10 @@ use crate::wire::Body;
 const H2_STREAM_WINDOW: u32 = 1 << 20;
 const H2_CONN_WINDOW: u32 = 4 << 20;
 
-/// An HTTP/1.1 connection's sender, and whether its driver ended with an error (as opposed to
-/// a clean close): the only way to tell stray bytes after a bodiless response from a backend
-/// that simply closed.
-pub(crate) struct H1 {
-    pub sender: http1::SendRequest<Body>,
-    pub failed: Arc<AtomicBool>,
-}
-
 /// Ready-to-use request sender of one connection.
 pub(crate) enum Sender {
     /// One request at a time; returned to the pool when its response body ends.
-    H1(H1),
+    H1(h1::Conn),
     /// Multiplexed; the pool keeps a clone and hands out more.
     H2(http2::SendRequest<Body>),
 }
@@ -87,7 +82,8 @@ impl Drop for OpenConn {
     }
 }
 
-/// Connects to `endpoint` and completes the handshake; `slot` moves into the driver task.
+/// Connects to `endpoint` and completes the handshake; `slot` moves into the connection (or
+/// its HTTP/2 driver task).
 pub(crate) async fn connect(
     cluster: &ClusterConfig,
     endpoint: &EndpointState,
@@ -109,12 +105,21 @@ pub(crate) async fn connect(
     let Some(spec) = &cluster.tls else {
         metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
             .record(started.elapsed().as_secs_f64());
-        return start(cluster, address, TokioIo::new(stream), slot).await;
+        if cluster.protocol == Protocol::Http1 {
+            return Ok(Sender::H1(h1::Conn::new(Stream::Plain(stream), slot)));
+        }
+        return start_h2(address, TokioIo::new(stream), slot).await;
     };
     let stream = tls_connect(cluster, spec, address, stream, started).await?;
     metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
         .record(started.elapsed().as_secs_f64());
-    start(cluster, address, TokioIo::new(stream), slot).await
+    if cluster.protocol == Protocol::Http1 {
+        return Ok(Sender::H1(h1::Conn::new(
+            Stream::Tls(Box::new(stream)),
+            slot,
+        )));
+    }
+    start_h2(address, TokioIo::new(stream), slot).await
 }
 
 /// The TLS handshake with a backend, within what is left of `connect_timeout`. Verification
@@ -155,9 +160,8 @@ async fn tls_connect(
     }
 }
 
-/// The HTTP/1.1 or HTTP/2 handshake on a connected (plain or TLS) stream, and its driver task.
-async fn start<I>(
-    cluster: &ClusterConfig,
+/// The HTTP/2 handshake on a connected (plain or TLS) stream, and its driver task.
+async fn start_h2<I>(
     address: std::net::SocketAddr,
     io: TokioIo<I>,
     slot: OpenConn,
@@ -165,44 +169,20 @@ async fn start<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake_failed =
-        |e: hyper::Error| UpstreamError::unsent(FailureKind::Connect, address, e);
-    match cluster.protocol {
-        Protocol::Http1 => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(handshake_failed)?;
-            let failed = Arc::new(AtomicBool::new(false));
-            let failed_flag = Arc::clone(&failed);
-            tokio::spawn(async move {
-                // `with_upgrades` so a 101 answer hands the socket to the WebSocket tunnel.
-                if let Err(error) = conn.with_upgrades().await {
-                    // Set before this task yields, so whoever wakes on the close sees it.
-                    failed_flag.store(true, Ordering::Relaxed);
-                    tracing::debug!(%error, %address, "upstream connection ended with an error");
-                }
-                drop(slot);
-            });
-            Ok(Sender::H1(H1 { sender, failed }))
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .handshake(io)
+        .await
+        .map_err(|e| UpstreamError::unsent(FailureKind::Connect, address, e))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%error, %address, "upstream h2 connection ended with an error");
         }
-        Protocol::H2 => {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONN_WINDOW)
-                .handshake(io)
-                .await
-                .map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(error) = conn.await {
-                    tracing::debug!(%error, %address, "upstream h2 connection ended with an error");
-                }
-                drop(slot);
-            });
-            Ok(Sender::H2(sender))
-        }
-    }
+        drop(slot);
+    });
+    Ok(Sender::H2(sender))
 }
 
 /// TCP connect with `TCP_NODELAY` (we write whole heads and frames, Nagle only adds latency)

@@ -1,24 +1,23 @@
 //! One attempt: lease a connection, send, check the response head, count the outcome.
 //!
 //! Inside an attempt the request is resent only when the endpoint certainly did not process it:
-//! hyper handed it back unwritten (the pooled connection closed under us), or an HTTP/2 stream
+//! not a byte of it was written (the pooled connection closed under us), or an HTTP/2 stream
 //! was refused / above a GOAWAY's last-stream-id (RFC 9113 8.7). Anything else is the caller's
 //! (retry policy's) decision, made with [`UpstreamError::sent`].
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http::header::HOST;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 
 use super::body::UpstreamBody;
-use super::connect::{Sender, H1};
+use super::connect::Sender;
+use super::h1::{self, BodyReader, Sent};
 use super::pool::{self, Lease};
+use super::upgrade::UpstreamUpgrade;
 use crate::config::ClusterConfig;
 use crate::endpoint::EndpointState;
 use crate::wire::outcome::{classify, FailureKind, UpstreamError};
@@ -27,11 +26,6 @@ use crate::wire::Body;
 /// Sends of one request within one attempt: the first plus two resends of a request that was
 /// not processed (a stale pooled connection, then a GOAWAY on the fresh one is already rare).
 const MAX_SENDS: usize = 3;
-
-/// How long a bodiless response (HEAD, 204, 304) may take to leave its connection idle before
-/// we give up on reusing it. hyper notices stray bytes after such a response in the same read
-/// that completes it, so this is normally immediate.
-const BODILESS_SETTLE: Duration = Duration::from_millis(100);
 
 /// The head of a bodiless request, kept so an HTTP/2 request refused by GOAWAY can be rebuilt
 /// (hyper's HTTP/2 client does not hand a refused request back).
@@ -74,7 +68,6 @@ pub(crate) fn exchange<'a>(
 ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
     async move {
         let address = endpoint.address();
-        let is_head = req.method() == Method::HEAD;
         if cluster.protocol == crate::config::Protocol::H2 {
             absolute_target(&mut req, address)?;
         }
@@ -94,11 +87,10 @@ pub(crate) fn exchange<'a>(
             let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
             fresh = true;
             match sender {
-                Sender::H1(mut conn) => match conn.sender.try_send_request(request).await {
-                    Ok(response) => return finish_h1(endpoint, conn, response, is_head).await,
-                    Err(mut e) => {
-                        let error = classify(e.error(), address);
-                        match e.take_message() {
+                Sender::H1(mut conn) => match conn.send(request, address).await {
+                    Ok(sent) => return finish_h1(endpoint, conn, sent),
+                    Err(h1::SendError { error, unsent }) => {
+                        match unsent {
                             // Not written: the pooled connection was closing. A new one gets it.
                             Some(request) => pending = Some(request),
                             None => return Err(error),
@@ -108,7 +100,7 @@ pub(crate) fn exchange<'a>(
                 },
                 Sender::H2(mut sender) => match sender.try_send_request(request).await {
                     Ok(response) => {
-                        return Ok(response.map(|body| UpstreamBody::new(body, None)));
+                        return Ok(response.map(UpstreamBody::h2));
                     }
                     Err(mut e) => {
                         let error = classify(e.error(), address);
@@ -153,49 +145,41 @@ fn absolute_target(req: &mut Request<Body>, address: SocketAddr) -> Result<(), U
     Ok(())
 }
 
-/// Applies the HTTP/1.1 framing rules hyper leaves to us, and decides whether the connection
-/// goes back to the pool now, when the body ends, or never.
-async fn finish_h1(
+/// Makes the response of an HTTP/1.1 exchange (its head already checked by `h1::parse`), and
+/// decides whether the connection goes back to the pool now, when the body ends, or never.
+fn finish_h1(
     endpoint: &Arc<EndpointState>,
-    mut conn: H1,
-    response: Response<Incoming>,
-    is_head: bool,
+    conn: h1::Conn,
+    sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let address = endpoint.address();
-    let (head, body) = response.into_parts();
-    let bad = |detail: &str| UpstreamError::sent(FailureKind::BadResponse, address, detail);
-    // RFC 9112 6.3: a response with both is a smuggling vector; hyper would silently prefer
-    // chunked. The sender drops with this error, so the connection is never reused.
-    if head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH) {
-        return Err(bad("both Transfer-Encoding and Content-Length"));
-    }
-    let status = head.status;
-    if status == StatusCode::NO_CONTENT
-        && (head.headers.contains_key(TRANSFER_ENCODING)
-            || head
-                .headers
-                .get(CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0"))
-    {
-        return Err(bad("204 announcing a body"));
-    }
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    let Sent {
+        head,
+        reusable,
+        upload,
+    } = sent;
+    let mut parts = head.parts;
+    if head.upgrade {
         // The socket now belongs to the upgrade (see `upgrade`), never to the pool.
-        return Ok(Response::from_parts(head, UpstreamBody::new(body, None)));
+        parts.extensions.insert(UpstreamUpgrade::new(conn));
+        return Ok(Response::from_parts(parts, UpstreamBody::empty()));
     }
-    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        // No body may follow; bytes that do are a framing error hyper reports by failing the
-        // connection as it goes idle. Waiting for that verdict turns it into a 502.
-        match tokio::time::timeout(BODILESS_SETTLE, conn.sender.ready()).await {
-            Ok(Ok(())) => pool::release_h1(endpoint, conn),
-            // A clean close (the backend said `Connection: close`, or just closed) is fine.
-            Ok(Err(_)) if conn.failed.load(Ordering::Relaxed) => {
-                return Err(bad("bytes after a response that has no body"));
+    if head.framing == h1::decode::Framing::Length(0) {
+        if conn.has_buffered() {
+            if head.bodiless {
+                // No body may follow a HEAD, 204 or 304 response: bytes that do are a
+                // framing error (RFC 9112 6.3), and the connection is dropped with this.
+                return Err(UpstreamError::sent(
+                    FailureKind::BadResponse,
+                    endpoint.address(),
+                    "bytes after a response that has no body",
+                ));
             }
-            Ok(Err(_)) | Err(_) => drop(conn),
+        } else if reusable && upload.is_none() {
+            pool::release_h1(endpoint, conn);
         }
-        return Ok(Response::from_parts(head, UpstreamBody::new(body, None)));
+        return Ok(Response::from_parts(parts, UpstreamBody::empty()));
     }
-    let release = Some((Arc::clone(endpoint), conn));
-    Ok(Response::from_parts(head, UpstreamBody::new(body, release)))
+    let release = reusable.then(|| Arc::clone(endpoint));
+    let body = BodyReader::new(conn, head.framing, release, upload);
+    Ok(Response::from_parts(parts, UpstreamBody::h1(body)))
 }

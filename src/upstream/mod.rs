@@ -1,4 +1,5 @@
-//! The upstream side: our own endpoint pools on `hyper::client::conn` (HTTP/1.1 and HTTP/2).
+//! The upstream side: our own endpoint pools, our own HTTP/1.1 client connection ([`h1`]) and
+//! `hyper::client::conn` for HTTP/2.
 //!
 //! hyper-util's legacy `Client` cannot cap connections per endpoint, count them, say whether a
 //! request was written, or retire one connection; balancing, retries and ejection need all four.
@@ -11,7 +12,9 @@
 //! - `Outcome`, `FailureKind`, `UpstreamError` and the client-side failures live in
 //!   [`crate::wire`], the ground floor, because every layer above speaks them.
 //! - [`pool`]: per-worker pools, the connection cap's bounded wait, the idle reaper.
-//! - [`connect`]: TCP connect, handshakes, the connection driver tasks and their counting.
+//! - [`connect`]: TCP connect, TLS, the HTTP/2 handshake and driver task, connection counting.
+//! - [`h1`]: the HTTP/1.1 client connection, driven by the request's own task (no channel, no
+//!   task per connection): request encoding, response head parsing, body decoding.
 //! - [`exchange`]: one attempt, resends of unprocessed requests (stale connection, GOAWAY,
 //!   REFUSED_STREAM), HTTP/1.1 framing rules on the response head.
 //! - [`body`]: the response body that returns its connection to the pool when it ends.
@@ -26,6 +29,7 @@ use http::{Request, Response};
 mod body;
 mod connect;
 mod exchange;
+mod h1;
 mod pool;
 pub mod upgrade;
 

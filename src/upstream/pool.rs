@@ -38,7 +38,8 @@ use hyper::client::conn::http2;
 use metrics::{Label, SharedString};
 use tokio::sync::Notify;
 
-use super::connect::{self, OpenConn, Sender, H1};
+use super::connect::{self, OpenConn, Sender};
+use super::h1;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
 use crate::wire::outcome::{FailureKind, UpstreamError};
@@ -77,7 +78,7 @@ impl PoolLabels {
 }
 
 struct IdleH1 {
-    conn: H1,
+    conn: h1::Conn,
     since: Instant,
     _parked: Parked,
 }
@@ -166,13 +167,6 @@ fn with_pool<R>(endpoint: &Arc<EndpointState>, f: impl FnOnce(&mut EndpointPool,
                 max_connections: 0,
             });
         f(pool, id)
-    })
-}
-
-/// Counts a connection that lives outside the pool (an upgraded tunnel) until dropped.
-pub(crate) fn open_slot(endpoint: &Arc<EndpointState>) -> OpenConn {
-    with_pool(endpoint, |pool, _| {
-        OpenConn::open(endpoint, &pool.labels, &pool.released)
     })
 }
 
@@ -303,8 +297,10 @@ impl EndpointPool {
     fn take_pooled(&mut self) -> Option<Lease> {
         let now = Instant::now();
         // Bounded by the stack's length: each pass pops one entry.
-        while let Some(idle) = self.idle_h1.pop() {
-            if now.duration_since(idle.since) < self.idle_timeout && idle.conn.sender.is_ready() {
+        // A connection the backend closed (or sent stray bytes on) is dropped here, before
+        // anything was written to it, and the next one is tried.
+        while let Some(mut idle) = self.idle_h1.pop() {
+            if now.duration_since(idle.since) < self.idle_timeout && idle.conn.is_idle_clean() {
                 return Some(self.lease(Sender::H1(idle.conn), 0));
             }
         }
@@ -332,24 +328,13 @@ impl EndpointPool {
     }
 }
 
-/// Returns an HTTP/1.1 connection whose exchange finished cleanly. If hyper has not marked it
-/// ready yet (the response's end was just read), a small task waits for that first.
-pub(crate) fn release_h1(endpoint: &Arc<EndpointState>, mut conn: H1) {
-    if conn.sender.is_ready() {
-        put_idle(endpoint, conn);
-        return;
-    }
-    let endpoint = Arc::clone(endpoint);
-    tokio::spawn(async move {
-        // A connection that does not become ready promptly is not worth keeping.
-        let ready = tokio::time::timeout(Duration::from_secs(1), conn.sender.ready()).await;
-        if let Ok(Ok(())) = ready {
-            put_idle(&endpoint, conn);
-        }
-    });
+/// Returns an HTTP/1.1 connection whose exchange finished cleanly (its response read to the
+/// end, nothing after it) to this worker's pool, or closes it when the pool is full.
+pub(crate) fn release_h1(endpoint: &Arc<EndpointState>, conn: h1::Conn) {
+    put_idle(endpoint, conn);
 }
 
-fn put_idle(endpoint: &Arc<EndpointState>, conn: H1) {
+fn put_idle(endpoint: &Arc<EndpointState>, conn: h1::Conn) {
     with_pool(endpoint, |pool, _| {
         if pool.idle_h1.len() < pool.max_idle && !pool.idle_timeout.is_zero() {
             pool.idle_h1.push(IdleH1 {
@@ -359,7 +344,7 @@ fn put_idle(endpoint: &Arc<EndpointState>, conn: H1) {
             });
             pool.released.notify_one();
         }
-        // Otherwise the sender drops here and hyper closes the connection.
+        // Otherwise the connection drops here, which closes it.
     });
 }
 
@@ -384,8 +369,10 @@ async fn reap() {
             pools.borrow_mut().by_endpoint.retain(|_, pool| {
                 close_asked_idle(pool);
                 let timeout = pool.idle_timeout;
-                pool.idle_h1.retain(|c| {
-                    now.duration_since(c.since) < timeout && !c.conn.sender.is_closed()
+                // `is_idle_clean` polls each socket without a syscall unless it turned readable:
+                // a backend's close is noticed here, without a task per connection.
+                pool.idle_h1.retain_mut(|c| {
+                    now.duration_since(c.since) < timeout && c.conn.is_idle_clean()
                 });
                 // An HTTP/2 connection unused for the idle timeout is let go; requests still
                 // streaming on it hold their own handles, so they are not cut.
@@ -399,8 +386,8 @@ async fn reap() {
 }
 
 /// Closes this pool's oldest idle connections while a request at the cap is asking for them.
-/// Dropping the sender makes hyper close the connection; its slot frees when the driver task
-/// ends, and the asking request sees the count drop at its next recheck.
+/// Dropping the connection closes it and frees its slot; the asking request sees the count
+/// drop at its next recheck.
 fn close_asked_idle(pool: &mut EndpointPool) {
     if pool.idle_h1.is_empty() {
         return;

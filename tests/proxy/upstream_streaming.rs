@@ -260,3 +260,89 @@ async fn a_stream_silent_for_the_idle_timeout_is_aborted() {
     );
     proxy.shutdown();
 }
+
+/// Reads from `stream` into `seen` until it contains `needle`, within the deadline.
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
+    use tokio::io::AsyncReadExt;
+    let found = |seen: &Vec<u8>| seen.windows(needle.len()).any(|w| w == needle);
+    tokio::time::timeout(crate::support::DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        // Bounded by the deadline around it.
+        while !found(seen) {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no {:?} in {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(seen)
+        )
+    });
+}
+
+#[tokio::test]
+async fn a_backend_answering_while_the_request_body_streams_gets_the_rest_of_it() {
+    // Full duplex over HTTP/1.1: the backend sends its response head at once and echoes each
+    // request chunk as it arrives. The proxy must go on sending the request body after the
+    // response head came (hyper's client did), or the echo of the second chunk never comes.
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut seen = Vec::new();
+        read_until(&mut stream, &mut seen, b"\r\n\r\n").await;
+        let head_end = seen
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |p| p + 4);
+        let mut body = seen.split_off(head_end);
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        // The request arrives chunked; its chunks are valid chunks of the response as well.
+        let mut echoed = 0;
+        loop {
+            if body.len() > echoed {
+                let _ = stream.write_all(&body[echoed..]).await;
+                echoed = body.len();
+            }
+            if body.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let proxy = ProxyConfig::new([backend]).workers(1).start();
+    let mut client = tokio::net::TcpStream::connect(proxy.addr("public"))
+        .await
+        .expect("connect");
+    client
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        )
+        .await
+        .expect("send");
+    let mut seen = Vec::new();
+    read_until(&mut client, &mut seen, b"first").await;
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{seen:?}");
+    client
+        .write_all(b"6\r\nsecond\r\n0\r\n\r\n")
+        .await
+        .expect("send rest");
+    read_until(&mut client, &mut seen, b"second").await;
+    read_until(&mut client, &mut seen, b"0\r\n\r\n").await;
+    proxy.shutdown();
+}
