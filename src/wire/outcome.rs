@@ -163,7 +163,7 @@ impl UpstreamError {
 
 /// Classifies a hyper client error for a request that was handed to a connection.
 pub(crate) fn classify(error: &hyper::Error, address: SocketAddr) -> UpstreamError {
-    // hyper's HTTP/1.1 client fails the exchange with the request body's own error.
+    // hyper's client fails the exchange with the request body's own error.
     if let Some(client) = find::<ClientBodyError>(error) {
         return UpstreamError::sent(FailureKind::Client(client.status), address, error);
     }
@@ -184,16 +184,24 @@ pub(crate) fn classify(error: &hyper::Error, address: SocketAddr) -> UpstreamErr
     UpstreamError::sent(kind, address, error)
 }
 
-/// The first error of type `E` in `error`'s source chain.
+/// The first error of type `E` in `error`'s source chain, `error` itself excluded.
 fn find<E: StdError + 'static>(error: &hyper::Error) -> Option<&E> {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    error.source().and_then(find_in_chain)
+}
+
+/// The first error of type `E` in the chain that starts at `error` (itself included): how a
+/// failure the client caused is recognised however deep the I/O layers wrapped it.
+pub(crate) fn find_in_chain<'a, E: StdError + 'static>(
+    error: &'a (dyn StdError + 'static),
+) -> Option<&'a E> {
+    let mut current = Some(error);
     // Bounded: error chains are short, and the loop stops at the first match.
     for _ in 0..8 {
-        let current = source?;
-        if let Some(found) = current.downcast_ref::<E>() {
+        let error = current?;
+        if let Some(found) = error.downcast_ref::<E>() {
             return Some(found);
         }
-        source = current.source();
+        current = error.source();
     }
     None
 }

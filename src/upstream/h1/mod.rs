@@ -50,7 +50,7 @@ use self::parse::Head;
 use super::connect::OpenConn;
 use super::pool;
 use crate::endpoint::EndpointState;
-use crate::wire::outcome::{BoxError, FailureKind, UpstreamError};
+use crate::wire::outcome::{find_in_chain, BoxError, FailureKind, UpstreamError};
 use crate::wire::{Body, ClientBodyError};
 
 /// Read buffer growth: a head and a small body fit in one read.
@@ -255,7 +255,7 @@ impl Conn {
         let unwritten = !writer.written
             && matches!(failure, Failure::Write(_) | Failure::Read(_) | Failure::Eof);
         let error = match failure {
-            Failure::Body(error) => match find_client_error(&*error) {
+            Failure::Body(error) => match find_in_chain::<ClientBodyError>(&*error) {
                 Some(client) => {
                     UpstreamError::sent(FailureKind::Client(client.status), address, &error)
                 }
@@ -498,22 +498,6 @@ impl Writer {
         let tail = self.tail.len().min(n);
         self.tail = &self.tail[tail..];
     }
-}
-
-/// The request body's failure that the client caused, anywhere in the error's chain.
-fn find_client_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a ClientBodyError> {
-    let mut current = Some(error);
-    // Bounded: error chains are short.
-    for _ in 0..8 {
-        let error = current?;
-        if let Some(found) = error.downcast_ref::<ClientBodyError>() {
-            return Some(found);
-        }
-        current = error.source();
-    }
-    None
 }
 
 /// A response body read straight off its connection when the downstream side polls it; the
