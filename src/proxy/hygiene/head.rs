@@ -8,8 +8,10 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::Uri;
+use http::{Method, Request, Uri, Version};
 
 use super::{Limits, Reject, MAX_HEADER_COUNT};
 
@@ -36,17 +38,34 @@ pub struct Head {
     pub upgrade: bool,
     /// `Connection: close`, or HTTP/1.0 without `keep-alive`: nothing after this request.
     pub close: bool,
+    /// `Expect: 100-continue` (the only expectation the check lets through).
+    pub expect_continue: bool,
+    /// The minor version: `HTTP/1.0` or `HTTP/1.1`.
+    pub minor: u8,
 }
 
 /// Checks the head at the start of `buf`: `Ok(None)` while it is incomplete (and still within
 /// the limits), the parsed [`Head`] once complete, or why it is refused.
 pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
-    // RFC 9112 2.2: empty lines before the request line are ignored (some clients send a CRLF
-    // after a POST body). They still count towards the head's size.
-    let mut lead = 0;
-    while buf[lead..].starts_with(b"\r\n") {
-        lead += 2;
-    }
+    let Some(end) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    examine(&buf[..end], limits, None).map(|(head, _)| Some(head))
+}
+
+/// Checks the complete head `bytes` (as [`locate`] found it) and builds the request it
+/// carries, in one pass: the fields of the `http::Request` are slices of `bytes` (no copy), taken
+/// from the same parse the checks ran on. The downstream HTTP/1 server's parser
+/// (`proxy::h1`); [`check`] is the same without the request.
+pub fn parse(bytes: &Bytes, limits: &Limits) -> Result<(Head, Request<()>), Reject> {
+    let (head, request) = examine(bytes, limits, Some(bytes))?;
+    Ok((head, request.ok_or(Reject::MalformedRequestLine)?))
+}
+
+/// Where the head at the start of `buf` ends (after its empty line): `Ok(None)` while it is
+/// incomplete and still within the limits.
+pub fn locate(buf: &[u8], limits: &Limits) -> Result<Option<usize>, Reject> {
+    let lead = leading_empty_lines(buf);
     let Some(end) = scan_line_breaks(buf, lead)? else {
         if buf.len() > limits.max_header_bytes {
             return Err(oversize(&buf[lead..], limits));
@@ -57,10 +76,30 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
         }
         return Ok(None);
     };
-    let head = &buf[..end];
-    if head.len() > limits.max_header_bytes {
-        return Err(oversize(&head[lead..], limits));
+    if end > limits.max_header_bytes {
+        return Err(oversize(&buf[lead..end], limits));
     }
+    Ok(Some(end))
+}
+
+/// RFC 9112 2.2: empty lines before the request line are ignored (some clients send a CRLF
+/// after a POST body). They still count towards the head's size.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut lead = 0;
+    while buf[lead..].starts_with(b"\r\n") {
+        lead += 2;
+    }
+    lead
+}
+
+/// Every check on the complete `head`; with `build` (the same bytes, shared), also the request.
+fn examine(
+    head: &[u8],
+    limits: &Limits,
+    build: Option<&Bytes>,
+) -> Result<(Head, Option<Request<()>>), Reject> {
+    let end = head.len();
+    let lead = leading_empty_lines(head);
     check_header_lines(&head[lead..])?;
 
     // Uninitialised slots: httparse writes only those it fills, so a request does not pay
@@ -91,12 +130,65 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
     let upgrade = fields.upgrade && fields.connection_has("upgrade");
     let close =
         fields.connection_has("close") || (minor == 0 && !fields.connection_has("keep-alive"));
-    Ok(Some(Head {
+    let head = Head {
         len: end,
         framing,
         upgrade,
         close,
-    }))
+        expect_continue: fields.expect.is_some(),
+        minor,
+    };
+    let built = match build {
+        Some(bytes) => Some(build_request(
+            bytes,
+            method,
+            target,
+            minor,
+            request.headers,
+        )?),
+        None => None,
+    };
+    Ok((head, built))
+}
+
+/// The `http::Request` of a head that passed every check; names, values and the target are
+/// slices of `bytes`, which holds every slice httparse returned.
+fn build_request(
+    bytes: &Bytes,
+    method: &str,
+    target: &str,
+    minor: u8,
+    fields: &[httparse::Header<'_>],
+) -> Result<Request<()>, Reject> {
+    let mut request = Request::new(());
+    *request.method_mut() =
+        Method::from_bytes(method.as_bytes()).map_err(|_| Reject::MalformedRequestLine)?;
+    let target = shared(bytes, target.as_bytes()).ok_or(Reject::InvalidTarget)?;
+    *request.uri_mut() = Uri::from_maybe_shared(target).map_err(|_| Reject::InvalidTarget)?;
+    *request.version_mut() = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let headers = request.headers_mut();
+    headers.reserve(fields.len());
+    for field in fields {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Reject::InvalidHeaderName)?;
+        let value = shared(bytes, field.value).ok_or(Reject::InvalidHeaderValue)?;
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| Reject::InvalidHeaderValue)?;
+        headers.append(name, value);
+    }
+    Ok(request)
+}
+
+/// `part` (a slice of `bytes`' own memory) as a `Bytes` sharing it; `None` if it is not one
+/// (it always is: httparse only returns slices of what it parsed).
+fn shared(bytes: &Bytes, part: &[u8]) -> Option<Bytes> {
+    let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= bytes.len()).then(|| bytes.slice(start..end))
 }
 
 /// Finds the end of the head (after its empty line), rejecting a LF without CR or a CR

@@ -37,7 +37,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+mod h1;
 mod ops;
+
+pub use h1::NextHead;
 
 use super::chunked::{ChunkError, Chunked};
 use super::head::{self, Framing};
