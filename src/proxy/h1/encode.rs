@@ -54,10 +54,6 @@ pub(crate) fn head(
 ) -> Framing {
     let status = parts.status;
     let http10 = exchange.minor == 0;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // The connection is the tunnel's after this.
-        *keep_alive = false;
-    }
     if http10 {
         // hyper's `fix_keep_alive`: an HTTP/1.0 connection stays open only if the response
         // says `keep-alive`, and ours never do (the handler strips hop-by-hop fields).
@@ -130,7 +126,9 @@ pub(crate) fn head(
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    if !*keep_alive && !http10 && !connection_has(&parts.headers, "close") {
+    // A 101's connection goes on as the tunnel: it says `upgrade`, never `close`.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if !*keep_alive && !http10 && !switching && !connection_has(&parts.headers, "close") {
         dst.extend_from_slice(b"connection: close\r\n");
     }
     if !parts.headers.contains_key(header::DATE) {
@@ -337,6 +335,25 @@ mod tests {
         );
         let text = String::from_utf8(dst).expect("ascii");
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_101_says_upgrade_only() {
+        let mut switching = Response::new(());
+        *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        switching
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let (text, framing, _) = encode(switching, None, Method::GET, 1);
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("close") && !text.contains("content-length"),
+            "{text}"
+        );
+        assert_eq!(framing, Framing::Length(0));
     }
 
     #[test]

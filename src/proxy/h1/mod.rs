@@ -94,18 +94,18 @@ where
             }
         };
         let exchange = Exchange::new(request.method(), head.minor);
+        // RFC 9110 10.1.1: an HTTP/1.0 client cannot be waiting for a 100.
+        let expect_continue = head.expect_continue && head.minor == 1;
         let body = match head.framing {
             RequestFraming::None | RequestFraming::Length(0) => DownstreamBody::Empty,
             RequestFraming::Length(n) => DownstreamBody::Http1(RequestBody::new(
                 Arc::clone(&source),
                 Some(n),
-                head.expect_continue,
+                expect_continue,
             )),
-            RequestFraming::Chunked => DownstreamBody::Http1(RequestBody::new(
-                Arc::clone(&source),
-                None,
-                head.expect_continue,
-            )),
+            RequestFraming::Chunked => {
+                DownstreamBody::Http1(RequestBody::new(Arc::clone(&source), None, expect_continue))
+            }
         };
         let mut request = request.map(|()| body);
         let upgrade = head.upgrade.then(|| {

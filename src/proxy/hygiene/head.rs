@@ -4,7 +4,7 @@
 //! the rest of it is read as a second request by one of them. So every ambiguity RFC 9112
 //! allows a server to "handle" is a 400 here — conflicting lengths, any transfer coding but a
 //! single `chunked`, obs-fold, bare CR/LF, a target whose authority disagrees with `Host` —
-//! and only heads that pass reach hyper.
+//! and only heads that pass become requests ([`parse`] builds the request from the same pass).
 
 use std::mem::MaybeUninit;
 
@@ -702,6 +702,33 @@ mod tests {
         assert!(run("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
     }
 
+    #[test]
+    fn parse_builds_the_request_it_checked() {
+        let bytes = Bytes::from_static(
+            b"\r\nPOST http://a:8080/p?q=1 HTTP/1.1\r\nHost: a:8080\r\nX-A:  v \r\nx-a: w\r\nContent-Length: 3\r\n\r\n",
+        );
+        let (head, request) = parse(&bytes, &limits()).expect("accepted");
+        assert_eq!(head.len, bytes.len());
+        assert_eq!(head.framing, Framing::Length(3));
+        assert_eq!(head.minor, 1);
+        assert!(!head.expect_continue);
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "http://a:8080/p?q=1");
+        assert_eq!(request.version(), Version::HTTP_11);
+        let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["v", "w"]);
+        assert_eq!(request.headers()["host"], "a:8080");
+        let ten = Bytes::from_static(b"OPTIONS * HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
+        let (head, request) = parse(&ten, &limits()).expect("accepted");
+        assert!(head.close && head.expect_continue);
+        assert_eq!(request.version(), Version::HTTP_10);
+        assert_eq!(request.uri(), "*");
+        assert_eq!(
+            parse(&Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"), &limits()).map(|_| ()),
+            Err(Reject::MissingHost)
+        );
+    }
+
     /// The byte-by-byte scans `memchr` replaced, kept as the reference the fast ones must agree
     /// with on any input.
     mod reference {
@@ -752,6 +779,27 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The parse that builds the request and the check agree on every input: same
+        /// verdict, same head.
+        #[test]
+        fn parse_and_check_agree(
+            buf in proptest::collection::vec(
+                proptest::sample::select(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1Transfer-Encoding: chunked:\t*?#".to_vec()),
+                0..120,
+            ),
+        ) {
+            let limits = limits();
+            let checked = check(&buf, &limits);
+            let parsed = match locate(&buf, &limits) {
+                Ok(Some(end)) => {
+                    parse(&Bytes::copy_from_slice(&buf[..end]), &limits).map(|(head, _)| Some(head))
+                }
+                Ok(None) => Ok(None),
+                Err(reject) => Err(reject),
+            };
+            proptest::prop_assert_eq!(checked, parsed);
+        }
 
         /// Bytes drawn mostly from the ones the scans act on, so line breaks, folds and colons
         /// land everywhere, including at the edges of the buffer.
