@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{response, Method, StatusCode};
 use http_body::SizeHint;
 
@@ -55,11 +55,6 @@ pub(crate) fn head(
     let status = parts.status;
     let http10 = exchange.minor == 0;
     if http10 {
-        // hyper's `fix_keep_alive`: an HTTP/1.0 connection stays open only if the response
-        // says `keep-alive`, and ours never do (the handler strips hop-by-hop fields).
-        if !connection_has(&parts.headers, "keep-alive") {
-            *keep_alive = false;
-        }
         dst.extend_from_slice(b"HTTP/1.0 ");
         status_line_rest(dst, status);
     } else if status == StatusCode::OK {
@@ -68,7 +63,35 @@ pub(crate) fn head(
         dst.extend_from_slice(b"HTTP/1.1 ");
         status_line_rest(dst, status);
     }
-    if connection_has(&parts.headers, "close") {
+
+    // One pass over the fields: written as they are, except the framing fields, which the
+    // body decides (a declared length is kept for when the body's size is not known).
+    let mut declared = None;
+    let mut says_close = false;
+    let mut says_keep_alive = false;
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            declared = Some(value);
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONNECTION {
+            says_close |= lists(value, b"close");
+            says_keep_alive |= lists(value, b"keep-alive");
+        } else if name == header::DATE {
+            has_date = true;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    // hyper's `fix_keep_alive`: an HTTP/1.0 connection stays open only if the response says
+    // `keep-alive`, and ours never do (the handler strips hop-by-hop fields).
+    if says_close || (http10 && !says_keep_alive) {
         *keep_alive = false;
     }
 
@@ -77,10 +100,6 @@ pub(crate) fn head(
         && status != StatusCode::NOT_MODIFIED;
     let can_have_body = can_have_length && !exchange.head_request;
     let can_chunk = can_have_body && !http10;
-
-    // Framing fields are ours to write: the body decides them.
-    let declared = parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.remove(header::TRANSFER_ENCODING);
     let mut framing = match body.as_ref().map(SizeHint::exact) {
         Some(Some(n)) => {
             if can_have_length {
@@ -88,7 +107,7 @@ pub(crate) fn head(
             }
             Framing::Length(n)
         }
-        Some(None) => match declared.as_ref().and_then(parse_length) {
+        Some(None) => match declared.and_then(parse_length) {
             Some(n) => {
                 length_line(dst, n);
                 Framing::Length(n)
@@ -102,7 +121,7 @@ pub(crate) fn head(
         None => {
             if exchange.head_request && can_have_length {
                 // A HEAD response keeps the length a GET would have had.
-                if let Some(value) = &declared {
+                if let Some(value) = declared {
                     dst.extend_from_slice(b"content-length: ");
                     dst.extend_from_slice(value.as_bytes());
                     dst.extend_from_slice(b"\r\n");
@@ -119,19 +138,12 @@ pub(crate) fn head(
     if framing == Framing::Close {
         *keep_alive = false;
     }
-
-    for (name, value) in &parts.headers {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
     // A 101's connection goes on as the tunnel: it says `upgrade`, never `close`.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    if !*keep_alive && !http10 && !switching && !connection_has(&parts.headers, "close") {
+    if !*keep_alive && !http10 && !switching && !says_close {
         dst.extend_from_slice(b"connection: close\r\n");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !has_date {
         dst.extend_from_slice(b"date: ");
         date(dst);
         dst.extend_from_slice(b"\r\n");
@@ -177,13 +189,12 @@ fn parse_length(value: &http::HeaderValue) -> Option<u64> {
     )
 }
 
-/// Whether a `connection` field of `headers` lists `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// Whether a `connection` field value lists `token`.
+fn lists(value: &http::HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The chunk-size line of a chunk of `len` bytes (`len` in hex, CRLF) into `dst`.

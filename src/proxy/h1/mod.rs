@@ -134,7 +134,11 @@ where
             slot.close_reading();
             break;
         }
-        if !slot.discard_body().await {
+        let had_body = !matches!(
+            head.framing,
+            RequestFraming::None | RequestFraming::Length(0)
+        );
+        if had_body && !slot.discard_body().await {
             break;
         }
     }
