@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -76,13 +76,15 @@ where
     let slot = Arc::new(Slot(Mutex::new(Some(io))));
     let source: Arc<dyn Source> = Arc::clone(&slot) as Arc<dyn Source>;
     let mut wbuf = Vec::new();
+    // The last response's header map, emptied for the next request (hyper does the same).
+    let mut spare = None;
     // One wait on the shutdown signal for the whole session, polled only when it signals.
     let mut signal = shutdown.clone();
     let mut stop = pin!(Woken::new(stopped(&mut signal)));
     loop {
         let next = tokio::select! {
             biased;
-            next = poll_fn(|cx| slot.poll_with(|io| io.poll_head(cx))) => next,
+            next = poll_fn(|cx| slot.poll_with(|io| io.poll_head(cx, &mut spare))) => next,
             () = stop.as_mut() => break,
         };
         let (head, request) = match next {
@@ -152,20 +154,25 @@ where
     None
 }
 
-/// Writes one response: its head, then its body in the head's framing. An error means the
-/// connection cannot carry anything more (the client is gone, or the body failed or did not
-/// match its length).
+/// Writes one response: its head, then its body in the head's framing; returns its header map
+/// for the next request. An error means the connection cannot carry anything more (the client
+/// is gone, or the body failed or did not match its length).
 async fn write_response<S>(
     slot: &Slot<S>,
     wbuf: &mut Vec<u8>,
     response: Response<ProxyBody>,
     exchange: Exchange,
     keep_alive: &mut bool,
-) -> io::Result<()>
+) -> io::Result<HeaderMap>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut parts, mut body) = response.into_parts();
+    let sent = |parts: http::response::Parts| {
+        let mut headers = parts.headers;
+        headers.clear();
+        headers
+    };
     let hint = (!body.is_end_stream()).then(|| body.size_hint());
     wbuf.clear();
     let framing = encode::head(wbuf, &mut parts, hint, exchange, keep_alive);
@@ -173,7 +180,8 @@ where
         Framing::Length(0) => {
             // Nothing of the body goes out (HEAD, 204, 304, 1xx, empty): hyper drops it too.
             slot.write_all(&[wbuf]).await?;
-            return slot.flush().await;
+            slot.flush().await?;
+            return Ok(sent(parts));
         }
         Framing::Length(n) => Some(n),
         Framing::Chunked | Framing::Close => None,
@@ -204,7 +212,8 @@ where
                     wbuf.extend_from_slice(b"0\r\n\r\n");
                 }
                 slot.write_all(&[wbuf]).await?;
-                return slot.flush().await;
+                slot.flush().await?;
+                return Ok(sent(parts));
             }
             Some(Err(error)) => return Err(io::Error::other(error)),
             Some(Ok(frame)) => match frame.into_data() {
@@ -232,7 +241,8 @@ where
         }
         write_piece(slot, wbuf, &data, tail).await?;
         if done {
-            return slot.flush().await;
+            slot.flush().await?;
+            return Ok(sent(parts));
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Uri, Version};
 
@@ -55,10 +55,15 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
 
 /// Checks the complete head `bytes` (as [`locate`] found it) and builds the request it
 /// carries, in one pass: the fields of the `http::Request` are slices of `bytes` (no copy), taken
-/// from the same parse the checks ran on. The downstream HTTP/1 server's parser
-/// (`proxy::h1`); [`check`] is the same without the request.
-pub fn parse(bytes: &Bytes, limits: &Limits) -> Result<(Head, Request<()>), Reject> {
-    let (head, request) = examine(bytes, limits, Some(bytes))?;
+/// from the same parse the checks ran on. `headers` is an empty map to fill (the server passes
+/// its previous response's, so a request costs no new map). The downstream HTTP/1 server's
+/// parser (`proxy::h1`); [`check`] is the same without the request.
+pub fn parse(
+    bytes: &Bytes,
+    limits: &Limits,
+    headers: HeaderMap,
+) -> Result<(Head, Request<()>), Reject> {
+    let (head, request) = examine(bytes, limits, Some((bytes, headers)))?;
     Ok((head, request.ok_or(Reject::MalformedRequestLine)?))
 }
 
@@ -96,7 +101,7 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
 fn examine(
     head: &[u8],
     limits: &Limits,
-    build: Option<&Bytes>,
+    build: Option<(&Bytes, HeaderMap)>,
 ) -> Result<(Head, Option<Request<()>>), Reject> {
     let end = head.len();
     let lead = leading_empty_lines(head);
@@ -139,12 +144,13 @@ fn examine(
         minor,
     };
     let built = match build {
-        Some(bytes) => Some(build_request(
+        Some((bytes, headers)) => Some(build_request(
             bytes,
             method,
             target,
             minor,
             request.headers,
+            headers,
         )?),
         None => None,
     };
@@ -159,6 +165,7 @@ fn build_request(
     target: &str,
     minor: u8,
     fields: &[httparse::Header<'_>],
+    mut headers: HeaderMap,
 ) -> Result<Request<()>, Reject> {
     let mut request = Request::new(());
     *request.method_mut() =
@@ -170,7 +177,7 @@ fn build_request(
     } else {
         Version::HTTP_11
     };
-    let headers = request.headers_mut();
+    headers.clear();
     // Room for the fields the request path adds before the request goes upstream
     // (`x-request-id`, `traceparent`, the `x-forwarded-*` set, `via`, route rules): a map that
     // grows rehashes every field, which cost more than the spare room (re-check with
@@ -184,6 +191,7 @@ fn build_request(
             HeaderValue::from_maybe_shared(value).map_err(|_| Reject::InvalidHeaderValue)?;
         headers.append(name, value);
     }
+    *request.headers_mut() = headers;
     Ok(request)
 }
 
@@ -714,7 +722,7 @@ mod tests {
         let bytes = Bytes::from_static(
             b"\r\nPOST http://a:8080/p?q=1 HTTP/1.1\r\nHost: a:8080\r\nX-A:  v \r\nx-a: w\r\nContent-Length: 3\r\n\r\n",
         );
-        let (head, request) = parse(&bytes, &limits()).expect("accepted");
+        let (head, request) = parse(&bytes, &limits(), HeaderMap::new()).expect("accepted");
         assert_eq!(head.len, bytes.len());
         assert_eq!(head.framing, Framing::Length(3));
         assert_eq!(head.minor, 1);
@@ -726,12 +734,17 @@ mod tests {
         assert_eq!(values, ["v", "w"]);
         assert_eq!(request.headers()["host"], "a:8080");
         let ten = Bytes::from_static(b"OPTIONS * HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
-        let (head, request) = parse(&ten, &limits()).expect("accepted");
+        let (head, request) = parse(&ten, &limits(), HeaderMap::new()).expect("accepted");
         assert!(head.close && head.expect_continue);
         assert_eq!(request.version(), Version::HTTP_10);
         assert_eq!(request.uri(), "*");
         assert_eq!(
-            parse(&Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"), &limits()).map(|_| ()),
+            parse(
+                &Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+                &limits(),
+                HeaderMap::new()
+            )
+            .map(|_| ()),
             Err(Reject::MissingHost)
         );
     }
@@ -800,7 +813,7 @@ mod tests {
             let checked = check(&buf, &limits);
             let parsed = match locate(&buf, &limits) {
                 Ok(Some(end)) => {
-                    parse(&Bytes::copy_from_slice(&buf[..end]), &limits).map(|(head, _)| Some(head))
+                    parse(&Bytes::copy_from_slice(&buf[..end]), &limits, HeaderMap::new()).map(|(head, _)| Some(head))
                 }
                 Ok(None) => Ok(None),
                 Err(reject) => Err(reject),

@@ -8,7 +8,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http::Request;
+use http::{HeaderMap, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::{GuardedIo, Phase};
@@ -34,8 +34,12 @@ pub enum NextHead {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
     /// Waits for the next request head, with the first-byte, header, keep-alive and park
-    /// timers.
-    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<NextHead>> {
+    /// timers. The request's header map is `spare` (emptied) when there is one.
+    pub fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        spare: &mut Option<HeaderMap>,
+    ) -> Poll<io::Result<NextHead>> {
         loop {
             if self.parked {
                 return Poll::Ready(Ok(NextHead::End));
@@ -54,7 +58,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
                 match head::locate(&self.inbuf, &self.limits) {
                     Ok(Some(end)) => {
                         let bytes = self.inbuf.split_to(end).freeze();
-                        match head::parse(&bytes, &self.limits) {
+                        let headers = spare.take().unwrap_or_default();
+                        match head::parse(&bytes, &self.limits, headers) {
                             Ok((head, request)) => {
                                 self.accept_head(&head);
                                 return Poll::Ready(Ok(NextHead::Request(head, request)));
@@ -311,7 +316,7 @@ mod tests {
             let mut seen = Vec::new();
             // Bounded: every request consumes its head.
             for _ in 0..64 {
-                let next = poll_fn(|cx| io.poll_head(cx)).await;
+                let next = poll_fn(|cx| io.poll_head(cx, &mut None)).await;
                 let Ok(NextHead::Request(_, request)) = next else {
                     break;
                 };
