@@ -179,6 +179,10 @@ where
     let mut left = match framing {
         Framing::Length(0) => {
             // Nothing of the body goes out (HEAD, 204, 304, 1xx, empty): hyper drops it too.
+            // Dropped before the last write, here and below: the body holds the request's
+            // guards (in flight, the access-log record), which must be released by the time the
+            // client has the whole answer.
+            drop(body);
             slot.write_all(&[wbuf]).await?;
             slot.flush().await?;
             return Ok(sent(parts));
@@ -211,6 +215,7 @@ where
                 if chunked {
                     wbuf.extend_from_slice(b"0\r\n\r\n");
                 }
+                drop(body);
                 slot.write_all(&[wbuf]).await?;
                 slot.flush().await?;
                 return Ok(sent(parts));
@@ -239,11 +244,13 @@ where
         if chunked {
             encode::chunk_size(wbuf, data.len());
         }
-        write_piece(slot, wbuf, &data, tail).await?;
         if done {
+            drop(body);
+            write_piece(slot, wbuf, &data, tail).await?;
             slot.flush().await?;
             return Ok(sent(parts));
         }
+        write_piece(slot, wbuf, &data, tail).await?;
     }
 }
 
