@@ -277,7 +277,7 @@ where
 }
 
 /// The connection's socket, shared by the session (writes) and the request body (reads); see
-/// [`body`]'s module doc. `None` once the session gave it away (upgrade) or ended.
+/// `body`'s module doc. `None` once the session gave it away (upgrade) or ended.
 struct Slot<S>(Mutex<Option<GuardedIo<S>>>);
 
 impl<S> Slot<S> {
