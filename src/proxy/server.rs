@@ -4,11 +4,12 @@
 //! connection becomes a task on the same current-thread runtime (`tokio::spawn` on a
 //! current-thread runtime never leaves that thread, so no `LocalSet` is needed).
 //!
-//! Every connection goes through [`GuardedIo`] first: it checks each HTTP/1 request head before
-//! hyper parses it, runs the first-byte, header, body and keep-alive timers, and recognises the
-//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). The first
-//! bytes choose hyper's HTTP/1.1 or HTTP/2 server; HTTP/1 runs in sessions that end while the
-//! connection idles, so an idle keep-alive connection holds no buffers (see `serve`).
+//! Every connection goes through [`GuardedIo`] first: it runs the first-byte, header, body and
+//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked and
+//! hyper's `h2` takes over). The first bytes choose our own HTTP/1.1 server ([`super::h1`], which
+//! reads each request head through `GuardedIo`'s strict parser) or hyper's HTTP/2 server;
+//! HTTP/1 runs in sessions that end while the connection idles, so an idle keep-alive
+//! connection holds no buffers (see `serve`).
 //!
 //! Connection limit: one semaphore shared by every worker; a connection accepted without a
 //! permit is closed at once (mini-redis holds the accept instead, but then the backlog fills and
@@ -220,11 +221,11 @@ impl ConnServer {
     /// when the connection ends.
     ///
     /// HTTP/1 is served in sessions: when a keep-alive connection has idled for
-    /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends hyper's session, which frees hyper's
-    /// buffers, and the next request starts a new one. Between sessions the task holds the
-    /// socket, `GuardedIo`, the service's handles and the wait for the next bytes, nothing
-    /// else: each session (hyper's connection and the select that drives it) lives in its own
-    /// box, one allocation per session as hyper's connection alone was before. So this future,
+    /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends the session, which frees its buffers
+    /// (write buffer, header map, the request future's slot), and the next request starts a
+    /// new one. Between sessions the task holds the socket, `GuardedIo`, the service's handles
+    /// and the wait for the next bytes, nothing else: each session lives in its own box, one
+    /// allocation per session. So this future,
     /// which is the whole task of a plain connection, stays small: it is built outside the
     /// `async` block, which captures only what lives as long as the connection (an `async fn`
     /// would also keep its arguments' storage after they moved into `GuardedIo` and the
@@ -467,7 +468,7 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 type ServedRequest =
     Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-/// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
+/// One request: the HTTP/2 checks (HTTP/1 heads were checked when they were parsed), then
 /// the handler. The response body holds the request open for the idle timer.
 #[allow(
     clippy::manual_async_fn,
