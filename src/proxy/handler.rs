@@ -20,19 +20,18 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::access_log::{AccessLog, Tracked};
 use super::attempt::Won;
 use super::body::{self, IdleWatch, ProxyBody};
-use super::request_body::H2Limits;
+use super::request_body::{DownstreamBody, H2Limits};
 use crate::config::Protocol;
 use crate::router::CompiledRoute;
 use crate::state::{ListenerSnapshot, Shared};
 use crate::upstream::upgrade::{self, UpstreamUpgrade};
 use crate::upstream::Upstream;
 use crate::wire::headers::{self, Present, Watched};
+use crate::wire::upgrade::OnUpgrade;
 use crate::wire::ProxyError;
 use crate::wire::{FailureKind, UpstreamError};
 
@@ -82,7 +81,7 @@ impl ConnContext {
 )]
 pub fn handle<'a>(
     ctx: &'a ConnContext,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     h2_body: Option<H2Limits>,
 ) -> impl Future<Output = Response<Tracked>> + 'a {
     async move {
@@ -130,7 +129,8 @@ pub fn handle<'a>(
 pub(super) struct Upgrade {
     /// The client's `Upgrade` token, echoed on the 101.
     token: HeaderValue,
-    /// The downstream connection's upgrade; hyper resolves it once the 101 is written downstream.
+    /// The downstream connection's upgrade; our HTTP/1 server resolves it once the 101 is
+    /// written downstream.
     downstream: Option<OnUpgrade>,
 }
 
@@ -229,7 +229,8 @@ pub(super) fn upstream_head(
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2 => Version::HTTP_2,
     };
-    // Taken before the request moves on: hyper resolves it once the 101 is written downstream.
+    // Taken before the request moves on: the server resolves it once the 101 is written
+    // downstream.
     Ok(upgrade.map(|token| Upgrade {
         token,
         downstream: parts.extensions.remove::<OnUpgrade>(),

@@ -20,6 +20,7 @@
 pub mod access_log;
 pub mod attempt;
 pub mod body;
+pub mod h1;
 pub mod handler;
 pub mod hygiene;
 pub mod layers;

@@ -39,8 +39,54 @@ pub struct H2Limits {
     pub read_timeout: Duration,
 }
 
+/// A downstream request body as the server hands it to the handler: the seam between the two
+/// protocols' servers and the request path.
+#[derive(Debug)]
+pub enum DownstreamBody {
+    /// No body (HTTP/1 without framing or `Content-Length: 0`).
+    Empty,
+    /// Read off an HTTP/1 connection by our own server (`proxy::h1`).
+    Http1(super::h1::RequestBody),
+    /// An HTTP/2 stream's body (hyper's server).
+    Http2(Incoming),
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Http1(body) => Pin::new(body).poll_frame(cx),
+            Self::Http2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Http1(body) => body.size_hint(),
+            Self::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Wraps the downstream `body` (which has not ended yet), recording on `client`.
-pub fn downstream(body: Incoming, client: ClientBody, h2: Option<H2Limits>) -> wire::Body {
+pub fn downstream(body: DownstreamBody, client: ClientBody, h2: Option<H2Limits>) -> wire::Body {
     Downstream {
         inner: body,
         client,
@@ -96,7 +142,7 @@ enum Cut {
 pin_project! {
     struct Downstream {
         #[pin]
-        inner: Incoming,
+        inner: DownstreamBody,
         client: ClientBody,
         // Bytes an HTTP/2 body may still send under `max_body_bytes`.
         left: Option<u64>,
@@ -152,7 +198,7 @@ impl Body for Downstream {
             Some(Err(error)) => {
                 let status = status_of(&error);
                 tracing::debug!(%error, %status, "request body failed on the client's side");
-                Poll::Ready(Some(Err(this.client.fail(status, Box::new(error)))))
+                Poll::Ready(Some(Err(this.client.fail(status, error))))
             }
             None => Poll::Ready(None),
         }
@@ -168,13 +214,14 @@ impl Body for Downstream {
 }
 
 /// The status a client is owed for a body that failed with `error`: `GuardedIo`'s refusal when
-/// it refused the body (400 broken chunks, 408 stalled, 413 too large), else 499. A body ends
+/// it refused the body (an HTTP/1 body's error is the `io::Error` itself; an HTTP/2 one's is
+/// hyper's, with the cause in its chain) (400 broken chunks, 408 stalled, 413 too large), else 499. A body ends
 /// that way when the client hung up, half-closed mid-body, or reset its HTTP/2 stream — and also
 /// when the `h2` crate reset a stream whose body broke HTTP/2's rules (a short
 /// `content-length`): that stream can carry no answer any more, so it is logged as one whose
 /// client is gone, as hyper does when it drops such a stream's request first.
-fn status_of(error: &hyper::Error) -> StatusCode {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+fn status_of(error: &BoxError) -> StatusCode {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&**error);
     // Bounded: error chains are short.
     for _ in 0..8 {
         let Some(current) = source else {

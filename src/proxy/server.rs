@@ -4,11 +4,12 @@
 //! connection becomes a task on the same current-thread runtime (`tokio::spawn` on a
 //! current-thread runtime never leaves that thread, so no `LocalSet` is needed).
 //!
-//! Every connection goes through [`GuardedIo`] first: it checks each HTTP/1 request head before
-//! hyper parses it, runs the first-byte, header, body and keep-alive timers, and recognises the
-//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). The first
-//! bytes choose hyper's HTTP/1.1 or HTTP/2 server; HTTP/1 runs in sessions that end while the
-//! connection idles, so an idle keep-alive connection holds no buffers (see `serve`).
+//! Every connection goes through [`GuardedIo`] first: it runs the first-byte, header, body and
+//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked and
+//! hyper's `h2` takes over). The first bytes choose our own HTTP/1.1 server ([`super::h1`], which
+//! reads each request head through `GuardedIo`'s strict parser) or hyper's HTTP/2 server;
+//! HTTP/1 runs in sessions that end while the connection idles, so an idle keep-alive
+//! connection holds no buffers (see `serve`).
 //!
 //! Connection limit: one semaphore shared by every worker; a connection accepted without a
 //! permit is closed at once (mini-redis holds the accept instead, but then the backlog fills and
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -37,7 +38,7 @@ use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
 use super::handler::{self, ConnContext};
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
-use super::request_body::H2Limits;
+use super::request_body::{DownstreamBody, H2Limits};
 use super::woken::Woken;
 use crate::config::LimitsConfig;
 use crate::state::Shared;
@@ -70,7 +71,6 @@ pub struct ConnServer(Arc<ServerParts>);
 
 /// What [`ConnServer`] shares.
 pub struct ServerParts {
-    http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
@@ -94,14 +94,6 @@ impl ConnServer {
     /// HTTP/1.1 (keep-alive, half-close) and h2c with `[limits]` applied; `connections` is the
     /// semaphore of `max_connections` permits shared by all workers.
     pub fn new(limits: &LimitsConfig, connections: Arc<Semaphore>) -> Self {
-        let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .keep_alive(true)
-            // With half-close, a reader at end-of-stream still gets its pending answers; that is
-            // how `GuardedIo` refuses a bad pipelined head after good ones.
-            .half_close(true)
-            // `GuardedIo` runs the header timer (hyper's would also count keep-alive idle time).
-            .header_read_timeout(None);
         let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -115,7 +107,6 @@ impl ConnServer {
             // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
             .max_local_error_reset_streams(256);
         Self(Arc::new(ServerParts {
-            http1: h1,
             http2: h2,
             limits: Arc::new(Limits::from_config(limits)),
             connections,
@@ -230,11 +221,11 @@ impl ConnServer {
     /// when the connection ends.
     ///
     /// HTTP/1 is served in sessions: when a keep-alive connection has idled for
-    /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends hyper's session, which frees hyper's
-    /// buffers, and the next request starts a new one. Between sessions the task holds the
-    /// socket, `GuardedIo`, the service's handles and the wait for the next bytes, nothing
-    /// else: each session (hyper's connection and the select that drives it) lives in its own
-    /// box, one allocation per session as hyper's connection alone was before. So this future,
+    /// [`hygiene::io::PARK_AFTER`], `GuardedIo` ends the session, which frees its buffers
+    /// (write buffer, header map, the request future's slot), and the next request starts a
+    /// new one. Between sessions the task holds the socket, `GuardedIo`, the service's handles
+    /// and the wait for the next bytes, nothing else: each session lives in its own box, one
+    /// allocation per session. So this future,
     /// which is the whole task of a plain connection, stays small: it is built outside the
     /// `async` block, which captures only what lives as long as the connection (an `async fn`
     /// would also keep its arguments' storage after they moved into `GuardedIo` and the
@@ -305,8 +296,8 @@ impl ConnServer {
         }
     }
 
-    /// One HTTP/1 session on `io`, until hyper's connection ends; returns the socket if the
-    /// session ended because `GuardedIo` parked the connection (and we are not draining).
+    /// One HTTP/1 session on `io` (our own server, [`super::h1`]), until the connection ends,
+    /// upgrades or parks; returns the socket if it parked (and we are not draining).
     async fn session_http1<S>(
         &self,
         io: GuardedIo<S>,
@@ -316,45 +307,14 @@ impl ConnServer {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let peer = requests.ctx.peer;
-        // Not boxed: an HTTP/1 session keeps one slot of the request future's size and reuses
-        // it for every request, where a box per request cost a large malloc, a free and a copy
-        // of the whole future each time. The slot goes with the session when the connection
-        // parks. Re-check with `benches/load/run.sh --instructions --baseline OLD_BINARY`
-        // (HTTP/1.1 row).
-        let service = {
-            let requests = requests.clone();
-            service_fn(move |req| requests.clone().serve(req))
-        };
-        let mut conn = self
-            .http1
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let (result, ended) = self
-            .drive(
-                Pin::new(&mut conn),
-                &requests.state,
-                peer,
-                Arrival::Http1,
-                shutdown,
-            )
-            .await;
-        if let Err(error) = result {
-            log_end(Err(error.into()), peer);
-            return None;
-        }
-        if !ended {
-            return None;
-        }
-        // `None`: the connection upgraded and its socket belongs to the tunnel now.
-        let parts = conn.into_parts()?;
-        let mut io = parts.io.into_inner();
-        if !io.is_parked() || *shutdown.borrow() {
-            // The connection ended (hyper shut it down), or we are draining.
-            return None;
-        }
-        io.unread(&parts.read_buf);
-        Some(io)
+        // Not boxed per request: the session keeps one slot of the request future's size and
+        // reuses it for every request (a box per request cost a large malloc, a free and a copy
+        // of the whole future each time). The slot goes with the session when the connection
+        // parks. Re-check with `benches/load/breakdown.py` (HTTP/1.1 row).
+        super::h1::serve(io, &self.limits, shutdown, |req| {
+            serve_request(&requests.ctx, &requests.state, &requests.limits, req)
+        })
+        .await
     }
 
     /// Serves the rest of the connection with HTTP/2 (the preface arrived, or ALPN said `h2`).
@@ -432,17 +392,6 @@ trait Session: std::future::Future<Output = Result<(), hyper::Error>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<I, S> Session for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
-    }
-}
-
 impl<I, S> Session for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
 where
     S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
@@ -499,6 +448,7 @@ impl Requests {
 
     /// Serves one request; errors are responses, so the service never fails.
     async fn serve(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        let req = req.map(DownstreamBody::Http2);
         Ok(serve_request(&self.ctx, &self.state, &self.limits, req).await)
     }
 }
@@ -518,7 +468,7 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 type ServedRequest =
     Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-/// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
+/// One request: the HTTP/2 checks (HTTP/1 heads were checked when they were parsed), then
 /// the handler. The response body holds the request open for the idle timer.
 #[allow(
     clippy::manual_async_fn,
@@ -528,7 +478,7 @@ fn serve_request<'a>(
     ctx: &'a ConnContext,
     state: &'a Arc<ConnState>,
     limits: &'a Limits,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a {
     async move {
         let open = state.start();

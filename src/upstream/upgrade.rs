@@ -2,7 +2,8 @@
 //! connections are joined as a byte tunnel with `tokio::io::copy_bidirectional`, ended by either
 //! side closing or by the route's `idle_timeout` with no byte in either direction.
 //!
-//! The downstream side is hyper's (`hyper::upgrade::on`). The upstream side is our own HTTP/1.1
+//! The downstream side is our HTTP/1 server's ([`OnUpgrade`]: the socket with any bytes it read
+//! past the request head). The upstream side is our own HTTP/1.1
 //! connection (see [`super::h1`]): the exchange that read the 101 puts the connection into the
 //! response's extensions as an [`UpstreamUpgrade`], bytes already read past the 101 head
 //! included, and the connection stays counted open (its `OpenConn` moves along) until the
@@ -15,13 +16,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::h1::{Conn, Stream};
 use crate::wire::activity::Activity;
+use crate::wire::upgrade::OnUpgrade;
 
 /// The endpoint's side of an accepted upgrade: its connection, handed from the exchange to the
 /// tunnel through the response's extensions (which need `Clone`, hence the shared slot; only
@@ -46,7 +46,7 @@ impl UpstreamUpgrade {
 }
 
 /// Spawns the tunnel between the client's and the endpoint's upgraded connections; it starts
-/// once hyper has written the 101 downstream.
+/// once the server has written the 101 downstream.
 pub fn spawn_tunnel(
     downstream: OnUpgrade,
     upstream: UpstreamUpgrade,
@@ -68,7 +68,7 @@ pub fn spawn_tunnel(
         let (io, read_ahead, _counted) = conn.into_parts();
         let activity = Activity::new();
         let mut client = Tracked {
-            inner: TokioIo::new(client),
+            inner: client,
             activity: activity.clone(),
         };
         let mut server = Rewind { read_ahead, io };

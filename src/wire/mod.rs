@@ -14,6 +14,7 @@
 //!   and the one-pass header scan ([`headers::Present`]) the request path and tracing share.
 //! - [`time`]: RFC 3339 and epoch-millisecond formatting.
 //! - [`shutdown`]: waiting on the process's shutdown signal.
+//! - [`upgrade`]: the client's upgraded connection, from the HTTP/1 server to the tunnel.
 
 pub mod activity;
 pub mod body;
@@ -24,6 +25,7 @@ pub mod headers;
 pub mod outcome;
 pub mod shutdown;
 pub mod time;
+pub mod upgrade;
 
 pub use body::{empty_body, full, Body, ProxyBody};
 pub use client_side::{ClientBody, ClientBodyError};

@@ -97,6 +97,39 @@ impl Chunked {
         Ok(i)
     }
 
+    /// Consumes the framing at the start of `input` (size lines, the CRLF after data, the
+    /// trailer section), stopping at the first data byte or at the end of the body: returns
+    /// how many bytes it took. The decoding side of [`Chunked::feed`], for a reader that hands
+    /// on the data itself (`proxy::h1`): between the two, the same grammar and limits.
+    pub fn skip_framing(&mut self, input: &[u8]) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < input.len() && !matches!(self.state, State::Data(_) | State::Done) {
+            self.step(input[i])?;
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// Data bytes of the current chunk still to come (0 outside chunk data).
+    pub fn data_left(&self) -> u64 {
+        match self.state {
+            State::Data(left) => left,
+            _ => 0,
+        }
+    }
+
+    /// `n` (at most [`Chunked::data_left`]) data bytes were taken.
+    pub fn took_data(&mut self, n: u64) {
+        if let State::Data(left) = self.state {
+            let left = left - n.min(left);
+            self.state = if left == 0 {
+                State::DataCr
+            } else {
+                State::Data(left)
+            };
+        }
+    }
+
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
         use ChunkError::Malformed;
         self.state = match self.state {

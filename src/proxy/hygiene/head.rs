@@ -4,12 +4,14 @@
 //! the rest of it is read as a second request by one of them. So every ambiguity RFC 9112
 //! allows a server to "handle" is a 400 here — conflicting lengths, any transfer coding but a
 //! single `chunked`, obs-fold, bare CR/LF, a target whose authority disagrees with `Host` —
-//! and only heads that pass reach hyper.
+//! and only heads that pass become requests ([`parse`] builds the request from the same pass).
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::Uri;
+use http::{Method, Request, Uri, Version};
 
 use super::{Limits, Reject, MAX_HEADER_COUNT};
 
@@ -36,17 +38,39 @@ pub struct Head {
     pub upgrade: bool,
     /// `Connection: close`, or HTTP/1.0 without `keep-alive`: nothing after this request.
     pub close: bool,
+    /// `Expect: 100-continue` (the only expectation the check lets through).
+    pub expect_continue: bool,
+    /// The minor version: `HTTP/1.0` or `HTTP/1.1`.
+    pub minor: u8,
 }
 
 /// Checks the head at the start of `buf`: `Ok(None)` while it is incomplete (and still within
 /// the limits), the parsed [`Head`] once complete, or why it is refused.
 pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
-    // RFC 9112 2.2: empty lines before the request line are ignored (some clients send a CRLF
-    // after a POST body). They still count towards the head's size.
-    let mut lead = 0;
-    while buf[lead..].starts_with(b"\r\n") {
-        lead += 2;
-    }
+    let Some(end) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    examine(&buf[..end], limits, None).map(|(head, _)| Some(head))
+}
+
+/// Checks the complete head `bytes` (as [`locate`] found it) and builds the request it
+/// carries, in one pass: the fields of the `http::Request` are slices of `bytes` (no copy), taken
+/// from the same parse the checks ran on. `headers` is an empty map to fill (the server passes
+/// its previous response's, so a request costs no new map). The downstream HTTP/1 server's
+/// parser (`proxy::h1`); [`check`] is the same without the request.
+pub fn parse(
+    bytes: &Bytes,
+    limits: &Limits,
+    headers: HeaderMap,
+) -> Result<(Head, Request<()>), Reject> {
+    let (head, request) = examine(bytes, limits, Some((bytes, headers)))?;
+    Ok((head, request.ok_or(Reject::MalformedRequestLine)?))
+}
+
+/// Where the head at the start of `buf` ends (after its empty line): `Ok(None)` while it is
+/// incomplete and still within the limits.
+pub fn locate(buf: &[u8], limits: &Limits) -> Result<Option<usize>, Reject> {
+    let lead = leading_empty_lines(buf);
     let Some(end) = scan_line_breaks(buf, lead)? else {
         if buf.len() > limits.max_header_bytes {
             return Err(oversize(&buf[lead..], limits));
@@ -57,10 +81,30 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
         }
         return Ok(None);
     };
-    let head = &buf[..end];
-    if head.len() > limits.max_header_bytes {
-        return Err(oversize(&head[lead..], limits));
+    if end > limits.max_header_bytes {
+        return Err(oversize(&buf[lead..end], limits));
     }
+    Ok(Some(end))
+}
+
+/// RFC 9112 2.2: empty lines before the request line are ignored (some clients send a CRLF
+/// after a POST body). They still count towards the head's size.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut lead = 0;
+    while buf[lead..].starts_with(b"\r\n") {
+        lead += 2;
+    }
+    lead
+}
+
+/// Every check on the complete `head`; with `build` (the same bytes, shared), also the request.
+fn examine(
+    head: &[u8],
+    limits: &Limits,
+    build: Option<(&Bytes, HeaderMap)>,
+) -> Result<(Head, Option<Request<()>>), Reject> {
+    let end = head.len();
+    let lead = leading_empty_lines(head);
     check_header_lines(&head[lead..])?;
 
     // Uninitialised slots: httparse writes only those it fills, so a request does not pay
@@ -91,12 +135,75 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
     let upgrade = fields.upgrade && fields.connection_has("upgrade");
     let close =
         fields.connection_has("close") || (minor == 0 && !fields.connection_has("keep-alive"));
-    Ok(Some(Head {
+    let head = Head {
         len: end,
         framing,
         upgrade,
         close,
-    }))
+        expect_continue: fields.expect.is_some(),
+        minor,
+    };
+    let built = match build {
+        Some((bytes, headers)) => Some(build_request(
+            bytes,
+            method,
+            target,
+            minor,
+            request.headers,
+            headers,
+        )?),
+        None => None,
+    };
+    Ok((head, built))
+}
+
+/// The `http::Request` of a head that passed every check; names, values and the target are
+/// slices of `bytes`, which holds every slice httparse returned.
+fn build_request(
+    bytes: &Bytes,
+    method: &str,
+    target: &str,
+    minor: u8,
+    fields: &[httparse::Header<'_>],
+    mut headers: HeaderMap,
+) -> Result<Request<()>, Reject> {
+    let mut request = Request::new(());
+    *request.method_mut() =
+        Method::from_bytes(method.as_bytes()).map_err(|_| Reject::MalformedRequestLine)?;
+    let target = shared(bytes, target.as_bytes()).ok_or(Reject::InvalidTarget)?;
+    *request.uri_mut() = Uri::from_maybe_shared(target).map_err(|_| Reject::InvalidTarget)?;
+    *request.version_mut() = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    headers.clear();
+    // Room for the fields the request path adds before the request goes upstream
+    // (`x-request-id`, `traceparent`, the `x-forwarded-*` set, `via`, route rules): a map that
+    // grows rehashes every field, which cost more than the spare room (re-check with
+    // `benches/load/breakdown.py`, "http types" row).
+    headers.reserve(fields.len() + FIELDS_ADDED);
+    for field in fields {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Reject::InvalidHeaderName)?;
+        let value = shared(bytes, field.value).ok_or(Reject::InvalidHeaderValue)?;
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| Reject::InvalidHeaderValue)?;
+        headers.append(name, value);
+    }
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Header fields the request path may add to a request (see `build_request`).
+const FIELDS_ADDED: usize = 12;
+
+/// `part` (a slice of `bytes`' own memory) as a `Bytes` sharing it; `None` if it is not one
+/// (it always is: httparse only returns slices of what it parsed).
+fn shared(bytes: &Bytes, part: &[u8]) -> Option<Bytes> {
+    let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= bytes.len()).then(|| bytes.slice(start..end))
 }
 
 /// Finds the end of the head (after its empty line), rejecting a LF without CR or a CR
@@ -610,6 +717,38 @@ mod tests {
         assert!(run("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
     }
 
+    #[test]
+    fn parse_builds_the_request_it_checked() {
+        let bytes = Bytes::from_static(
+            b"\r\nPOST http://a:8080/p?q=1 HTTP/1.1\r\nHost: a:8080\r\nX-A:  v \r\nx-a: w\r\nContent-Length: 3\r\n\r\n",
+        );
+        let (head, request) = parse(&bytes, &limits(), HeaderMap::new()).expect("accepted");
+        assert_eq!(head.len, bytes.len());
+        assert_eq!(head.framing, Framing::Length(3));
+        assert_eq!(head.minor, 1);
+        assert!(!head.expect_continue);
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "http://a:8080/p?q=1");
+        assert_eq!(request.version(), Version::HTTP_11);
+        let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["v", "w"]);
+        assert_eq!(request.headers()["host"], "a:8080");
+        let ten = Bytes::from_static(b"OPTIONS * HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
+        let (head, request) = parse(&ten, &limits(), HeaderMap::new()).expect("accepted");
+        assert!(head.close && head.expect_continue);
+        assert_eq!(request.version(), Version::HTTP_10);
+        assert_eq!(request.uri(), "*");
+        assert_eq!(
+            parse(
+                &Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+                &limits(),
+                HeaderMap::new()
+            )
+            .map(|_| ()),
+            Err(Reject::MissingHost)
+        );
+    }
+
     /// The byte-by-byte scans `memchr` replaced, kept as the reference the fast ones must agree
     /// with on any input.
     mod reference {
@@ -660,6 +799,27 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The parse that builds the request and the check agree on every input: same
+        /// verdict, same head.
+        #[test]
+        fn parse_and_check_agree(
+            buf in proptest::collection::vec(
+                proptest::sample::select(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1Transfer-Encoding: chunked:\t*?#".to_vec()),
+                0..120,
+            ),
+        ) {
+            let limits = limits();
+            let checked = check(&buf, &limits);
+            let parsed = match locate(&buf, &limits) {
+                Ok(Some(end)) => {
+                    parse(&Bytes::copy_from_slice(&buf[..end]), &limits, HeaderMap::new()).map(|(head, _)| Some(head))
+                }
+                Ok(None) => Ok(None),
+                Err(reject) => Err(reject),
+            };
+            proptest::prop_assert_eq!(checked, parsed);
+        }
 
         /// Bytes drawn mostly from the ones the scans act on, so line breaks, folds and colons
         /// land everywhere, including at the edges of the buffer.

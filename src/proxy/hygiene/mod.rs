@@ -3,15 +3,18 @@
 //! A proxy and the server behind it must agree on where each request starts and ends, or a
 //! request can be smuggled inside another one's body (RFC 9112 11.2, "HTTP request
 //! smuggling"). hyper alone is lenient here (it accepts `Transfer-Encoding: ,chunked`,
-//! `gzip, chunked`, TE together with Content-Length, a missing Host, a 200 KiB head), so every
-//! HTTP/1 request head is checked by our own strict parser *before* hyper sees it:
+//! `gzip, chunked`, TE together with Content-Length, a missing Host, a 200 KiB head), so our
+//! HTTP/1 server (`proxy::h1`) reads every request head with our own strict parser, which
+//! checks and parses in one pass:
 //!
 //! - [`head`]: one HTTP/1 request head → its body framing, or a [`Reject`] (status + reason).
 //! - [`chunked`]: follows a chunked body byte by byte to find where the next request starts,
 //!   enforcing `max_body_bytes` while the body streams.
 //! - [`io`]: [`GuardedIo`], the wrapper around the accepted socket that runs both on the
 //!   inbound bytes, owns the first-byte, header, body and keep-alive timers, and answers a
-//!   rejected request itself (the bad head never reaches hyper, so nothing is forwarded).
+//!   rejected request itself (a bad head never becomes a request, so nothing is forwarded).
+//!   Its `h1` part hands heads and decoded bodies to `proxy::h1`; its byte path (`AsyncRead`)
+//!   serves HTTP/2 and upgraded connections.
 //! - [`h2`]: the checks HTTP/2 requests need on top of what the `h2` crate enforces.
 //! - [`conn`]: [`ConnState`], what the socket wrapper and the service of one connection share.
 //!

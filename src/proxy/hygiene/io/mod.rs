@@ -1,6 +1,11 @@
 //! [`GuardedIo`]: the accepted socket as hyper sees it, with every HTTP/1 request head checked
 //! before hyper may read it, and our own timers on every wait for the client.
 //!
+//! HTTP/1 is served by our own server now (`proxy::h1`), which takes heads and decoded bodies
+//! from `io::h1` (`poll_head`, `poll_body`): the same phases, timers and refusals as the byte path
+//! below, which still carries HTTP/2 and upgraded connections. Where the text below says
+//! "hyper" for HTTP/1, read "the HTTP/1 session".
+//!
 //! Inbound bytes are buffered and walked through a small state machine: a head is released to
 //! hyper only once [`head::check`] accepts it whole; then exactly its body (by `Content-Length`
 //! or by following the chunks) is released as it arrives; then the next head. So a smuggled
@@ -37,7 +42,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+mod h1;
 mod ops;
+
+pub use h1::NextHead;
 
 use super::chunked::{ChunkError, Chunked};
 use super::head::{self, Framing};
