@@ -22,11 +22,10 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::body::ProxyBody;
-use super::request_body::H2Limits;
+use super::request_body::{H2Limits, RequestBody};
 use crate::endpoint::EndpointState;
 use crate::state::{ClusterSnapshot, Snapshot};
 use crate::wire::{BoxError, ClientBody};
@@ -133,7 +132,7 @@ impl AccessLog {
     /// `h2`: the limits an HTTP/2 body gets while it streams.
     pub fn count_request_body(
         &mut self,
-        body: Incoming,
+        body: RequestBody,
         h2: Option<H2Limits>,
     ) -> crate::wire::Body {
         // Most requests (GET, HEAD) have no body: no record to share and no wrapper to box.

@@ -20,13 +20,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::access_log::{AccessLog, Tracked};
 use super::attempt::Won;
 use super::body::{self, IdleWatch, ProxyBody};
-use super::request_body::H2Limits;
+use super::request_body::{H2Limits, RequestBody};
 use crate::config::Protocol;
 use crate::router::CompiledRoute;
 use crate::state::{ListenerSnapshot, Shared};
@@ -82,7 +81,7 @@ impl ConnContext {
 )]
 pub fn handle<'a>(
     ctx: &'a ConnContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     h2_body: Option<H2Limits>,
 ) -> impl Future<Output = Response<Tracked>> + 'a {
     async move {

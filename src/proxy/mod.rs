@@ -20,6 +20,7 @@
 pub mod access_log;
 pub mod attempt;
 pub mod body;
+pub mod h2_server;
 pub mod handler;
 pub mod hygiene;
 pub mod layers;

@@ -23,9 +23,9 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::h2_server::H2Body;
 use super::hygiene::Reject;
 use crate::wire::client_side::CLIENT_CLOSED;
 use crate::wire::{self, BoxError, ClientBody};
@@ -39,8 +39,61 @@ pub struct H2Limits {
     pub read_timeout: Duration,
 }
 
+/// The request body as a downstream server hands it to the handler.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// From hyper's HTTP/1 server.
+    Http1(Incoming),
+    /// From our HTTP/2 server (`proxy::h2_server`).
+    H2(H2Body),
+}
+
+impl RequestBody {
+    /// Whether the body has ended (or never started: a request without one).
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body) => body.size_hint(),
+            Self::H2(body) => body.size_hint(),
+        }
+    }
+
+    /// The next frame; a failure as the client's status and error.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the poll of a body with its error's status"
+    )]
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, (StatusCode, BoxError)>>> {
+        match self {
+            Self::Http1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| (status_of(&error), Box::new(error) as BoxError)),
+            // A reset or a broken connection: the client is gone (see `status_of`).
+            Self::H2(body) => Pin::new(body).poll_frame(cx).map_err(|error| {
+                let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+                (status, Box::new(error) as BoxError)
+            }),
+        }
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self::Http1(body)
+    }
+}
+
 /// Wraps the downstream `body` (which has not ended yet), recording on `client`.
-pub fn downstream(body: Incoming, client: ClientBody, h2: Option<H2Limits>) -> wire::Body {
+pub fn downstream(body: RequestBody, client: ClientBody, h2: Option<H2Limits>) -> wire::Body {
     Downstream {
         inner: body,
         client,
@@ -93,15 +146,12 @@ enum Cut {
     Stalled(Duration),
 }
 
-pin_project! {
-    struct Downstream {
-        #[pin]
-        inner: Incoming,
-        client: ClientBody,
-        // Bytes an HTTP/2 body may still send under `max_body_bytes`.
-        left: Option<u64>,
-        stall: Option<Stall>,
-    }
+struct Downstream {
+    inner: RequestBody,
+    client: ClientBody,
+    // Bytes an HTTP/2 body may still send under `max_body_bytes`.
+    left: Option<u64>,
+    stall: Option<Stall>,
 }
 
 impl Body for Downstream {
@@ -112,7 +162,7 @@ impl Body for Downstream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let this = self.get_mut();
         let frame = match this.inner.poll_frame(cx) {
             Poll::Pending => {
                 this.client.set_waiting(true);
@@ -149,10 +199,9 @@ impl Body for Downstream {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(error)) => {
-                let status = status_of(&error);
+            Some(Err((status, error))) => {
                 tracing::debug!(%error, %status, "request body failed on the client's side");
-                Poll::Ready(Some(Err(this.client.fail(status, Box::new(error)))))
+                Poll::Ready(Some(Err(this.client.fail(status, error))))
             }
             None => Poll::Ready(None),
         }

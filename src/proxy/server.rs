@@ -26,18 +26,19 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
+use super::h2_server::{self, H2Body};
 use super::handler::{self, ConnContext};
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
-use super::request_body::H2Limits;
+use super::request_body::{H2Limits, RequestBody};
 use super::woken::Woken;
 use crate::config::LimitsConfig;
 use crate::state::Shared;
@@ -71,7 +72,7 @@ pub struct ConnServer(Arc<ServerParts>);
 /// What [`ConnServer`] shares.
 pub struct ServerParts {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: h2_server::Settings,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
 }
@@ -102,21 +103,9 @@ impl ConnServer {
             .half_close(true)
             // `GuardedIo` runs the header timer (hyper's would also count keep-alive idle time).
             .header_read_timeout(None);
-        let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .keep_alive_interval(limits.h2_keepalive_interval)
-            .keep_alive_timeout(limits.h2_keepalive_interval.min(Duration::from_secs(20)))
-            .max_header_list_size(header_list)
-            .max_concurrent_streams(hygiene::H2_MAX_CONCURRENT_STREAMS)
-            // Rapid reset (CVE-2023-44487): streams the client opens and resets before we
-            // accept them; beyond 20 pending the connection is closed with ENHANCE_YOUR_CALM.
-            .max_pending_accept_reset_streams(20)
-            // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
-            .max_local_error_reset_streams(256);
         Self(Arc::new(ServerParts {
             http1: h1,
-            http2: h2,
+            http2: h2_server::Settings::new(limits),
             limits: Arc::new(Limits::from_config(limits)),
             connections,
         }))
@@ -369,19 +358,15 @@ impl ConnServer {
         let peer = requests.ctx.peer;
         let state = Arc::clone(&requests.state);
         state.watch_streams();
-        let service = service_fn(move |req| {
-            // Boxed per stream, unlike HTTP/1: hyper moves each stream's future several times
-            // on its way into the stream's own task, and a pointer moves for less than the
-            // whole future (unboxed cost more CPU per h2c request; re-check the h2c row of
-            // `benches/load/run.sh --instructions --baseline OLD_BINARY`).
-            let served: ServedRequest = boxed_in_place(|| requests.clone().serve(req));
-            served
-        });
-        let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
+        // Each stream's future (its request, then its response body) is polled by the
+        // connection itself, in this task (see `h2_server`).
+        let mut conn = Box::pin(self.http2.serve_connection(io, move |req, respond| {
+            h2_server::respond(requests.clone().serve_h2(req), respond)
+        }));
         let (result, _) = self
             .drive(conn.as_mut(), &state, peer, Arrival::Http2, &mut shutdown)
             .await;
-        log_end(result.map_err(Into::into), peer);
+        log_end(result, peer);
     }
 
     /// Runs one hyper session until it ends, the worker drains, or (`Arrival::Http2`) the
@@ -389,16 +374,16 @@ impl ConnServer {
     /// `GuardedIo` watches both on the socket, and the two timers would only be polled on
     /// every wake-up for nothing. Also returns whether the session ended by itself, so an
     /// HTTP/1 caller can take its socket back.
-    async fn drive<C>(
+    async fn drive<C, E>(
         &self,
         mut conn: Pin<&mut C>,
         state: &ConnState,
         peer: SocketAddr,
         protocol: Arrival,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> (Result<(), hyper::Error>, bool)
+    ) -> (Result<(), E>, bool)
     where
-        C: Session,
+        C: Session + Future<Output = Result<(), E>>,
     {
         let keepalive = self.limits.keepalive_timeout;
         let streams = protocol == Arrival::Http2;
@@ -426,8 +411,8 @@ impl ConnServer {
     }
 }
 
-/// A hyper server connection of either protocol, as [`ConnServer::drive`] runs it.
-trait Session: std::future::Future<Output = Result<(), hyper::Error>> {
+/// A server connection of either protocol, as [`ConnServer::drive`] runs it.
+trait Session {
     /// Stop taking new requests; finish the ones in progress.
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
@@ -443,15 +428,14 @@ where
     }
 }
 
-impl<I, S> Session for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+impl<T, F, S> Session for h2_server::Connection<T, F, S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut(Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> S + Unpin,
+    S: Future<Output = ()>,
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+        h2_server::Connection::graceful_shutdown(self.get_mut());
     }
 }
 
@@ -499,24 +483,18 @@ impl Requests {
 
     /// Serves one request; errors are responses, so the service never fails.
     async fn serve(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        let req = req.map(RequestBody::Http1);
         Ok(serve_request(&self.ctx, &self.state, &self.limits, req).await)
     }
-}
 
-/// Boxes the future `make` builds, building it in its allocation. `Box::pin(future)` builds
-/// the future on the stack and copies all of it to the heap: a request's future is several
-/// KiB, though only its arguments are set before the first poll. With the allocation made
-/// first, the compiler writes the arguments into it (the copy is an optimisation the language
-/// does not promise to remove). To re-check: `RUSTFLAGS=-Zprint-type-sizes cargo +nightly build`
-/// gives the future's size, and the h2c row of
-/// `benches/load/run.sh --instructions --baseline OLD_BINARY` the cost of the copy.
-fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    Box::into_pin(Box::write(Box::new_uninit(), make()))
+    /// Serves one HTTP/2 stream's request.
+    async fn serve_h2(self, req: Request<h2::RecvStream>) -> Response<ProxyBody> {
+        let (parts, recv) = req.into_parts();
+        let body = RequestBody::H2(H2Body::new(recv, &parts.headers));
+        let req = Request::from_parts(parts, body);
+        serve_request(&self.ctx, &self.state, &self.limits, req).await
+    }
 }
-
-/// The future of one HTTP/2 stream's request as hyper holds it (see `serve`).
-type ServedRequest =
-    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// One request: the HTTP/2 checks (HTTP/1 heads were checked before hyper parsed them), then
 /// the handler. The response body holds the request open for the idle timer.
@@ -528,19 +506,18 @@ fn serve_request<'a>(
     ctx: &'a ConnContext,
     state: &'a Arc<ConnState>,
     limits: &'a Limits,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a {
     async move {
         let open = state.start();
         // HTTP/1 bodies are limited and timed by `GuardedIo` on the socket; an HTTP/2 body only
         // frame by frame as it streams, and only if there is one (a stream that ended with its
         // headers has none). A body that goes over or stalls fails as the client's (413, 408).
-        let h2_body = (req.version() == http::Version::HTTP_2
-            && !http_body::Body::is_end_stream(req.body()))
-        .then_some(H2Limits {
-            max_body_bytes: limits.max_body_bytes,
-            read_timeout: limits.body_read_timeout,
-        });
+        let h2_body = (req.version() == http::Version::HTTP_2 && !req.body().is_end_stream())
+            .then_some(H2Limits {
+                max_body_bytes: limits.max_body_bytes,
+                read_timeout: limits.body_read_timeout,
+            });
         let response = match hygiene::h2::check(&req, limits) {
             Ok(()) => handler::handle(ctx, req, h2_body).await,
             Err(reject) => {
