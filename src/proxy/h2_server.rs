@@ -107,7 +107,8 @@ enum Phase<T: AsyncRead + AsyncWrite + Unpin> {
 /// (after a graceful shutdown, once the last stream is done). Dropping it resets every stream.
 pub struct Connection<T: AsyncRead + AsyncWrite + Unpin, F, S> {
     phase: Phase<T>,
-    streams: FuturesUnordered<S>,
+    /// Boxed: see [`boxed_in_place`].
+    streams: FuturesUnordered<Pin<Box<S>>>,
     serve: F,
     keepalive: Option<KeepAlive>,
     interval: Duration,
@@ -211,7 +212,9 @@ where
                 match conn.poll_accept(cx) {
                     Poll::Ready(Some(Ok((request, respond)))) => {
                         accepted = true;
-                        self.streams.push((self.serve)(request, respond));
+                        let serve = &mut self.serve;
+                        self.streams
+                            .push(boxed_in_place(|| serve(request, respond)));
                     }
                     Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
                     Poll::Ready(None) => {
@@ -248,6 +251,17 @@ where
     }
 }
 
+/// Boxes the future `make` builds, building it in its allocation. A stream's future (its
+/// request's whole path, then its response body) is several KiB, though only its arguments
+/// are set before the first poll; `FuturesUnordered::push` moves its future by value into its
+/// own allocation, which copied all of it (the largest memcpy per h2c request). A box is a
+/// pointer to move, and with the allocation made first the compiler writes the arguments into
+/// it (the copy is an optimisation the language does not promise to remove). To re-check:
+/// the `memcpy` row (and its callers) of `benches/load/breakdown.py`, h2c column.
+fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 /// A stream's request body: `h2`'s receive half, its flow-control capacity given back as each
 /// DATA frame is taken (the upstream side's own backpressure holds frames, not the window).
 #[derive(Debug)]
@@ -261,11 +275,16 @@ pub struct H2Body {
 impl H2Body {
     /// The body of a request with `headers`.
     pub fn new(recv: RecvStream, headers: &HeaderMap) -> Self {
-        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-        // The request checks refuse a malformed or repeated length; this one only sizes hints.
-        let left = match (lengths.next(), lengths.next()) {
-            (Some(value), None) => value.to_str().ok().and_then(|v| v.parse().ok()),
-            _ => None,
+        // The request checks refuse a malformed or repeated length; this one only sizes hints
+        // (and a request that ended with its headers has no body to size).
+        let left = if recv.is_end_stream() {
+            None
+        } else {
+            let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+            match (lengths.next(), lengths.next()) {
+                (Some(value), None) => value.to_str().ok().and_then(|v| v.parse().ok()),
+                _ => None,
+            }
         };
         Self {
             recv,
@@ -343,17 +362,18 @@ where
         return;
     };
     let (mut head, body) = response.into_parts();
-    strip_connection_headers(&mut head.headers);
-    if !head.headers.contains_key(header::DATE) {
+    let seen = scan(&head.headers);
+    if seen.forbidden {
+        strip_connection_headers(&mut head.headers);
+    }
+    if !seen.date {
         head.headers.insert(header::DATE, date());
     }
     let end = body.is_end_stream();
-    if !end {
+    if !end && !seen.length {
         if let Some(len) = body.size_hint().exact() {
-            if !head.headers.contains_key(header::CONTENT_LENGTH) {
-                head.headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            }
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
     let head = Response::from_parts(head, ());
@@ -480,22 +500,40 @@ fn reason_of(error: &(dyn std::error::Error + 'static)) -> Reason {
 }
 
 /// Headers HTTP/2 forbids in a response (RFC 9113 8.2.2); `h2` would refuse the whole head.
-/// The response rules strip them already, so this is one pass over the names that finds none.
+const FORBIDDEN: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// What a response head holds that the server acts on.
+#[derive(Debug, Default)]
+struct Seen {
+    forbidden: bool,
+    date: bool,
+    length: bool,
+}
+
+/// One pass over the few names of a response head (standard names compare as enum tags), so
+/// a head pays a hashed lookup only for what it has: the response rules strip the forbidden
+/// headers already, and a proxied response brings its own `date` and `content-length`.
+fn scan(headers: &HeaderMap) -> Seen {
+    let mut seen = Seen::default();
+    for name in headers.keys() {
+        seen.forbidden |= FORBIDDEN.contains(name);
+        seen.date |= name == header::DATE;
+        seen.length |= name == header::CONTENT_LENGTH;
+    }
+    seen
+}
+
+/// Removes the headers HTTP/2 forbids in a response.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    const FORBIDDEN: [HeaderName; 5] = [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ];
-    let found = headers
-        .keys()
-        .any(|name| FORBIDDEN.contains(name) || name == header::TE);
-    if found {
-        for name in FORBIDDEN.iter().chain([&header::TE]) {
-            headers.remove(name);
-        }
+    for name in &FORBIDDEN {
+        headers.remove(name);
     }
 }
 
@@ -533,12 +571,14 @@ mod tests {
     fn connection_headers_are_stripped_and_others_kept() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_connection_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
+        headers.insert(header::DATE, HeaderValue::from_static("x"));
+        let seen = scan(&headers);
+        assert!(!seen.forbidden && seen.date && !seen.length, "{seen:?}");
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        assert!(scan(&headers).forbidden);
         strip_connection_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.len(), 2);
         assert!(headers.contains_key(header::CONTENT_TYPE));
     }
 

@@ -6,9 +6,10 @@
 //!
 //! Every connection goes through [`GuardedIo`] first: it checks each HTTP/1 request head before
 //! hyper parses it, runs the first-byte, header, body and keep-alive timers, and recognises the
-//! HTTP/2 preface (after which bytes pass unchecked and hyper's `h2` takes over). The first
-//! bytes choose hyper's HTTP/1.1 or HTTP/2 server; HTTP/1 runs in sessions that end while the
-//! connection idles, so an idle keep-alive connection holds no buffers (see `serve`).
+//! HTTP/2 preface (after which bytes pass unchecked to the `h2` crate). The first bytes choose
+//! hyper's HTTP/1.1 server or our HTTP/2 one ([`super::h2_server`]); HTTP/1 runs in sessions
+//! that end while the connection idles, so an idle keep-alive connection holds no buffers (see
+//! `serve`).
 //!
 //! Connection limit: one semaphore shared by every worker; a connection accepted without a
 //! permit is closed at once (mini-redis holds the accept instead, but then the backlog fills and
