@@ -335,14 +335,19 @@ impl Body for H2Body {
     }
 }
 
-/// Answers one stream with the response `served` makes, then streams its body. A client's
-/// RST_STREAM before the response drops `served` (which cancels the upstream request); one
-/// during the body drops the body.
-pub async fn respond<F>(served: F, mut respond: SendResponse<Bytes>)
+/// Answers one stream with the response of the request future `serve` makes, then streams
+/// its body. A client's RST_STREAM before the response drops the request future (which
+/// cancels the upstream request); one during the body drops the body.
+///
+/// `serve` makes the request future on the first poll, in this future's own frame: handed in
+/// made, the request future (several KiB) was moved into this one and then into its box, a
+/// copy of all of it per stream (see [`boxed_in_place`]).
+pub async fn respond<M, F>(serve: M, mut respond: SendResponse<Bytes>)
 where
+    M: FnOnce() -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
-    let mut served = std::pin::pin!(served);
+    let mut served = std::pin::pin!(serve());
     let response = std::future::poll_fn(|cx| {
         if let Poll::Ready(response) = served.as_mut().poll(cx) {
             return Poll::Ready(Some(response));

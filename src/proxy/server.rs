@@ -362,7 +362,8 @@ impl ConnServer {
         // Each stream's future (its request, then its response body) is polled by the
         // connection itself, in this task (see `h2_server`).
         let mut conn = Box::pin(self.http2.serve_connection(io, move |req, respond| {
-            h2_server::respond(requests.clone().serve_h2(req), respond)
+            let requests = requests.clone();
+            h2_server::respond(move || requests.serve_h2(req), respond)
         }));
         let (result, _) = self
             .drive(conn.as_mut(), &state, peer, Arrival::Http2, &mut shutdown)
