@@ -371,8 +371,9 @@ impl ConnServer {
         log_end(result, peer);
     }
 
-    /// Runs one hyper session until it ends, the worker drains, or (`Arrival::Http2`) the
-    /// connection idles past `keepalive_timeout` or a stream's client stalls; for HTTP/1,
+    /// Runs one session (hyper's HTTP/1, or our HTTP/2) until it ends, the worker drains, or
+    /// (`Arrival::Http2`) the connection idles past `keepalive_timeout` or a stream's client
+    /// stalls; for HTTP/1,
     /// `GuardedIo` watches both on the socket, and the two timers would only be polled on
     /// every wake-up for nothing. Also returns whether the session ended by itself, so an
     /// HTTP/1 caller can take its socket back.
