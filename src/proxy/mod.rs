@@ -1,7 +1,8 @@
 //! The downstream side: listening sockets, server connections and the request path.
 //!
 //! - [`listener`]: `SO_REUSEPORT` sockets, one per worker per listener.
-//! - [`server`]: accept loops and HTTP/1.1 + h2c connections (hyper-util `auto`), graceful drain.
+//! - [`server`]: accept loops and HTTP/1.1 + h2c connections, graceful drain.
+//! - [`h2_server`]: HTTP/2 on the `h2` crate, each stream polled in its connection's task.
 //! - [`handler`]: the request's edges — snapshot, request id, access log, error responses — and
 //!   the head rules applied on the way up and down.
 //! - [`stack`]: the per-route stack, every layer in order (route, cache, cluster limits, retry,
@@ -21,6 +22,7 @@ pub mod access_log;
 pub mod attempt;
 pub mod body;
 pub mod h1;
+pub mod h2_server;
 pub mod handler;
 pub mod hygiene;
 pub mod layers;

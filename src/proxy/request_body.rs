@@ -22,10 +22,10 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::h2_server::H2Body;
 use super::hygiene::Reject;
 use crate::wire::client_side::CLIENT_CLOSED;
 use crate::wire::{self, BoxError, ClientBody};
@@ -47,8 +47,8 @@ pub enum DownstreamBody {
     Empty,
     /// Read off an HTTP/1 connection by our own server (`proxy::h1`).
     Http1(super::h1::RequestBody),
-    /// An HTTP/2 stream's body (hyper's server).
-    Http2(Incoming),
+    /// An HTTP/2 stream's body (our server on the `h2` crate, `proxy::h2_server`).
+    Http2(H2Body),
 }
 
 impl Body for DownstreamBody {

@@ -5,9 +5,9 @@
 //! current-thread runtime never leaves that thread, so no `LocalSet` is needed).
 //!
 //! Every connection goes through [`GuardedIo`] first: it runs the first-byte, header, body and
-//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked and
-//! hyper's `h2` takes over). The first bytes choose our own HTTP/1.1 server ([`super::h1`], which
-//! reads each request head through `GuardedIo`'s strict parser) or hyper's HTTP/2 server;
+//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked to the
+//! `h2` crate). The first bytes choose our HTTP/1.1 server ([`super::h1`], which reads each
+//! request head through `GuardedIo`'s strict parser) or our HTTP/2 one ([`super::h2_server`]);
 //! HTTP/1 runs in sessions that end while the connection idles, so an idle keep-alive
 //! connection holds no buffers (see `serve`).
 //!
@@ -18,7 +18,6 @@
 //! Graceful drain follows mini-redis: every connection task holds a clone of an `mpsc::Sender`,
 //! so the worker knows all connections are gone when `recv()` returns `None`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,16 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
+use super::h2_server::{self, H2Body};
 use super::handler::{self, ConnContext};
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
 use super::request_body::{DownstreamBody, H2Limits};
@@ -71,7 +68,7 @@ pub struct ConnServer(Arc<ServerParts>);
 
 /// What [`ConnServer`] shares.
 pub struct ServerParts {
-    http2: http2::Builder<TokioExecutor>,
+    http2: h2_server::Settings,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
 }
@@ -94,20 +91,8 @@ impl ConnServer {
     /// HTTP/1.1 (keep-alive, half-close) and h2c with `[limits]` applied; `connections` is the
     /// semaphore of `max_connections` permits shared by all workers.
     pub fn new(limits: &LimitsConfig, connections: Arc<Semaphore>) -> Self {
-        let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .keep_alive_interval(limits.h2_keepalive_interval)
-            .keep_alive_timeout(limits.h2_keepalive_interval.min(Duration::from_secs(20)))
-            .max_header_list_size(header_list)
-            .max_concurrent_streams(hygiene::H2_MAX_CONCURRENT_STREAMS)
-            // Rapid reset (CVE-2023-44487): streams the client opens and resets before we
-            // accept them; beyond 20 pending the connection is closed with ENHANCE_YOUR_CALM.
-            .max_pending_accept_reset_streams(20)
-            // Streams we had to reset because the client misbehaved; beyond this, GOAWAY.
-            .max_local_error_reset_streams(256);
         Self(Arc::new(ServerParts {
-            http2: h2,
+            http2: h2_server::Settings::new(limits),
             limits: Arc::new(Limits::from_config(limits)),
             connections,
         }))
@@ -329,78 +314,69 @@ impl ConnServer {
         let peer = requests.ctx.peer;
         let state = Arc::clone(&requests.state);
         state.watch_streams();
-        let service = service_fn(move |req| {
-            // Boxed per stream, unlike HTTP/1: hyper moves each stream's future several times
-            // on its way into the stream's own task, and a pointer moves for less than the
-            // whole future (unboxed cost more CPU per h2c request; re-check the h2c row of
-            // `benches/load/run.sh --instructions --baseline OLD_BINARY`).
-            let served: ServedRequest = boxed_in_place(|| requests.clone().serve(req));
-            served
-        });
-        let mut conn = Box::pin(self.http2.serve_connection(TokioIo::new(io), service));
-        let (result, _) = self
-            .drive(conn.as_mut(), &state, peer, Arrival::Http2, &mut shutdown)
-            .await;
-        log_end(result.map_err(Into::into), peer);
+        // Each stream's future (its request, then its response body) is polled by the
+        // connection itself, in this task (see `h2_server`).
+        let mut conn = Box::pin(self.http2.serve_connection(io, move |req, respond| {
+            let requests = requests.clone();
+            h2_server::respond(move || requests.serve_h2(req), respond)
+        }));
+        let result = self.drive(conn.as_mut(), &state, peer, &mut shutdown).await;
+        log_end(result, peer);
     }
 
-    /// Runs one hyper session until it ends, the worker drains, or (`Arrival::Http2`) the
-    /// connection idles past `keepalive_timeout` or a stream's client stalls; for HTTP/1,
-    /// `GuardedIo` watches both on the socket, and the two timers would only be polled on
-    /// every wake-up for nothing. Also returns whether the session ended by itself, so an
-    /// HTTP/1 caller can take its socket back.
-    async fn drive<C>(
+    /// Runs an HTTP/2 connection until it ends, the worker drains, the connection has had no
+    /// open stream for `keepalive_timeout`, or a stream's client stops taking its response
+    /// (HTTP/1 sessions watch all of that through `GuardedIo` on the socket).
+    async fn drive<C, E>(
         &self,
         mut conn: Pin<&mut C>,
         state: &ConnState,
         peer: SocketAddr,
-        protocol: Arrival,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> (Result<(), hyper::Error>, bool)
+    ) -> Result<(), E>
     where
-        C: Session,
+        C: Session + Future<Output = Result<(), E>>,
     {
         let keepalive = self.limits.keepalive_timeout;
-        let streams = protocol == Arrival::Http2;
         tokio::select! {
             // The session first: it is what wakes the task, nearly every time. The others are
             // polled only when they woke it (`Woken`), not on each of the session's wake-ups.
             biased;
-            result = conn.as_mut() => (result, true),
+            result = conn.as_mut() => result,
             _ = Woken::new(stopped(shutdown)) => {
                 conn.as_mut().graceful_shutdown();
-                (conn.as_mut().await, false)
+                conn.as_mut().await
             }
-            () = Woken::new(idle(state, keepalive)), if streams => {
+            () = Woken::new(idle(state, keepalive)) => {
                 conn.as_mut().graceful_shutdown();
-                (conn.as_mut().await, false)
+                conn.as_mut().await
             }
-            () = Woken::new(stalled(state, self.limits.body_read_timeout)), if streams => {
+            () = Woken::new(stalled(state, self.limits.body_read_timeout)) => {
                 // Dropping the connection resets every stream and cancels their upstream
                 // requests; a graceful close would wait on the very client that stalls.
                 hygiene::count("slow_read");
                 tracing::debug!(%peer, "client takes no response data: closing");
-                (Ok(()), false)
+                Ok(())
             }
         }
     }
 }
 
-/// A hyper server connection of either protocol, as [`ConnServer::drive`] runs it.
-trait Session: std::future::Future<Output = Result<(), hyper::Error>> {
+/// A server connection as [`ConnServer::drive`] runs it (the seam that keeps `drive`'s
+/// timers apart from `h2_server`'s generic connection type).
+trait Session {
     /// Stop taking new requests; finish the ones in progress.
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<I, S> Session for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+impl<T, F, S> Session for h2_server::Connection<T, F, S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut(Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> S + Unpin,
+    S: Future<Output = ()>,
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+        h2_server::Connection::graceful_shutdown(self.get_mut());
     }
 }
 
@@ -446,27 +422,14 @@ impl Requests {
         }
     }
 
-    /// Serves one request; errors are responses, so the service never fails.
-    async fn serve(self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-        let req = req.map(DownstreamBody::Http2);
-        Ok(serve_request(&self.ctx, &self.state, &self.limits, req).await)
+    /// Serves one HTTP/2 stream's request.
+    async fn serve_h2(self, req: Request<h2::RecvStream>) -> Response<ProxyBody> {
+        let (parts, recv) = req.into_parts();
+        let body = DownstreamBody::Http2(H2Body::new(recv, &parts.headers));
+        let req = Request::from_parts(parts, body);
+        serve_request(&self.ctx, &self.state, &self.limits, req).await
     }
 }
-
-/// Boxes the future `make` builds, building it in its allocation. `Box::pin(future)` builds
-/// the future on the stack and copies all of it to the heap: a request's future is several
-/// KiB, though only its arguments are set before the first poll. With the allocation made
-/// first, the compiler writes the arguments into it (the copy is an optimisation the language
-/// does not promise to remove). To re-check: `RUSTFLAGS=-Zprint-type-sizes cargo +nightly build`
-/// gives the future's size, and the h2c row of
-/// `benches/load/run.sh --instructions --baseline OLD_BINARY` the cost of the copy.
-fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    Box::into_pin(Box::write(Box::new_uninit(), make()))
-}
-
-/// The future of one HTTP/2 stream's request as hyper holds it (see `serve`).
-type ServedRequest =
-    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// One request: the HTTP/2 checks (HTTP/1 heads were checked when they were parsed), then
 /// the handler. The response body holds the request open for the idle timer.
@@ -485,12 +448,11 @@ fn serve_request<'a>(
         // HTTP/1 bodies are limited and timed by `GuardedIo` on the socket; an HTTP/2 body only
         // frame by frame as it streams, and only if there is one (a stream that ended with its
         // headers has none). A body that goes over or stalls fails as the client's (413, 408).
-        let h2_body = (req.version() == http::Version::HTTP_2
-            && !http_body::Body::is_end_stream(req.body()))
-        .then_some(H2Limits {
-            max_body_bytes: limits.max_body_bytes,
-            read_timeout: limits.body_read_timeout,
-        });
+        let h2_body = (req.version() == http::Version::HTTP_2 && !req.body().is_end_stream())
+            .then_some(H2Limits {
+                max_body_bytes: limits.max_body_bytes,
+                read_timeout: limits.body_read_timeout,
+            });
         let response = match hygiene::h2::check(&req, limits) {
             Ok(()) => handler::handle(ctx, req, h2_body).await,
             Err(reject) => {

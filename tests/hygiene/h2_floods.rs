@@ -165,3 +165,50 @@ async fn many_concurrent_streams_beyond_the_limit_are_refused_not_queued() {
         backend.request_count()
     );
 }
+
+/// Reads frames, answering every PING when `answer`, until stream 1 gets its response head or
+/// the connection ends; the `:status` static index seen (if any) and whether it ended.
+fn await_head(conn: &mut RawH2, answer: bool, deadline: Duration) -> (Option<u8>, bool) {
+    let end = std::time::Instant::now() + deadline;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let Some(frame) = conn.next(left) else {
+            // `next` also gives up at the deadline: ended only if time is left.
+            return (None, std::time::Instant::now() < end);
+        };
+        if frame.kind == h2raw::PING && frame.flags & 0x1 == 0 && answer {
+            let pong = h2raw::frame(h2raw::PING, 0x1, 0, &frame.payload);
+            if conn.send(&pong).is_err() {
+                return (None, true);
+            }
+        }
+        if frame.kind == h2raw::HEADERS && frame.stream == 1 {
+            return (frame.payload.first().map(|b| b & 0x7f), false);
+        }
+    }
+    (None, false)
+}
+
+#[test]
+fn keepalive_pings_cut_a_client_that_stopped_answering() {
+    // The request waits 3 s on the backend, so neither the idle timer (no stream open) nor a
+    // body timer can end the connection: only the unanswered keep-alive PING can.
+    let backend = Backend::start(Behavior::Delay(Duration::from_secs(3)));
+    let proxy = Proxy::start_toml(&config(
+        &backend,
+        &limits("h2_keepalive_interval = \"200ms\""),
+    ));
+    let started = std::time::Instant::now();
+    let mut silent = RawH2::connect(proxy.addr("public"));
+    silent.request(1, &h2raw::get("a", "/"));
+    let (status, ended) = await_head(&mut silent, false, Duration::from_secs(2));
+    assert_eq!(status, None, "no answer can come before the backend's");
+    assert!(ended, "a client that answers no PING is cut");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // One that answers them keeps its connection until the (late) response.
+    let mut alive = RawH2::connect(proxy.addr("public"));
+    alive.request(1, &h2raw::get("a", "/"));
+    let (status, ended) = await_head(&mut alive, true, DEADLINE);
+    assert_eq!(status, Some(8), "200 after the backend's delay");
+    assert!(!ended);
+}
