@@ -19,6 +19,7 @@ call's inclusive cost).
     python3 benches/load/breakdown.py --switchyard BIN --check --haproxy  # + instructions.py
     python3 benches/load/breakdown.py --switchyard BIN --keep DIR        # save the dumps
     python3 benches/load/breakdown.py --from-dumps DIR --detail routing  # re-group them
+    python3 benches/load/breakdown.py --switchyard BIN --tests close --haproxy  # new conn per request
 
 `--check` measures the same binary with instructions.py right after: the two totals should
 agree within repeat noise (about 1.5 %). When a layer looks wrong, `--detail LAYER` lists its
@@ -199,6 +200,9 @@ def group(costs):
     return layers, functions
 
 
+LABELS = {"h1": "HTTP/1.1 (wrk, 50 conns)", "h2": "h2c (h2load 10 × 10)",
+          "close": "conn per request (wrk, 50 conns, close)"}
+
 # Layers whose code every other layer calls: their cost is also split among their callers.
 SHARED = ("http types (HeaderMap, Uri, Bytes)", "memcpy", "allocator")
 
@@ -241,7 +245,7 @@ def callers(costs, calls, layer, depth=6):
     return split
 
 
-def load_and_dump(switchyard, work, duration, totals=()):
+def load_and_dump(switchyard, work, duration, totals=(), tests=("h1", "h2")):
     """Start the nginx backend and switchyard under callgrind; returns {test: (dump, served)}
     and, for each name in `totals` ("switchyard", "haproxy"), instructions.py's own figure
     {"h1", "h2"} measured right after against the same backend, as a cross-check."""
@@ -261,17 +265,14 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     backend = run.Server("backend", ["nginx", "-c", f"{work}/backend.conf", "-p", work], b1, work)
     out = {}
     try:
-        for test in ("h1", "h2"):
+        for test in tests:
             name = f"breakdown-{test}"
             dump = os.path.join(work, f"callgrind.{name}")
             srv = run.Server(name, ["valgrind", "--tool=callgrind",
                                     f"--callgrind-out-file={dump}", switchyard, "run", "-c",
                                     f"{work}/switchyard.toml"], port, work, start_deadline=60)
             try:
-                if test == "h1":
-                    load = lambda secs: run.wrk(f"http://127.0.0.1:{port}/", 50, secs)
-                else:
-                    load = lambda secs: run.h2load(f"http://127.0.0.1:{port}/", secs)
+                load = instructions.load(test, port, port)
                 load(instructions.WARMUP_S)
                 subprocess.run(["callgrind_control", "-z", str(srv.proc.pid)], check=True,
                                capture_output=True)
@@ -286,13 +287,14 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
         if "switchyard" in totals:
             checks["switchyard"] = instructions.measure(
                 "switchyard", [switchyard, "run", "-c", f"{work}/switchyard.toml"], port, port,
-                work, duration)
+                work, duration, tests)
         if "haproxy" in totals:
             hp, hp2 = run.free_port(), run.free_port()
             with open(f"{work}/haproxy.cfg", "w") as f:
                 f.write(scenarios.haproxy_config(hp, b1, b2, h2_port=hp2))
             checks["haproxy"] = instructions.measure(
-                "haproxy", ["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2, work, duration)
+                "haproxy", ["haproxy", "-f", f"{work}/haproxy.cfg"], hp, hp2, work, duration,
+                tests)
     finally:
         backend.stop()
     return out, checks
@@ -306,8 +308,8 @@ def summary(dump):
 
 def report(results, top):
     """`results`: {test: {"layers", "functions", "callers", "served", "summary"}}."""
-    tests = [t for t in ("h1", "h2") if t in results]
-    label = {"h1": "HTTP/1.1 (wrk, 50 conns)", "h2": "h2c (h2load 10 × 10)"}
+    tests = [t for t in instructions.TESTS if t in results]
+    label = LABELS
     print("\n| layer | " + " | ".join(f"{label[t]} instr/req | share" for t in tests) + " |")
     print("|---" * (1 + 2 * len(tests)) + "|")
     first = results[tests[0]]["layers"]
@@ -360,12 +362,22 @@ def main():
                     "should agree within repeat noise)")
     ap.add_argument("--haproxy", action="store_true",
                     help="also count HAProxy's instructions per request (instructions.py)")
+    ap.add_argument("--tests", default="h1,h2",
+                    help="comma-separated loads: h1 (wrk, 50 keep-alive conns), h2 (h2load "
+                    "10 x 10), close (wrk, 50 conns, `Connection: close`: a new connection per "
+                    "request)")
     ap.add_argument("--detail", action="append", default=[], metavar="LAYER",
                     help="also list the largest functions of this layer (repeatable)")
     args = ap.parse_args()
+    tests = [t for t in args.tests.split(",") if t]
+    unknown = set(tests) - set(instructions.TESTS)
+    if unknown:
+        ap.error(f"unknown test(s) {sorted(unknown)}; known: {', '.join(instructions.TESTS)}")
     if args.from_dumps:
         dumps = {}
-        for t in ("h1", "h2"):
+        for t in tests:
+            if not os.path.exists(os.path.join(args.from_dumps, f"{t}.served")):
+                continue
             with open(os.path.join(args.from_dumps, f"{t}.served")) as f:
                 dumps[t] = (os.path.join(args.from_dumps, f"{t}.callgrind"), int(f.read()))
     else:
@@ -375,7 +387,7 @@ def main():
         work = tempfile.mkdtemp(prefix="switchyard-breakdown-")
         totals = ["switchyard"] * args.check + ["haproxy"] * args.haproxy
         dumps, checks = load_and_dump(os.path.abspath(args.switchyard), work, args.duration,
-                                      totals)
+                                      totals, tests)
         if args.keep:
             os.makedirs(args.keep, exist_ok=True)
             for t, (dump, served) in dumps.items():
@@ -395,7 +407,7 @@ def main():
     if not args.from_dumps and checks:
         print("\ninstructions.py's figure, measured right after (instr/req):")
         for name, fig in checks.items():
-            print(f"  {name}: HTTP/1.1 {fig['h1']:,.0f}, h2c {fig['h2']:,.0f}")
+            print(f"  {name}: " + ", ".join(f"{LABELS[t]} {fig[t]:,.0f}" for t in tests))
     if not args.from_dumps:
         shutil.rmtree(work, ignore_errors=True)
 

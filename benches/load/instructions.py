@@ -22,6 +22,9 @@ import sys
 import run
 
 WARMUP_S = 2
+# The loads: keep-alive HTTP/1.1 (run.py's "50 conns, small"), h2c, and a new connection per
+# request (run.py's "conn per request": the same wrk load with `Connection: close`).
+TESTS = ("h1", "h2", "close")
 NOT_COUNTED = ("nginx", "traefik", "caddy")
 
 
@@ -30,24 +33,32 @@ def available():
     return all(shutil.which(tool) for tool in ("valgrind", "callgrind_control"))
 
 
-def measure(name, cmd, port, h2port, work, duration):
-    """Instructions per request at 50 connections (HTTP/1.1) and h2load 10 x 10 (h2c)."""
+def load(test, port, h2port):
+    """The load of `test` (one of TESTS) as a function of its duration in seconds."""
+    url = f"http://127.0.0.1:{port}/"
+    if test == "h1":
+        return lambda secs: run.wrk(url, 50, secs)
+    if test == "close":
+        return lambda secs: run.wrk(url, 50, secs, ["Connection: close"])
+    return lambda secs: run.h2load(f"http://127.0.0.1:{h2port}/", secs)
+
+
+def measure(name, cmd, port, h2port, work, duration, tests=("h1", "h2")):
+    """Instructions per request at 50 connections (HTTP/1.1) and h2load 10 x 10 (h2c), and
+    with `tests` including "close", on a new connection per request."""
     out = {}
-    for test in ("h1", "h2"):
+    for test in tests:
         dump = os.path.join(work, f"callgrind.{name}.{test}")
         # valgrind starts a program about 50 times slower.
         srv = run.Server(f"callgrind-{name}-{test}",
                          ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}"] + cmd,
                          port, work, start_deadline=60)
         try:
-            if test == "h1":
-                load = lambda secs: run.wrk(f"http://127.0.0.1:{port}/", 50, secs)
-            else:
-                load = lambda secs: run.h2load(f"http://127.0.0.1:{h2port}/", secs)
-            load(WARMUP_S)
+            run_load = load(test, port, h2port)
+            run_load(WARMUP_S)
             subprocess.run(["callgrind_control", "-z", str(srv.proc.pid)], check=True,
                            capture_output=True)
-            served = load(duration)["requests"]
+            served = run_load(duration)["requests"]
             subprocess.run(["callgrind_control", "-d", str(srv.proc.pid)], check=True,
                            capture_output=True)
         finally:

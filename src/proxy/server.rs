@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::access_log::Tracked;
@@ -35,6 +34,7 @@ use super::body::{self, ProxyBody};
 use super::h2_server::{self, H2Body};
 use super::handler::{self, ConnContext};
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
+use super::listener::Acceptor;
 use super::request_body::{DownstreamBody, H2Limits};
 use super::woken::Woken;
 use crate::config::LimitsConfig;
@@ -102,18 +102,28 @@ impl ConnServer {
     /// task per connection. Each task holds a clone of `active` and a connection permit.
     pub async fn accept_loop(
         &self,
-        listener: TcpListener,
+        listener: Acceptor,
         ctx: ListenerContext,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         active: mpsc::Sender<()>,
     ) {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         // `x-forwarded-port`: every worker's socket of a listener is bound to the same port.
         let port = listener.local_addr().map_or(0, |addr| addr.port());
+        // One stop signal for the loop's whole life: a new one per accept would join and leave
+        // the channel's waiters each time. Connections get clones of `shutdown`.
+        let mut watching = shutdown.clone();
+        let stop = stopped(&mut watching);
+        tokio::pin!(stop);
+        // Looked up once, not in the registry per connection.
+        let open_gauge = crate::telemetry::metrics::DownstreamConnection::open_gauge();
         loop {
             let accepted = tokio::select! {
-                _ = stopped(&mut shutdown) => break,
+                // Accept first: the stop signal is polled when no connection is waiting, which
+                // tokio's cooperative budget also guarantees at least every 128 accepts.
+                biased;
                 accepted = listener.accept() => accepted,
+                () = &mut stop => break,
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => {
@@ -127,7 +137,7 @@ impl ConnServer {
                 Err(error) => {
                     tracing::warn!(%error, listener = %ctx.name, ?backoff, "accept failed; backing off");
                     tokio::select! {
-                        _ = stopped(&mut shutdown) => break,
+                        () = &mut stop => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = next_backoff(backoff);
@@ -166,7 +176,7 @@ impl ConnServer {
             let shutdown = shutdown.clone();
             let active = active.clone();
             // A guard, so the gauge comes down even if serving panics.
-            let open = crate::telemetry::metrics::DownstreamConnection::opened();
+            let open = crate::telemetry::metrics::DownstreamConnection::opened_on(&open_gauge);
             match termination {
                 // The task's future is `serve`'s own, the guards passed in: a parked plain
                 // connection holds a task of that size and nothing more (no wrapper around it).
@@ -177,9 +187,22 @@ impl ConnServer {
                 Termination::Tls(tls) => {
                     tokio::spawn(async move {
                         let limit = server.limits.first_byte_timeout;
+                        // The handshake takes tokio's stream: TLS connections register at once.
+                        let stream = match stream.into_registered() {
+                            Ok(stream) => Some(stream),
+                            Err(error) => {
+                                tracing::debug!(%error, %peer, "cannot register the connection");
+                                None
+                            }
+                        };
                         // Boxed: the handshake's state is large.
-                        let shake = Box::pin(handshake(&tls, stream, limit, peer));
-                        if let Some((stream, identity)) = shake.await {
+                        let shake =
+                            stream.map(|stream| Box::pin(handshake(&tls, stream, limit, peer)));
+                        let shaken = match shake {
+                            Some(shake) => shake.await,
+                            None => None,
+                        };
+                        if let Some((stream, identity)) = shaken {
                             let protocols =
                                 Protocols::from_alpn(stream.get_ref().1.alpn_protocol());
                             let ctx = ConnContext {

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::proxy::listener::Acceptor;
 use crate::proxy::server::{ConnServer, ListenerContext};
 use crate::state::Shared;
 use crate::upstream::Upstream;
@@ -72,7 +72,7 @@ impl AcceptLoops {
 
     /// Starts accepting on `listener` under `name`, replacing (and draining) any loop of that
     /// name. The new socket accepts before the old one closes, so a rebind has no accept gap.
-    pub fn start(&mut self, name: Arc<str>, listener: TcpListener) {
+    pub fn start(&mut self, name: Arc<str>, listener: Acceptor) {
         let (stop, stop_rx) = watch::channel(false);
         let ctx = ListenerContext {
             shared: Arc::clone(&self.shared),
@@ -116,7 +116,7 @@ impl AcceptLoops {
                 command = commands.recv(), if open => match command {
                     Some(ListenerCommand::Start { name, socket }) => {
                         // Inside the worker's runtime: the socket registers with its reactor.
-                        match TcpListener::from_std(socket) {
+                        match Acceptor::from_std(socket) {
                             Ok(listener) => self.start(name, listener),
                             Err(error) => tracing::error!(
                                 worker = self.worker, listener = %name, %error,

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::accept::{AcceptLoops, ListenerCommand};
 use crate::config::LimitsConfig;
+use crate::proxy::listener::Acceptor;
 use crate::proxy::server::ConnServer;
 use crate::state::Shared;
 use crate::upstream::Upstream;
@@ -24,7 +24,7 @@ pub(super) struct Worker {
     pub index: usize,
     pub runtime: Runtime,
     /// Listener name and this worker's socket for it, already registered with `runtime`.
-    pub listeners: Vec<(Arc<str>, TcpListener)>,
+    pub listeners: Vec<(Arc<str>, Acceptor)>,
     pub shared: Arc<Shared>,
     pub limits: LimitsConfig,
     /// `max_connections` permits, shared by every worker.
@@ -58,12 +58,9 @@ pub(super) fn raise_fd_limit() {
 }
 
 /// Registers `socket` with `runtime`'s reactor (must happen inside the runtime's context).
-pub(super) fn register(
-    runtime: &Runtime,
-    socket: std::net::TcpListener,
-) -> io::Result<TcpListener> {
+pub(super) fn register(runtime: &Runtime, socket: std::net::TcpListener) -> io::Result<Acceptor> {
     let _context = runtime.enter();
-    TcpListener::from_std(socket)
+    Acceptor::from_std(socket)
 }
 
 impl Worker {
@@ -111,7 +108,7 @@ struct Stopped {
 }
 
 async fn serve(
-    listeners: Vec<(Arc<str>, TcpListener)>,
+    listeners: Vec<(Arc<str>, Acceptor)>,
     shared: Arc<Shared>,
     server: ConnServer,
     stopped: Stopped,

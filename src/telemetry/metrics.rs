@@ -168,6 +168,17 @@ impl DownstreamConnection {
         Self::counted(metrics::gauge!(DOWNSTREAM_CONNECTIONS))
     }
 
+    /// The `downstream_connections` gauge, for a caller that opens many connections (an accept
+    /// loop) to look it up once rather than in the registry per connection.
+    pub fn open_gauge() -> Gauge {
+        metrics::gauge!(DOWNSTREAM_CONNECTIONS)
+    }
+
+    /// Counts a connection as open in `gauge` (from [`DownstreamConnection::open_gauge`]).
+    pub fn opened_on(gauge: &Gauge) -> Self {
+        Self::counted(gauge.clone())
+    }
+
     /// Counts a connection as parked (idle, its HTTP session freed).
     pub fn parked() -> Self {
         Self::counted(metrics::gauge!(DOWNSTREAM_CONNECTIONS_PARKED))

@@ -29,31 +29,39 @@ pub(crate) enum BodyFraming {
 /// Sets the framing headers of `parts` for a body of `body_len` (`None`: already at its end;
 /// `Some(None)`: unknown length), then writes the request head to `out`. Returns the body's
 /// framing and whether the request asks to close the connection after it.
+///
+/// The head's size is summed first and `out` grown once; the pieces are then copied into that
+/// room with [`Room::put`], which copies the short ones (most names and values) inline instead
+/// of calling `memcpy` per piece. Measured against appending piece by piece: a few dozen
+/// instructions less per request, no more (a stack buffer gathering the pieces, tried
+/// instead, cost more than it saved). Re-measure with `benches/load/breakdown.py`
+/// (`upstream::exchange` and the `memcpy` it calls).
 pub(crate) fn encode_head(
     parts: &mut Parts,
     body_len: Option<Option<u64>>,
     out: &mut Vec<u8>,
 ) -> (BodyFraming, bool) {
     let framing = set_length(parts, body_len);
-    out.reserve(64 + parts.headers.len() * 32);
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    match parts.uri.path_and_query() {
+    let absolute;
+    let target: &[u8] = match parts.uri.path_and_query() {
         Some(target) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {
-            out.extend_from_slice(target.as_str().as_bytes());
+            target.as_str().as_bytes()
         }
         // Absolute or authority form (never made by the proxy for HTTP/1.1, kept for
         // completeness): the URI as it displays.
         _ => {
-            let _ = write!(out, "{}", parts.uri);
+            absolute = parts.uri.to_string();
+            absolute.as_bytes()
         }
-    }
-    out.extend_from_slice(if parts.version == Version::HTTP_10 {
+    };
+    let version: &[u8] = if parts.version == Version::HTTP_10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
-    });
+    };
+    let method = parts.method.as_str().as_bytes();
     let mut close = parts.version == Version::HTTP_10;
+    let mut size = method.len() + 1 + target.len() + version.len() + 2;
     for (name, value) in &parts.headers {
         if name == CONNECTION {
             close |= has_token(value, "close");
@@ -61,13 +69,57 @@ pub(crate) fn encode_head(
                 close = false;
             }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        size += name.as_str().len() + value.len() + 4;
     }
-    out.extend_from_slice(b"\r\n");
+    let start = out.len();
+    out.resize(start + size, 0);
+    let mut room = Room(&mut out[start..]);
+    room.put(method);
+    room.put(b" ");
+    room.put(target);
+    room.put(version);
+    for (name, value) in &parts.headers {
+        room.put(name.as_str().as_bytes());
+        room.put(b": ");
+        room.put(value.as_bytes());
+        room.put(b"\r\n");
+    }
+    room.put(b"\r\n");
+    debug_assert!(
+        room.0.is_empty(),
+        "the head's size was summed from the same pieces"
+    );
     (framing, close)
+}
+
+/// The part of the output not written yet.
+struct Room<'a>(&'a mut [u8]);
+
+impl Room<'_> {
+    /// Copies `src` to the front of the room. Pieces under 32 bytes are copied with two
+    /// overlapping fixed-size moves, which the compiler turns into a few loads and stores.
+    #[inline(always)]
+    fn put(&mut self, src: &[u8]) {
+        let (dst, rest) = std::mem::take(&mut self.0).split_at_mut(src.len());
+        let n = src.len();
+        if n >= 32 {
+            dst.copy_from_slice(src);
+        } else if n >= 16 {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        } else if n >= 8 {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        } else if n >= 4 {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        } else {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        self.0 = rest;
+    }
 }
 
 fn set_length(parts: &mut Parts, body_len: Option<Option<u64>>) -> BodyFraming {
@@ -224,6 +276,57 @@ mod tests {
         assert_eq!(framing, BodyFraming::Length(0));
         let (_, _, close) = encode(post().header("connection", "Close").body(()).unwrap(), None);
         assert!(close);
+    }
+
+    /// What `encode_head` wrote before it summed sizes and copied short pieces inline.
+    fn reference(parts: &Parts) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any lengths of names, values and targets (each size class of `Room::put`), after
+        /// bytes already in the buffer: the head is the plain concatenation.
+        #[test]
+        fn the_head_is_its_pieces_in_order(
+            path in "/[a-z0-9/?=&%.-]{0,80}",
+            fields in proptest::collection::vec(("[a-z][a-z0-9-]{0,40}", "[ -~]{0,70}"), 0..12),
+            long in proptest::option::of("[a-z]{900,2100}"),
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let mut req = Request::get(path.as_str());
+            for (name, value) in &fields {
+                req = req.header(name.as_str(), value.trim());
+            }
+            // A long value among short ones: the pieces before, it and after still line up.
+            if let Some(long) = &long {
+                req = req.header("x-long", long.as_str());
+            }
+            let (mut parts, ()) = req.body(()).expect("valid request").into_parts();
+            let mut out = before.clone();
+            encode_head(&mut parts, None, &mut out);
+            proptest::prop_assert_eq!(&out[..before.len()], &before[..]);
+            proptest::prop_assert_eq!(&out[before.len()..], &reference(&parts)[..]);
+        }
     }
 
     #[test]

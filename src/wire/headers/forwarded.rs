@@ -27,21 +27,73 @@ pub struct ConnView {
 
 impl ConnView {
     /// The view of a client at `peer` connected to our `port`, over TLS or not.
+    ///
+    /// Rendered per connection (per session), so without the formatting machinery: the text
+    /// `for=<peer>;proto=<proto><port>` is written into one buffer, and the peer, our
+    /// `forwarded` element and the port are views of it (one allocation, and each request's
+    /// clones of them only count a reference). Re-measure with
+    /// `benches/load/breakdown.py --tests close` (`ConnView::new` under header policy).
     pub fn new(peer: IpAddr, port: u16, tls: bool) -> Self {
         let proto = if tls { "https" } else { "http" };
-        // RFC 7239 6: an IPv6 address is bracketed, and then quoted (`:` is not a token char).
-        let forwarded = match peer {
-            IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+        // Room for the longest: `for="[` 45 bytes of IPv6 `]";proto=https` and 5 digits.
+        let mut text = Vec::with_capacity(80);
+        text.extend_from_slice(b"for=");
+        let peer_at = match peer {
+            IpAddr::V4(ip) => {
+                let start = text.len();
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    push_decimal(&mut text, octet.into());
+                }
+                start..text.len()
+            }
+            // RFC 7239 6: an IPv6 address is bracketed, and then quoted (`:` is not a token
+            // char).
+            IpAddr::V6(ip) => {
+                text.extend_from_slice(b"\"[");
+                let start = text.len();
+                let _ = std::io::Write::write_fmt(&mut text, format_args!("{ip}"));
+                let end = text.len();
+                text.extend_from_slice(b"]\"");
+                start..end
+            }
+        };
+        text.extend_from_slice(b";proto=");
+        text.extend_from_slice(proto.as_bytes());
+        let forwarded_end = text.len();
+        push_decimal(&mut text, port);
+        let port_at = forwarded_end..text.len();
+        let text = bytes::Bytes::from(text);
+        let value = |range: std::ops::Range<usize>, fallback: &'static str| {
+            HeaderValue::from_maybe_shared(text.slice(range))
+                .unwrap_or(HeaderValue::from_static(fallback))
         };
         Self {
-            peer: HeaderValue::from_str(&peer.to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: HeaderValue::from_str(&forwarded)
-                .unwrap_or(HeaderValue::from_static("for=unknown")),
-            port: HeaderValue::from(port),
+            peer: value(peer_at, "unknown"),
+            forwarded: value(0..forwarded_end, "for=unknown"),
+            port: value(port_at, "0"),
             proto: HeaderValue::from_static(proto),
         }
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a digit.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(digit);
     }
 }
 
@@ -187,5 +239,28 @@ mod tests {
         // IPv6 peers are bracketed and quoted in `forwarded` (RFC 7239 6).
         let v6 = ConnView::new("2001:db8::1".parse().expect("ip"), 443, true);
         assert_eq!(v6.forwarded, "for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(v6.peer, "2001:db8::1");
+        assert_eq!(v6.port, "443");
+        let mapped = ConnView::new("::ffff:192.0.2.255".parse().expect("ip"), 65535, false);
+        assert_eq!(mapped.peer, "::ffff:192.0.2.255");
+        assert_eq!(mapped.port, "65535");
+    }
+
+    #[test]
+    fn the_view_renders_like_display() {
+        for (ip, port) in [
+            ("0.0.0.0", 0),
+            ("255.255.255.255", 65535),
+            ("10.0.0.9", 80),
+            ("127.0.0.1", 8080),
+            ("192.168.100.7", 9),
+        ] {
+            let addr: IpAddr = ip.parse().expect("ip");
+            let view = ConnView::new(addr, port, false);
+            assert_eq!(view.peer, ip);
+            assert_eq!(view.forwarded, format!("for={ip};proto=http").as_str());
+            assert_eq!(view.port, port.to_string().as_str());
+            assert_eq!(view.proto, "http");
+        }
     }
 }

@@ -145,13 +145,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
 
     /// Lingering close, shortened: discard what the client already sent, so closing a socket
     /// with unread input does not turn into an RST that could destroy our answer in flight.
-    pub(super) fn drain(&mut self, cx: &mut Context<'_>) {
+    pub(super) fn drain(&mut self, _cx: &mut Context<'_>) {
         // Uninitialised: zeroing 16 KiB per read is wasted work (see `read_more`).
         let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        // Polled with a waker that does nothing: the drain wants no wake-up, and a socket that
+        // is not on the reactor yet (`proxy::listener::Connection`) then tries its read
+        // without joining the reactor just to be closed.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         // Bounded: at most 16 reads (256 KiB), and only what is already there.
         for _ in 0..16 {
             let mut buf = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            match Pin::new(&mut self.inner).poll_read(&mut cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
                 _ => break,
             }
