@@ -1,12 +1,13 @@
-//! The HTTP/1 ingress check against a second parser: any head our guard accepts, httparse (the
-//! parser hyper uses) must read as the same head — same length, and a body framing that agrees —
-//! so no request can be framed one way by the guard and another way by what comes after it.
-//! tests/prop_hygiene.rs runs the smuggling properties, and a real-socket one, on stable.
+//! The HTTP/1 ingress parser against a second parser: any head ours accepts (`head::locate`,
+//! then `head::parse`, as `GuardedIo::poll_head` reads it), plain httparse must read as the same
+//! head — same length, and a body framing that agrees — so no request can be framed one way by
+//! us and another way by a lenient reader after us. tests/hygiene/prop_hygiene.rs runs the smuggling
+//! properties, and a real-socket one, on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
-use switchyard::proxy::hygiene::head::{check, Framing};
+use switchyard::proxy::hygiene::head::{locate, parse, Framing};
 use switchyard::proxy::hygiene::Limits;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         body_read_timeout: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(1),
     };
-    let Ok(Some(head)) = check(data, &limits) else {
+    let Ok(Some(end)) = locate(data, &limits) else {
+        return;
+    };
+    let bytes = bytes::Bytes::copy_from_slice(&data[..end]);
+    let Ok((head, _)) = parse(&bytes, &limits, http::HeaderMap::new()) else {
         return;
     };
     let mut fields = [httparse::EMPTY_HEADER; 128];

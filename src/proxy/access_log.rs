@@ -299,7 +299,7 @@ impl Entry {
 
 pin_project! {
     /// The downstream response body: counts bytes out and writes the record when dropped
-    /// (hyper drops a body once it has sent it, or when the stream is abandoned). Not boxed
+    /// (the server drops a body once it has sent it, or when the stream is abandoned). Not boxed
     /// here: the connection's own wrapper (`hygiene::conn::hold_open`) boxes both at once.
     pub struct Tracked {
         #[pin]

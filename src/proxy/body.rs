@@ -3,11 +3,11 @@
 //! ([`full`]) are in `wire`, which every layer shares; they are re-exported here because the
 //! request path builds its error pages through this module.
 //!
-//! Both streamed directions pass frames through one at a time (no buffering here, so hyper's
-//! flow control is the backpressure: a slow reader stops the writer) and stamp one shared
-//! [`Activity`] clock, which the response body checks against the route's `idle_timeout`: a
-//! stream with no bytes in either direction for that long is aborted, one that keeps moving
-//! (long downloads, SSE, streaming gRPC) lives as long as it moves.
+//! Both streamed directions pass frames through one at a time (no buffering here, so each
+//! connection's flow control is the backpressure: a slow reader stops the writer) and stamp one
+//! shared [`Activity`] clock, which the response body checks against the route's
+//! `idle_timeout`: a stream with no bytes in either direction for that long is aborted, one that
+//! keeps moving (long downloads, SSE, streaming gRPC) lives as long as it moves.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -57,7 +57,8 @@ pub fn request(body: wire::Body, idle: Option<&IdleWatch>) -> wire::Body {
 
 /// A streamed upstream body that keeps its endpoint's in-flight count up until the last byte
 /// (or an abort): for least-request balancing a request is in flight until its body is done.
-/// With `idle`, it errors (so hyper aborts the downstream stream) after that much silence.
+/// With `idle`, it errors (so the server aborts the downstream response: an HTTP/1 connection
+/// closes, an HTTP/2 stream is reset) after that much silence.
 pub fn upstream(body: UpstreamBody, guard: InFlightGuard, idle: Option<IdleWatch>) -> ProxyBody {
     let timer = idle.map(|watch| Timer { sleep: None, watch });
     Guarded {

@@ -5,7 +5,8 @@
 //! record, runs the stack ([`super::stack`]: route, cache, cluster limits, retry, balancer,
 //! endpoint pool, outlier), and finishes the response head (`x-request-id`, `via`, debug
 //! headers). Failures before the response head become a [`ProxyError`] answered here; failures
-//! after it abort the stream (hyper does that when the body errors).
+//! after it abort the response (our HTTP/1 server closes the connection, the HTTP/2 one resets
+//! the stream, when the body errors).
 //!
 //! The head rules the stack applies between its layers are here too: `upstream_head` makes
 //! the request head the endpoint sees, `downstream_head` the response head the client sees.
@@ -107,8 +108,9 @@ pub fn handle<'a>(
                 error_response(&error, grpc)
             }
         };
-        // hyper writes the connection's own protocol; matching the request's version keeps an
-        // HTTP/2 upstream answer from being labelled HTTP/2 on an HTTP/1.1 connection.
+        // Our servers write the connection's own protocol whatever this says; matching the
+        // request's version keeps an HTTP/2 upstream answer from being labelled HTTP/2 on an
+        // HTTP/1.1 connection for anything that reads the response.
         *response.version_mut() = version;
         let response_headers = response.headers_mut();
         response_headers.insert(headers::X_REQUEST_ID.clone(), request_id);
@@ -327,8 +329,8 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 
 /// The request's host: the URI authority when there is one (absolute-form HTTP/1 targets and
 /// HTTP/2's `:authority`), else the `Host` header. A header value, so the usual case (HTTP/1
-/// with `Host`) shares hyper's bytes instead of copying them for routing, `x-forwarded-host`
-/// and the upstream `Host`.
+/// with `Host`) shares the parsed head's bytes instead of copying them for routing,
+/// `x-forwarded-host` and the upstream `Host`.
 pub(super) fn request_host(parts: &Parts) -> Option<HeaderValue> {
     if let Some(authority) = parts.uri.authority() {
         // Userinfo (`user@host`) is not part of the host and must not reach the backend.

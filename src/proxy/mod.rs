@@ -1,7 +1,10 @@
 //! The downstream side: listening sockets, server connections and the request path.
 //!
 //! - [`listener`]: `SO_REUSEPORT` sockets, one per worker per listener.
-//! - [`server`]: accept loops and HTTP/1.1 + h2c connections, graceful drain.
+//! - [`server`]: accept loops, connections (HTTP/1.1 or HTTP/2, by the preface or TLS ALPN),
+//!   graceful drain.
+//! - [`h1`]: our own HTTP/1.1 server session (heads and bodies read through
+//!   `hygiene::GuardedIo`, responses framed by `h1::encode`).
 //! - [`h2_server`]: HTTP/2 on the `h2` crate, each stream polled in its connection's task.
 //! - [`handler`]: the request's edges — snapshot, request id, access log, error responses — and
 //!   the head rules applied on the way up and down.
@@ -15,8 +18,9 @@
 //!   module that needs them.
 //! - [`request_body`]: the downstream request body on its way up — counted, HTTP/2 limits
 //!   applied, its failures recorded as the client's.
-//! - [`hygiene`]: between the socket and hyper — strict HTTP/1 head checks (smuggling), size
-//!   limits, our own first-byte/header/body/keep-alive timers, HTTP/2 request checks.
+//! - [`hygiene`]: between the socket and the servers — the strict HTTP/1 head parser
+//!   (smuggling), size limits, our own first-byte/header/body/keep-alive timers, HTTP/2 request
+//!   checks.
 
 pub mod access_log;
 pub mod attempt;

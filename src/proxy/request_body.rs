@@ -5,7 +5,8 @@
 //! (see `wire::client_side`).
 //!
 //! HTTP/1 bodies are checked on the socket by `GuardedIo` (framing, `max_body_bytes`,
-//! `body_read_timeout`); its refusal reaches us as the [`Reject`] inside hyper's error. HTTP/2
+//! `body_read_timeout`) as our HTTP/1 server reads them (`proxy::h1`); its refusal reaches us as
+//! the [`Reject`] inside the `io::Error` the body read fails with. HTTP/2
 //! bodies arrive frame by frame from the `h2` crate, so the two limits that need the body's
 //! progress are enforced here: `max_body_bytes` for a body without a declared length (a declared
 //! one is checked with the head) and `body_read_timeout`, which runs only while the upstream
@@ -214,12 +215,12 @@ impl Body for Downstream {
 }
 
 /// The status a client is owed for a body that failed with `error`: `GuardedIo`'s refusal when
-/// it refused the body (an HTTP/1 body's error is the `io::Error` itself; an HTTP/2 one's is
-/// hyper's, with the cause in its chain) (400 broken chunks, 408 stalled, 413 too large), else 499. A body ends
-/// that way when the client hung up, half-closed mid-body, or reset its HTTP/2 stream — and also
-/// when the `h2` crate reset a stream whose body broke HTTP/2's rules (a short
+/// it refused the body (an HTTP/1 body's error is that `io::Error`, the [`Reject`] inside it,
+/// found anywhere in the error's chain) (400 broken chunks, 408 stalled, 413 too large), else
+/// 499. A body ends that way when the client hung up, half-closed mid-body, or reset its HTTP/2
+/// stream — and also when the `h2` crate reset a stream whose body broke HTTP/2's rules (a short
 /// `content-length`): that stream can carry no answer any more, so it is logged as one whose
-/// client is gone, as hyper does when it drops such a stream's request first.
+/// client is gone.
 fn status_of(error: &BoxError) -> StatusCode {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&**error);
     // Bounded: error chains are short.

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -483,9 +483,7 @@ fn serve_request<'a>(
                 refusal(reject).map(Tracked::untracked)
             }
         };
-        let status = response.status();
-        // CONNECT never gets here with a 2xx (hygiene refuses it), so only a 101 switches.
-        state.responded(status == StatusCode::SWITCHING_PROTOCOLS);
+        state.responded();
         response.map(|body| conn::hold_open(body, open))
     }
 }

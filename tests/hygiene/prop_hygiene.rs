@@ -1,5 +1,5 @@
 //! Properties of the HTTP/1 ingress (issue 16, the stable-Rust half of the `fuzz/` targets):
-//! the head check never panics and never reads past its input; every smuggling twist of a valid
+//! the head parser never panics and never reads past its input; every smuggling twist of a valid
 //! head is refused whatever else the head holds; a head is judged the same whether it arrives
 //! whole or byte by byte; and over real sockets, a body that hides a second request never lets
 //! that request reach the backend.
@@ -12,8 +12,20 @@ use crate::support::launcher::Proxy;
 use crate::support::raw_client::RawConn;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
-use switchyard::proxy::hygiene::head::{check, Framing};
+use switchyard::proxy::hygiene::head::{locate, parse, Framing, Head};
 use switchyard::proxy::hygiene::{Limits, Reject};
+
+/// What the server makes of `buf` as its buffered input, as `GuardedIo::poll_head` does:
+/// `Ok(None)` while the head is incomplete (and still within the limits), the [`Head`] once
+/// complete ([`locate`] finds its end, [`parse`] checks it and builds the request), or why it
+/// is refused.
+fn check(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Reject> {
+    let Some(end) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    let bytes = bytes::Bytes::copy_from_slice(&buf[..end]);
+    parse(&bytes, limits, http::HeaderMap::new()).map(|(head, _)| Some(head))
+}
 
 fn limits() -> Limits {
     Limits {

@@ -1,10 +1,10 @@
-//! Following a chunked body (RFC 9112 7.1) to find where it ends, without buffering it.
+//! Decoding a chunked request body (RFC 9112 7.1) to find where it ends, without buffering it.
 //!
-//! The validator sees the same bytes hyper will decode, one slice at a time, and says how many
-//! of them belong to the body. Its grammar is stricter than hyper's: a size line is 1–16 hex
-//! digits, optionally followed by `;extensions`, then CRLF; data is followed by CRLF; trailer
-//! lines end with CRLF. Anything else is [`ChunkError::Malformed`], so the two parsers cannot
-//! disagree on the end of the body.
+//! The HTTP/1 reader (`GuardedIo::poll_body`) hands the data on itself and passes the framing
+//! here ([`Chunked::skip_framing`]), one slice at a time, as it arrives. The grammar is strict:
+//! a size line is 1–16 hex digits, optionally followed by `;extensions`, then CRLF; data is
+//! followed by CRLF; trailer lines end with CRLF. Anything else is [`ChunkError::Malformed`], so
+//! no lenient reading elsewhere can find a different end of the body.
 
 /// Longest chunk-size line with its extensions. Extensions are almost never used; 4 KiB is
 /// far beyond any real one and keeps a drip-fed size line from growing without bound.
@@ -37,7 +37,8 @@ enum State {
     Done,
 }
 
-/// Where a chunked body is, across calls to [`Chunked::feed`].
+/// Where a chunked body is, across calls to [`Chunked::skip_framing`] and
+/// [`Chunked::took_data`].
 #[derive(Debug, Clone)]
 pub struct Chunked {
     state: State,
@@ -72,35 +73,10 @@ impl Chunked {
         self.state == State::Done
     }
 
-    /// Consumes a prefix of `input`: returns how many bytes belong to the body (all of them
-    /// unless the body ends inside `input`).
-    pub fn feed(&mut self, input: &[u8]) -> Result<usize, ChunkError> {
-        let mut i = 0;
-        while i < input.len() && self.state != State::Done {
-            if let State::Data(left) = self.state {
-                let take = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len() - i);
-                i += take;
-                // `take` ≤ `left`, so this cannot underflow.
-                let left = left - take as u64;
-                self.state = if left == 0 {
-                    State::DataCr
-                } else {
-                    State::Data(left)
-                };
-                continue;
-            }
-            self.step(input[i])?;
-            i += 1;
-        }
-        Ok(i)
-    }
-
     /// Consumes the framing at the start of `input` (size lines, the CRLF after data, the
     /// trailer section), stopping at the first data byte or at the end of the body: returns
-    /// how many bytes it took. The decoding side of [`Chunked::feed`], for a reader that hands
-    /// on the data itself (`proxy::h1`): between the two, the same grammar and limits.
+    /// how many bytes it took. The data itself is taken by the reader ([`Chunked::data_left`],
+    /// [`Chunked::took_data`]).
     pub fn skip_framing(&mut self, input: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() && !matches!(self.state, State::Data(_) | State::Done) {
@@ -182,7 +158,7 @@ impl Chunked {
                     State::Data(size)
                 }
             }
-            // `feed` consumes data in bulk and never hands a data byte to `step`.
+            // Data is taken in bulk (`took_data`); `skip_framing` never hands a data byte here.
             State::Data(left) => State::Data(left),
             State::DataCr if b == b'\r' => State::DataLf,
             State::DataLf if b == b'\n' => State::Size {
@@ -217,6 +193,26 @@ impl Chunked {
 mod tests {
     use super::*;
 
+    /// How many bytes at the start of `input` belong to the body (all of them unless it ends
+    /// inside `input`), taken as the HTTP/1 reader takes them: framing by `skip_framing`,
+    /// data by `data_left`/`took_data`.
+    fn feed(c: &mut Chunked, input: &[u8]) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < input.len() && !c.is_done() {
+            let left = c.data_left();
+            if left > 0 {
+                let n = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len() - i);
+                c.took_data(n as u64);
+                i += n;
+            } else {
+                i += c.skip_framing(&input[i..])?;
+            }
+        }
+        Ok(i)
+    }
+
     fn feed_all(body: &[u8], max: Option<u64>) -> Result<(usize, bool), ChunkError> {
         let mut c = Chunked::new(max, 1024);
         let mut used = 0;
@@ -225,7 +221,7 @@ mod tests {
             if c.is_done() {
                 break;
             }
-            used += c.feed(std::slice::from_ref(b))?;
+            used += feed(&mut c, std::slice::from_ref(b))?;
         }
         Ok((used, c.is_done()))
     }
@@ -236,7 +232,7 @@ mod tests {
         let end = body.len() - b"GET /next".len();
         assert_eq!(feed_all(body, None), Ok((end, true)));
         let mut c = Chunked::new(None, 1024);
-        assert_eq!(c.feed(body), Ok(end));
+        assert_eq!(feed(&mut c, body), Ok(end));
         assert!(c.is_done());
         assert_eq!(
             feed_all(b"A\r\n0123456789\r\n0\r\n\r\n", None),

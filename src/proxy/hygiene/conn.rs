@@ -2,14 +2,15 @@
 //!
 //! The wrapper sees bytes, the service sees requests; some decisions need both. The wrapper
 //! must know whether the service already produced a response before it writes a 408 or 413 of
-//! its own, and whether an `Upgrade` was accepted before it stops parsing HTTP. The idle timer
-//! of HTTP/2 connections needs to know whether any stream is open. Atomics only: the service
-//! runs on the same thread, but hyper requires `Send` I/O.
+//! its own. The idle and stall watches of HTTP/2 connections need to know whether any stream
+//! is open and whether a response body waits on the client. Atomics only: the service runs on
+//! the same thread, but the connection's task must be `Send` (it is spawned with
+//! `tokio::spawn`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,18 +27,13 @@ pub struct ConnState {
     born: Instant,
     /// Requests whose response head the service has produced.
     responded: AtomicU64,
-    /// Whether the last response switched protocols (a 101; CONNECT is refused).
-    switched: AtomicBool,
-    /// The socket wrapper's reader, parked while it waits for an upgrade verdict. A std mutex
-    /// held only to swap the waker, never across an `.await`.
-    waker: Mutex<Option<Waker>>,
     /// Requests (HTTP/2: streams) whose response has not finished.
     open: AtomicUsize,
     /// When `open` last became 0, in milliseconds since `born`.
     idle_since_ms: AtomicU64,
-    /// Response bodies that handed hyper a frame and have not been asked for the next one.
+    /// Response bodies that handed the server a frame and have not been asked for the next one.
     unpolled: AtomicUsize,
-    /// When hyper last asked any response body for a frame, in milliseconds since `born`.
+    /// When the server last asked any response body for a frame, in milliseconds since `born`.
     last_body_poll_ms: AtomicU64,
     /// HTTP/2: the idle and stall watches read `idle_since_ms`, `unpolled` and
     /// `last_body_poll_ms`. HTTP/1 leaves both watches to the socket wrapper, so its requests
@@ -50,8 +46,6 @@ impl Default for ConnState {
         Self {
             born: Instant::now(),
             responded: AtomicU64::new(0),
-            switched: AtomicBool::new(false),
-            waker: Mutex::new(None),
             open: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             unpolled: AtomicUsize::new(0),
@@ -85,33 +79,14 @@ impl ConnState {
         }
     }
 
-    /// The service produced a response head; `switched` = it switches protocols.
-    pub fn responded(&self, switched: bool) {
-        self.switched.store(switched, Ordering::SeqCst);
+    /// The service produced a response head.
+    pub fn responded(&self) {
         self.responded.fetch_add(1, Ordering::SeqCst);
-        let waker = self
-            .waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
     }
 
     /// How many responses the service has produced.
     pub fn responses(&self) -> u64 {
         self.responded.load(Ordering::SeqCst)
-    }
-
-    /// Whether the latest response switched protocols.
-    pub fn switched(&self) -> bool {
-        self.switched.load(Ordering::SeqCst)
-    }
-
-    /// Parks the reader until the next [`ConnState::responded`].
-    pub fn park(&self, waker: &Waker) {
-        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
     }
 
     /// When an idle connection should be closed: `None` while a request is open.
@@ -243,8 +218,7 @@ mod tests {
         drop(guard);
         let deadline = state.idle_deadline(keep).expect("idle again");
         assert!(deadline > Instant::now() + Duration::from_secs(4));
-        state.responded(true);
+        state.responded();
         assert_eq!(state.responses(), 1);
-        assert!(state.switched());
     }
 }

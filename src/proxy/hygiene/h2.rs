@@ -22,8 +22,8 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
-/// Checks one request that arrived over HTTP/2; HTTP/1 requests were checked byte by byte
-/// before hyper parsed them and pass here untouched.
+/// Checks one request that arrived over HTTP/2; HTTP/1 requests were checked when their heads
+/// were parsed ([`super::head::parse`]) and pass here untouched.
 pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
     if req.version() != Version::HTTP_2 {
         return Ok(());
@@ -49,8 +49,8 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::ConnectMethod);
     }
-    // Every other request carries :scheme and :path; hyper folds them into the URI, so a URI
-    // without a path-and-query means they were missing.
+    // Every other request carries :scheme and :path; the `h2` crate folds them into the URI,
+    // so a URI without a path-and-query means they were missing.
     if req.uri().path_and_query().is_none() {
         return Err(Reject::BadPseudoHeader);
     }

@@ -2,19 +2,20 @@
 //!
 //! A proxy and the server behind it must agree on where each request starts and ends, or a
 //! request can be smuggled inside another one's body (RFC 9112 11.2, "HTTP request
-//! smuggling"). hyper alone is lenient here (it accepts `Transfer-Encoding: ,chunked`,
-//! `gzip, chunked`, TE together with Content-Length, a missing Host, a 200 KiB head), so our
-//! HTTP/1 server (`proxy::h1`) reads every request head with our own strict parser, which
-//! checks and parses in one pass:
+//! smuggling"). Common parsers are lenient here (hyper's, for one, accepts
+//! `Transfer-Encoding: ,chunked`, `gzip, chunked`, TE together with Content-Length, a missing
+//! Host, a 200 KiB head), so our HTTP/1 server (`proxy::h1`) reads every request head with our
+//! own strict parser, which checks and parses in one pass:
 //!
 //! - [`head`]: one HTTP/1 request head → its body framing, or a [`Reject`] (status + reason).
-//! - [`chunked`]: follows a chunked body byte by byte to find where the next request starts,
+//! - [`chunked`]: decodes a chunked body's framing to find where the next request starts,
 //!   enforcing `max_body_bytes` while the body streams.
-//! - [`io`]: [`GuardedIo`], the wrapper around the accepted socket that runs both on the
-//!   inbound bytes, owns the first-byte, header, body and keep-alive timers, and answers a
-//!   rejected request itself (a bad head never becomes a request, so nothing is forwarded).
-//!   Its `h1` part hands heads and decoded bodies to `proxy::h1`; its byte path (`AsyncRead`)
-//!   serves HTTP/2 and upgraded connections.
+//! - [`io`]: [`GuardedIo`], the wrapper around the accepted socket: it tells HTTP/1 from
+//!   HTTP/2, hands HTTP/1 heads ([`head`]) and decoded bodies ([`chunked`]) to `proxy::h1`,
+//!   owns the first-byte, header, body and keep-alive timers, and answers a rejected request
+//!   itself (a bad head never becomes a request, so nothing is forwarded). Its byte path
+//!   (`AsyncRead`/`AsyncWrite`) carries HTTP/2, after the preface, and upgraded connections,
+//!   unchecked.
 //! - [`h2`]: the checks HTTP/2 requests need on top of what the `h2` crate enforces.
 //! - [`conn`]: [`ConnState`], what the socket wrapper and the service of one connection share.
 //!
@@ -213,7 +214,8 @@ impl Reject {
         );
     }
 
-    /// The complete HTTP/1.1 response we write ourselves, bypassing hyper.
+    /// The complete HTTP/1.1 response `GuardedIo` writes for a refusal, outside the session's
+    /// own response path.
     pub fn http1_response(self) -> Bytes {
         let status = self.status();
         let text = status.canonical_reason().unwrap_or("Error");

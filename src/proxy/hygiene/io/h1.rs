@@ -1,7 +1,6 @@
 //! The reading side of our own HTTP/1 server (`proxy::h1`): request heads parsed once (the
-//! strict check and the parse are one pass, [`head::parse`]) and request bodies decoded, straight
-//! from `GuardedIo`'s buffer, with the same phases, timers and refusals as the byte path hyper
-//! used to read through (`poll_read`).
+//! strict check and the parse are one pass, [`head::parse`]) and request bodies decoded,
+//! straight from `GuardedIo`'s buffer, under `GuardedIo`'s timers and refusals.
 
 use std::future::Future;
 use std::io;
@@ -44,15 +43,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
             if self.parked {
                 return Poll::Ready(Ok(NextHead::End));
             }
-            match self.phase {
-                Phase::Head => {}
-                // The answer to the upgrade request was not a 101 (a 101 takes the socket).
-                Phase::AwaitUpgrade => {
-                    self.phase = Phase::Head;
-                    continue;
-                }
-                // A body left unread, or not HTTP/1 any more: nothing to parse.
-                _ => return Poll::Ready(Ok(NextHead::End)),
+            // A body left unread, or not HTTP/1 any more: nothing to parse.
+            if !matches!(self.phase, Phase::Head) {
+                return Poll::Ready(Ok(NextHead::End));
             }
             if !self.inbuf.is_empty() {
                 match head::locate(&self.inbuf, &self.limits) {
@@ -104,8 +97,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         self.waiting_since = None;
         let after = if head.close {
             super::After::Closed
-        } else if head.upgrade {
-            super::After::AwaitUpgrade
         } else {
             super::After::Head
         };
@@ -125,8 +116,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
     /// The next piece of the current request's body (`None`: it ended), decoded, with the
     /// body timer and the strict chunk grammar. A refusal (broken chunks, over
     /// `max_body_bytes`, `body_read_timeout`) is answered at once if the request has no
-    /// answer yet, and the read fails with the [`Reject`] inside its error, as `poll_read`'s
-    /// does.
+    /// answer yet, and the read fails with the [`Reject`] inside its error.
     pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         loop {
             match &mut self.phase {
@@ -217,7 +207,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
     /// is buffered first), for the tunnel.
     pub fn switch_protocols(&mut self) {
         self.phase = Phase::Passthrough;
-        self.ready = self.inbuf.len();
     }
 
     /// Nothing more is read on this connection (an answer with `connection: close`).

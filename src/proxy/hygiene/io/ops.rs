@@ -1,18 +1,17 @@
-//! The side paths of [`GuardedIo`]: timers, refusals, the slow-reader watch, the direct body
-//! read and the lingering drain. Split from `mod.rs` to keep the main read path readable.
+//! The side paths of [`GuardedIo`]: timers, refusals, the slow-reader watch, reading into the
+//! buffer and the lingering drain. Split from `mod.rs` to keep the main paths readable.
 
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{GuardedIo, Phase, DIRECT_READ_MAX, FIRST_PARK_AFTER, PARK_AFTER, READ_CHUNK};
-use crate::proxy::hygiene::chunked::ChunkError;
+use super::{GuardedIo, Phase, FIRST_PARK_AFTER, PARK_AFTER, READ_CHUNK};
 use crate::proxy::hygiene::{count, Reject};
 
 /// Which wait ran out.
@@ -20,7 +19,7 @@ use crate::proxy::hygiene::{count, Reject};
 pub(super) enum Wait {
     FirstByte,
     /// The connection has idled for [`super::PARK_AFTER`] ([`super::FIRST_PARK_AFTER`] after its
-    /// first request): end hyper's session, keep the socket.
+    /// first request): end the HTTP/1 session, keep the socket.
     Park,
     Idle,
     Header,
@@ -28,8 +27,8 @@ pub(super) enum Wait {
 }
 
 impl<T> GuardedIo<T> {
-    /// What hyper's waiting on and until when; `None` = no limit (our own service is busy, or
-    /// the bytes are no longer HTTP/1).
+    /// What we are waiting on from the client and until when; `None` = no limit (the bytes are
+    /// no longer HTTP/1, or nothing more is read).
     pub(super) fn deadline(&mut self, now: Instant) -> Option<(Instant, Wait)> {
         let waiting = *self.waiting_since.get_or_insert(now);
         let first = self.accepted + self.limits.first_byte_timeout;
@@ -62,11 +61,11 @@ impl<T> GuardedIo<T> {
             Phase::Length(..) | Phase::Chunked(..) => {
                 Some((waiting + self.limits.body_read_timeout, Wait::Body))
             }
-            Phase::AwaitUpgrade | Phase::Passthrough | Phase::Closed => None,
+            Phase::Passthrough | Phase::Closed => None,
         }
     }
 
-    /// A refusal found while reading a head: end-of-stream now, the answer at shutdown.
+    /// A refusal found while reading a head: no more requests, the answer at shutdown.
     pub(super) fn refuse_head(&mut self, reject: Reject) -> Poll<io::Result<()>> {
         reject.count();
         tracing::debug!(reason = reject.reason(), "request refused");
@@ -162,49 +161,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         }
     }
 
-    /// The fast path for bodies: read straight into hyper's buffer (no copy through `inbuf`),
-    /// then check what arrived. Bytes past the end of a chunked body belong to the next head
-    /// and are moved to `inbuf`. Returns the bytes read from the socket.
-    pub(super) fn read_body_direct(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<Result<usize, Reject>>> {
-        let room = match &self.phase {
-            Phase::Length(left, _) => usize::try_from(*left).unwrap_or(usize::MAX),
-            _ => usize::MAX,
-        };
-        let dst = buf.initialize_unfilled_to(room.min(buf.remaining()).min(DIRECT_READ_MAX));
-        let mut direct = ReadBuf::new(dst);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut direct))?;
-        let n = direct.filled().len();
-        let keep = match &mut self.phase {
-            Phase::Length(left, after) => {
-                *left -= n as u64;
-                if *left == 0 {
-                    self.phase = after.phase();
-                }
-                n
-            }
-            Phase::Chunked(chunked, after) => {
-                let used = match chunked.feed(&dst[..n]) {
-                    Ok(used) => used,
-                    // Not handed over: `buf` is not advanced, so hyper never sees these bytes.
-                    Err(ChunkError::Malformed) => return Poll::Ready(Ok(Err(Reject::BadChunk))),
-                    Err(ChunkError::TooLarge) => return Poll::Ready(Ok(Err(Reject::BodyTooLarge))),
-                };
-                if chunked.is_done() {
-                    self.inbuf.extend_from_slice(&dst[used..n]);
-                    self.phase = after.phase();
-                }
-                used
-            }
-            _ => n,
-        };
-        buf.advance(keep);
-        Poll::Ready(Ok(Ok(n)))
-    }
-
     /// Reads what the socket has (up to [`READ_CHUNK`]) onto the end of `inbuf`.
     pub(super) fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         // A stack chunk, not spare room in `inbuf`: a 16 KiB buffer kept per idle connection
@@ -243,8 +199,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
 
     fn on_timeout(&mut self, cx: &mut Context<'_>, wait: Wait) -> Poll<io::Result<()>> {
         match wait {
-            // End-of-stream between requests ends hyper's session cleanly; `parked` keeps the
-            // socket open (`poll_shutdown` does nothing) and our buffer goes too.
+            // Ends the HTTP/1 session between requests (`poll_head` reports no more); `parked`
+            // keeps the socket open for `poll_arrival`, and our buffer goes too.
             Wait::Park => {
                 self.parked = true;
                 self.inbuf = BytesMut::new();
