@@ -17,9 +17,20 @@ pub fn free_udp_port() -> SocketAddr {
         .expect("bind a free UDP port")
 }
 
-/// An address nothing listens on, for connect-refused cases. The same as [`free_port`]: a port
-/// just released is very unlikely to be taken again while the test runs (the kernel hands out
-/// ephemeral ports in sequence).
+/// An address nothing listens on, for connect-refused cases: a socket bound to a port on
+/// 127.0.0.1 and never listening, so every connect to it is refused. The socket is leaked on
+/// purpose: while this test process lives no other process can take the port (a port merely
+/// released, as [`free_port`] gives, can be, and a connect to it then succeeds).
 pub fn closed_port() -> SocketAddr {
-    free_port()
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    socket.bind(&loopback.into()).expect("bind a loopback port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound address");
+    std::mem::forget(socket);
+    addr
 }
