@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
@@ -76,17 +76,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
                 self.inbuf.clear();
                 return Poll::Ready(Ok(NextHead::End));
             }
-            match self.read_more(cx) {
-                Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(_)) => self.bytes_arrived(),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                // A timer may have run out and changed the phase (or parked): look again.
-                Poll::Pending => match self.on_pending(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                },
-            }
+            let read = self.read_more(cx);
+            ready!(self.settle_read(cx, read))?;
         }
     }
 
@@ -171,21 +162,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
             if self.eof {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
-            match self.read_body(cx) {
-                Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(_)) => self.bytes_arrived(),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => match self.on_pending(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                },
-            }
+            let read = self.read_body(cx);
+            ready!(self.settle_read(cx, read))?;
         }
     }
 
     /// Reads body bytes straight into `inbuf`'s spare room (no copy through a stack chunk as
     /// for heads): they leave it as shared slices.
+    /// What one read (of a head or a body) leaves behind: end of stream noted, arrival time
+    /// recorded, or, when the read would wait, the timers checked; a timer that ran out may
+    /// have changed the phase (or parked), so `Ready(Ok(()))` means "look again".
+    fn settle_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<()>> {
+        match read {
+            Poll::Ready(Ok(0)) => self.eof = true,
+            Poll::Ready(Ok(_)) => self.bytes_arrived(),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return self.on_pending(cx),
+        }
+        Poll::Ready(Ok(()))
+    }
+
     fn read_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let want = match &self.phase {
             Phase::Length(left, _) => usize::try_from(*left).unwrap_or(usize::MAX),
