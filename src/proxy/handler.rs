@@ -334,7 +334,13 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 pub(super) fn request_host(parts: &Parts) -> Option<HeaderValue> {
     if let Some(authority) = parts.uri.authority() {
         // Userinfo (`user@host`) is not part of the host and must not reach the backend.
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        // A byte loop over the short authority rather than `rsplit('@')`, whose searcher
+        // (`memrchr`) costs more to set up than the whole scan.
+        let authority = authority.as_str();
+        let host = match authority.bytes().rposition(|b| b == b'@') {
+            Some(at) => &authority[at + 1..],
+            None => authority,
+        };
         return HeaderValue::from_str(host).ok();
     }
     parts
