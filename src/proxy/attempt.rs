@@ -59,6 +59,9 @@ pub struct Plan<'a> {
     /// The downstream request body's record (requests with a body): a failure the client
     /// caused is never the endpoint's (no ejection, breaker, retry or outcome metric).
     pub client: Option<ClientBody>,
+    /// The connection's forwarding fields as head lines, for an HTTP/1.1 endpoint's client to
+    /// write after the map's fields (empty: they are in the map; see `handler::upstream_head`).
+    pub forwarding: &'a [u8],
 }
 
 /// The winning attempt.

@@ -136,16 +136,27 @@ pub(super) struct Upgrade {
     downstream: Option<OnUpgrade>,
 }
 
+/// The request head's rules beyond its `Parts`: what `upstream_head` hands the stack.
+pub(super) struct UpstreamHead<'c> {
+    /// The accepted upgrade, if any.
+    pub(super) upgrade: Option<Upgrade>,
+    /// The connection's forwarding fields as head lines, for the HTTP/1.1 client to write
+    /// after the header map's fields (empty: they are in the map). See
+    /// `headers::forwarding_lines`.
+    pub(super) forwarding: &'c [u8],
+}
+
 /// Makes the request head the endpoint sees: hop-by-hop headers stripped (an accepted upgrade
 /// and `te: trailers` to HTTP/2 backends survive on purpose), forwarding headers, `via`,
 /// the client's Host, the route's header rules, the rewritten target and the upstream
-/// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any.
+/// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any, and
+/// the forwarding fields left out of the map for an HTTP/1.1 endpoint.
 #[allow(
     clippy::too_many_arguments,
     reason = "each is a distinct input of the head rules, borrowed from the stack's locals"
 )]
-pub(super) fn upstream_head(
-    ctx: &ConnContext,
+pub(super) fn upstream_head<'c>(
+    ctx: &'c ConnContext,
     listener: &ListenerSnapshot,
     route: &CompiledRoute,
     protocol: Protocol,
@@ -153,7 +164,7 @@ pub(super) fn upstream_head(
     host: Option<HeaderValue>,
     parts: &mut Parts,
     present: Present,
-) -> Result<Option<Upgrade>, ProxyError> {
+) -> Result<UpstreamHead<'c>, ProxyError> {
     let upgrade = (route.config().websocket
         && protocol == Protocol::Http1
         && present.has(Watched::Connection)
@@ -175,22 +186,46 @@ pub(super) fn upstream_head(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::ensure_traceparent(&mut parts.headers, present);
-    // Rendered at the session's start; rendered here only if a path ever skipped that.
-    let rendered;
-    let view = match ctx.forwarding.as_deref() {
-        Some(view) => view,
+    // The connection's forwarding fields go to an HTTP/1.1 endpoint as lines its client writes
+    // after the map's fields, when they are exactly ours (the client sent none of them) and no
+    // route rule could add or remove them; else into the map.
+    let rules = &route.config().headers;
+    let forwarding = ctx
+        .forwarding
+        .as_deref()
+        .filter(|_| {
+            protocol == Protocol::Http1
+                && rules.request_add.is_empty()
+                && rules.request_remove.is_empty()
+        })
+        .and_then(|view| headers::forwarding_lines(present, view));
+    match forwarding {
+        Some(_) => headers::set_forwarded_host(
+            &mut parts.headers,
+            present,
+            listener.trusted_hops(),
+            host.as_ref(),
+        ),
         None => {
-            rendered = ctx.view();
-            &rendered
+            // Rendered at the session's start; rendered here only if a path ever skipped
+            // that.
+            let rendered;
+            let view = match ctx.forwarding.as_deref() {
+                Some(view) => view,
+                None => {
+                    rendered = ctx.view();
+                    &rendered
+                }
+            };
+            headers::set_forwarded(
+                &mut parts.headers,
+                present,
+                view,
+                listener.trusted_hops(),
+                host.as_ref(),
+            );
         }
-    };
-    headers::set_forwarded(
-        &mut parts.headers,
-        present,
-        view,
-        listener.trusted_hops(),
-        host.as_ref(),
-    );
+    }
     crate::tls::identity::set_forwarded_client_cert(
         &mut parts.headers,
         present,
@@ -233,10 +268,13 @@ pub(super) fn upstream_head(
     };
     // Taken before the request moves on: the server resolves it once the 101 is written
     // downstream.
-    Ok(upgrade.map(|token| Upgrade {
-        token,
-        downstream: parts.extensions.remove::<OnUpgrade>(),
-    }))
+    Ok(UpstreamHead {
+        upgrade: upgrade.map(|token| Upgrade {
+            token,
+            downstream: parts.extensions.remove::<OnUpgrade>(),
+        }),
+        forwarding: forwarding.unwrap_or_default(),
+    })
 }
 
 /// Makes the winning attempt's response the client's: hop-by-hop headers stripped, an

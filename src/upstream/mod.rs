@@ -64,6 +64,8 @@ impl Upstream {
     /// is the downstream body's record (requests with a body): a failure the client caused comes
     /// back as [`FailureKind::Client`](crate::wire::FailureKind::Client). Counts the attempt in
     /// `switchyard_upstream_requests_total`, unless the client caused its failure.
+    /// `forwarding`: head lines the HTTP/1.1 client writes after the map's fields (the
+    /// connection's forwarding fields; empty for none, and always for an HTTP/2 cluster).
     #[allow(
         clippy::manual_async_fn,
         reason = "arguments held once: see the module doc of proxy::stack"
@@ -75,13 +77,14 @@ impl Upstream {
         req: Request<Body>,
         timeout: Option<(Instant, Duration)>,
         client: Option<&'a ClientBody>,
+        forwarding: &'a [u8],
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
         async move {
             // Pinned where it is built: the timer wraps a reference to it, so the (large)
             // exchange future is not moved into the timer and again into this block's state.
-            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req));
+            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req, forwarding));
             let result = match timeout {
                 Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 mod forwarded;
 
-pub use forwarded::{set_forwarded, ConnView};
+pub use forwarded::{forwarding_lines, set_forwarded, set_forwarded_host, ConnView};
 
 /// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
 /// `keep-alive` and `proxy-connection`), in [`Watched`]'s order: `HOP_BY_HOP[i]` is the name

@@ -27,8 +27,10 @@ pub(crate) enum BodyFraming {
 }
 
 /// Sets the framing headers of `parts` for a body of `body_len` (`None`: already at its end;
-/// `Some(None)`: unknown length), then writes the request head to `out`. Returns the body's
-/// framing and whether the request asks to close the connection after it.
+/// `Some(None)`: unknown length), then writes the request head to `out`, with `lines`
+/// (complete `name: value\r\n` lines, such as the connection's forwarding fields) after the
+/// map's fields. Returns the body's framing and whether the request asks to close the
+/// connection after it.
 ///
 /// The head's size is summed first and `out` grown once; the pieces are then copied into that
 /// room with [`Room::put`], which copies the short ones (most names and values) inline instead
@@ -39,6 +41,7 @@ pub(crate) enum BodyFraming {
 pub(crate) fn encode_head(
     parts: &mut Parts,
     body_len: Option<Option<u64>>,
+    lines: &[u8],
     out: &mut Vec<u8>,
 ) -> (BodyFraming, bool) {
     let framing = set_length(parts, body_len);
@@ -61,7 +64,7 @@ pub(crate) fn encode_head(
     };
     let method = parts.method.as_str().as_bytes();
     let mut close = parts.version == Version::HTTP_10;
-    let mut size = method.len() + 1 + target.len() + version.len() + 2;
+    let mut size = method.len() + 1 + target.len() + version.len() + lines.len() + 2;
     for (name, value) in &parts.headers {
         if name == CONNECTION {
             close |= has_token(value, "close");
@@ -84,6 +87,7 @@ pub(crate) fn encode_head(
         room.put(value.as_bytes());
         room.put(b"\r\n");
     }
+    room.put(lines);
     room.put(b"\r\n");
     debug_assert!(
         room.0.is_empty(),
@@ -221,7 +225,7 @@ mod tests {
     fn encode(req: Request<()>, body_len: Option<Option<u64>>) -> (String, BodyFraming, bool) {
         let (mut parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        let (framing, close) = encode_head(&mut parts, body_len, &mut out);
+        let (framing, close) = encode_head(&mut parts, body_len, b"", &mut out);
         (String::from_utf8(out).unwrap(), framing, close)
     }
 
@@ -278,8 +282,9 @@ mod tests {
         assert!(close);
     }
 
-    /// What `encode_head` wrote before it summed sizes and copied short pieces inline.
-    fn reference(parts: &Parts) -> Vec<u8> {
+    /// What `encode_head` wrote before it summed sizes and copied short pieces inline (and
+    /// before it took `lines`, which follow the map's fields).
+    fn reference(parts: &Parts, lines: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
@@ -297,6 +302,7 @@ mod tests {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        out.extend_from_slice(lines);
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -312,6 +318,7 @@ mod tests {
             fields in proptest::collection::vec(("[a-z][a-z0-9-]{0,40}", "[ -~]{0,70}"), 0..12),
             long in proptest::option::of("[a-z]{900,2100}"),
             before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            lines in "([a-z][a-z0-9-]{0,20}: [!-~]{0,40}\r\n){0,5}",
         ) {
             let mut req = Request::get(path.as_str());
             for (name, value) in &fields {
@@ -323,9 +330,9 @@ mod tests {
             }
             let (mut parts, ()) = req.body(()).expect("valid request").into_parts();
             let mut out = before.clone();
-            encode_head(&mut parts, None, &mut out);
+            encode_head(&mut parts, None, lines.as_bytes(), &mut out);
             proptest::prop_assert_eq!(&out[..before.len()], &before[..]);
-            proptest::prop_assert_eq!(&out[before.len()..], &reference(&parts)[..]);
+            proptest::prop_assert_eq!(&out[before.len()..], &reference(&parts, lines.as_bytes())[..]);
         }
     }
 
