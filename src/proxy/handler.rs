@@ -30,7 +30,7 @@ use crate::config::Protocol;
 use crate::router::CompiledRoute;
 use crate::state::{ListenerSnapshot, Shared};
 use crate::upstream::upgrade::{self, UpstreamUpgrade};
-use crate::upstream::Upstream;
+use crate::upstream::{HeadLines, Upstream};
 use crate::wire::headers::{self, Present, Watched};
 use crate::wire::upgrade::OnUpgrade;
 use crate::wire::ProxyError;
@@ -140,10 +140,10 @@ pub(super) struct Upgrade {
 pub(super) struct UpstreamHead<'c> {
     /// The accepted upgrade, if any.
     pub(super) upgrade: Option<Upgrade>,
-    /// The connection's forwarding fields as head lines, for the HTTP/1.1 client to write
-    /// after the header map's fields (empty: they are in the map). See
-    /// `headers::forwarding_lines`.
-    pub(super) forwarding: &'c [u8],
+    /// Fields for the HTTP/1.1 client to write after the header map's, instead of their
+    /// inserts: the connection's forwarding fields (`headers::forwarding_lines`),
+    /// `x-forwarded-host` and `via` when the client sent none of them.
+    pub(super) lines: HeadLines<'c>,
 }
 
 /// Makes the request head the endpoint sees: hop-by-hop headers stripped (an accepted upgrade
@@ -199,13 +199,22 @@ pub(super) fn upstream_head<'c>(
                 && rules.request_remove.is_empty()
         })
         .and_then(|view| headers::forwarding_lines(present, view));
+    let mut lines = HeadLines::default();
     match forwarding {
-        Some(_) => headers::set_forwarded_host(
-            &mut parts.headers,
-            present,
-            listener.trusted_hops(),
-            host.as_ref(),
-        ),
+        Some(conn) => {
+            lines.conn = conn;
+            // `x-forwarded-host` too, when it is ours to set (the client sent none: with none
+            // there is nothing a trusted hop's could keep or a client's must lose).
+            if !present.has(Watched::XForwardedHost) {
+                lines.forwarded_host = host.clone();
+            }
+            headers::set_forwarded_host(
+                &mut parts.headers,
+                present,
+                listener.trusted_hops(),
+                host.as_ref().filter(|_| lines.forwarded_host.is_none()),
+            );
+        }
         None => {
             // Rendered at the session's start; rendered here only if a path ever skipped
             // that.
@@ -231,8 +240,13 @@ pub(super) fn upstream_head<'c>(
         present,
         ctx.client_identity.as_deref(),
     );
-    // With the version the client spoke, before it becomes the upstream protocol's.
-    headers::add_request_via(&mut parts.headers, parts.version);
+    // With the version the client spoke, before it becomes the upstream protocol's. As a line
+    // with the forwarding ones when the client sent no `via` to append to.
+    if forwarding.is_some() && !present.has(Watched::Via) {
+        lines.via = headers::request_via_line(parts.version);
+    } else {
+        headers::add_request_via(&mut parts.headers, parts.version);
+    }
     // The client's Host (or the authority of an absolute-form / HTTP/2 target, which
     // RFC 9112 3.2.2 and RFC 9113 8.3.1 say take precedence) goes upstream unchanged. An HTTP/1
     // origin-form request's host *is* its one Host line (the head check refuses a second), so
@@ -273,7 +287,7 @@ pub(super) fn upstream_head<'c>(
             token,
             downstream: parts.extensions.remove::<OnUpgrade>(),
         }),
-        forwarding: forwarding.unwrap_or_default(),
+        lines,
     })
 }
 

@@ -209,7 +209,7 @@ impl Conn {
         &mut self,
         req: Request<Body>,
         address: SocketAddr,
-        lines: &[u8],
+        lines: &super::HeadLines<'_>,
     ) -> Result<Sent, SendError> {
         let (mut parts, body) = req.into_parts();
         let body_len = if body.is_end_stream() {
