@@ -27,7 +27,7 @@ use crate::resilience::policy::{self, Verdict};
 use crate::resilience::replay::Replay;
 use crate::resilience::{backoff, RouteResilience};
 use crate::state::ClusterSnapshot;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{HeadLines, Upstream, UpstreamBody};
 use crate::wire::ProxyError;
 use crate::wire::{self, ClientBody, FailureKind, UpstreamError};
 
@@ -59,6 +59,9 @@ pub struct Plan<'a> {
     /// The downstream request body's record (requests with a body): a failure the client
     /// caused is never the endpoint's (no ejection, breaker, retry or outcome metric).
     pub client: Option<ClientBody>,
+    /// Fields an HTTP/1.1 endpoint's client writes after the map's (see
+    /// `handler::upstream_head`).
+    pub lines: HeadLines<'a>,
 }
 
 /// The winning attempt.

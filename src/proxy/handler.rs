@@ -30,7 +30,7 @@ use crate::config::Protocol;
 use crate::router::CompiledRoute;
 use crate::state::{ListenerSnapshot, Shared};
 use crate::upstream::upgrade::{self, UpstreamUpgrade};
-use crate::upstream::Upstream;
+use crate::upstream::{HeadLines, Upstream};
 use crate::wire::headers::{self, Present, Watched};
 use crate::wire::upgrade::OnUpgrade;
 use crate::wire::ProxyError;
@@ -136,16 +136,27 @@ pub(super) struct Upgrade {
     downstream: Option<OnUpgrade>,
 }
 
+/// The request head's rules beyond its `Parts`: what `upstream_head` hands the stack.
+pub(super) struct UpstreamHead<'c> {
+    /// The accepted upgrade, if any.
+    pub(super) upgrade: Option<Upgrade>,
+    /// Fields for the HTTP/1.1 client to write after the header map's, instead of their
+    /// inserts: the connection's forwarding fields (`headers::forwarding_lines`),
+    /// `x-forwarded-host` and `via` when the client sent none of them.
+    pub(super) lines: HeadLines<'c>,
+}
+
 /// Makes the request head the endpoint sees: hop-by-hop headers stripped (an accepted upgrade
 /// and `te: trailers` to HTTP/2 backends survive on purpose), forwarding headers, `via`,
 /// the client's Host, the route's header rules, the rewritten target and the upstream
-/// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any.
+/// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any, and
+/// the forwarding fields left out of the map for an HTTP/1.1 endpoint.
 #[allow(
     clippy::too_many_arguments,
     reason = "each is a distinct input of the head rules, borrowed from the stack's locals"
 )]
-pub(super) fn upstream_head(
-    ctx: &ConnContext,
+pub(super) fn upstream_head<'c>(
+    ctx: &'c ConnContext,
     listener: &ListenerSnapshot,
     route: &CompiledRoute,
     protocol: Protocol,
@@ -153,7 +164,7 @@ pub(super) fn upstream_head(
     host: Option<HeaderValue>,
     parts: &mut Parts,
     present: Present,
-) -> Result<Option<Upgrade>, ProxyError> {
+) -> Result<UpstreamHead<'c>, ProxyError> {
     let upgrade = (route.config().websocket
         && protocol == Protocol::Http1
         && present.has(Watched::Connection)
@@ -175,29 +186,67 @@ pub(super) fn upstream_head(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::ensure_traceparent(&mut parts.headers, present);
-    // Rendered at the session's start; rendered here only if a path ever skipped that.
-    let rendered;
-    let view = match ctx.forwarding.as_deref() {
-        Some(view) => view,
-        None => {
-            rendered = ctx.view();
-            &rendered
+    // The connection's forwarding fields go to an HTTP/1.1 endpoint as lines its client writes
+    // after the map's fields, when they are exactly ours (the client sent none of them) and no
+    // route rule could add or remove them; else into the map.
+    let rules = &route.config().headers;
+    let forwarding = ctx
+        .forwarding
+        .as_deref()
+        .filter(|_| {
+            protocol == Protocol::Http1
+                && rules.request_add.is_empty()
+                && rules.request_remove.is_empty()
+        })
+        .and_then(|view| headers::forwarding_lines(present, view));
+    let mut lines = HeadLines::default();
+    match forwarding {
+        Some(conn) => {
+            lines.conn = conn;
+            // `x-forwarded-host` too, when it is ours to set (the client sent none: with none
+            // there is nothing a trusted hop's could keep or a client's must lose).
+            if !present.has(Watched::XForwardedHost) {
+                lines.forwarded_host = host.clone();
+            }
+            headers::set_forwarded_host(
+                &mut parts.headers,
+                present,
+                listener.trusted_hops(),
+                host.as_ref().filter(|_| lines.forwarded_host.is_none()),
+            );
         }
-    };
-    headers::set_forwarded(
-        &mut parts.headers,
-        present,
-        view,
-        listener.trusted_hops(),
-        host.as_ref(),
-    );
+        None => {
+            // Rendered at the session's start; rendered here only if a path ever skipped
+            // that.
+            let rendered;
+            let view = match ctx.forwarding.as_deref() {
+                Some(view) => view,
+                None => {
+                    rendered = ctx.view();
+                    &rendered
+                }
+            };
+            headers::set_forwarded(
+                &mut parts.headers,
+                present,
+                view,
+                listener.trusted_hops(),
+                host.as_ref(),
+            );
+        }
+    }
     crate::tls::identity::set_forwarded_client_cert(
         &mut parts.headers,
         present,
         ctx.client_identity.as_deref(),
     );
-    // With the version the client spoke, before it becomes the upstream protocol's.
-    headers::add_request_via(&mut parts.headers, parts.version);
+    // With the version the client spoke, before it becomes the upstream protocol's. As a line
+    // with the forwarding ones when the client sent no `via` to append to.
+    if forwarding.is_some() && !present.has(Watched::Via) {
+        lines.via = headers::request_via_line(parts.version);
+    } else {
+        headers::add_request_via(&mut parts.headers, parts.version);
+    }
     // The client's Host (or the authority of an absolute-form / HTTP/2 target, which
     // RFC 9112 3.2.2 and RFC 9113 8.3.1 say take precedence) goes upstream unchanged. An HTTP/1
     // origin-form request's host *is* its one Host line (the head check refuses a second), so
@@ -233,10 +282,13 @@ pub(super) fn upstream_head(
     };
     // Taken before the request moves on: the server resolves it once the 101 is written
     // downstream.
-    Ok(upgrade.map(|token| Upgrade {
-        token,
-        downstream: parts.extensions.remove::<OnUpgrade>(),
-    }))
+    Ok(UpstreamHead {
+        upgrade: upgrade.map(|token| Upgrade {
+            token,
+            downstream: parts.extensions.remove::<OnUpgrade>(),
+        }),
+        lines,
+    })
 }
 
 /// Makes the winning attempt's response the client's: hop-by-hop headers stripped, an
@@ -334,7 +386,13 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
 pub(super) fn request_host(parts: &Parts) -> Option<HeaderValue> {
     if let Some(authority) = parts.uri.authority() {
         // Userinfo (`user@host`) is not part of the host and must not reach the backend.
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        // A byte loop over the short authority rather than `rsplit('@')`, whose searcher
+        // (`memrchr`) costs more to set up than the whole scan.
+        let authority = authority.as_str();
+        let host = match authority.bytes().rposition(|b| b == b'@') {
+            Some(at) => &authority[at + 1..],
+            None => authority,
+        };
         return HeaderValue::from_str(host).ok();
     }
     parts

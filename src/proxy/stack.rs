@@ -190,7 +190,7 @@ fn exchange<'a>(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let upgrade = handler::upstream_head(
+        let handler::UpstreamHead { upgrade, lines } = handler::upstream_head(
             ctx,
             listener,
             route,
@@ -229,6 +229,7 @@ fn exchange<'a>(
             deadline: total.map(|t| (now + t, t)),
             started: now,
             client: facts.client_body.clone(),
+            lines,
         };
         let won = attempt::run(plan, parts, body, facts, cluster_slot).await?;
         handler::downstream_head(route, won, upgrade, idle)
@@ -299,6 +300,7 @@ pub(super) fn send<'a>(
                 request,
                 attempt::limit(plan, sent_at),
                 plan.client.as_ref(),
+                &plan.lines,
             )
             .await;
         crate::health::record(plan.cluster, &endpoint, &result);

@@ -18,6 +18,7 @@ use super::connect::Sender;
 use super::h1::{self, BodyReader, Sent};
 use super::pool::{self, Lease};
 use super::upgrade::UpstreamUpgrade;
+use super::HeadLines;
 use crate::config::ClusterConfig;
 use crate::endpoint::EndpointState;
 use crate::wire::outcome::{classify, FailureKind, UpstreamError};
@@ -56,7 +57,8 @@ impl ReplayHead {
     }
 }
 
-/// Sends `req` to `endpoint` and returns the checked response head.
+/// Sends `req` to `endpoint` and returns the checked response head. `lines`: fields the
+/// HTTP/1.1 client writes after the map's (see [`HeadLines`]).
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments held once: see the module doc of proxy::stack"
@@ -65,6 +67,7 @@ pub(crate) fn exchange<'a>(
     cluster: &'a ClusterConfig,
     endpoint: &'a Arc<EndpointState>,
     mut req: Request<Body>,
+    lines: &'a HeadLines<'a>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
     async move {
         let address = endpoint.address();
@@ -87,7 +90,7 @@ pub(crate) fn exchange<'a>(
             let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
             fresh = true;
             match sender {
-                Sender::H1(mut conn) => match conn.send(request, address).await {
+                Sender::H1(mut conn) => match conn.send(request, address, lines).await {
                     Ok(sent) => return finish_h1(endpoint, conn, sent),
                     Err(h1::SendError { error, unsent }) => {
                         match unsent {
@@ -99,6 +102,8 @@ pub(crate) fn exchange<'a>(
                     }
                 },
                 Sender::H2(mut sender) => match sender.try_send_request(request).await {
+                    // Never lines for HTTP/2: `handler::upstream_head` puts its forwarding
+                    // fields in the map.
                     Ok(response) => {
                         return Ok(response.map(UpstreamBody::h2));
                     }

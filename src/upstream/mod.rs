@@ -40,6 +40,21 @@ use crate::config::ClusterConfig;
 use crate::endpoint::EndpointState;
 use crate::wire::{Body, ClientBody, Outcome, UpstreamError};
 
+/// Fields of the request head that the HTTP/1.1 client writes after the header map's, rather
+/// than the request path inserting them into the map (each insert hashes the name and probes
+/// the map). `handler::upstream_head` fills it only for an HTTP/1.1 cluster, and only with
+/// what it would otherwise have inserted; the default writes nothing.
+#[derive(Debug, Default)]
+pub struct HeadLines<'a> {
+    /// The connection's forwarding fields, complete `name: value\r\n` lines
+    /// (`headers::forwarding_lines`).
+    pub conn: &'a [u8],
+    /// Our `via` line, when the client sent no `via` (`headers::request_via_line`).
+    pub via: &'static [u8],
+    /// The value of `x-forwarded-host`, when it is ours to set.
+    pub forwarded_host: Option<http::HeaderValue>,
+}
+
 /// One worker's handle on the upstream side.
 ///
 /// It holds no state: the pools live in a thread-local of the worker's thread (see [`pool`]),
@@ -64,6 +79,8 @@ impl Upstream {
     /// is the downstream body's record (requests with a body): a failure the client caused comes
     /// back as [`FailureKind::Client`](crate::wire::FailureKind::Client). Counts the attempt in
     /// `switchyard_upstream_requests_total`, unless the client caused its failure.
+    /// `lines`: fields the HTTP/1.1 client writes after the map's (always empty for an HTTP/2
+    /// cluster).
     #[allow(
         clippy::manual_async_fn,
         reason = "arguments held once: see the module doc of proxy::stack"
@@ -75,13 +92,14 @@ impl Upstream {
         req: Request<Body>,
         timeout: Option<(Instant, Duration)>,
         client: Option<&'a ClientBody>,
+        lines: &'a HeadLines<'a>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
         async move {
             // Pinned where it is built: the timer wraps a reference to it, so the (large)
             // exchange future is not moved into the timer and again into this block's state.
-            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req));
+            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req, lines));
             let result = match timeout {
                 Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 mod forwarded;
 
-pub use forwarded::{set_forwarded, ConnView};
+pub use forwarded::{forwarding_lines, set_forwarded, set_forwarded_host, ConnView};
 
 /// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
 /// `keep-alive` and `proxy-connection`), in [`Watched`]'s order: `HOP_BY_HOP[i]` is the name
@@ -102,6 +102,8 @@ watched! {
     XForwardedClientCert => "x-forwarded-client-cert",
     /// `grpc-timeout`: bounds the exchange like the route's `timeout`.
     GrpcTimeout => "grpc-timeout",
+    /// `via`: ours is appended to the client's, or is the only one.
+    Via => "via",
 }
 
 /// Which [`Watched`] headers a header map held when it was scanned. Taken where a stage
@@ -306,6 +308,16 @@ pub fn add_request_via(headers: &mut HeaderMap, version: http::Version) {
     append_via(headers, entry);
 }
 
+/// Our `via` entry for a request the client sent with `version`, as a line of an HTTP/1.1
+/// head: what [`add_request_via`] sets when the request has no `via`.
+pub fn request_via_line(version: http::Version) -> &'static [u8] {
+    match version {
+        http::Version::HTTP_10 => b"via: 1.0 switchyard\r\n",
+        http::Version::HTTP_2 => b"via: 2 switchyard\r\n",
+        _ => b"via: 1.1 switchyard\r\n",
+    }
+}
+
 /// Appends `entry` to `via`. The entry API looks the name up once where a `get` and an
 /// `insert` looked it up twice (no measurable difference: `via` is a standard name, cheap to
 /// hash).
@@ -390,7 +402,7 @@ mod tests {
         for &watched in Watched::ALL {
             assert_eq!(Watched::of(watched.name()), Some(watched));
         }
-        for other in ["x-request-ie", "keep-alivf", "te-", "via", "content-length"] {
+        for other in ["x-request-ie", "keep-alivf", "te-", "vib", "content-length"] {
             assert_eq!(Watched::of(other), None, "{other}");
         }
         // The hop-by-hop names are the first variants, in the same order.
@@ -616,6 +628,21 @@ mod tests {
         add_via(&mut h);
         let lines: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(lines, ["1.0 fred, 1.1 nowhere, 1.1 switchyard"]);
+    }
+
+    #[test]
+    fn the_via_line_is_what_add_request_via_sets() {
+        for version in [
+            http::Version::HTTP_09,
+            http::Version::HTTP_10,
+            http::Version::HTTP_11,
+            http::Version::HTTP_2,
+        ] {
+            let mut h = HeaderMap::new();
+            add_request_via(&mut h, version);
+            let line = format!("via: {}\r\n", h["via"].to_str().expect("text"));
+            assert_eq!(request_via_line(version), line.as_bytes(), "{version:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
 use super::parse::{content_length, has_token};
+use crate::upstream::HeadLines;
 
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +28,9 @@ pub(crate) enum BodyFraming {
 }
 
 /// Sets the framing headers of `parts` for a body of `body_len` (`None`: already at its end;
-/// `Some(None)`: unknown length), then writes the request head to `out`. Returns the body's
-/// framing and whether the request asks to close the connection after it.
+/// `Some(None)`: unknown length), then writes the request head to `out`, with `lines` (the
+/// fields the request path left out of the map, see `HeadLines`) after the map's fields. Returns the body's framing and whether the request asks to close the
+/// connection after it.
 ///
 /// The head's size is summed first and `out` grown once; the pieces are then copied into that
 /// room with [`Room::put`], which copies the short ones (most names and values) inline instead
@@ -39,6 +41,7 @@ pub(crate) enum BodyFraming {
 pub(crate) fn encode_head(
     parts: &mut Parts,
     body_len: Option<Option<u64>>,
+    lines: &HeadLines<'_>,
     out: &mut Vec<u8>,
 ) -> (BodyFraming, bool) {
     let framing = set_length(parts, body_len);
@@ -62,6 +65,10 @@ pub(crate) fn encode_head(
     let method = parts.method.as_str().as_bytes();
     let mut close = parts.version == Version::HTTP_10;
     let mut size = method.len() + 1 + target.len() + version.len() + 2;
+    size += lines.conn.len() + lines.via.len();
+    if let Some(host) = &lines.forwarded_host {
+        size += FORWARDED_HOST.len() + host.len() + 2;
+    }
     for (name, value) in &parts.headers {
         if name == CONNECTION {
             close |= has_token(value, "close");
@@ -84,6 +91,13 @@ pub(crate) fn encode_head(
         room.put(value.as_bytes());
         room.put(b"\r\n");
     }
+    room.put(lines.conn);
+    room.put(lines.via);
+    if let Some(host) = &lines.forwarded_host {
+        room.put(FORWARDED_HOST);
+        room.put(host.as_bytes());
+        room.put(b"\r\n");
+    }
     room.put(b"\r\n");
     debug_assert!(
         room.0.is_empty(),
@@ -91,6 +105,9 @@ pub(crate) fn encode_head(
     );
     (framing, close)
 }
+
+/// The start of an `x-forwarded-host` line.
+const FORWARDED_HOST: &[u8] = b"x-forwarded-host: ";
 
 /// The part of the output not written yet.
 struct Room<'a>(&'a mut [u8]);
@@ -221,7 +238,7 @@ mod tests {
     fn encode(req: Request<()>, body_len: Option<Option<u64>>) -> (String, BodyFraming, bool) {
         let (mut parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        let (framing, close) = encode_head(&mut parts, body_len, &mut out);
+        let (framing, close) = encode_head(&mut parts, body_len, &HeadLines::default(), &mut out);
         (String::from_utf8(out).unwrap(), framing, close)
     }
 
@@ -278,8 +295,9 @@ mod tests {
         assert!(close);
     }
 
-    /// What `encode_head` wrote before it summed sizes and copied short pieces inline.
-    fn reference(parts: &Parts) -> Vec<u8> {
+    /// What `encode_head` wrote before it summed sizes and copied short pieces inline (and
+    /// before it took `lines`, which follow the map's fields).
+    fn reference(parts: &Parts, lines: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
@@ -297,6 +315,7 @@ mod tests {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        out.extend_from_slice(lines);
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -312,6 +331,9 @@ mod tests {
             fields in proptest::collection::vec(("[a-z][a-z0-9-]{0,40}", "[ -~]{0,70}"), 0..12),
             long in proptest::option::of("[a-z]{900,2100}"),
             before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            lines in "([a-z][a-z0-9-]{0,20}: [!-~]{0,40}\r\n){0,5}",
+            via in proptest::prelude::any::<bool>(),
+            host in proptest::option::of("[a-z0-9.:-]{1,40}"),
         ) {
             let mut req = Request::get(path.as_str());
             for (name, value) in &fields {
@@ -323,9 +345,20 @@ mod tests {
             }
             let (mut parts, ()) = req.body(()).expect("valid request").into_parts();
             let mut out = before.clone();
-            encode_head(&mut parts, None, &mut out);
+            let via: &'static [u8] = if via { b"via: 1.1 switchyard\r\n" } else { b"" };
+            let head_lines = HeadLines {
+                conn: lines.as_bytes(),
+                via,
+                forwarded_host: host.as_deref().map(|h| HeaderValue::from_str(h).expect("value")),
+            };
+            encode_head(&mut parts, None, &head_lines, &mut out);
+            let mut expected = lines.as_bytes().to_vec();
+            expected.extend_from_slice(via);
+            if let Some(host) = &host {
+                expected.extend_from_slice(format!("x-forwarded-host: {host}\r\n").as_bytes());
+            }
             proptest::prop_assert_eq!(&out[..before.len()], &before[..]);
-            proptest::prop_assert_eq!(&out[before.len()..], &reference(&parts)[..]);
+            proptest::prop_assert_eq!(&out[before.len()..], &reference(&parts, &expected)[..]);
         }
     }
 

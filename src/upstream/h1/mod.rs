@@ -209,6 +209,7 @@ impl Conn {
         &mut self,
         req: Request<Body>,
         address: SocketAddr,
+        lines: &super::HeadLines<'_>,
     ) -> Result<Sent, SendError> {
         let (mut parts, body) = req.into_parts();
         let body_len = if body.is_end_stream() {
@@ -217,7 +218,7 @@ impl Conn {
             Some(body.size_hint().exact())
         };
         self.wbuf.clear();
-        let (framing, close) = encode::encode_head(&mut parts, body_len, &mut self.wbuf);
+        let (framing, close) = encode::encode_head(&mut parts, body_len, lines, &mut self.wbuf);
         let done = framing == BodyFraming::Length(0);
         let mut writer = Writer {
             pos: 0,

@@ -118,7 +118,10 @@ pub(crate) fn parse(
         let mut headers = std::mem::take(spare);
         headers.clear();
         headers.reserve(count);
-        let (mut te, mut cl, mut close, mut keep_alive_token) = (false, false, false, false);
+        let (mut te, mut close, mut keep_alive_token) = (false, false, false);
+        // The Content-Length fields folded as they are read (`None`: there were none), so the
+        // framing needs no second lookup; an invalid one is an error only if the framing uses it.
+        let mut length: Option<Result<u64, ParseError>> = None;
         for span in &spans[..count] {
             let [ns, ne, vs, ve] = span.map(|offset| offset as usize);
             let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| ParseError::Field)?;
@@ -127,13 +130,28 @@ pub(crate) fn parse(
             if name == TRANSFER_ENCODING {
                 te = true;
             } else if name == CONTENT_LENGTH {
-                cl = true;
+                length = Some(fold_length(length, &value));
             } else if name == CONNECTION {
-                close |= has_token(&value, "close");
-                keep_alive_token |= has_token(&value, "keep-alive");
+                let line = value.as_bytes();
+                // The usual lines, as nginx and most servers send them: one token that names
+                // no header but hop-by-hop ones. The line is hop-by-hop itself and every proxy
+                // response loses it (`handler::downstream_head` strips it), so it is not stored:
+                // storing it cost an insert here and a lookup and a removal there. Any other
+                // line is kept, so that the headers it names are stripped too.
+                if line.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                    continue;
+                }
+                if line.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                    continue;
+                }
+                close |= has_token_in(line, "close");
+                keep_alive_token |= has_token_in(line, "keep-alive");
             }
             headers.append(name, value);
         }
+        let cl = length.is_some();
         let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
         // RFC 9112 6.3: a response with both is a smuggling vector; hyper would silently
         // prefer chunked.
@@ -166,7 +184,7 @@ pub(crate) fn parse(
                 Framing::Close
             }
         } else if cl {
-            Framing::Length(content_length(&headers)?)
+            Framing::Length(length.unwrap_or(Err(ParseError::ContentLength))?)
         } else {
             Framing::Close
         };
@@ -196,8 +214,12 @@ pub(crate) fn parse(
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
 pub(crate) fn has_token(value: &HeaderValue, token: &str) -> bool {
+    has_token_in(value.as_bytes(), token)
+}
+
+/// [`has_token`] on a value's bytes.
+fn has_token_in(value: &[u8], token: &str) -> bool {
     value
-        .as_bytes()
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
@@ -215,22 +237,42 @@ fn is_chunked(headers: &HeaderMap) -> bool {
 
 /// The Content-Length every field (and every list element) agrees on.
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<u64, ParseError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err(ParseError::ContentLength);
-            }
-            let n = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(ParseError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ParseError::ContentLength);
-            }
-            length = Some(n);
+    headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .fold(None, |length, value| Some(fold_length(length, value)))
+        .unwrap_or(Err(ParseError::ContentLength))
+}
+
+/// The Content-Length that the fields before (`length`: `None` for none) and `value` agree on.
+/// An error stays an error.
+fn fold_length(
+    length: Option<Result<u64, ParseError>>,
+    value: &HeaderValue,
+) -> Result<u64, ParseError> {
+    let mut length = match length {
+        Some(Err(error)) => return Err(error),
+        Some(Ok(n)) => Some(n),
+        None => None,
+    };
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() {
+            return Err(ParseError::ContentLength);
         }
+        // Digits only, and a value that fits in a u64 (as `str::parse::<u64>` of a run of
+        // digits, without its UTF-8 check and sign handling).
+        let n = part
+            .iter()
+            .try_fold(0u64, |n, &b| {
+                let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+                n.checked_mul(10)?.checked_add(u64::from(digit))
+            })
+            .ok_or(ParseError::ContentLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ParseError::ContentLength);
+        }
+        length = Some(n);
     }
     length.ok_or(ParseError::ContentLength)
 }

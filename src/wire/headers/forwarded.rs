@@ -23,60 +23,121 @@ pub struct ConnView {
     port: HeaderValue,
     /// `http` or `https` (`x-forwarded-proto`).
     proto: HeaderValue,
+    /// The five fields that depend on the connection alone, as the lines of an HTTP/1.1 head
+    /// (see [`forwarding_lines`]).
+    lines: bytes::Bytes,
 }
+
+/// The names of [`ConnView::lines`], in their order.
+const LINE_NAMES: [&str; 5] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+];
 
 impl ConnView {
     /// The view of a client at `peer` connected to our `port`, over TLS or not.
     ///
-    /// Rendered per connection (per session), so without the formatting machinery: the text
-    /// `for=<peer>;proto=<proto><port>` is written into one buffer, and the peer, our
-    /// `forwarded` element and the port are views of it (one allocation, and each request's
-    /// clones of them only count a reference). Re-measure with
-    /// `benches/load/breakdown.py --tests close` (`ConnView::new` under header policy).
+    /// Rendered per connection (per session), so without the formatting machinery: the lines
+    /// `x-forwarded-for: <peer>`, `x-real-ip: <peer>`, `forwarded: for=<peer>;proto=<proto>`,
+    /// `x-forwarded-proto: <proto>` and `x-forwarded-port: <port>` are written into one
+    /// buffer, and the values are views of it (one allocation, and each request's clones of
+    /// them only count a reference). Re-measure with `benches/load/breakdown.py --tests close`
+    /// (`ConnView::new` under header policy).
     pub fn new(peer: IpAddr, port: u16, tls: bool) -> Self {
         let proto = if tls { "https" } else { "http" };
-        // Room for the longest: `for="[` 45 bytes of IPv6 `]";proto=https` and 5 digits.
-        let mut text = Vec::with_capacity(80);
-        text.extend_from_slice(b"for=");
-        let peer_at = match peer {
+        // Room for the longest: 45 bytes of IPv6 three times, the names, quotes and brackets.
+        let mut text = Vec::with_capacity(256);
+        let line = |text: &mut Vec<u8>, name: &str| {
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b": ");
+        };
+        let peer_text = match peer {
             IpAddr::V4(ip) => {
-                let start = text.len();
+                let mut out = Vec::with_capacity(15);
                 for (i, octet) in ip.octets().into_iter().enumerate() {
                     if i > 0 {
-                        text.push(b'.');
+                        out.push(b'.');
                     }
-                    push_decimal(&mut text, octet.into());
+                    push_decimal(&mut out, octet.into());
                 }
-                start..text.len()
+                out
             }
-            // RFC 7239 6: an IPv6 address is bracketed, and then quoted (`:` is not a token
-            // char).
             IpAddr::V6(ip) => {
-                text.extend_from_slice(b"\"[");
-                let start = text.len();
-                let _ = std::io::Write::write_fmt(&mut text, format_args!("{ip}"));
-                let end = text.len();
-                text.extend_from_slice(b"]\"");
-                start..end
+                let mut out = Vec::with_capacity(45);
+                let _ = std::io::Write::write_fmt(&mut out, format_args!("{ip}"));
+                out
             }
         };
-        text.extend_from_slice(b";proto=");
-        text.extend_from_slice(proto.as_bytes());
-        let forwarded_end = text.len();
-        push_decimal(&mut text, port);
-        let port_at = forwarded_end..text.len();
+        let value = |text: &mut Vec<u8>, name: &str, write: &dyn Fn(&mut Vec<u8>)| {
+            line(text, name);
+            let start = text.len();
+            write(text);
+            let end = text.len();
+            text.extend_from_slice(b"\r\n");
+            start..end
+        };
+        let peer_at = value(&mut text, LINE_NAMES[0], &|t| {
+            t.extend_from_slice(&peer_text)
+        });
+        value(&mut text, LINE_NAMES[1], &|t| {
+            t.extend_from_slice(&peer_text)
+        });
+        let forwarded_at = value(&mut text, LINE_NAMES[2], &|t| {
+            t.extend_from_slice(b"for=");
+            match peer {
+                IpAddr::V4(_) => t.extend_from_slice(&peer_text),
+                // RFC 7239 6: an IPv6 address is bracketed, and then quoted (`:` is not a
+                // token char).
+                IpAddr::V6(_) => {
+                    t.extend_from_slice(b"\"[");
+                    t.extend_from_slice(&peer_text);
+                    t.extend_from_slice(b"]\"");
+                }
+            }
+            t.extend_from_slice(b";proto=");
+            t.extend_from_slice(proto.as_bytes());
+        });
+        value(&mut text, LINE_NAMES[3], &|t| {
+            t.extend_from_slice(proto.as_bytes());
+        });
+        let port_at = value(&mut text, LINE_NAMES[4], &|t| push_decimal(t, port));
         let text = bytes::Bytes::from(text);
-        let value = |range: std::ops::Range<usize>, fallback: &'static str| {
+        let slice = |range: std::ops::Range<usize>, fallback: &'static str| {
             HeaderValue::from_maybe_shared(text.slice(range))
                 .unwrap_or(HeaderValue::from_static(fallback))
         };
         Self {
-            peer: value(peer_at, "unknown"),
-            forwarded: value(0..forwarded_end, "for=unknown"),
-            port: value(port_at, "0"),
+            peer: slice(peer_at, "unknown"),
+            forwarded: slice(forwarded_at, "for=unknown"),
+            port: slice(port_at, "0"),
             proto: HeaderValue::from_static(proto),
+            lines: text,
         }
     }
+}
+
+/// The connection's own `x-forwarded-for`, `x-real-ip`, `forwarded`, `x-forwarded-proto` and
+/// `x-forwarded-port`, as the lines of an HTTP/1.1 head, when they are exactly what
+/// [`set_forwarded`] would set: the head (`present`, its scan) carries none of the five, so
+/// there is no client entry to keep or replace, whatever `trusted_hops` says. An HTTP/1.1
+/// upstream head then gets these lines written after its fields instead of five inserts into
+/// the header map (each hashes its name and probes the map, the largest part of the
+/// request head's cost); [`set_forwarded_host`] does the rest. Re-measure with
+/// `benches/load/breakdown.py` (`HeaderMap::try_insert2` under "http types").
+pub fn forwarding_lines(present: Present, view: &ConnView) -> Option<&[u8]> {
+    let carried = [
+        Watched::XForwardedFor,
+        Watched::XRealIp,
+        Watched::Forwarded,
+        Watched::XForwardedProto,
+        Watched::XForwardedPort,
+    ]
+    .into_iter()
+    .any(|watched| present.has(watched));
+    (!carried).then_some(&view.lines[..])
 }
 
 /// Appends `n` in decimal.
@@ -141,7 +202,23 @@ pub fn set_forwarded(
     if !kept(Watched::XForwardedPort, &X_FORWARDED_PORT, headers) {
         headers.insert(X_FORWARDED_PORT.clone(), view.port.clone());
     }
-    if !kept(Watched::XForwardedHost, &X_FORWARDED_HOST, headers) {
+    set_forwarded_host(headers, present, trusted_hops, host);
+}
+
+/// The part of [`set_forwarded`] that depends on the request, not only on the connection:
+/// `x-forwarded-host` (the request's `host`, or a trusted hop's) and `x-forwarded-prefix`
+/// (removed unless from a trusted hop). With [`forwarding_lines`], it is all of it that goes
+/// into the header map.
+pub fn set_forwarded_host(
+    headers: &mut HeaderMap,
+    present: Present,
+    trusted_hops: u32,
+    host: Option<&HeaderValue>,
+) {
+    let trusted = trusted_hops > 0;
+    let kept =
+        trusted && present.has(Watched::XForwardedHost) && headers.contains_key(&X_FORWARDED_HOST);
+    if !kept {
         match host {
             Some(value) => {
                 headers.insert(X_FORWARDED_HOST.clone(), value.clone());
@@ -244,6 +321,54 @@ mod tests {
         let mapped = ConnView::new("::ffff:192.0.2.255".parse().expect("ip"), 65535, false);
         assert_eq!(mapped.peer, "::ffff:192.0.2.255");
         assert_eq!(mapped.port, "65535");
+    }
+
+    #[test]
+    fn the_lines_are_what_set_forwarded_inserts() {
+        for (ip, port, tls) in [
+            ("10.0.0.9", 8080, false),
+            ("0.0.0.0", 0, true),
+            ("2001:db8::1", 443, true),
+            ("::ffff:192.0.2.255", 65535, false),
+        ] {
+            let view = ConnView::new(ip.parse().expect("ip"), port, tls);
+            for trusted_hops in [0, 2] {
+                let mut h = map(&[("accept", "*/*")]);
+                let present = Present::scan(&h);
+                let lines = forwarding_lines(present, &view).expect("no client fields");
+                set_forwarded(&mut h, present, &view, trusted_hops, None);
+                let mut rendered = Vec::new();
+                for name in LINE_NAMES {
+                    let mut values = h.get_all(name).iter();
+                    let value = values.next().expect(name);
+                    assert!(values.next().is_none(), "{name}");
+                    rendered.extend_from_slice(name.as_bytes());
+                    rendered.extend_from_slice(b": ");
+                    rendered.extend_from_slice(value.as_bytes());
+                    rendered.extend_from_slice(b"\r\n");
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(lines),
+                    String::from_utf8_lossy(&rendered),
+                    "{ip}"
+                );
+                // Besides the five, the map path sets nothing the lines path leaves out.
+                let mut rest = map(&[("accept", "*/*")]);
+                set_forwarded_host(&mut rest, present, trusted_hops, None);
+                assert_eq!(h.len(), rest.len() + LINE_NAMES.len());
+            }
+        }
+        // Any of the five from the client: the map path (its entries to keep or replace).
+        let view = ConnView::new("10.0.0.9".parse().expect("ip"), 80, false);
+        for name in LINE_NAMES {
+            let h = map(&[(name, "1.2.3.4")]);
+            assert!(
+                forwarding_lines(Present::scan(&h), &view).is_none(),
+                "{name}"
+            );
+        }
+        let h = map(&[("x-forwarded-host", "a"), ("x-forwarded-prefix", "/p")]);
+        assert!(forwarding_lines(Present::scan(&h), &view).is_some());
     }
 
     #[test]
