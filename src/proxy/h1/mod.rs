@@ -118,11 +118,12 @@ where
         let response = service(request).await;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let mut keep_alive = !head.close && !*shutdown.borrow();
-        if let Err(error) =
-            write_response(&slot, &mut wbuf, response, exchange, &mut keep_alive).await
-        {
-            tracing::debug!(%error, "connection ended with an error");
-            break;
+        match write_response(&slot, &mut wbuf, response, exchange, &mut keep_alive).await {
+            Ok(headers) => spare = Some(headers),
+            Err(error) => {
+                tracing::debug!(%error, "connection ended with an error");
+                break;
+            }
         }
         if switching {
             let (Some(pending), Some(mut io)) = (upgrade, slot.take()) else {
