@@ -5,7 +5,7 @@
 //! the linker lays the functions that list names out together at the start of `.text`, so the
 //! pages a running proxy touches are few (the kernel maps a binary's pages in blocks around each
 //! page touched). It changes where code sits, not a single instruction the proxy runs.
-//! scripts/startup_order.py writes the list and says when to regenerate it; re-measure with
+//! link/startup_order.py writes the list and says when to regenerate it; re-measure with
 //! `benches/load/run.py` ("idle RSS KiB").
 //!
 //! The flag is passed only if a probe program links with it here (same rustc, target, linker

@@ -370,6 +370,7 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     figures = steady_figures(rounds, memory, args, names)
     report_headline(figures, extra.get("instructions"), names)
     report(figures, names)
+    startup_order(args.switchyard)
     report_extra(extra)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -458,6 +459,22 @@ def report(figures, names):
     errors = figures["errors"]
     print(f"| errors or non-2xx (keep-alive tests) | "
           f"{' | '.join(str(errors[n]) for n in names)} |{' |' * len(ratios)}")
+
+
+def startup_order(binary):
+    """Whether the binary was linked with a current link/startup-order.txt: a stale list costs
+    the idle RSS the layout saves (link/startup_order.py), silently."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "link"))
+    import startup_order as order  # noqa: E402 (link/ is not a package)
+    try:
+        found, total = order.coverage(binary)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"startup order: not checked ({error})")
+        return
+    note = "" if found >= 0.9 * total else (
+        " -- STALE: regenerate with link/startup_order.py, idle RSS is not representative")
+    print(f"startup order: {found} of {total} listed functions are in the binary{note}")
 
 
 def report_extra(extra):
