@@ -26,6 +26,7 @@ pub mod access_log;
 pub mod attempt;
 pub mod body;
 pub mod h1;
+pub mod h2;
 pub mod h2_server;
 pub mod handler;
 pub mod hygiene;
