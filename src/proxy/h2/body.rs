@@ -322,7 +322,9 @@ mod tests {
         assert!(poll(&mut body).is_pending());
         assert!(recv.push(Bytes::from_static(b"hello"), false));
         match poll(&mut body) {
-            Poll::Ready(Some(Ok(frame))) => assert_eq!(frame.into_data().ok().as_deref(), Some(&b"hello"[..])),
+            Poll::Ready(Some(Ok(frame))) => {
+                assert_eq!(frame.into_data().ok().as_deref(), Some(&b"hello"[..]))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(conn.take_released(), 5);
@@ -339,7 +341,10 @@ mod tests {
         let recv = Recv::new(Arc::clone(&conn), 70);
         let mut body = RequestBody::new(Arc::clone(&recv), &HeaderMap::new());
         recv.fail(StreamError::Reset(Reason::CANCEL));
-        assert!(matches!(poll(&mut body), Poll::Ready(Some(Err(StreamError::Reset(_))))));
+        assert!(matches!(
+            poll(&mut body),
+            Poll::Ready(Some(Err(StreamError::Reset(_))))
+        ));
         drop(body);
         assert!(recv.dropped());
         assert_eq!(conn.take_window(), 1 << 70);

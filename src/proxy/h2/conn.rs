@@ -673,7 +673,10 @@ where
                 frame::SETTINGS_INITIAL_WINDOW_SIZE => {
                     let value = i64::from(value);
                     if value > frame::MAX_WINDOW {
-                        return conn_err(Reason::FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large");
+                        return conn_err(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "INITIAL_WINDOW_SIZE too large",
+                        );
                     }
                     let delta = value - self.c.peer_init_window;
                     self.c.peer_init_window = value;
@@ -751,7 +754,10 @@ where
         }
         let len = payload.len() as i64;
         if len > self.c.recv_window {
-            return conn_err(Reason::FLOW_CONTROL_ERROR, "DATA beyond the connection window");
+            return conn_err(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            );
         }
         self.c.recv_window -= len;
         let Some((range, _)) = frame::strip(&head, &payload, false) else {
@@ -766,7 +772,9 @@ where
             return match self.c.gone(head.stream) {
                 Gone::Idle => conn_err(Reason::PROTOCOL_ERROR, "DATA on idle stream"),
                 Gone::ResetByUs => Ok(()),
-                Gone::Closed | Gone::Skipped => self.stream_error(head.stream, Reason::STREAM_CLOSED),
+                Gone::Closed | Gone::Skipped => {
+                    self.stream_error(head.stream, Reason::STREAM_CLOSED)
+                }
             };
         };
         let Some(slot) = self.slots[i].as_mut() else {
@@ -907,7 +915,11 @@ where
         let (parts, expect_len) = match parsed {
             Decoded::Request(parts, expect_len) => (parts, expect_len),
             Decoded::TooLarge => {
-                self.answer_now(stream, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, end_stream);
+                self.answer_now(
+                    stream,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    end_stream,
+                );
                 return Ok(());
             }
             Decoded::Malformed(why) => {
@@ -1017,7 +1029,9 @@ where
         let max = self.c.max_header_list;
         self.c
             .decoder
-            .decode(block, usize::MAX, &mut |name, value| fields.add(name, value, max))
+            .decode(block, usize::MAX, &mut |name, value| {
+                fields.add(name, value, max)
+            })
             .map_err(|_| ConnError {
                 reason: Reason::COMPRESSION_ERROR,
                 why: "header block does not decode",
@@ -1170,7 +1184,10 @@ impl Core {
     fn idle_frame(&mut self) -> Result<(), ConnError> {
         self.idle_frames += 1;
         if self.idle_frames > IDLE_FRAMES_MAX {
-            return conn_err(Reason::ENHANCE_YOUR_CALM, "too many frames without a request");
+            return conn_err(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many frames without a request",
+            );
         }
         Ok(())
     }
@@ -1222,7 +1239,13 @@ impl Core {
         }
         let block = self.wbuf.split_off(at + HEADER_LEN);
         self.wbuf.truncate(at);
-        frame::put_block(&mut self.wbuf, stream, &block, end_stream, self.peer_max_frame);
+        frame::put_block(
+            &mut self.wbuf,
+            stream,
+            &block,
+            end_stream,
+            self.peer_max_frame,
+        );
     }
 
     /// Sends what the response body has, as the windows allow.
@@ -1381,7 +1404,9 @@ impl Fields {
                     return;
                 }
                 if name == header::CONTENT_LENGTH {
-                    let parsed = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok());
+                    let parsed = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok());
                     self.content_length = match self.content_length {
                         None => Some(parsed),
                         Some(before) if before == parsed => Some(parsed),

@@ -203,13 +203,25 @@ pub fn put_ping(dst: &mut BytesMut, flags: u8, payload: [u8; 8]) {
 
 /// Appends a DATA frame carrying `data`.
 pub fn put_data(dst: &mut BytesMut, stream: u32, data: &[u8], end: bool) {
-    put_head(dst, data.len(), DATA, if end { END_STREAM } else { 0 }, stream);
+    put_head(
+        dst,
+        data.len(),
+        DATA,
+        if end { END_STREAM } else { 0 },
+        stream,
+    );
     dst.put_slice(data);
 }
 
 /// Appends the header block `block` as a HEADERS frame and as many CONTINUATION frames as
 /// `max_frame` requires.
-pub fn put_block(dst: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool, max_frame: usize) {
+pub fn put_block(
+    dst: &mut BytesMut,
+    stream: u32,
+    block: &[u8],
+    end_stream: bool,
+    max_frame: usize,
+) {
     let max_frame = max_frame.max(1);
     let mut chunks = block.chunks(max_frame).peekable();
     let end = if end_stream { END_STREAM } else { 0 };
