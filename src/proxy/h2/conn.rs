@@ -207,9 +207,9 @@ enum Gone {
     Idle,
     /// We reset it: frames in flight are ignored.
     ResetByUs,
-    /// Closed by the client (END_STREAM or RST_STREAM), or forgotten.
+    /// Closed by the client (END_STREAM or RST_STREAM).
     Closed,
-    /// An id below the highest that we do not remember opening.
+    /// An id below the highest that we do not remember: never opened, or closed long ago.
     Skipped,
 }
 
@@ -1205,8 +1205,8 @@ impl Core {
         match self.closed.iter().find(|&&c| c & !BY_US == stream) {
             Some(c) if c & BY_US != 0 => Gone::ResetByUs,
             Some(_) => Gone::Closed,
-            None if stream.is_multiple_of(2) => Gone::Skipped,
-            None => Gone::Closed,
+            // Never opened (skipped over, or even), or forgotten long ago.
+            None => Gone::Skipped,
         }
     }
 

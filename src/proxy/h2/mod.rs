@@ -29,6 +29,8 @@ mod conn;
 pub mod frame;
 pub mod hpack;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::time::Duration;
