@@ -294,7 +294,7 @@ struct Canon {
     offset: [u16; 31],
     /// The symbols ordered by (code length, symbol).
     symbols: [u16; 257],
-    /// Indexed by the next 8 bits: `length << 9 | symbol` for codes of at most 8 bits, else 0.
+    /// Indexed by the next 8 bits: `length << 8 | symbol` for codes of at most 8 bits, else 0.
     fast: [u16; 256],
 }
 
@@ -351,7 +351,7 @@ const fn build() -> Canon {
         let mut k = 0u32;
         while k < count[l] as u32 {
             let lo = ((first[l] + k) << (8 - l)) as usize;
-            let entry = ((l as u16) << 9) | symbols[offset[l] as usize + k as usize];
+            let entry = ((l as u16) << 8) | symbols[offset[l] as usize + k as usize];
             let mut j = 0;
             while j < 1 << (8 - l) {
                 fast[lo + j] = entry;
@@ -372,14 +372,11 @@ const fn build() -> Canon {
 
 static CANON: Canon = build();
 
-/// The symbol (256 = EOS) and code length at the start of a 30-bit left-aligned window.
-#[inline]
-fn lookup(w: u32) -> (u16, u32) {
+/// The symbol (256 = EOS) and length of a code longer than 8 bits at the start of a 30-bit
+/// left-aligned window (its first byte is 0xfe or 0xff).
+#[cold]
+fn lookup_long(w: u32) -> (u16, u32) {
     let c = &CANON;
-    let e = c.fast[(w >> 22) as usize & 0xff];
-    if e != 0 {
-        return (e & 0x1ff, u32::from(e >> 9));
-    }
     let mut l = 9;
     // `limit[30]` is 2^30 > every window, so the scan stops at 30 at the latest.
     while l < 30 && w >= c.limit[l] {
@@ -402,49 +399,54 @@ pub(super) const fn max_decoded_len(len: usize) -> usize {
 /// Decodes `src` into the front of `out` (at least [`max_decoded_len`]`(src.len())` long) and
 /// returns the decoded length.
 pub(super) fn decode(src: &[u8], out: &mut [u8]) -> Result<usize, DecodeError> {
-    const MASK30: u64 = (1 << 30) - 1;
-    let mut acc: u64 = 0;
+    // `acc` holds the next `nbits` input bits at its top and ones below them, so its top 30 bits
+    // are always the lookup window, padded with ones past the end of the input: a complete code
+    // still matches there, and a tail that is a prefix of EOS reads as "longer than what is left".
+    let mut acc: u64 = !0;
     let mut nbits: u32 = 0;
-    let mut i = 0;
+    let mut bytes = src.iter();
     let mut n = 0;
     loop {
-        while nbits <= 56 {
-            match src.get(i) {
-                Some(&b) => {
-                    acc = (acc << 8) | u64::from(b);
-                    nbits += 8;
-                    i += 1;
+        // Refill only when the window could run short: up to 64 bits at a time, so most
+        // symbols skip this.
+        if nbits < 30 {
+            while nbits <= 56 {
+                match bytes.next() {
+                    // The 8 bits below the valid ones are ones: xor with !b makes them b.
+                    Some(&b) => {
+                        acc ^= u64::from(!b) << (56 - nbits);
+                        nbits += 8;
+                    }
+                    None => break,
                 }
-                None => break,
+            }
+            // At most 7 bits left means the input is exhausted (the refill stops only at the
+            // end or past 56 bits): all ones is the padding (no code shorter than 30 bits is
+            // all ones).
+            if nbits <= 7 && acc == !0 {
+                return Ok(n);
             }
         }
-        if nbits == 0 {
-            return Ok(n);
-        }
-        // The next 30 bits; at the end of the input (fewer than 30 bits left), padded with ones
-        // so that a complete code still matches and a tail of ones reads as "not a code yet".
-        let w = if nbits >= 30 {
-            ((acc >> (nbits - 30)) & MASK30) as u32
+        let e = CANON.fast[(acc >> 56) as usize];
+        let (sym, len) = if e != 0 {
+            (e as u8, u32::from(e >> 8))
         } else {
-            (((acc << (30 - nbits)) | ((1 << (30 - nbits)) - 1)) & MASK30) as u32
-        };
-        let (sym, len) = lookup(w);
-        if len > nbits {
-            // Only possible at the end of the input: the rest is padding.
-            let mask = (1u64 << nbits) - 1;
-            if nbits > 7 || acc & mask != mask {
-                return Err(DecodeError::HuffmanPadding);
+            match lookup_long((acc >> 34) as u32) {
+                (256, len) if len <= nbits => return Err(DecodeError::HuffmanEos),
+                (sym, len) => (sym as u8, len),
             }
-            return Ok(n);
-        }
-        if sym >= 256 {
-            return Err(DecodeError::HuffmanEos);
+        };
+        if len > nbits {
+            // The input ended inside a code, or with padding that is not a prefix of EOS or is
+            // longer than 7 bits.
+            return Err(DecodeError::HuffmanPadding);
         }
         match out.get_mut(n) {
-            Some(slot) => *slot = sym as u8,
+            Some(slot) => *slot = sym,
             None => return Err(DecodeError::HuffmanPadding),
         }
         n += 1;
+        acc = (acc << len) | ((1u64 << len) - 1);
         nbits -= len;
     }
 }
