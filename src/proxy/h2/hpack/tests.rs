@@ -534,3 +534,30 @@ proptest! {
         }
     }
 }
+
+/// §4.4: a literal with incremental indexing whose name is a dynamic entry that the insertion
+/// itself evicts still gets that name.
+#[test]
+fn inserting_can_evict_the_entry_whose_name_it_uses() {
+    let mut d = Decoder::new(70);
+    // custom-key: a (10 + 1 + 32 = 43).
+    check(
+        &mut d,
+        "400a 6375 7374 6f6d 2d6b 6579 0161",
+        &[("custom-key", "a")],
+        43,
+        1,
+    );
+    // Name index 62 (that entry), value "b": 43 + 43 > 70 evicts it first.
+    check(&mut d, "7e01 62", &[("custom-key", "b")], 43, 1);
+    check(&mut d, "be", &[("custom-key", "b")], 43, 1);
+}
+
+#[test]
+fn empty_strings_raw_and_huffman() {
+    let mut d = Decoder::new(4096);
+    // Literal without indexing, new name "a", empty raw value; then an empty Huffman value.
+    check(&mut d, "0001 6100 0001 6180", &[("a", ""), ("a", "")], 0, 0);
+    // An empty name is invalid.
+    check(&mut d, "0000 0178", &[("<invalid>", "x")], 0, 0);
+}
