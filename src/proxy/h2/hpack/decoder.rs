@@ -9,11 +9,24 @@ use super::{huffman, DecodeError, FieldName};
 /// by `u32::MAX`); anything longer is refused (§5.1), so a run of 0x80 octets cannot spin.
 const MAX_CONTINUATION: u32 = 5;
 
+/// The scratch buffer grows by at least this much, so that a few requests' Huffman values
+/// share one allocation.
+const SCRATCH_CHUNK: usize = 512;
+
+/// A scratch buffer with more room than this is dropped after the block (an idle connection
+/// keeps at most this much).
+const SCRATCH_KEEP: usize = 4096;
+
 /// Decodes header blocks from one peer; holds the dynamic table, so one per connection.
 pub struct Decoder {
     table: DynamicTable,
     /// The SETTINGS_HEADER_TABLE_SIZE we announce: the most a size update may ask for.
     max_table_size: usize,
+    /// Where Huffman strings decode. Values are split off it (they share its allocation);
+    /// names and table copies are read and cleared. Kept from block to block: once the values
+    /// split off earlier have been dropped, `reserve` takes the same allocation back, so a
+    /// connection's requests decode their Huffman strings without allocating.
+    scratch: BytesMut,
 }
 
 /// A string's place in the block.
@@ -23,15 +36,15 @@ struct Str {
     end: usize,
 }
 
-/// One block's read position and Huffman scratch.
+/// One block's read position.
 struct Reader<'a> {
     block: &'a Bytes,
     pos: usize,
-    /// Huffman-decoded values, split off one by one (allocated once, at the first Huffman string).
-    scratch: BytesMut,
+    scratch: &'a mut BytesMut,
 }
 
 impl Reader<'_> {
+    #[inline]
     fn byte(&self) -> Result<u8, DecodeError> {
         self.block
             .get(self.pos)
@@ -40,6 +53,7 @@ impl Reader<'_> {
     }
 
     /// §5.1: an integer with an N-bit prefix (the representation bits above it are ignored).
+    #[inline]
     fn int(&mut self, prefix_bits: u32) -> Result<usize, DecodeError> {
         let mask = (1u32 << prefix_bits) - 1;
         let first = u32::from(self.byte()?) & mask;
@@ -47,7 +61,13 @@ impl Reader<'_> {
         if first < mask {
             return Ok(first as usize);
         }
-        let mut value = u64::from(mask);
+        self.int_rest(mask)
+    }
+
+    /// The continuation octets of an integer whose prefix is all ones.
+    #[cold]
+    fn int_rest(&mut self, prefix: u32) -> Result<usize, DecodeError> {
+        let mut value = u64::from(prefix);
         let mut shift = 0;
         loop {
             let b = self.byte()?;
@@ -68,6 +88,7 @@ impl Reader<'_> {
     }
 
     /// §5.2: a string literal's position (not yet decoded).
+    #[inline]
     fn str(&mut self) -> Result<Str, DecodeError> {
         let huffman = self.byte()? & 0x80 != 0;
         let len = self.int(7)?;
@@ -84,7 +105,11 @@ impl Reader<'_> {
         })
     }
 
-    /// Huffman-decodes `s` into the scratch buffer (left holding exactly the decoded octets).
+    fn raw(&self, s: &Str) -> Result<&[u8], DecodeError> {
+        self.block.get(s.start..s.end).ok_or(DecodeError::Truncated)
+    }
+
+    /// Huffman-decodes `s` into the (empty) scratch buffer.
     fn huffman(&mut self, s: &Str) -> Result<(), DecodeError> {
         let src = self
             .block
@@ -92,20 +117,23 @@ impl Reader<'_> {
             .ok_or(DecodeError::Truncated)?;
         let max = huffman::max_decoded_len(src.len());
         if self.scratch.capacity() < max {
-            // Enough for every Huffman string left in the block, so this allocates once per
-            // block: the earlier values were split off, names are truncated away after use.
-            let rest = self.block.len().saturating_sub(s.start);
-            self.scratch
-                .reserve(huffman::max_decoded_len(rest).max(max));
+            self.scratch.reserve(max.max(SCRATCH_CHUNK));
         }
         self.scratch.clear();
         self.scratch.resize(max, 0);
-        let n = huffman::decode(src, &mut self.scratch)?;
-        self.scratch.truncate(n);
-        Ok(())
+        match huffman::decode(src, self.scratch) {
+            Ok(n) => {
+                self.scratch.truncate(n);
+                Ok(())
+            }
+            Err(e) => {
+                self.scratch.clear();
+                Err(e)
+            }
+        }
     }
 
-    /// A string as a value: a slice of the block, or split off the scratch.
+    /// A string as a value: a slice of the block, or Huffman-decoded and split off the scratch.
     fn value(&mut self, s: &Str) -> Result<Bytes, DecodeError> {
         if !s.huffman {
             return Ok(self.block.slice(s.start..s.end));
@@ -114,18 +142,14 @@ impl Reader<'_> {
         Ok(self.scratch.split().freeze())
     }
 
-    /// A string as a value with its own allocation (for the dynamic table: a slice would keep
-    /// the whole block, or the scratch, alive for as long as the entry stays in the table).
+    /// A string as a value with an allocation of its own, for the dynamic table (a slice would
+    /// keep the whole block, or the scratch, alive for as long as the entry stays there).
     fn owned_value(&mut self, s: &Str) -> Result<Bytes, DecodeError> {
         if !s.huffman {
-            let raw = self
-                .block
-                .get(s.start..s.end)
-                .ok_or(DecodeError::Truncated)?;
-            return Ok(Bytes::copy_from_slice(raw));
+            return Ok(Bytes::copy_from_slice(self.raw(s)?));
         }
         self.huffman(s)?;
-        let value = Bytes::copy_from_slice(&self.scratch);
+        let value = Bytes::copy_from_slice(self.scratch);
         self.scratch.clear();
         Ok(value)
     }
@@ -133,17 +157,13 @@ impl Reader<'_> {
     /// A literal name and its length.
     fn name(&mut self, s: &Str) -> Result<(FieldName, usize), DecodeError> {
         if !s.huffman {
-            let raw = self
-                .block
-                .get(s.start..s.end)
-                .ok_or(DecodeError::Truncated)?;
+            let raw = self.raw(s)?;
             return Ok((FieldName::from_wire(raw), raw.len()));
         }
         self.huffman(s)?;
-        let name = FieldName::from_wire(&self.scratch);
-        let len = self.scratch.len();
+        let name = (FieldName::from_wire(self.scratch), self.scratch.len());
         self.scratch.clear();
-        Ok((name, len))
+        Ok(name)
     }
 }
 
@@ -154,6 +174,7 @@ impl Decoder {
         Decoder {
             table: DynamicTable::new(max_table_size),
             max_table_size,
+            scratch: BytesMut::new(),
         }
     }
 
@@ -161,11 +182,11 @@ impl Decoder {
     /// calling `emit` for each field in order.
     ///
     /// A value is a zero-copy `block.slice(..)` when not Huffman-coded; Huffman-coded strings
-    /// decode into one scratch buffer per call, split off per value. A name that is not a valid
-    /// lowercase HTTP/2 field name, or an unknown pseudo-header, comes as
-    /// [`FieldName::Invalid`] (the request is malformed; decoding goes on so that the table
-    /// stays in sync). Never-indexed literals (§6.2.3) decode like the others: nothing here
-    /// re-encodes them.
+    /// decode into the decoder's scratch buffer and are split off it (no allocation per field;
+    /// see [`Decoder`]'s `scratch`). A name that is not a valid lowercase HTTP/2 field name, or
+    /// an unknown pseudo-header, comes as [`FieldName::Invalid`] (the request is malformed;
+    /// decoding goes on so that the table stays in sync). Never-indexed literals (§6.2.3)
+    /// decode like the others: nothing here re-encodes them.
     ///
     /// `max_list_size`: once the RFC 9113 list size (name + value + 32 per field) passes it,
     /// nothing more is emitted, the block is still decoded to its end (the dynamic table stays
@@ -177,10 +198,23 @@ impl Decoder {
         max_list_size: usize,
         emit: &mut dyn FnMut(FieldName, Bytes),
     ) -> Result<(), DecodeError> {
+        let result = self.decode_block(block, max_list_size, emit);
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = BytesMut::new();
+        }
+        result
+    }
+
+    fn decode_block(
+        &mut self,
+        block: &Bytes,
+        max_list_size: usize,
+        emit: &mut dyn FnMut(FieldName, Bytes),
+    ) -> Result<(), DecodeError> {
         let mut r = Reader {
             block,
             pos: 0,
-            scratch: BytesMut::new(),
+            scratch: &mut self.scratch,
         };
         let mut list_size = 0usize;
         let mut too_large = false;

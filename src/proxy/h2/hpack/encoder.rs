@@ -11,8 +11,8 @@
 //! - No dynamic table: nothing to look up, nothing to evict, no per-connection memory.
 //!
 //! What it costs in bytes: Huffman saves about a fifth of each string and indexing makes a
-//! repeated field one or two octets, so a typical response head grows from ~30-60 to ~60-120
-//! octets. That is a few dozen octets inside a frame we send anyway, against a Huffman pass
+//! repeated field one or two octets, so a typical response head is up to about twice as long.
+//! That is a few dozen octets inside a frame we send anyway, against a Huffman pass
 //! over every byte and a hash lookup per field (most of the `h2` crate's encode cost). Any
 //! decoder accepts this output: every representation here is mandatory to support.
 //!

@@ -1,18 +1,24 @@
 //! HPACK (RFC 7541): our own header compression for the HTTP/2 server connection.
 //!
 //! Why not the `h2` crate's: its HPACK module is private (only its `server`/`client` use it),
-//! and on h2c its server path costs about 12.7k instructions per request, of which encoding the
-//! response head is 3.2-4.8k (SipHash lookups into its dynamic-table index, Huffman on every
-//! literal, fresh buffers) and decoding the request head into a `HeaderMap` about 3.5k more.
+//! and on h2c its server path was the largest cost per request (`benches/load/breakdown.py`,
+//! h2c row), a good part of it HPACK: encoding the response head (SipHash lookups into its
+//! dynamic-table index, Huffman on every literal, fresh buffers) and decoding the request head.
 //! The `h2` crate stays a dependency for the upstream client (hyper).
 //!
 //! - [`Decoder`]: full RFC 7541 decoding — static and dynamic table with eviction and size
 //!   updates, integers up to a safe bound, Huffman with the EOS/padding rules, never-indexed
 //!   literals. Values are zero-copy slices of the block unless Huffman-coded; Huffman strings
-//!   decode into one scratch buffer per block. Hostile input never panics, allocates at most a
-//!   small multiple of the block (plus the bounded table), and loops at most once per input byte.
+//!   decode into the decoder's scratch buffer and are split off it, which reuses one allocation
+//!   from request to request once the earlier values are dropped. Hostile input never panics,
+//!   allocates at most a small multiple of the block (plus the bounded table), and does a
+//!   bounded amount of work per input byte.
 //! - [`Encoder`]: the cheapest correct output, see `encoder.rs` (static indices, literals without
 //!   indexing, raw strings, no dynamic table).
+//!
+//! To re-measure in isolation: this module depends only on `bytes`, `http` and `thiserror`,
+//! so a small release binary can include it with `#[path]` and loop over `encode_response` /
+//! `decode`; callgrind's totals for N and 11N iterations give the instructions per call.
 //!
 //! Tests: `cargo test --locked --lib hpack` (RFC 7541 Appendix C, malformed input, round trips).
 

@@ -534,3 +534,191 @@ proptest! {
         }
     }
 }
+
+/// §4.4: a literal with incremental indexing whose name is a dynamic entry that the insertion
+/// itself evicts still gets that name.
+#[test]
+fn inserting_can_evict_the_entry_whose_name_it_uses() {
+    let mut d = Decoder::new(70);
+    // custom-key: a (10 + 1 + 32 = 43).
+    check(
+        &mut d,
+        "400a 6375 7374 6f6d 2d6b 6579 0161",
+        &[("custom-key", "a")],
+        43,
+        1,
+    );
+    // Name index 62 (that entry), value "b": 43 + 43 > 70 evicts it first.
+    check(&mut d, "7e01 62", &[("custom-key", "b")], 43, 1);
+    check(&mut d, "be", &[("custom-key", "b")], 43, 1);
+}
+
+#[test]
+fn empty_strings_raw_and_huffman() {
+    let mut d = Decoder::new(4096);
+    // Literal without indexing, new name "a", empty raw value; then an empty Huffman value.
+    check(&mut d, "0001 6100 0001 6180", &[("a", ""), ("a", "")], 0, 0);
+    // An empty name is invalid.
+    check(&mut d, "0000 0178", &[("<invalid>", "x")], 0, 0);
+}
+
+/// One field for the model encoder below: which name, which value, and how to send it.
+#[derive(Debug, Clone)]
+struct ModelField {
+    name: usize,
+    value: Vec<u8>,
+    /// 0 indexed if possible, 1 incremental indexing, 2 without indexing, 3 never indexed.
+    repr: u8,
+    huffman: bool,
+    name_indexed: bool,
+}
+
+const MODEL_NAMES: &[&str] = &[
+    ":method",
+    ":path",
+    ":authority",
+    "accept",
+    "user-agent",
+    "cookie",
+    "x-custom",
+    "x-another-longer-name",
+];
+
+/// A plain encoder with its own copy of the dynamic table (newest first), written from RFC 7541
+/// independently of `DynamicTable`, choosing every representation the RFC has.
+struct Model {
+    table: Vec<(String, Vec<u8>)>,
+    max: usize,
+}
+
+impl Model {
+    fn size(&self) -> usize {
+        self.table.iter().map(|(n, v)| n.len() + v.len() + 32).sum()
+    }
+
+    fn evict(&mut self, max: usize) {
+        while self.size() > max {
+            self.table.pop();
+        }
+    }
+
+    fn entry(&self, index: usize) -> (String, Vec<u8>) {
+        if index <= 61 {
+            let e = &super::table::STATIC[index - 1];
+            (name_str(&e.name), e.value.to_vec())
+        } else {
+            self.table[index - 62].clone()
+        }
+    }
+
+    fn find(&self, name: &str, value: Option<&[u8]>) -> Option<usize> {
+        (1..=61 + self.table.len()).find(|&i| {
+            let (n, v) = self.entry(i);
+            n == name && value.is_none_or(|value| v == value)
+        })
+    }
+
+    fn string(s: &[u8], huffman: bool, out: &mut BytesMut) {
+        if huffman {
+            let mut enc = Vec::new();
+            huffman::encode(s, &mut enc);
+            encode_int(enc.len(), 7, 0x80, out);
+            out.extend_from_slice(&enc);
+        } else {
+            encode_int(s.len(), 7, 0, out);
+            out.extend_from_slice(s);
+        }
+    }
+
+    fn encode(&mut self, update: Option<usize>, fields: &[ModelField], out: &mut BytesMut) {
+        if let Some(size) = update {
+            self.max = size;
+            self.evict(size);
+            encode_int(size, 5, 0x20, out);
+        }
+        for f in fields {
+            let name = MODEL_NAMES[f.name];
+            if f.repr == 0 {
+                if let Some(i) = self.find(name, Some(&f.value)) {
+                    encode_int(i, 7, 0x80, out);
+                    continue;
+                }
+            }
+            let (prefix, repr) = match f.repr {
+                0 | 1 => (6, 0x40),
+                2 => (4, 0x00),
+                _ => (4, 0x10),
+            };
+            match self.find(name, None).filter(|_| f.name_indexed) {
+                Some(i) => encode_int(i, prefix, repr, out),
+                None => {
+                    encode_int(0, prefix, repr, out);
+                    Self::string(name.as_bytes(), f.huffman, out);
+                }
+            }
+            Self::string(&f.value, f.huffman, out);
+            if repr == 0x40 {
+                let size = name.len() + f.value.len() + 32;
+                if size > self.max {
+                    self.table.clear();
+                } else {
+                    self.evict(self.max - size);
+                    self.table.insert(0, (name.to_owned(), f.value.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn model_field() -> impl Strategy<Value = ModelField> {
+    (
+        0..MODEL_NAMES.len(),
+        prop_oneof![
+            prop::sample::select(vec![b"GET".to_vec(), b"/".to_vec(), b"a".to_vec()]),
+            prop::collection::vec(0x20u8..0x7f, 0..40),
+            prop::collection::vec(any::<u8>(), 0..100),
+        ],
+        0u8..4,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(name, value, repr, huffman, name_indexed)| ModelField {
+            name,
+            value,
+            repr,
+            huffman,
+            name_indexed,
+        })
+}
+
+proptest! {
+    /// Blocks using every representation (indexed, the three literals, Huffman or not, name by
+    /// index or literal, size updates) decode to the fields the model sent, and the table ends
+    /// each block the same size as the model's.
+    #[test]
+    fn dynamic_table_matches_an_independent_model(
+        max in prop::sample::select(vec![0usize, 64, 100, 256, 4096]),
+        blocks in prop::collection::vec(
+            (prop::option::of(0usize..300), prop::collection::vec(model_field(), 0..12)),
+            1..6,
+        ),
+    ) {
+        let mut model = Model { table: Vec::new(), max };
+        let mut d = Decoder::new(max);
+        for (update, fields) in blocks {
+            let update = update.map(|u| u.min(max));
+            let mut out = BytesMut::new();
+            model.encode(update, &fields, &mut out);
+            let mut got = Vec::new();
+            d.decode(&out.freeze(), usize::MAX, &mut |n, v| got.push((name_str(&n), v.to_vec())))
+                .unwrap();
+            let expect: Vec<(String, Vec<u8>)> = fields
+                .iter()
+                .map(|f| (MODEL_NAMES[f.name].to_owned(), f.value.clone()))
+                .collect();
+            prop_assert_eq!(got, expect);
+            prop_assert_eq!(d.table().size(), model.size());
+            prop_assert_eq!(d.table().len(), model.table.len());
+        }
+    }
+}
