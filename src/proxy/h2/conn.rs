@@ -791,6 +791,13 @@ where
             return self.stream_error(head.stream, Reason::FLOW_CONTROL_ERROR);
         }
         slot.recv_window -= len;
+        let pad = payload.len() - range.len();
+        if pad > 0 && !end {
+            // Padding is never read: its stream capacity goes back at once too, or a client
+            // that pads a lot would run its stream's window down.
+            slot.recv_window += pad as i64;
+            frame::put_window_update(&mut self.c.wbuf, slot.id, pad as u32);
+        }
         slot.received += range.len() as u64;
         let mismatch = match slot.expect_len {
             Some(expected) => slot.received > expected || (end && slot.received != expected),

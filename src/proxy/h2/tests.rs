@@ -418,3 +418,20 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn padding_gives_its_stream_capacity_back_at_once() {
+    let mut c = Client::start().await;
+    c.send(&frame(frame::HEADERS, frame::END_HEADERS, 1, &get("/hang")))
+        .await;
+    // Pad length 3: the pad-length octet and 3 octets of padding are 4 octets never read.
+    c.send(&frame(frame::DATA, frame::PADDED, 1, b"\x03ab\0\0\0"))
+        .await;
+    let (head, payload) = loop {
+        let (head, payload) = c.until(frame::WINDOW_UPDATE).await.expect("update");
+        if head.stream == 1 {
+            break (head, payload);
+        }
+    };
+    assert_eq!((head.stream, frame::u32_at(&payload, 0)), (1, 4));
+}
