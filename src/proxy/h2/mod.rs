@@ -26,7 +26,7 @@
 
 mod body;
 mod conn;
-pub mod frame;
+mod frame;
 pub mod hpack;
 mod response;
 #[cfg(test)]
