@@ -175,6 +175,8 @@ struct Core {
     /// GOAWAY sent: no new streams.
     going_away: bool,
     read_eof: bool,
+    /// Bytes written whose `poll_flush` has not completed yet.
+    unflushed: bool,
     peer_init_window: i64,
     peer_max_frame: usize,
     /// The connection windows: what we may send, what the client may.
@@ -259,6 +261,7 @@ where
                 last_id: 0,
                 going_away: false,
                 read_eof: false,
+                unflushed: false,
                 peer_init_window: frame::DEFAULT_WINDOW,
                 peer_max_frame: frame::MIN_MAX_FRAME_SIZE as usize,
                 send_window: frame::DEFAULT_WINDOW,
@@ -371,9 +374,13 @@ where
 
     /// Writes the write buffer; `Ok(true)` when it is empty.
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
-        if self.c.wbuf.is_empty() {
+        if self.c.wbuf.is_empty() && !self.c.unflushed {
             return Poll::Ready(Ok(true));
         }
+        // Until `poll_flush` says so, written bytes may still sit in the stream (TLS records
+        // that the socket could not take): flushed again on the next pass even if nothing
+        // more is written.
+        self.c.unflushed = true;
         // Bounded: each write takes bytes or returns.
         while !self.c.wbuf.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, &self.c.wbuf) {
@@ -388,7 +395,10 @@ where
         // Empty: its whole capacity is reused from the start.
         self.c.wbuf.clear();
         match Pin::new(&mut self.io).poll_flush(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+            Poll::Ready(Ok(())) => {
+                self.c.unflushed = false;
+                Poll::Ready(Ok(true))
+            }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => Poll::Pending,
         }

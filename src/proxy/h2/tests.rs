@@ -435,3 +435,90 @@ async fn padding_gives_its_stream_capacity_back_at_once() {
     };
     assert_eq!((head.stream, frame::u32_at(&payload, 0)), (1, 4));
 }
+
+/// A stream whose first `poll_flush` after each write is not done yet (as a TLS stream whose
+/// socket is full): the connection must flush again even with nothing more to write.
+struct SlowFlush {
+    inner: DuplexStream,
+    dirty: bool,
+    pending_once: bool,
+    flushed: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for SlowFlush {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowFlush {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.dirty = true;
+        self.pending_once = true;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if std::mem::take(&mut self.pending_once) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        if std::mem::take(&mut self.dirty) {
+            self.flushed.fetch_add(1, Ordering::Relaxed);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_flush_that_was_not_done_is_retried_with_nothing_more_to_write() {
+    let (mut io, server) = tokio::io::duplex(256 * 1024);
+    let flushed = Arc::new(AtomicUsize::new(0));
+    let server = SlowFlush {
+        inner: server,
+        dirty: false,
+        pending_once: false,
+        flushed: Arc::clone(&flushed),
+    };
+    let dropped = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(Connection::new(server, service(dropped), &config()));
+    io.write_all(PREFACE).await.expect("preface");
+    io.write_all(&frame(frame::SETTINGS, 0, 0, &[]))
+        .await
+        .expect("settings");
+    io.write_all(&frame(frame::HEADERS, EH_ES, 1, &get("/")))
+        .await
+        .expect("request");
+    let mut c = Client {
+        io,
+        buf: Vec::new(),
+        task: tokio::spawn(async { Ok(()) }),
+        dropped: Arc::new(AtomicUsize::new(0)),
+    };
+    assert!(c.until(frame::DATA).await.is_some());
+    let done = tokio::time::timeout(Duration::from_secs(2), async {
+        while flushed.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the write was never flushed");
+}
