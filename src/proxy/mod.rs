@@ -5,7 +5,7 @@
 //!   graceful drain.
 //! - [`h1`]: our own HTTP/1.1 server session (heads and bodies read through
 //!   `hygiene::GuardedIo`, responses framed by `h1::encode`).
-//! - [`h2_server`]: HTTP/2 on the `h2` crate, each stream polled in its connection's task.
+//! - [`h2`]: our HTTP/2 server (frames, HPACK, streams polled in the connection's task).
 //! - [`handler`]: the request's edges — snapshot, request id, access log, error responses — and
 //!   the head rules applied on the way up and down.
 //! - [`stack`]: the per-route stack, every layer in order (route, cache, cluster limits, retry,
@@ -26,7 +26,7 @@ pub mod access_log;
 pub mod attempt;
 pub mod body;
 pub mod h1;
-pub mod h2_server;
+pub mod h2;
 pub mod handler;
 pub mod hygiene;
 pub mod layers;

@@ -7,7 +7,7 @@
 //! HTTP/1 bodies are checked on the socket by `GuardedIo` (framing, `max_body_bytes`,
 //! `body_read_timeout`) as our HTTP/1 server reads them (`proxy::h1`); its refusal reaches us as
 //! the [`Reject`] inside the `io::Error` the body read fails with. HTTP/2
-//! bodies arrive frame by frame from the `h2` crate, so the two limits that need the body's
+//! bodies arrive frame by frame from our HTTP/2 server (`proxy::h2`), so the two limits that need the body's
 //! progress are enforced here: `max_body_bytes` for a body without a declared length (a declared
 //! one is checked with the head) and `body_read_timeout`, which runs only while the upstream
 //! wants body bytes the client has not sent — an upstream that stops reading is never the
@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use super::h2_server::H2Body;
+use super::h2::RequestBody as H2Body;
 use super::hygiene::Reject;
 use crate::wire::client_side::CLIENT_CLOSED;
 use crate::wire::{self, BoxError, ClientBody};
@@ -48,7 +48,7 @@ pub enum DownstreamBody {
     Empty,
     /// Read off an HTTP/1 connection by our own server (`proxy::h1`).
     Http1(super::h1::RequestBody),
-    /// An HTTP/2 stream's body (our server on the `h2` crate, `proxy::h2_server`).
+    /// An HTTP/2 stream's body (our HTTP/2 server, `proxy::h2`).
     Http2(H2Body),
 }
 
@@ -218,8 +218,8 @@ impl Body for Downstream {
 /// it refused the body (an HTTP/1 body's error is that `io::Error`, the [`Reject`] inside it,
 /// found anywhere in the error's chain) (400 broken chunks, 408 stalled, 413 too large), else
 /// 499. A body ends that way when the client hung up, half-closed mid-body, or reset its HTTP/2
-/// stream — and also when the `h2` crate reset a stream whose body broke HTTP/2's rules (a short
-/// `content-length`): that stream can carry no answer any more, so it is logged as one whose
+/// stream — and also when our HTTP/2 server reset a stream whose body broke HTTP/2's rules (a
+/// short `content-length`): that stream can carry no answer any more, so it is logged as one whose
 /// client is gone.
 fn status_of(error: &BoxError) -> StatusCode {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&**error);

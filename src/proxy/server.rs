@@ -5,9 +5,9 @@
 //! current-thread runtime never leaves that thread, so no `LocalSet` is needed).
 //!
 //! Every connection goes through [`GuardedIo`] first: it runs the first-byte, header, body and
-//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked to the
-//! `h2` crate). The first bytes choose our HTTP/1.1 server ([`super::h1`], which reads each
-//! request head through `GuardedIo`'s strict parser) or our HTTP/2 one ([`super::h2_server`]);
+//! keep-alive timers and recognises the HTTP/2 preface (after which bytes pass unchecked to our
+//! HTTP/2 server). The first bytes choose our HTTP/1.1 server ([`super::h1`], which reads each
+//! request head through `GuardedIo`'s strict parser) or our HTTP/2 one ([`super::h2`]);
 //! HTTP/1 runs in sessions that end while the connection idles, so an idle keep-alive
 //! connection holds no buffers (see `serve`).
 //!
@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::access_log::Tracked;
 use super::body::{self, ProxyBody};
-use super::h2_server::{self, H2Body};
+use super::h2;
 use super::handler::{self, ConnContext};
 use super::hygiene::{self, conn, Arrival, ConnState, GuardedIo, Limits, Protocols, Reject};
 use super::listener::Acceptor;
@@ -68,7 +68,7 @@ pub struct ConnServer(Arc<ServerParts>);
 
 /// What [`ConnServer`] shares.
 pub struct ServerParts {
-    http2: h2_server::Settings,
+    http2: h2::Settings,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
 }
@@ -92,7 +92,7 @@ impl ConnServer {
     /// semaphore of `max_connections` permits shared by all workers.
     pub fn new(limits: &LimitsConfig, connections: Arc<Semaphore>) -> Self {
         Self(Arc::new(ServerParts {
-            http2: h2_server::Settings::new(limits),
+            http2: h2::Settings::new(limits),
             limits: Arc::new(Limits::from_config(limits)),
             connections,
         }))
@@ -338,10 +338,10 @@ impl ConnServer {
         let state = Arc::clone(&requests.state);
         state.watch_streams();
         // Each stream's future (its request, then its response body) is polled by the
-        // connection itself, in this task (see `h2_server`).
-        let mut conn = Box::pin(self.http2.serve_connection(io, move |req, respond| {
+        // connection itself, in this task (see `h2`).
+        let mut conn = Box::pin(self.http2.serve_connection(io, move |req| {
             let requests = requests.clone();
-            h2_server::respond(move || requests.serve_h2(req), respond)
+            requests.serve_h2(req)
         }));
         let result = self.drive(conn.as_mut(), &state, peer, &mut shutdown).await;
         log_end(result, peer);
@@ -386,20 +386,20 @@ impl ConnServer {
 }
 
 /// A server connection as [`ConnServer::drive`] runs it (the seam that keeps `drive`'s
-/// timers apart from `h2_server`'s generic connection type).
+/// timers apart from `h2`'s generic connection type).
 trait Session {
     /// Stop taking new requests; finish the ones in progress.
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<T, F, S> Session for h2_server::Connection<T, F, S>
+impl<T, F, S> Session for h2::Connection<T, F, S>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    F: FnMut(Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> S + Unpin,
-    S: Future<Output = ()>,
+    F: FnMut(Request<DownstreamBody>) -> S + Unpin,
+    S: Future<Output = Response<ProxyBody>>,
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        h2_server::Connection::graceful_shutdown(self.get_mut());
+        h2::Connection::graceful_shutdown(self.get_mut());
     }
 }
 
@@ -446,10 +446,7 @@ impl Requests {
     }
 
     /// Serves one HTTP/2 stream's request.
-    async fn serve_h2(self, req: Request<h2::RecvStream>) -> Response<ProxyBody> {
-        let (parts, recv) = req.into_parts();
-        let body = DownstreamBody::Http2(H2Body::new(recv, &parts.headers));
-        let req = Request::from_parts(parts, body);
+    async fn serve_h2(self, req: Request<DownstreamBody>) -> Response<ProxyBody> {
         serve_request(&self.ctx, &self.state, &self.limits, req).await
     }
 }

@@ -1,12 +1,12 @@
-//! Checks on HTTP/2 requests beyond what the `h2` crate enforces.
+//! Checks on HTTP/2 requests beyond what our HTTP/2 server (`proxy::h2`) enforces.
 //!
-//! `h2` already resets streams with connection-specific headers, a `te` other than
+//! The server already resets streams with connection-specific headers, a `te` other than
 //! `trailers`, uppercase names, or missing/misplaced pseudo-headers (RFC 9113 8.2–8.3), and
 //! it bounds the header list. What it leaves to the application: a `host` header that
 //! disagrees with `:authority` (RFC 9113 8.3.1 makes `:authority` win, so a backend reading
 //! `host` would see another host than our router), the URI and body limits, and `Expect`.
-//! The connection-specific checks are repeated here so a future `h2` that relaxes them
-//! cannot open a hole.
+//! The connection-specific checks are repeated here so a change to the server that relaxes
+//! them cannot open a hole.
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Version};
@@ -49,7 +49,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Reject> {
     if req.method() == Method::CONNECT {
         return Err(Reject::ConnectMethod);
     }
-    // Every other request carries :scheme and :path; the `h2` crate folds them into the URI,
+    // Every other request carries :scheme and :path; the server folds them into the URI,
     // so a URI without a path-and-query means they were missing.
     if req.uri().path_and_query().is_none() {
         return Err(Reject::BadPseudoHeader);

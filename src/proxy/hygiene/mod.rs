@@ -16,7 +16,8 @@
 //!   itself (a bad head never becomes a request, so nothing is forwarded). Its byte path
 //!   (`AsyncRead`/`AsyncWrite`) carries HTTP/2, after the preface, and upgraded connections,
 //!   unchecked.
-//! - [`h2`]: the checks HTTP/2 requests need on top of what the `h2` crate enforces.
+//! - [`h2`]: the checks HTTP/2 requests need on top of what the HTTP/2 server (`proxy::h2`)
+//!   enforces.
 //! - [`conn`]: [`ConnState`], what the socket wrapper and the service of one connection share.
 //!
 //! Every rejection is counted in `switchyard_rejected_requests_total{reason}`; the reasons are

@@ -7,7 +7,7 @@
 //! one pass ([`head::parse`](super::head::parse)), every body is decoded exactly to its end (by
 //! `Content-Length` or by following the chunks), so a smuggled second request inside a body, or
 //! a bad head after good ones, never becomes a request. The `AsyncRead`/`AsyncWrite` side
-//! carries HTTP/2 (after the preface, to the `h2` crate) and upgraded tunnels: bytes pass
+//! carries HTTP/2 (after the preface, to our HTTP/2 server) and upgraded tunnels: bytes pass
 //! unchecked there.
 //!
 //! Refusing:
