@@ -1368,7 +1368,7 @@ impl Fields {
             return;
         }
         let name_len = match &name {
-            FieldName::Pseudo(p) => pseudo_name(p).len(),
+            FieldName::Pseudo(p) => p.as_str().len(),
             FieldName::Header(h) => h.as_str().len(),
             FieldName::Invalid => 0,
         };
@@ -1499,17 +1499,6 @@ impl Fields {
         *request.headers_mut() = self.headers;
         let (parts, ()) = request.into_parts();
         Decoded::Request(parts, self.content_length.flatten())
-    }
-}
-
-fn pseudo_name(pseudo: &Pseudo) -> &'static str {
-    match pseudo {
-        Pseudo::Method => ":method",
-        Pseudo::Scheme => ":scheme",
-        Pseudo::Authority => ":authority",
-        Pseudo::Path => ":path",
-        Pseudo::Status => ":status",
-        Pseudo::Protocol => ":protocol",
     }
 }
 
