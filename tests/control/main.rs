@@ -18,3 +18,4 @@ mod mesh_quorum;
 mod reload_admin;
 mod reload_file;
 mod reload_traffic;
+mod transparent;
