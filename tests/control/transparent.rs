@@ -925,6 +925,35 @@ fn sidecar_upstream_connections_are_not_intercepted_again() {
     }
 }
 
+/// `examples/transparent/{a,b}.toml` load, next to the certificates and mesh key that
+/// `two-pods.sh` makes for them.
+#[test]
+fn example_configs_load() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/transparent");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let certs = dir.path().join("certs").to_string_lossy().into_owned();
+    run(bin, &["certs", "init", "--dir", &certs]);
+    std::fs::write(
+        dir.path().join("mesh.key"),
+        "example test key, at least thirty-two bytes long\n",
+    )
+    .expect("mesh key");
+    for pod in ["a", "b"] {
+        let identity = format!("spiffe://local/{pod}");
+        run(
+            bin,
+            &[
+                "certs", "issue", "--ca", &certs, "--name", pod, "--spiffe", &identity,
+            ],
+        );
+        let file = dir.path().join(format!("{pod}.toml"));
+        std::fs::copy(examples.join(format!("{pod}.toml")), &file).expect("copy example");
+        let config = switchyard::config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.summary().contains("outbound"), "{pod}.toml");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The apps
 
