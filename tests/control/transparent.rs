@@ -465,10 +465,12 @@ impl Pods {
         let mut text = String::new();
         for pod in &self.pods {
             if pod.sidecar.is_some() {
-                text += &format!("--- sidecar {}:\n{}\n", pod.name, pod.sidecar_log());
+                let log = tail(&pod.sidecar_log(), 60);
+                text += &format!("--- sidecar {} (last lines):\n{log}\n", pod.name);
             }
             if pod.app.is_some() {
-                text += &format!("--- app {}:\n{}\n", pod.name, pod.app_log());
+                let log = tail(&pod.app_log(), 20);
+                text += &format!("--- app {} (last lines):\n{log}\n", pod.name);
             }
         }
         text
@@ -496,16 +498,25 @@ impl Pods {
     }
 }
 
-/// Hands the test folder to [`PROXY_UID`] and lets others through it (a tempdir is 0700).
+/// Hands the test folder to [`PROXY_UID`]: folders 0755 (a tempdir is 0700, and the root-run
+/// apps write their output files there), files 0600 (keys, and the mesh secret the sidecar
+/// warns about when others can read it).
 fn give_to_proxy_uid(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::os::unix::fs::chown(path, Some(PROXY_UID), Some(PROXY_UID)).expect("chown");
+    let mode = if path.is_dir() { 0o755 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     if path.is_dir() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         for entry in std::fs::read_dir(path).expect("read_dir") {
             give_to_proxy_uid(&entry.expect("dir entry").path());
         }
     }
+}
+
+/// The last `n` lines of `text`, for failure messages (a sidecar's access log can be long).
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Whether every folder above `path` lets other users through (mode o+x).
@@ -678,7 +689,7 @@ fn traffic_between_sidecars_is_mutual_tls_and_the_tunnel_port_refuses_plaintext(
     assert!(
         pods.sidecar_log_has("b", |l| l.contains(&path) && l.contains(&a.identity())),
         "B's access log names A's identity for {path}\n{}",
-        b.sidecar_log()
+        tail(&b.sidecar_log(), 60)
     );
 
     // A plaintext probe of the tunnel port from D: no HTTP answer, and it never reaches an app.
