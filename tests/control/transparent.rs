@@ -465,12 +465,12 @@ impl Pods {
         let mut text = String::new();
         for pod in &self.pods {
             if pod.sidecar.is_some() {
-                let log = tail(&pod.sidecar_log(), 60);
-                text += &format!("--- sidecar {} (last lines):\n{log}\n", pod.name);
+                let log = tail(&pod.sidecar_log(), 30);
+                text += &format!("--- sidecar {} (first and last lines):\n{log}\n", pod.name);
             }
             if pod.app.is_some() {
-                let log = tail(&pod.app_log(), 20);
-                text += &format!("--- app {} (last lines):\n{log}\n", pod.name);
+                let log = tail(&pod.app_log(), 10);
+                text += &format!("--- app {} (first and last lines):\n{log}\n", pod.name);
             }
         }
         text
@@ -513,10 +513,19 @@ fn give_to_proxy_uid(path: &Path) {
     }
 }
 
-/// The last `n` lines of `text`, for failure messages (a sidecar's access log can be long).
+/// The first and last `n` lines of `text` (start-up, then the latest), for failure messages:
+/// a sidecar's access log can be long.
 fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 2 * n {
+        return lines.join("\n");
+    }
+    let skipped = lines.len() - 2 * n;
+    format!(
+        "{}\n[... {skipped} lines ...]\n{}",
+        lines[..n].join("\n"),
+        lines[lines.len() - n..].join("\n")
+    )
 }
 
 /// Whether every folder above `path` lets other users through (mode o+x).
@@ -689,7 +698,7 @@ fn traffic_between_sidecars_is_mutual_tls_and_the_tunnel_port_refuses_plaintext(
     assert!(
         pods.sidecar_log_has("b", |l| l.contains(&path) && l.contains(&a.identity())),
         "B's access log names A's identity for {path}\n{}",
-        tail(&b.sidecar_log(), 60)
+        tail(&b.sidecar_log(), 30)
     );
 
     // A plaintext probe of the tunnel port from D: no HTTP answer, and it never reaches an app.
