@@ -433,11 +433,30 @@ impl Pods {
         sum(&self.metrics(name), metric, labels)
     }
 
-    /// Waits until pod `from`'s requests to B's app arrive through the tunnel (B's inbound
-    /// passes `from`'s identity to the app): until the mesh has told `from`'s sidecar that B
-    /// is meshed, they pass through in plaintext.
+    /// Waits until pod `from`'s sidecar knows B as a meshed workload (its `/mesh/members`
+    /// shows B's tunnel identity), then until `from`'s requests to B's app arrive through the
+    /// tunnel (B's inbound passes `from`'s identity to the app). No request goes out before
+    /// the first: it would pass through in plaintext, and its pooled connection would be
+    /// reused after.
     fn wait_meshed(&self, from: &str) {
         let b = self.pod("b");
+        let members = self.client(
+            from,
+            &[
+                ("SY_ACTION", "http"),
+                ("SY_ADDR", ADMIN),
+                ("SY_PATH", "/mesh/members"),
+                ("SY_HOST", ADMIN),
+                ("SY_UNTIL", &format!("\"{}\"", b.identity())),
+                ("SY_WAIT_MS", &MESH_READY.as_millis().to_string()),
+            ],
+        );
+        assert!(
+            members.contains(&format!("\"{}\"", b.identity())),
+            "pod {from}'s sidecar never saw B's tunnel in the mesh within {MESH_READY:?}: \
+             {members}\n{}",
+            self.logs()
+        );
         let identity = self.pod(from).identity();
         let addr = format!("{}:8080", b.ip);
         let out = self.client(
