@@ -126,6 +126,9 @@ struct PodSpec {
     sidecar: bool,
     /// Runs the app servers (HTTP on 8080-8082, echo on 9000, banner on 3306).
     servers: bool,
+    /// The sidecar's files are written but it starts (with its rules) only when the test
+    /// calls [`Pods::start_sidecar`].
+    deferred: bool,
 }
 
 const fn pod(name: &'static str, sidecar: bool, servers: bool) -> PodSpec {
@@ -133,6 +136,7 @@ const fn pod(name: &'static str, sidecar: bool, servers: bool) -> PodSpec {
         name,
         sidecar,
         servers,
+        deferred: false,
     }
 }
 
@@ -208,7 +212,6 @@ impl Pods {
         };
         pods.write_sidecar_files(specs);
         let mut pods = pods;
-        let binary = pods.proxy_binary();
         for (i, spec) in specs.iter().enumerate() {
             if spec.servers {
                 let app = pods.spawn_app(i, &[(ROLE_ENV, "serve")]);
@@ -219,33 +222,8 @@ impl Pods {
                 app.expect_line(&format!("SYAPP listening banner {BANNER_PORT}"));
                 pods.pods[i].app = Some(app);
             }
-            if spec.sidecar {
-                let config = pods.config_path(spec.name);
-                let ns = pods.pods[i].ns.clone();
-                let config = config.to_string_lossy().into_owned();
-                run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &ns,
-                        &binary,
-                        "redirect",
-                        "--proxy-uid",
-                        &PROXY_UID.to_string(),
-                        "--config",
-                        &config,
-                    ],
-                );
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", &ns, "setpriv"])
-                    .arg(format!("--reuid={PROXY_UID}"))
-                    .arg(format!("--regid={PROXY_UID}"))
-                    .args(["--clear-groups", "--", &binary, "run", "-c", &config])
-                    .current_dir(pods.dir.path());
-                let sidecar = BinProcess::spawn_command(cmd);
-                sidecar.expect_line(&format!("admin API listening on http://{ADMIN}"));
-                pods.pods[i].sidecar = Some(sidecar);
+            if spec.sidecar && !spec.deferred {
+                pods.start_sidecar(spec.name);
             }
         }
         pods
@@ -253,6 +231,43 @@ impl Pods {
 
     fn config_path(&self, pod: &str) -> PathBuf {
         self.dir.path().join(format!("{pod}.toml"))
+    }
+
+    /// `switchyard redirect` in pod `name` (as root), then its sidecar under [`PROXY_UID`];
+    /// waits for the admin API.
+    fn start_sidecar(&mut self, name: &str) {
+        let binary = self.proxy_binary();
+        let config = self.config_path(name).to_string_lossy().into_owned();
+        let i = self
+            .pods
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name}"));
+        let ns = self.pods[i].ns.clone();
+        let uid = PROXY_UID.to_string();
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                &binary,
+                "redirect",
+                "--proxy-uid",
+                &uid,
+                "--config",
+                &config,
+            ],
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns, "setpriv"])
+            .arg(format!("--reuid={PROXY_UID}"))
+            .arg(format!("--regid={PROXY_UID}"))
+            .args(["--clear-groups", "--", &binary, "run", "-c", &config])
+            .current_dir(self.dir.path());
+        let sidecar = BinProcess::spawn_command(cmd);
+        sidecar.expect_line(&format!("admin API listening on http://{ADMIN}"));
+        self.pods[i].sidecar = Some(sidecar);
     }
 
     /// The certificates (a CA, a leaf per sidecar), the mesh key and each sidecar's config,
@@ -436,29 +451,15 @@ impl Pods {
     /// Waits until pod `from`'s sidecar knows B as a meshed workload (its `/mesh/members`
     /// shows B's tunnel identity), then until `from`'s requests to B's app arrive through the
     /// tunnel (B's inbound passes `from`'s identity to the app). No request goes out before
-    /// the first: it would pass through in plaintext, and its pooled connection would be
-    /// reused after.
+    /// the first; the second asks B's strict port 8081, which A's sidecar passes through per
+    /// connection (no cluster knows it): a plaintext request to the cluster `podb` would leave
+    /// a pooled plaintext connection behind (see
+    /// `a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after`).
     fn wait_meshed(&self, from: &str) {
+        self.wait_mesh_knows_b(from);
         let b = self.pod("b");
-        let members = self.client(
-            from,
-            &[
-                ("SY_ACTION", "http"),
-                ("SY_ADDR", ADMIN),
-                ("SY_PATH", "/mesh/members"),
-                ("SY_HOST", ADMIN),
-                ("SY_UNTIL", &format!("\"{}\"", b.identity())),
-                ("SY_WAIT_MS", &MESH_READY.as_millis().to_string()),
-            ],
-        );
-        assert!(
-            members.contains(&format!("\"{}\"", b.identity())),
-            "pod {from}'s sidecar never saw B's tunnel in the mesh within {MESH_READY:?}: \
-             {members}\n{}",
-            self.logs()
-        );
         let identity = self.pod(from).identity();
-        let addr = format!("{}:8080", b.ip);
+        let addr = format!("{}:8081", b.ip);
         let out = self.client(
             from,
             &[
@@ -475,6 +476,29 @@ impl Pods {
             status == "200" && body.contains(&format!("identity={identity} ")),
             "pod {from}'s requests to B never came through the tunnel within {MESH_READY:?}: \
              last answer {status} {body:?}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Waits until pod `from`'s sidecar knows B as a meshed workload: its `/mesh/members`
+    /// shows B's tunnel identity.
+    fn wait_mesh_knows_b(&self, from: &str) {
+        let b = self.pod("b");
+        let members = self.client(
+            from,
+            &[
+                ("SY_ACTION", "http"),
+                ("SY_ADDR", ADMIN),
+                ("SY_PATH", "/mesh/members"),
+                ("SY_HOST", ADMIN),
+                ("SY_UNTIL", &format!("\"{}\"", b.identity())),
+                ("SY_WAIT_MS", &MESH_READY.as_millis().to_string()),
+            ],
+        );
+        assert!(
+            members.contains(&format!("\"{}\"", b.identity())),
+            "pod {from}'s sidecar never saw B's tunnel in the mesh within {MESH_READY:?}: \
+             {members}\n{}",
             self.logs()
         );
     }
@@ -961,6 +985,36 @@ fn sidecar_upstream_connections_are_not_intercepted_again() {
                 "pod {pod} refused connections as {reason}"
             );
         }
+    }
+}
+
+/// 6. A connection that A's sidecar pooled to B's app while B had no sidecar (plaintext, the
+///    only way then) is not used once B is meshed: every request after that goes through the
+///    tunnel (B's app sees A's identity), or a strict port on B would refuse it and the bytes
+///    would cross the network in the clear.
+#[test]
+fn a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after() {
+    let b_later = PodSpec {
+        deferred: true,
+        ..pod("b", true, true)
+    };
+    let mut pods = Pods::start("u", &[pod("a", true, false), b_later]);
+    let addr = format!("{}:8080", pods.pod("b").ip);
+    let n = nonce();
+    // B has no sidecar yet: A's request reaches B's app directly, and A pools the connection.
+    let (status, body) = pods.http("a", &addr, &format!("/t6/{n}/before"), None);
+    assert_eq!(status, "200", "{body}\n{}", pods.logs());
+    assert!(body.contains("identity=- "), "no tunnel yet: {body}");
+
+    pods.start_sidecar("b");
+    pods.wait_meshed("a");
+    for i in 0..3 {
+        let (status, body) = pods.http("a", &addr, &format!("/t6/{n}/after-{i}"), None);
+        assert_eq!(status, "200", "{body}\n{}", pods.logs());
+        assert!(
+            body.contains("identity=spiffe://local/a "),
+            "request {i} after B joined the mesh did not come through the tunnel: {body}"
+        );
     }
 }
 
