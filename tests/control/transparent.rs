@@ -126,9 +126,6 @@ struct PodSpec {
     sidecar: bool,
     /// Runs the app servers (HTTP on 8080-8082, echo on 9000, banner on 3306).
     servers: bool,
-    /// The sidecar's files are written but it starts (with its rules) only when the test
-    /// calls [`Pods::start_sidecar`].
-    deferred: bool,
 }
 
 const fn pod(name: &'static str, sidecar: bool, servers: bool) -> PodSpec {
@@ -136,7 +133,6 @@ const fn pod(name: &'static str, sidecar: bool, servers: bool) -> PodSpec {
         name,
         sidecar,
         servers,
-        deferred: false,
     }
 }
 
@@ -222,7 +218,7 @@ impl Pods {
                 app.expect_line(&format!("SYAPP listening banner {BANNER_PORT}"));
                 pods.pods[i].app = Some(app);
             }
-            if spec.sidecar && !spec.deferred {
+            if spec.sidecar {
                 pods.start_sidecar(spec.name);
             }
         }
@@ -988,25 +984,32 @@ fn sidecar_upstream_connections_are_not_intercepted_again() {
     }
 }
 
-/// 6. A connection that A's sidecar pooled to B's app while B had no sidecar (plaintext, the
-///    only way then) is not used once B is meshed: every request after that goes through the
-///    tunnel (B's app sees A's identity), or a strict port on B would refuse it and the bytes
-///    would cross the network in the clear.
+/// 6. A connection that A's sidecar pooled to B while it did not know B as meshed (a slow
+///    join, a partition: plaintext, the only way then, which B's permissive port serves) is
+///    not used once B is meshed: every request after that goes through the tunnel (B's app sees
+///    A's identity). Otherwise a busy pooled connection would carry plaintext, and meet a
+///    strict port's 403, for as long as it lives.
 #[test]
 fn a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after() {
-    let b_later = PodSpec {
-        deferred: true,
-        ..pod("b", true, true)
-    };
-    let mut pods = Pods::start("u", &[pod("a", true, false), b_later]);
+    let pods = Pods::start("u", &[pod("a", true, false), pod("b", true, true)]);
+    // Hold the mesh back: A drops gossip both ways until the plaintext request is pooled.
+    let rules = pods.dir.path().join("nomesh.nft");
+    std::fs::write(
+        &rules,
+        "table inet synomesh {\n\
+           chain input { type filter hook input priority 0; policy accept; udp dport 7946 drop; }\n\
+           chain output { type filter hook output priority 0; policy accept; udp dport 7946 drop; }\n\
+         }\n",
+    )
+    .expect("nft rules");
+    pods.nft("a", &["-f", &rules.to_string_lossy()]);
     let addr = format!("{}:8080", pods.pod("b").ip);
     let n = nonce();
-    // B has no sidecar yet: A's request reaches B's app directly, and A pools the connection.
     let (status, body) = pods.http("a", &addr, &format!("/t6/{n}/before"), None);
     assert_eq!(status, "200", "{body}\n{}", pods.logs());
     assert!(body.contains("identity=- "), "no tunnel yet: {body}");
 
-    pods.start_sidecar("b");
+    pods.nft("a", &["delete", "table", "inet", "synomesh"]);
     pods.wait_meshed("a");
     for i in 0..3 {
         let (status, body) = pods.http("a", &addr, &format!("/t6/{n}/after-{i}"), None);
