@@ -147,10 +147,10 @@ struct Pods {
 }
 
 impl Pods {
-    /// Builds the namespaces, certificates, configs and rules, starts apps and sidecars and
-    /// waits for them to listen (not for the mesh: see [`Pods::wait_meshed`]). `tag` makes the
-    /// namespace names unique among the tests of this process.
-    fn start(tag: &str, specs: &[PodSpec]) -> Self {
+    /// Builds the namespaces, certificates and configs, starts the apps and waits for them to
+    /// listen; no rules or sidecars yet ([`Pods::start_sidecars`]). `tag` makes the namespace
+    /// names unique among the tests of this process.
+    fn create(tag: &str, specs: &[PodSpec]) -> Self {
         let prefix = format!("syt{}{tag}", std::process::id() % 100_000);
         let hub = format!("{prefix}h");
         let mut ns = Namespaces {
@@ -218,11 +218,22 @@ impl Pods {
                 app.expect_line(&format!("SYAPP listening banner {BANNER_PORT}"));
                 pods.pods[i].app = Some(app);
             }
-            if spec.sidecar {
-                pods.start_sidecar(spec.name);
-            }
         }
         pods
+    }
+
+    /// [`Pods::create`], then every sidecar.
+    fn start(tag: &str, specs: &[PodSpec]) -> Self {
+        let mut pods = Self::create(tag, specs);
+        pods.start_sidecars(specs);
+        pods
+    }
+
+    /// `switchyard redirect` and the sidecar in every pod of `specs` that has one.
+    fn start_sidecars(&mut self, specs: &[PodSpec]) {
+        for spec in specs.iter().filter(|s| s.sidecar) {
+            self.start_sidecar(spec.name);
+        }
     }
 
     fn config_path(&self, pod: &str) -> PathBuf {
@@ -991,7 +1002,8 @@ fn sidecar_upstream_connections_are_not_intercepted_again() {
 ///    strict port's 403, for as long as it lives.
 #[test]
 fn a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after() {
-    let pods = Pods::start("u", &[pod("a", true, false), pod("b", true, true)]);
+    let specs = [pod("a", true, false), pod("b", true, true)];
+    let mut pods = Pods::create("u", &specs);
     // Hold the mesh back: A drops gossip both ways until the plaintext request is pooled.
     let rules = pods.dir.path().join("nomesh.nft");
     std::fs::write(
@@ -1003,6 +1015,7 @@ fn a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after(
     )
     .expect("nft rules");
     pods.nft("a", &["-f", &rules.to_string_lossy()]);
+    pods.start_sidecars(&specs);
     let addr = format!("{}:8080", pods.pod("b").ip);
     let n = nonce();
     let (status, body) = pods.http("a", &addr, &format!("/t6/{n}/before"), None);
