@@ -13,7 +13,9 @@
 //! Every pod's inbound listener has the same per-port policy: 8080 permissive, 8081 strict,
 //! 8082 allows only `spiffe://local/a`; 3306 is an opaque port (server speaks first) on both
 //! sides. A client pod's outbound sidecar knows B's app (`B_IP:8080`) as the cluster `podb`;
-//! every other destination passes through to its original address.
+//! every other destination passes through to its original address. Each sidecar runs one
+//! worker: upstream pools are per worker, and with one the next request of a test meets the
+//! connection the previous one pooled (test 6 depends on it, the counts of test 5 are simpler).
 //!
 //! The `redirect` rules themselves (idempotence, `--remove`) are tested in
 //! `transparent_redirect`.
@@ -323,6 +325,7 @@ impl Pods {
             };
             let config = format!(
                 "# Pod {name}'s sidecar ({identity}).\n\
+                 [runtime]\nworkers = 1\n\n\
                  [admin]\nlisten = \"{ADMIN}\"\n\n\
                  [identity]\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\nca = \"certs/ca.pem\"\n\n\
                  [[listeners]]\nname = \"outbound\"\nlisten = \"127.0.0.1:15001\"\nmode = \"outbound\"\n\
