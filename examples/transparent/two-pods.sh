@@ -123,9 +123,10 @@ case "$answer" in
 esac
 
 for p in "${pods[@]}"; do
-  echo "== pod $p's sidecar metrics (transparent series)"
+  echo "== pod $p's sidecar metrics (transparent series that are not 0)"
   ip netns exec "sy-$p" curl -s "http://127.0.0.1:9901/metrics" |
-    grep -E '^switchyard_(intercepted|tunnel|opaque)' || true
+    grep -E '^switchyard_(intercepted_connections|intercepted_refused|tunnel_connections|opaque_bytes)_total' |
+    awk '$NF != 0' || true
 done
 echo
 echo "logs: $state/a.log $state/b.log; more requests: ip netns exec sy-a curl http://$(ip_of b):8080/"
