@@ -239,7 +239,7 @@ idle_upstream() {
 before_a="$(rss "${sidecar[a]}")"
 before_b="$(rss "${sidecar[b]}")"
 ip netns exec syb-a bash -c "
-  ulimit -n 65536
+  ulimit -n \$(ulimit -Hn)
   for i in \$(seq $idle); do exec {fd}<>/dev/tcp/$b_ip/7000 || exit 1; done
   sleep 600" &
 holder=$!
