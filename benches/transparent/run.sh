@@ -10,24 +10,28 @@
 # and prints a table under the machine line, with the issue's targets (throughput >= 0.7x
 # direct; added p50 through both sidecars <= 2x one plain hop's; <= 4 KiB per idle connection).
 #
-#   sudo benches/transparent/run.sh                        5 s per figure, 1000 idle connections
-#   sudo benches/transparent/run.sh --duration 10 --idle 5000
+#   sudo benches/transparent/run.sh              3 rounds, 5 s per figure, 1000 idle connections
+#   sudo benches/transparent/run.sh --rounds 5 --duration 10 --idle 5000
 #
 # Needs root (namespaces, nftables). Installs iperf3, wrk, nginx-light and curl with apt-get
-# when missing, builds target/release/switchyard (SWITCHYARD=PATH uses another binary). The
-# direct and one-hop figures are taken before `switchyard redirect` runs in the pods, the
-# sidecar figures after. Each switchyard (and nginx) runs one worker thread, access logs off.
+# when missing, builds target/release/switchyard (SWITCHYARD=PATH uses another binary). Each
+# round takes the direct and one-hop figures without rules (`switchyard redirect --remove`),
+# then the sidecar figures with them; the table shows the medians (every round's figures are
+# printed under it). Each switchyard (and nginx) runs one worker thread, access logs off. The
+# open-file limit bounds --idle (a's sidecar holds two descriptors per idle connection).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 
 duration=5
 idle=1000
+rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
     --idle) idle="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -201,35 +205,54 @@ p50() { # URL
     }'
 }
 
-log "direct (no rules yet)"
-tput_direct="$(iperf)"
-p50_direct="$(p50 "http://$b_ip:8080/")"
-log "one plain hop"
-p50_hop="$(p50 "http://$b_ip:8000/")"
-kill "$hop_pid"
-
-log "switchyard redirect in both pods, sidecars as UID $uid"
-declare -A sidecar
-for p in a b; do
-  ip netns exec "syb-$p" "$sy" redirect --proxy-uid "$uid" --config "$state/$p.toml" >/dev/null
-  ip netns exec "syb-$p" setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
-    "$sy" run -c "$state/$p.toml" >"$state/$p.log" 2>&1 &
-  sidecar[$p]=$!
-  pids+=($!)
-done
 metric() { # POD NAME LABEL: the sum of NAME's samples that carry LABEL (name="value")
   ip netns exec "syb-$1" curl -s -m 2 "http://127.0.0.1:9901/metrics" |
     awk -v m="$2{" -v l="$3" 'index($0, m) == 1 && index($0, l) { s += $NF } END { printf "%d", s }'
+}
+# Before a's sidecar knows b as meshed, a request would go to b in plaintext and its pooled
+# connection would carry later ones too: no request goes out before the mesh shows b's tunnel.
+b_meshed() {
+  ip netns exec syb-a curl -s -m 1 "http://127.0.0.1:9901/mesh/members" | grep -q '"spiffe://local/b"'
 }
 tunnelled() {
   ip netns exec syb-a curl -sf -m 1 "http://$b_ip:8080/" >/dev/null || true
   [ "$(metric b switchyard_tunnel_connections_total 'direction="server"')" -gt 0 ]
 }
-wait_for "a tunnelled request from a to b" tunnelled
+rules() { # on|off, in both pods
+  for p in a b; do
+    if [ "$1" = on ]; then
+      ip netns exec "syb-$p" "$sy" redirect --proxy-uid "$uid" --config "$state/$p.toml" >/dev/null
+    else
+      ip netns exec "syb-$p" "$sy" redirect --remove >/dev/null
+    fi
+  done
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-log "through both sidecars"
-tput_sidecars="$(iperf)"
-p50_sidecars="$(p50 "http://$b_ip:8080/")"
+declare -A sidecar
+tput_direct=() p50_direct=() p50_hop=() tput_sidecars=() p50_sidecars=()
+for round in $(seq "$rounds"); do
+  if [ "$round" -gt 1 ]; then rules off; fi
+  log "round $round/$rounds: direct and one plain hop (no rules)"
+  tput_direct+=("$(iperf)")
+  p50_direct+=("$(p50 "http://$b_ip:8080/")")
+  p50_hop+=("$(p50 "http://$b_ip:8000/")")
+  log "round $round/$rounds: switchyard redirect in both pods, through both sidecars"
+  rules on
+  if [ "$round" = 1 ]; then
+    for p in a b; do
+      ip netns exec "syb-$p" setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
+        "$sy" run -c "$state/$p.toml" >"$state/$p.log" 2>&1 &
+      sidecar[$p]=$!
+      pids+=($!)
+    done
+    wait_for "b's tunnel in a's mesh view" b_meshed
+    wait_for "a tunnelled request from a to b" tunnelled
+  fi
+  tput_sidecars+=("$(iperf)")
+  p50_sidecars+=("$(p50 "http://$b_ip:8080/")")
+done
+kill "$hop_pid"
 
 log "$idle idle intercepted connections"
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -251,6 +274,12 @@ after_a="$(rss "${sidecar[a]}")"
 after_b="$(rss "${sidecar[b]}")"
 kill "$holder"
 
+rounds_line="rounds $rounds: direct Gbit/s ${tput_direct[*]}; sidecars Gbit/s ${tput_sidecars[*]}; p50 us direct ${p50_direct[*]}, hop ${p50_hop[*]}, sidecars ${p50_sidecars[*]}"
+tput_direct="$(median "${tput_direct[@]}")"
+tput_sidecars="$(median "${tput_sidecars[@]}")"
+p50_direct="$(median "${p50_direct[@]}")"
+p50_hop="$(median "${p50_hop[@]}")"
+p50_sidecars="$(median "${p50_sidecars[@]}")"
 per_conn() { awk -v a="$1" -v b="$2" -v n="$idle" 'BEGIN { printf "%.1f", (b - a) / n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 added_sidecars=$((p50_sidecars - p50_direct))
@@ -259,7 +288,7 @@ added_hop=$((p50_hop - p50_direct))
 cpu="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 echo
 echo "machine: ${cpu:-unknown CPU}, $(nproc) cores, Linux $(uname -r) ($(uname -m))"
-echo "transparent mode: pod a -> a's outbound sidecar -> mTLS -> b's inbound sidecar -> app (one worker each, $duration s per figure)"
+echo "transparent mode: pod a -> a's outbound sidecar -> mTLS -> b's inbound sidecar -> app (one worker each, $duration s per figure, median of $rounds rounds)"
 echo
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' figure direct "plain hop" "both sidecars" ratio target
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "-----------" "-----------" "---------------" "---------" "----------"
@@ -267,9 +296,9 @@ printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "opaque throughput, Gbit/s (iperf3, 1 stream)" "$tput_direct" "-" "$tput_sidecars" \
   "$(ratio "$tput_sidecars" "$tput_direct")" ">= 0.7"
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
-  "HTTP p50 µs, 1 conn (wrk)" "$p50_direct" "$p50_hop" "$p50_sidecars" "-" ""
+  "HTTP p50 us, 1 conn (wrk)" "$p50_direct" "$p50_hop" "$p50_sidecars" "-" ""
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
-  "added p50 µs over direct" "-" "$added_hop" "$added_sidecars" \
+  "added p50 us over direct" "-" "$added_hop" "$added_sidecars" \
   "$(ratio "$added_sidecars" "$added_hop")" "<= 2"
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "KiB per idle intercepted conn, sidecar a" "-" "-" "$(per_conn "$before_a" "$after_a")" "-" "<= 4"
@@ -277,3 +306,4 @@ printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "KiB per idle intercepted conn, sidecar b" "-" "-" "$(per_conn "$before_b" "$after_b")" "-" "<= 4"
 echo
 echo "idle connections: $idle; sidecar VmRSS KiB a $before_a -> $after_a, b $before_b -> $after_b"
+echo "$rounds_line"
