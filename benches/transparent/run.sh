@@ -165,6 +165,7 @@ http {
 EOF
 chown -R "$uid:$uid" "$state"
 chmod 755 "$state"
+chmod 600 "$state/mesh.key" "$state"/certs/*.key
 
 log "apps in b: nginx (:8080 ok, :7000 idle holder), iperf3 -s (:5201); one plain hop (:8000)"
 ip netns exec syb-b nginx -c "$state/nginx.conf" &

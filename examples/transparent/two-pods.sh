@@ -68,6 +68,7 @@ done
 head -c 48 /dev/urandom | base64 -w0 > "$state/mesh.key"
 chown -R "$uid:$uid" "$state"
 chmod 755 "$state"
+chmod 600 "$state/mesh.key" "$state"/certs/*.key
 
 echo "== namespaces: sy-hub (bridge), sy-a $(ip_of a), sy-b $(ip_of b)"
 ip netns add sy-hub
@@ -98,6 +99,10 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), App).serve_forever()
 '
 ip netns exec sy-b python3 -c "$app" >"$state/app.log" 2>&1 &
 echo $! >"$state/app.pid"
+for _ in $(seq 50); do
+  ip netns exec sy-b bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080' 2>/dev/null && break
+  sleep 0.1
+done
 
 for p in "${pods[@]}"; do
   echo "== pod $p: switchyard redirect, then the sidecar as UID $uid"
