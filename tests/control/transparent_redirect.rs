@@ -338,8 +338,9 @@ fn proxy_in(ns: &str, toml: &str) -> BinProxy {
 
 #[test]
 fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_traffic() {
-    // Pod P (10.78.0.1) and a peer C (10.78.0.2, also 10.9.9.9 and 10.8.0.5) on a veth pair;
-    // P's default route goes to C, so an outbound connection that is not redirected reaches C.
+    // Pod P (10.78.0.1, fd78::1) and a peer C (10.78.0.2, fd78::2; also 10.9.9.9, 10.8.0.5,
+    // fd99::9, fd77::5) on a veth pair; P's default routes go to C, so an outbound connection
+    // that is not redirected reaches C.
     let mut namespaces = Namespaces { names: Vec::new() };
     let p = namespaces.add(prefix("p"));
     let c = namespaces.add(prefix("c"));
@@ -365,16 +366,31 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
         "ip",
         &["-n", &p, "route", "add", "default", "via", "10.78.0.2"],
     );
+    // The same over IPv6 (no duplicate address detection: the addresses are usable at once).
+    for (ns, addr, dev) in [
+        (&p, "fd78::1/64", "eth0"),
+        (&c, "fd78::2/64", "eth0"),
+        (&c, "fd99::9/128", "lo"),
+        (&c, "fd77::5/128", "lo"),
+    ] {
+        run("ip", &["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    run(
+        "ip",
+        &["-n", &p, "-6", "route", "add", "default", "via", "fd78::2"],
+    );
 
-    // P's sidecar: the outbound and inbound listeners answer 502 (their cluster is down). C's
-    // server on 10.9.9.9:80 answers 404 (no route matches): who answered tells whether a
+    // P's sidecar: the outbound (127.0.0.1 and ::1) and inbound listeners answer 502 (their
+    // cluster is down). C's server on 10.9.9.9:80 and [fd99::9]:80 answers 404 (no route matches): who answered tells whether a
     // connection was redirected.
     let _sidecar = proxy_in(
         &p,
         "[admin]\nlisten = \"127.0.0.1:9990\"\n\n\
          [[listeners]]\nname = \"outbound\"\nlisten = \"127.0.0.1:15001\"\n\n\
+         [[listeners]]\nname = \"outbound6\"\nlisten = \"[::1]:15001\"\n\n\
          [[listeners]]\nname = \"inbound\"\nlisten = \"0.0.0.0:15006\"\n\n\
          [[routes]]\nlistener = \"outbound\"\ncluster = \"down\"\n\n\
+         [[routes]]\nlistener = \"outbound6\"\ncluster = \"down\"\n\n\
          [[routes]]\nlistener = \"inbound\"\ncluster = \"down\"\n\n\
          [clusters.down]\nendpoints = [\"127.0.0.1:1\"]\n",
     );
@@ -382,7 +398,9 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
         &c,
         "[admin]\nlisten = \"127.0.0.1:9990\"\n\n\
          [[listeners]]\nname = \"direct\"\nlisten = \"10.9.9.9:80\"\n\n\
+         [[listeners]]\nname = \"direct6\"\nlisten = \"[fd99::9]:80\"\n\n\
          [[routes]]\nlistener = \"direct\"\nmatch = { path_prefix = \"/never\" }\ncluster = \"down\"\n\n\
+         [[routes]]\nlistener = \"direct6\"\nmatch = { path_prefix = \"/never\" }\ncluster = \"down\"\n\n\
          [clusters.down]\nendpoints = [\"127.0.0.1:1\"]\n",
     );
     let sidecar = "HTTP/1.1 502";
@@ -393,6 +411,7 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
 
     // Without rules: outbound reaches C, inbound to an app port nobody serves is refused.
     assert!(answered(&p, None, "10.9.9.9", 80).starts_with(direct));
+    assert!(answered(&p, None, "fd99::9", 80).starts_with(direct));
     assert_eq!(probe(&c, None, "10.78.0.1", 8080), None);
 
     let applied = redirect(
@@ -405,7 +424,7 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
             "--skip-outbound-ports",
             "25",
             "--skip-outbound-cidrs",
-            "10.8.0.0/16,fd00::/8",
+            "10.8.0.0/16,fd77::/16",
         ],
     );
     assert_ok("redirect", &applied);
@@ -433,6 +452,26 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
     assert_eq!(probe(&p, None, "10.8.0.5", 80), None);
     assert_eq!(outbound(), 1, "a skipped port or CIDR hit the redirect");
 
+    // IPv6: redirected to [::1]:15001; the proxy UID and a skipped v6 CIDR are not.
+    let line = answered(&p, None, "fd99::9", 80);
+    assert!(
+        line.starts_with(sidecar),
+        "not redirected over IPv6: {line}"
+    );
+    assert_eq!(outbound(), 2);
+    let line = answered(&p, Some(PROXY_UID), "fd99::9", 80);
+    assert!(
+        line.starts_with(direct),
+        "the proxy UID was redirected (v6): {line}"
+    );
+    assert_eq!(probe(&p, None, "fd77::5", 80), None);
+    assert_eq!(
+        outbound(),
+        2,
+        "the proxy UID or a skipped v6 CIDR hit the redirect"
+    );
+    assert_eq!(proxy_uid(), 2);
+
     // Inbound: C's connection to P's app port reaches the inbound listener; a skipped port
     // does not (refused: nothing listens on 22).
     let line = answered(&c, None, "10.78.0.1", 8080);
@@ -444,5 +483,6 @@ fn the_rules_redirect_inbound_and_outbound_tcp_but_not_the_proxy_uid_or_skipped_
     // Removed: back to the direct path.
     assert_ok("redirect --remove", &redirect(&p, &["--remove"]));
     assert!(answered(&p, None, "10.9.9.9", 80).starts_with(direct));
+    assert!(answered(&p, None, "fd99::9", 80).starts_with(direct));
     assert_eq!(probe(&c, None, "10.78.0.1", 8080), None);
 }
