@@ -113,7 +113,8 @@ impl Rules {
     /// Validates `args` and merges in `config` (flags win over the config, the config over the
     /// defaults). Every error names the flag and the value.
     pub fn new(args: &RuleArgs, config: &ConfigPorts) -> Result<Self, String> {
-        let proxy_uid = validate_uid(args.proxy_uid)?;
+        let proxy_uid = validate_uid(args.proxy_uid)
+            .map_err(|e| format!("--proxy-uid {}: {e}", args.proxy_uid))?;
         let inbound_port = args
             .inbound_port
             .or(config.inbound_port)
@@ -274,11 +275,11 @@ pub fn remove_script() -> String {
 pub fn validate_uid(uid: u32) -> Result<u32, String> {
     match uid {
         0 => Err(
-            "--proxy-uid 0: the proxy must run under its own non-root UID; exempting root \
-                  would let every root process bypass the redirect"
+            "the proxy must run under its own non-root UID; exempting root (0) would \
+                  let every root process bypass the redirect"
                 .to_owned(),
         ),
-        u32::MAX => Err(format!("--proxy-uid {uid}: not a valid UID ((uid_t)-1)")),
+        u32::MAX => Err(format!("{uid} is not a valid UID ((uid_t)-1)")),
         uid => Ok(uid),
     }
 }
