@@ -72,11 +72,17 @@ pub struct Rules {
 /// file's defaults are merged in. `None` means "not given".
 #[derive(Debug, Clone, Default)]
 pub struct RuleArgs {
+    /// `--proxy-uid`: checked by [`validate_uid`].
     pub proxy_uid: u32,
+    /// `--inbound-port`; `None` takes the config's inbound listener, then 15006.
     pub inbound_port: Option<u16>,
+    /// `--outbound-port`; `None` takes the config's outbound listener, then 15001.
     pub outbound_port: Option<u16>,
+    /// `--skip-inbound-ports`, in the order given (duplicates allowed; the set drops them).
     pub skip_inbound_ports: Vec<u16>,
+    /// `--skip-outbound-ports`, as given.
     pub skip_outbound_ports: Vec<u16>,
+    /// `--skip-outbound-cidrs`, IPv4 and IPv6 mixed, as given.
     pub skip_outbound_cidrs: Vec<Cidr>,
 }
 

@@ -17,7 +17,9 @@ pub enum NftError {
     /// syntax error): its own message, which names the line.
     #[error("`{NFT} -f -` failed ({status}): {stderr}")]
     Failed {
+        /// nft's exit status.
         status: std::process::ExitStatus,
+        /// nft's standard error, trailing newlines trimmed: the operator's diagnosis.
         stderr: String,
     },
 }
