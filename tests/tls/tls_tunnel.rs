@@ -19,7 +19,7 @@ use crate::support::backend::{Backend, Behavior};
 use crate::support::http_client;
 use crate::support::launcher::Proxy;
 use crate::support::metrics;
-use crate::support::tls::{Ca, Leaf};
+use crate::support::tls::{Ca, Leaf, TlsBackend};
 use crate::support::{wait_until_async, DEADLINE};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -269,6 +269,31 @@ async fn health_probes_of_a_meshed_endpoint_go_through_the_tunnel() {
         .await,
         "the probe reached the backend"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_its_own_tls_talks_to_the_endpoint_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "tunnel-own-tls");
+    let a = identity(&ca, "own-a");
+    let b = TunnelTls::load(&identity(&ca, "own-b")).expect("b");
+    let pair = ca.issue("backend", &Leaf::named("backend.test"));
+    let backend = TlsBackend::start(&pair, None);
+    let (port, seen) = inbound(b).await;
+    let tls = format!(
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}",
+        ca.cert_path.display()
+    );
+    let proxy = Proxy::start_toml(&config_with(backend.addr, &a, "own-tls", "http1", &tls));
+    proxy
+        .handle()
+        .shared()
+        .publish_meshed(meshed("spiffe://local/own-b", port));
+    let got = http_client::get(&proxy.url("public", "/"))
+        .await
+        .expect("response");
+    assert_eq!(got.status, 200);
+    assert!(seen.lock().expect("seen").is_empty(), "not tunnelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
