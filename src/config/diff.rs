@@ -58,6 +58,8 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
         ("log.format", running.log.format != new.log.format),
         // The mesh member keeps its socket, identity and keys for the process's life.
         ("[mesh]", running.mesh != new.mesh),
+        // The mesh announces the tunnel identity for the process's life.
+        ("[identity]", running.identity != new.identity),
     ];
     for (name, changed) in restart_only {
         if changed {
@@ -304,6 +306,18 @@ endpoints = ["127.0.0.1:9101"]
         new.admin.token_file = Some("token".into());
         new.admin.token = Some(crate::config::AdminToken::new("t"));
         assert_eq!(diff(&running, &new).lines, ["~ admin.token_file changed"]);
+    }
+
+    #[test]
+    fn an_identity_change_waits_for_a_restart() {
+        let running = parse(BASE);
+        let with = parse(
+            &(BASE.to_owned() + "[identity]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n"),
+        );
+        assert_eq!(
+            diff(&running, &with).lines,
+            ["! [identity] changed: applied at the next restart only"]
+        );
     }
 
     #[test]

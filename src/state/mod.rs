@@ -22,6 +22,9 @@ pub use discovered::{DiscoveredSet, DiscoveredSets};
 pub use reload::{ReloadError, ReloadHandle, Reloaded, Trigger};
 pub use shared::Shared;
 pub use snapshot::{ClusterSnapshot, ListenerSnapshot, Snapshot};
+// The meshed table lives with the pools that read it (`upstream` sits below `state`); named
+// here too because `Shared` publishes it.
+pub use crate::upstream::dial::{MeshedPeers, TunnelPeer, Tunnels};
 
 use crate::endpoint::EndpointRegistry;
 

@@ -71,6 +71,14 @@ fn full_reference_every_key_typed() {
         }]
     );
     assert_eq!(tls.client_ca, Some(dir.join("certs/ca.pem")));
+    assert_eq!(
+        c.identity,
+        Some(IdentityConfig {
+            cert: dir.join("certs/mesh.pem"),
+            key: dir.join("certs/mesh.key"),
+            ca: dir.join("certs/ca.pem"),
+        })
+    );
     let multi = c.listeners[2].tls.as_ref().unwrap();
     assert_eq!(multi.certs.len(), 2);
     assert_eq!(multi.certs[1].key, dir.join("certs/b.key"));
@@ -482,6 +490,23 @@ fn explicit_worker_count_and_relative_paths() {
         tls.certs[0].key,
         Path::new("/abs/k.pem"),
         "absolute paths stay as written"
+    );
+}
+
+#[test]
+fn identity_paths_resolve_against_the_config_folder() {
+    let c = parse(MINIMAL, Path::new("sy.toml")).unwrap();
+    assert_eq!(c.identity, None, "no [identity]: no tunnel");
+    let text = MINIMAL.to_owned()
+        + "[identity]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\nca = \"/etc/mesh/ca.pem\"\n";
+    let c = parse(&text, Path::new("rel/dir/sy.toml")).unwrap();
+    assert_eq!(
+        c.identity,
+        Some(IdentityConfig {
+            cert: Path::new("rel/dir/certs/a.pem").to_path_buf(),
+            key: Path::new("rel/dir/certs/a.key").to_path_buf(),
+            ca: Path::new("/etc/mesh/ca.pem").to_path_buf(),
+        })
     );
 }
 
