@@ -75,6 +75,19 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 log() { printf '\n==> %s (%s)\n' "$1" "$(date +%T)" >&2; }
 
+# Each pod gets a core of its own when there are two: pod a (the clients and a's sidecar) on
+# core 1, pod b (the apps, the plain hop and b's sidecar) on core 0, as a node would give two
+# pods' containers their CPUs. Without pinning, the 1-connection latencies moved 3x between
+# rounds on a 2-core machine, with where the scheduler happened to wake each process.
+cores="$(nproc)"
+pinned=""
+if [ "$cores" -ge 2 ] && command -v taskset >/dev/null; then pinned=1; fi
+pin() { # POD: the `taskset -c CORE` words for the pod's processes (none when not pinning)
+  if [ -n "$pinned" ]; then
+    if [ "$1" = a ]; then echo "taskset -c 1"; else echo "taskset -c 0"; fi
+  fi
+}
+
 log "pods"
 ip netns add syb-hub
 ip -n syb-hub link add br0 type bridge
@@ -168,11 +181,11 @@ chmod 755 "$state"
 chmod 600 "$state/mesh.key" "$state"/certs/*.key
 
 log "apps in b: nginx (:8080 ok, :7000 idle holder), iperf3 -s (:5201); one plain hop (:8000)"
-ip netns exec syb-b nginx -c "$state/nginx.conf" &
+ip netns exec syb-b $(pin b) nginx -c "$state/nginx.conf" &
 pids+=($!)
-ip netns exec syb-b iperf3 -s -p 5201 >"$state/iperf3-server.log" 2>&1 &
+ip netns exec syb-b $(pin b) iperf3 -s -p 5201 >"$state/iperf3-server.log" 2>&1 &
 pids+=($!)
-ip netns exec syb-b "$sy" run -c "$state/hop.toml" >"$state/hop.log" 2>&1 &
+ip netns exec syb-b $(pin b) "$sy" run -c "$state/hop.toml" >"$state/hop.log" 2>&1 &
 hop_pid=$!
 pids+=("$hop_pid")
 wait_for() { # DESCRIPTION COMMAND...: up to 30 s
@@ -192,12 +205,12 @@ wait_for "iperf3 in b" iperf3_listening
 
 # iperf3's receiver rate in Gbit/s.
 iperf() {
-  ip netns exec syb-a iperf3 -c "$b_ip" -p 5201 -t "$duration" -f m |
+  ip netns exec syb-a $(pin a) iperf3 -c "$b_ip" -p 5201 -t "$duration" -f m |
     awk '/receiver/ { printf "%.2f", $7 / 1000 }'
 }
 # wrk's p50 at one connection, in microseconds.
 p50() { # URL
-  ip netns exec syb-a wrk -t1 -c1 -d"${duration}s" --latency "$1" |
+  ip netns exec syb-a $(pin a) wrk -t1 -c1 -d"${duration}s" --latency "$1" |
     awk '$1 == "50%" {
       v = $2
       if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
@@ -242,7 +255,7 @@ for round in $(seq "$rounds"); do
   rules on
   if [ "$round" = 1 ]; then
     for p in a b; do
-      ip netns exec "syb-$p" setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
+      ip netns exec "syb-$p" $(pin "$p") setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
         "$sy" run -c "$state/$p.toml" >"$state/$p.log" 2>&1 &
       sidecar[$p]=$!
       pids+=($!)
@@ -262,7 +275,7 @@ idle_upstream() {
 }
 before_a="$(rss "${sidecar[a]}")"
 before_b="$(rss "${sidecar[b]}")"
-ip netns exec syb-a bash -c "
+ip netns exec syb-a $(pin a) bash -c "
   ulimit -n \$(ulimit -Hn)
   for i in \$(seq $idle); do exec {fd}<>/dev/tcp/$b_ip/7000 || exit 1; done
   sleep 600" &
@@ -289,7 +302,9 @@ added_hop=$((p50_hop - p50_direct))
 cpu="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 echo
 echo "machine: ${cpu:-unknown CPU}, $(nproc) cores, Linux $(uname -r) ($(uname -m))"
-echo "transparent mode: pod a -> a's outbound sidecar -> mTLS -> b's inbound sidecar -> app (one worker each, $duration s per figure, median of $rounds rounds)"
+pinning="unpinned"
+if [ -n "$pinned" ]; then pinning="pod a on core 1, pod b on core 0"; fi
+echo "transparent mode: pod a -> a's outbound sidecar -> mTLS -> b's inbound sidecar -> app (one worker each, $pinning, $duration s per figure, median of $rounds rounds)"
 echo
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' figure direct "plain hop" "both sidecars" ratio target
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "-----------" "-----------" "---------------" "---------" "----------"
