@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// costs time on every request (compare the two with a microbenchmark of `get` on the
     /// config's cluster names before changing it).
     clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>,
+    /// Outbound interception's address -> cluster table, over exactly these clusters'
+    /// endpoints (so rebuilt whenever one of them changes).
+    targets: super::TargetTable,
 }
 
 /// Everything a snapshot compiles from its config alone (and from what earlier versions hand
@@ -154,7 +157,17 @@ impl Snapshot {
 
     /// The one constructor: exhaustive, so a new part must be accounted for by both builds.
     fn assemble(rules: Rules, clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>) -> Self {
-        Self { rules, clusters }
+        let targets = super::TargetTable::build(&rules.config, clusters.values());
+        Self {
+            rules,
+            clusters,
+            targets,
+        }
+    }
+
+    /// The outbound listener's address -> cluster table (empty without an outbound listener).
+    pub fn targets(&self) -> &super::TargetTable {
+        &self.targets
     }
 
     /// The response cache, when `[cache]` is configured (and the snapshot is a running proxy's).
