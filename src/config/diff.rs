@@ -58,6 +58,8 @@ fn sections(running: &Config, new: &Config, out: &mut Vec<String>) {
         ("log.format", running.log.format != new.log.format),
         // The mesh member keeps its socket, identity and keys for the process's life.
         ("[mesh]", running.mesh != new.mesh),
+        // The mesh announces the tunnel identity for the process's life.
+        ("[identity]", running.identity != new.identity),
     ];
     for (name, changed) in restart_only {
         if changed {

@@ -34,6 +34,9 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     pub mesh: Option<MeshConfig>,
     pub limits: LimitsConfig,
+    /// `[identity]`: the certificate this sidecar's mTLS tunnel presents and the CA it trusts
+    /// peers by; `None` = no tunnel (connections to meshed peers go plain).
+    pub identity: Option<IdentityConfig>,
 }
 
 /// `[runtime]`: threads and shutdown.
@@ -602,6 +605,22 @@ pub struct MeshConfig {
 pub struct MeshAdvertise {
     pub service: String,
     pub address: SocketAddr,
+}
+
+/// `[identity]`: this sidecar's mesh identity, as `switchyard certs issue --spiffe` makes it.
+/// The tunnel between sidecars (`tls::tunnel`) presents `cert` on both sides and accepts peers
+/// whose chain verifies against `ca`; the certificate's URI SAN is the identity the mesh
+/// announces and routes' `allow` lists name. Paths are resolved against the config file's
+/// folder, like every other TLS path; the files are read when the config is loaded for a
+/// start or a reload (`tls::store::preload`), not by `check`, as for listener TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdentityConfig {
+    /// Certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The leaf's private key (PEM).
+    pub key: PathBuf,
+    /// Trust bundle for peers' certificates (PEM; one or more CAs).
+    pub ca: PathBuf,
 }
 
 /// `[limits]`: downstream protection.

@@ -40,6 +40,7 @@ pub(crate) struct RawConfig {
     pub cache: Option<RawCache>,
     pub mesh: Option<Spanned<RawMesh>>,
     pub limits: Option<RawLimits>,
+    pub identity: Option<Spanned<RawIdentity>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,6 +382,15 @@ impl<'de> Deserialize<'de> for RawAdvertiseList {
         }
         deserializer.deserialize_any(AdvertiseVisitor)
     }
+}
+
+/// `[identity]`: this sidecar's mesh identity (certificate, key, trust bundle).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+    pub ca: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,6 +53,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
         mesh_discovery_without_mesh(&mut cx, &raw, &clusters);
     }
     let limits = limits(&mut cx, raw.limits.as_ref());
+    let identity = raw.identity.as_ref().and_then(|i| identity(&mut cx, i));
     duplicate_addresses(&mut cx, &bound);
 
     let errors = cx.finish();
@@ -77,6 +78,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
         cache,
         mesh,
         limits,
+        identity,
     })
 }
 
@@ -341,6 +343,33 @@ fn mesh(
         advertise,
         eject_quorum,
         eject_window,
+    })
+}
+
+/// `[identity]`: all three files are required (a tunnel needs a certificate to present, its key,
+/// and a CA to verify peers by). Each missing key is its own error at the section.
+fn identity(cx: &mut Ctx<'_>, raw: &Spanned<RawIdentity>) -> Option<IdentityConfig> {
+    let i = raw.get_ref();
+    let mut file = |value: Option<&Str>, key: &str| match value {
+        None => {
+            cx.err(
+                raw.span(),
+                format!("identity: `{key}` is required (`cert`, `key` and `ca` go together)"),
+            );
+            None
+        }
+        Some(path) if cx.non_empty(path, &format!("identity.{key}")) => {
+            Some(cx.path(path.get_ref()))
+        }
+        Some(_) => None,
+    };
+    let cert = file(i.cert.as_ref(), "cert");
+    let key = file(i.key.as_ref(), "key");
+    let ca = file(i.ca.as_ref(), "ca");
+    Some(IdentityConfig {
+        cert: cert?,
+        key: key?,
+        ca: ca?,
     })
 }
 

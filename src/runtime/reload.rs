@@ -225,8 +225,8 @@ impl Reloader {
 
     /// Keeps the sections a running process cannot change (worker threads, drain settings, the
     /// admin socket, connection limits, the log format, the mesh member's socket, identity and
-    /// keys) as they were at start, and says so when the file changed them: they take effect on
-    /// the next restart. Returns the changed ones.
+    /// keys, the `[identity]` files) as they were at start, and says so when the file changed
+    /// them: they take effect on the next restart. Returns the changed ones.
     fn keep_restart_only_sections(&self, config: &mut Config) -> Vec<&'static str> {
         let startup = &self.startup;
         let mut ignored = Vec::new();
@@ -252,6 +252,13 @@ impl Reloader {
         if config.mesh != startup.mesh {
             ignored.push("[mesh]");
             config.mesh = startup.mesh.clone();
+        }
+        // The mesh announces our tunnel identity for the process's life, so the files it is
+        // read from stay too; rotated contents (same identity) are still picked up, by the
+        // certificate watcher and by every reload (`tls::store`).
+        if config.identity != startup.identity {
+            ignored.push("[identity]");
+            config.identity = startup.identity.clone();
         }
         if !ignored.is_empty() {
             tracing::warn!(

@@ -26,6 +26,9 @@ pub use reload::{ReloadError, ReloadHandle, Reloaded, Trigger};
 pub use shared::Shared;
 pub use snapshot::{ClusterSnapshot, ListenerSnapshot, Snapshot};
 pub use targets::TargetTable;
+// The meshed table lives with the pools that read it (`upstream` sits below `state`); named
+// here too because `Shared` publishes it.
+pub use crate::upstream::dial::{MeshedPeers, TunnelPeer, Tunnels};
 
 use crate::endpoint::EndpointRegistry;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use arc_swap::ArcSwap;
 
 use super::snapshot::{ClusterSnapshot, Lineage};
-use super::{DiscoveredSet, DiscoveredSets, Follower, Snapshot};
+use super::{DiscoveredSet, DiscoveredSets, Follower, MeshedPeers, Snapshot, Tunnels};
 use crate::config::Config;
 use crate::endpoint::EndpointRegistry;
 
@@ -32,6 +32,9 @@ pub struct Shared {
     health: OnceLock<Box<dyn Follower>>,
     /// Set once shutdown starts; readiness reports 503 from then on.
     draining: AtomicBool,
+    /// The meshed table (the mesh member publishes it) and a copy of the current snapshot's
+    /// tunnel TLS, which the workers' pools read per new connection (see `upstream::dial`).
+    tunnels: Arc<Tunnels>,
 }
 
 impl Shared {
@@ -48,6 +51,8 @@ impl Shared {
                 cluster.endpoints().len(),
             );
         }
+        let tunnels = Arc::new(Tunnels::default());
+        tunnels.set_tls(snapshot.tunnel_tls().cloned());
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -56,7 +61,24 @@ impl Shared {
             discovery: OnceLock::new(),
             health: OnceLock::new(),
             draining: AtomicBool::new(false),
+            tunnels,
         }
+    }
+
+    /// The workloads reachable through the mTLS tunnel, as the mesh last published them.
+    /// Lock-free; load it once per connection.
+    pub fn meshed(&self) -> Arc<MeshedPeers> {
+        self.tunnels.meshed()
+    }
+
+    /// Replaces the meshed table: the mesh member task, whenever records or liveness change.
+    pub fn publish_meshed(&self, peers: MeshedPeers) {
+        self.tunnels.publish_meshed(peers);
+    }
+
+    /// The meshed table and tunnel TLS together, for each worker's upstream pools.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// The current snapshot. Lock-free; hold the `Arc` for the whole request.
@@ -86,6 +108,8 @@ impl Shared {
             Lineage::After(&previous),
         ));
         self.snapshot.store(Arc::clone(&next));
+        // Under the publish lock, right after the snapshot: the pools' copy follows it.
+        self.tunnels.set_tls(next.tunnel_tls().cloned());
         for cluster in next.clusters() {
             crate::telemetry::metrics::record_endpoint_count(
                 cluster.name(),

@@ -106,6 +106,12 @@ pub const DESCRIPTIONS: &[Description] = &[
         unit: Some(Unit::Seconds),
         help: "When each loaded certificate expires (Unix time), by certificate file.",
     },
+    Description {
+        name: TUNNEL_CONNECTIONS_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "mTLS tunnels between sidecars established, by direction (client, server) and the peer's verified identity.",
+    },
     // renders them, with their HELP, from the live snapshot at each scrape.
     Description {
         name: CIRCUIT_REJECTIONS_TOTAL,

@@ -82,6 +82,10 @@ pub const HEDGES_TOTAL: &str = "switchyard_hedges_total";
 /// Gauge `switchyard_cert_expiry_timestamp_seconds{name}`: when each loaded certificate
 /// expires (Unix seconds), so an alert can fire before it does. `name` is the file path.
 pub const CERT_EXPIRY_TIMESTAMP_SECONDS: &str = "switchyard_cert_expiry_timestamp_seconds";
+/// Counter `switchyard_tunnel_connections_total{direction, peer_identity}`: mTLS tunnels between
+/// sidecars established, `direction` = `client` (we dialled a meshed peer) or `server` (a peer
+/// dialled our inbound listener), by the peer's verified identity (bounded by the mesh's size).
+pub const TUNNEL_CONNECTIONS_TOTAL: &str = "switchyard_tunnel_connections_total";
 
 // Tracing.
 /// `trace_spans_total{result}`: spans exported, dropped (queue full) or failed (post refused).

@@ -67,6 +67,18 @@ fn san_identity(cert: &X509Certificate<'_>) -> Option<(&'static str, String)> {
         })
 }
 
+/// The first URI SAN of `cert` (a SPIFFE ID in a mesh): the identity a sidecar's tunnel
+/// certificate must carry, and the one its peers check against what the mesh announced. Unlike
+/// [`peer_identity`] there is no fallback to a DNS name or CN: a tunnel identity is a URI.
+pub fn uri_san(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) => Some((*uri).to_owned()),
+        _ => None,
+    })
+}
+
 /// The DNS SANs of `cert`, lower-cased: the names an SNI lookup may select it by.
 pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {

@@ -8,6 +8,8 @@
 //! - [`identity`]: the identity of a verified peer certificate (URI SAN, else DNS SAN, else CN),
 //!   and the `x-forwarded-client-cert` value sent upstream.
 //! - [`store`]: one live config per distinct `tls` table, re-read when its files change.
+//! - [`tunnel`]: the mTLS tunnel between sidecars (`[identity]`): [`tunnel::TunnelTls`], the
+//!   8-byte header, `connect` and `accept`.
 //! - [`certs_cli`]: `switchyard certs init|issue`, a development CA and leaves (rcgen).
 //!
 //! Everything verifies its peer; there is no option to turn verification off.
@@ -17,6 +19,7 @@ pub mod client;
 pub mod identity;
 pub mod server;
 pub mod store;
+pub mod tunnel;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

@@ -18,8 +18,9 @@ use dashmap::DashMap;
 
 use super::client::ClientTls;
 use super::server::ServerTls;
+use super::tunnel::TunnelTls;
 use super::TlsError;
-use crate::config::{ClusterTls, Config, ListenerTls, Protocol};
+use crate::config::{ClusterTls, Config, IdentityConfig, ListenerTls, Protocol};
 
 /// How often the watcher looks at the certificate files.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,6 +29,7 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 struct Store {
     servers: DashMap<ListenerTls, Arc<ServerTls>>,
     clients: DashMap<(ClusterTls, Protocol), Arc<ClientTls>>,
+    tunnels: DashMap<IdentityConfig, Arc<TunnelTls>>,
 }
 
 fn store() -> &'static Store {
@@ -64,6 +66,18 @@ pub fn client(spec: &ClusterTls, protocol: Protocol) -> Result<Arc<ClientTls>, T
     ))
 }
 
+/// The live tunnel configs for `[identity]` (see [`server`]).
+pub fn tunnel(spec: &IdentityConfig) -> Result<Arc<TunnelTls>, TlsError> {
+    if let Some(found) = store().tunnels.get(spec).map(|e| Arc::clone(e.value())) {
+        found.refresh();
+        return Ok(found);
+    }
+    let built = Arc::new(TunnelTls::build(spec)?);
+    Ok(Arc::clone(
+        store().tunnels.entry(spec.clone()).or_insert(built).value(),
+    ))
+}
+
 /// The config for a new upstream connection: no file access when it is already loaded (the
 /// snapshot build loaded it); built here only if that failed then and the files are fixed now.
 pub fn client_for_connect(
@@ -77,9 +91,10 @@ pub fn client_for_connect(
     }
 }
 
-/// Loads every `tls` table of `config`; the first failure is returned. `run` calls it before
-/// starting, so a proxy never starts with a listener it cannot serve, and the reloader calls
-/// it before publishing, so a config naming bad files is refused and the old one stays.
+/// Loads every `tls` table and `[identity]` of `config`; the first failure is returned. `run`
+/// calls it before starting, so a proxy never starts with a listener it cannot serve, and the
+/// reloader calls it before publishing, so a config naming bad files is refused and the old
+/// one stays.
 pub fn preload(config: &Config) -> Result<(), TlsError> {
     for listener in &config.listeners {
         if let Some(spec) = &listener.tls {
@@ -90,6 +105,9 @@ pub fn preload(config: &Config) -> Result<(), TlsError> {
         if let Some(spec) = &cluster.tls {
             client(spec, cluster.protocol)?;
         }
+    }
+    if let Some(spec) = &config.identity {
+        tunnel(spec)?;
     }
     Ok(())
 }
@@ -114,7 +132,15 @@ fn start_watcher() {
             for tls in servers {
                 tls.refresh();
             }
+            let tunnels: Vec<_> = store
+                .tunnels
+                .iter()
+                .map(|e| Arc::clone(e.value()))
+                .collect();
             for tls in clients {
+                tls.refresh();
+            }
+            for tls in tunnels {
                 tls.refresh();
             }
             super::publish_expiries();

@@ -18,6 +18,8 @@
 //! - [`exchange`]: one attempt, resends of unprocessed requests (stale connection, GOAWAY,
 //!   REFUSED_STREAM), HTTP/1.1 framing rules on the response head.
 //! - [`body`]: the response body that returns its connection to the pool when it ends.
+//! - [`dial`]: plain TCP or the mTLS tunnel to a meshed peer ([`dial::Dialed`]), and the
+//!   meshed table ([`dial::MeshedPeers`]) the pools consult per new connection.
 //! - [`upgrade`]: the WebSocket / HTTP/1.1 Upgrade byte tunnel.
 
 use std::future::Future;
@@ -28,6 +30,7 @@ use http::{Request, Response};
 
 mod body;
 mod connect;
+pub mod dial;
 mod exchange;
 mod h1;
 mod pool;

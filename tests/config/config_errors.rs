@@ -457,6 +457,21 @@ fn enum_values_are_listed_when_wrong() {
 }
 
 #[test]
+fn identity_needs_cert_key_and_ca() {
+    assert_eq!(
+        errors(&(BASE.to_owned() + "[identity]\ncert = \"a.pem\"\nca = \"\"\n")),
+        vec![
+            "8:1: identity: `key` is required (`cert`, `key` and `ca` go together)",
+            "10:6: identity.ca: must not be empty",
+        ]
+    );
+    assert_eq!(
+        error("[identity]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\nmode = 1\n"),
+        "12:1: unknown field `mode`, expected one of `cert`, `key`, `ca`"
+    );
+}
+
+#[test]
 fn tls_and_mesh() {
     assert_eq!(
         errors(

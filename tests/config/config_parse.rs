@@ -486,6 +486,23 @@ fn explicit_worker_count_and_relative_paths() {
 }
 
 #[test]
+fn identity_paths_resolve_against_the_config_folder() {
+    let c = parse(MINIMAL, Path::new("sy.toml")).unwrap();
+    assert_eq!(c.identity, None, "no [identity]: no tunnel");
+    let text = MINIMAL.to_owned()
+        + "[identity]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\nca = \"/etc/mesh/ca.pem\"\n";
+    let c = parse(&text, Path::new("rel/dir/sy.toml")).unwrap();
+    assert_eq!(
+        c.identity,
+        Some(IdentityConfig {
+            cert: Path::new("rel/dir/certs/a.pem").to_path_buf(),
+            key: Path::new("rel/dir/certs/a.key").to_path_buf(),
+            ca: Path::new("/etc/mesh/ca.pem").to_path_buf(),
+        })
+    );
+}
+
+#[test]
 fn mesh_secret_is_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

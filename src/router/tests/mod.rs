@@ -135,6 +135,7 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
         clusters,
         cache: None,
         mesh: None,
+        identity: None,
         limits: LimitsConfig {
             max_header_bytes: 64 * 1024,
             max_uri_bytes: 8 * 1024,

@@ -69,6 +69,9 @@ struct Rules {
     /// The response cache (`[cache]`): one per process, handed from snapshot to snapshot while
     /// `[cache]` stays the same (see `cache::Cache::follow`).
     cache: Option<Arc<crate::cache::Cache>>,
+    /// The tunnel configs of `[identity]` (shared across snapshots, see `tls::store`); `None`
+    /// without `[identity]`, or when its files never loaded (logged).
+    tunnel_tls: Option<Arc<crate::tls::tunnel::TunnelTls>>,
 }
 
 /// Where a snapshot stands in a process, which decides the parts that belong to a running
@@ -175,6 +178,11 @@ impl Snapshot {
         self.rules.cache.as_ref()
     }
 
+    /// This sidecar's mTLS tunnel identity (`[identity]`), reloaded with the config.
+    pub fn tunnel_tls(&self) -> Option<&Arc<crate::tls::tunnel::TunnelTls>> {
+        self.rules.tunnel_tls.as_ref()
+    }
+
     /// The status page's request rings (`GET /stats`).
     pub fn stats(&self) -> &StatsTable {
         &self.rules.stats
@@ -274,6 +282,16 @@ impl Rules {
                 tls: crate::tls::server::Termination::of(l),
             })
             .collect();
+        // Like listener TLS: re-checks the files (a reload picks up rotated certificates); a
+        // start or reload with files that do not load was refused before (`tls::store::preload`),
+        // so a failure here is a detached build's, or files broken since.
+        let tunnel_tls = config.identity.as_ref().and_then(|spec| {
+            crate::tls::store::tunnel(spec)
+                .map_err(|error| {
+                    tracing::error!(%error, "[identity] does not load; no mTLS tunnels");
+                })
+                .ok()
+        });
         Self {
             version,
             loaded_at: SystemTime::now(),
@@ -286,6 +304,7 @@ impl Rules {
             stats: Arc::new(StatsTable::build(&config, previous.map(|p| &*p.stats))),
             tracer,
             cache,
+            tunnel_tls,
             config,
         }
     }

@@ -1,0 +1,259 @@
+//! Opening an upstream byte stream: plain TCP, or the mTLS tunnel (`tls::tunnel`) when the
+//! destination's IP is a meshed workload.
+//!
+//! A workload IP is *meshed* when a live mesh member whose mesh address has that IP announces
+//! a tunnel (`mesh::state::TunnelAd`). The mesh member task builds the table of those
+//! ([`MeshedPeers`]) whenever records or liveness change and publishes it through [`Tunnels`],
+//! which `state::Shared` holds (`Shared::meshed`, `Shared::publish_meshed`). Two users:
+//!
+//! - the pools ([`super::connect`]): a cluster without its own `tls` whose endpoint IP is
+//!   meshed connects through the tunnel, header protocol by the cluster's protocol. The table
+//!   is loaded once per new connection (one `ArcSwap` load), never per request: a pooled
+//!   connection is reused as it was made. So an endpoint that becomes meshed keeps its pooled
+//!   plain connections until they close, and a tunnel stays open after its peer leaves the
+//!   mesh; new connections follow the table.
+//! - the transparent listeners (`proxy::transparent`), through [`dial`], for opaque
+//!   connections and passthrough.
+//!
+//! Why here and not in `state`: the pools (this layer) read the table, and `state` sits above
+//! `upstream`; `state` re-exports the types so the rest of the proxy names them there.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::tls::tunnel::{self, TunnelHeader, TunnelProtocol, TunnelTls};
+
+/// How to reach one meshed workload IP: the peer sidecar's inbound port and the identity its
+/// certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPeer {
+    /// The URI SAN the peer announced (`[identity] cert` of its sidecar).
+    pub identity: Arc<str>,
+    /// The peer sidecar's inbound listener port (on the same IP).
+    pub port: u16,
+}
+
+/// The meshed workload IPs, as of the mesh member's last publish. Immutable; replaced whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshedPeers {
+    peers: HashMap<IpAddr, TunnelPeer>,
+}
+
+impl MeshedPeers {
+    /// A table of `peers`; for one IP announced twice the last wins (the mesh builds it from
+    /// live members only, so two live members on one IP is a misconfiguration either way).
+    pub fn new(peers: impl IntoIterator<Item = (IpAddr, TunnelPeer)>) -> Self {
+        Self {
+            peers: peers.into_iter().collect(),
+        }
+    }
+
+    /// The tunnel to `ip`, when it is meshed.
+    pub fn get(&self, ip: IpAddr) -> Option<&TunnelPeer> {
+        self.peers.get(&ip)
+    }
+
+    /// How many IPs are meshed.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no IP is meshed.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Every meshed IP and its tunnel (unordered).
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &TunnelPeer)> {
+        self.peers.iter()
+    }
+}
+
+/// What a new upstream connection consults to decide on a tunnel: the meshed table (the mesh
+/// member's) and our tunnel TLS (the current snapshot's `[identity]`). One per process, held
+/// by `state::Shared` and handed to each worker's [`super::Upstream`].
+///
+/// Two swaps rather than a part of the snapshot: the table changes with mesh liveness, not
+/// with the config, and rebuilding a snapshot for every liveness change would be a reload's
+/// work for a few bytes. The TLS copy is stored by `Shared` right after each snapshot, under
+/// its publish lock, so it always equals the latest snapshot's `tunnel_tls`.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    meshed: ArcSwap<MeshedPeers>,
+    tls: ArcSwapOption<TunnelTls>,
+}
+
+impl Tunnels {
+    /// The current meshed table. Lock-free.
+    pub fn meshed(&self) -> Arc<MeshedPeers> {
+        self.meshed.load_full()
+    }
+
+    /// Replaces the meshed table (the mesh member task).
+    pub fn publish_meshed(&self, peers: MeshedPeers) {
+        self.meshed.store(Arc::new(peers));
+    }
+
+    /// Our tunnel TLS, when `[identity]` is configured and loads.
+    pub fn tls(&self) -> Option<Arc<TunnelTls>> {
+        self.tls.load_full()
+    }
+
+    /// Sets our tunnel TLS (`Shared`, with each published snapshot).
+    pub fn set_tls(&self, tls: Option<Arc<TunnelTls>>) {
+        self.tls.store(tls);
+    }
+
+    /// The tunnel for a new connection to `ip`: its peer entry and our TLS, when `ip` is
+    /// meshed and we have an identity to present. One table load; the TLS is loaded only for a
+    /// meshed IP.
+    pub fn route(&self, ip: IpAddr) -> Option<(TunnelPeer, Arc<TunnelTls>)> {
+        let peer = self.meshed.load().get(ip)?.clone();
+        Some((peer, self.tls()?))
+    }
+}
+
+/// A connected upstream byte stream: plain TCP, or our mTLS tunnel to a meshed peer.
+#[derive(Debug)]
+pub enum Dialed {
+    /// Straight to the destination.
+    Plain(TcpStream),
+    /// Through the peer sidecar's inbound listener; the header is already sent.
+    Tunnel(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to `dst`: through the tunnel when `dst`'s IP is meshed and `tls` is present (TCP
+/// to the peer's inbound port, handshake, header `{ port: dst.port, protocol }`), else plain
+/// TCP; the whole within `timeout`. Returns the stream and, when tunnelled, the peer's
+/// identity. `meshed` and `tls` come from `Shared::meshed()` and `Snapshot::tunnel_tls()`.
+pub async fn dial(
+    meshed: &MeshedPeers,
+    tls: Option<&Arc<TunnelTls>>,
+    dst: SocketAddr,
+    protocol: TunnelProtocol,
+    timeout: Duration,
+) -> io::Result<(Dialed, Option<Arc<str>>)> {
+    match (meshed.get(dst.ip()), tls) {
+        (Some(peer), Some(tls)) => {
+            let stream = through(tls, peer, dst, protocol, timeout).await?;
+            Ok((
+                Dialed::Tunnel(Box::new(stream)),
+                Some(Arc::clone(&peer.identity)),
+            ))
+        }
+        _ => {
+            let stream = tokio::time::timeout(timeout, tcp_connect(dst))
+                .await
+                .map_err(|_| timed_out(dst, timeout))??;
+            Ok((Dialed::Plain(stream), None))
+        }
+    }
+}
+
+/// The tunnel to `dst`'s workload through `peer`: TCP to `(dst.ip, peer.port)`, then
+/// `tls::tunnel::connect` with what is left of `timeout`.
+pub(crate) async fn through(
+    tls: &TunnelTls,
+    peer: &TunnelPeer,
+    dst: SocketAddr,
+    protocol: TunnelProtocol,
+    timeout: Duration,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let started = Instant::now();
+    let inbound = SocketAddr::new(dst.ip(), peer.port);
+    let stream = tokio::time::timeout(timeout, tcp_connect(inbound))
+        .await
+        .map_err(|_| timed_out(inbound, timeout))??;
+    let header = TunnelHeader {
+        port: dst.port(),
+        protocol,
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    tunnel::connect(tls, stream, &peer.identity, header, left).await
+}
+
+fn timed_out(to: SocketAddr, timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("connect to {to} timed out after {timeout:?}"),
+    )
+}
+
+/// TCP connect with `TCP_NODELAY`: tunnels and opaque streams carry whole writes, Nagle only
+/// adds latency.
+async fn tcp_connect(address: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    socket.connect(address).await
+}
+
+impl AsyncRead for Dialed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Dialed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tunnel(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
