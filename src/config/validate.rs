@@ -44,7 +44,10 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     let tracing = tracing(&mut cx, raw.tracing.as_ref());
     let listeners = listener::listeners(&mut cx, &raw.listeners, &mut bound);
     let clusters = cluster::clusters(&mut cx, &raw.clusters);
-    let cluster_names: BTreeSet<String> = clusters.keys().cloned().collect();
+    let mut cluster_names: BTreeSet<String> = clusters.keys().cloned().collect();
+    // A file route on the inbound listener may target a declared port's app (`inbound:PORT`),
+    // the cluster `synthetic::add` makes once the config is valid.
+    cluster_names.extend(synthetic::inbound_clusters(&listeners));
     let mut routes = route::routes(&mut cx, &raw.routes, &listeners, &cluster_names);
     cluster::unique_addresses(&mut cx, &raw.clusters, &clusters);
     let cache = raw.cache.as_ref().map(|c| cache(&mut cx, c));
@@ -54,6 +57,9 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     }
     let limits = limits(&mut cx, raw.limits.as_ref());
     let identity = raw.identity.as_ref().and_then(|i| identity(&mut cx, i));
+    if raw.identity.is_none() {
+        listener::strict_needs_identity(&mut cx, &raw.listeners);
+    }
     duplicate_addresses(&mut cx, &bound);
 
     let errors = cx.finish();

@@ -24,7 +24,7 @@ pub mod targets;
 pub use discovered::{DiscoveredSet, DiscoveredSets};
 pub use reload::{ReloadError, ReloadHandle, Reloaded, Trigger};
 pub use shared::Shared;
-pub use snapshot::{ClusterSnapshot, ListenerSnapshot, Snapshot};
+pub use snapshot::{ClusterSnapshot, Intercepting, ListenerSnapshot, Snapshot};
 pub use targets::TargetTable;
 // The meshed table lives with the pools that read it (`upstream` sits below `state`); named
 // here too because `Shared` publishes it.

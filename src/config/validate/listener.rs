@@ -272,3 +272,23 @@ pub(super) fn listener_tls(cx: &mut Ctx<'_>, raw: &Spanned<RawListenerTls>) -> O
         }
     }
 }
+
+/// `mtls = "strict"` accepts only our tunnel, which needs `[identity]`: without it every
+/// connection would be refused, so it is an error at each `"strict"`.
+pub(super) fn strict_needs_identity(cx: &mut Ctx<'_>, raw: &[Spanned<RawListener>]) {
+    for spanned in raw {
+        let l = spanned.get_ref();
+        let entries = l.ports.iter().flat_map(|p| p.get_ref().values());
+        let strict = l
+            .mtls
+            .iter()
+            .chain(entries.filter_map(|e| e.get_ref().mtls.as_ref()))
+            .filter(|value| value.get_ref() == "strict");
+        for value in strict {
+            cx.err(
+                value.span(),
+                "mtls: \"strict\" needs an [identity] section (only the mTLS tunnel is accepted)",
+            );
+        }
+    }
+}

@@ -27,6 +27,19 @@ pub(super) fn is_reserved(name: &str) -> bool {
     name.starts_with(INBOUND_PREFIX) || name.starts_with(OUTBOUND_PREFIX)
 }
 
+/// The names of the clusters [`add`] will make for `listeners`' declared inbound ports.
+pub(super) fn inbound_clusters(listeners: &[ListenerConfig]) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|l| match &l.mode {
+            ListenerMode::Inbound(inbound) => Some(inbound.ports.keys()),
+            _ => None,
+        })
+        .flatten()
+        .map(|port| format!("{INBOUND_PREFIX}{port}"))
+        .collect()
+}
+
 /// Appends the synthetic routes (after every file route) and clusters of `listeners`' modes.
 pub(super) fn add(
     listeners: &[ListenerConfig],
