@@ -73,3 +73,106 @@ impl TargetTable {
         self.by_address.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use crate::endpoint::EndpointRegistry;
+    use crate::router::{Destination, RequestView};
+    use crate::state::Snapshot;
+
+    const TOML: &str = r#"
+[[listeners]]
+name = "outbound"
+listen = "127.0.0.1:0"
+mode = "outbound"
+
+[[listeners]]
+name = "inbound"
+listen = "127.0.0.1:0"
+mode = "inbound"
+ports = { "8080" = {} }
+
+[[routes]]
+name = "api"
+listener = "outbound"
+match = { path_prefix = "/api" }
+cluster = "b"
+
+[clusters.a]
+endpoints = ["10.0.0.1:80", "10.0.0.2:80"]
+addresses = ["10.96.0.10:80"]
+
+[clusters.b]
+endpoints = ["10.0.0.2:80", "10.0.0.3:80"]
+"#;
+
+    fn snapshot() -> Snapshot {
+        let config = crate::config::parse(TOML, std::path::Path::new("t.toml")).expect("valid");
+        Snapshot::build(Arc::new(config), &EndpointRegistry::new(), 1)
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address literal")
+    }
+
+    #[test]
+    fn addresses_select_clusters_vips_first_then_the_first_cluster_by_name() {
+        let snapshot = snapshot();
+        let targets = snapshot.targets();
+        let name = |a: &str| targets.get(addr(a)).map(|c| c.to_string());
+        assert_eq!(name("10.96.0.10:80").as_deref(), Some("a"));
+        assert_eq!(name("10.0.0.1:80").as_deref(), Some("a"));
+        assert_eq!(
+            name("10.0.0.2:80").as_deref(),
+            Some("a"),
+            "shared: first by name"
+        );
+        assert_eq!(name("10.0.0.3:80").as_deref(), Some("b"));
+        assert_eq!(name("10.0.0.3:81"), None);
+        // The inbound app cluster is never an outbound target.
+        assert_eq!(name("127.0.0.1:8080"), None);
+        assert_eq!(targets.len(), 4);
+    }
+
+    #[test]
+    fn intercepted_requests_fall_back_to_the_destination_s_synthetic_route() {
+        let snapshot = snapshot();
+        let router = snapshot.router();
+        let headers = http::HeaderMap::new();
+        let view = |path: &'static str| RequestView {
+            method: &http::Method::GET,
+            host: Some("a"),
+            path_and_query: path,
+            headers: &headers,
+            client_identity: None,
+        };
+        let name = |listener: usize, path: &'static str, to: &Destination| {
+            router
+                .route_intercepted(listener, &view(path), to)
+                .expect("path")
+                .map(|r| r.route.config().name.clone())
+        };
+        let to_a = Destination::Cluster(Arc::from("a"));
+        // The listener's own routes first, then `outbound:CLUSTER`.
+        assert_eq!(name(0, "/api/x", &to_a).as_deref(), Some("api"));
+        assert_eq!(name(0, "/other", &to_a).as_deref(), Some("outbound:a"));
+        let to_b = Destination::Cluster(Arc::from("b"));
+        assert_eq!(name(0, "/other", &to_b).as_deref(), Some("outbound:b"));
+        assert_eq!(
+            name(1, "/", &Destination::Port(8080)).as_deref(),
+            Some("inbound:8080")
+        );
+        assert_eq!(
+            name(1, "/", &Destination::Port(9090)),
+            None,
+            "undeclared port"
+        );
+        // Synthetic routes never match by content: a plain lookup does not see them.
+        assert!(router.route(0, &view("/other")).expect("path").is_none());
+        let cluster = snapshot.cluster("inbound:8080").expect("synthetic cluster");
+        assert_eq!(cluster.endpoints()[0].address(), addr("127.0.0.1:8080"));
+    }
+}

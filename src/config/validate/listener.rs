@@ -278,6 +278,10 @@ pub(super) fn listener_tls(cx: &mut Ctx<'_>, raw: &Spanned<RawListenerTls>) -> O
 pub(super) fn strict_needs_identity(cx: &mut Ctx<'_>, raw: &[Spanned<RawListener>]) {
     for spanned in raw {
         let l = spanned.get_ref();
+        // Other modes' `mtls` is already an error of its own.
+        if l.mode.as_ref().map(|m| m.get_ref().as_str()) != Some("inbound") {
+            continue;
+        }
         let entries = l.ports.iter().flat_map(|p| p.get_ref().values());
         let strict = l
             .mtls
