@@ -112,7 +112,14 @@ pub fn handle<'a>(
         // Settled here rather than in the stack so the access log knows the trace id; the proxy's
         // span becomes the upstream request's parent (crate::trace).
         let span = crate::trace::start(&mut parts, present, &snapshot.config().tracing);
-        let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id, span);
+        let mut access = AccessLog::start(
+            &ctx.listener,
+            ctx.client_identity.as_ref(),
+            &snapshot,
+            &parts,
+            &request_id,
+            span,
+        );
         // HTTP/2 bodies are held to max_body_bytes and body_read_timeout as they stream.
         let body = access.count_request_body(body, h2_body);
         let served = super::stack::serve(ctx, &snapshot, parts, body, &mut access.facts);
