@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::state::MemberState;
 
 /// Second byte of every datagram (after the seal); a node drops versions it does not know.
-pub const WIRE_VERSION: u8 = 1;
+/// 2: member records carry `tunnel` (issue 27). Members of version 1 and 2 do not read each
+/// other's datagrams, so a rolling upgrade splits the mesh until every member runs version 2
+/// (postcard is not self-describing: a version-1 member would misread a version-2 record).
+pub const WIRE_VERSION: u8 = 2;
 
 /// A member's identity: its mesh address and a generation that grows on every start and every
 /// rejoin, so a restarted or renewed member wins over its old self (foca's address conflict).
@@ -99,7 +102,7 @@ pub fn decode(bytes: &[u8]) -> Option<Wire> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::state::Service;
+    use crate::mesh::state::{Service, TunnelAd};
 
     #[test]
     fn wire_round_trips_and_rejects_other_versions() {
@@ -116,6 +119,10 @@ mod tests {
             }],
             ejections: Vec::new(),
             purges: Vec::new(),
+            tunnel: Some(TunnelAd {
+                identity: "spiffe://local/orders".into(),
+                port: 15006,
+            }),
         };
         for wire in [
             Wire::Swim(vec![1, 2, 3]),

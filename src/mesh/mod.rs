@@ -38,7 +38,9 @@
 //!
 //! The rest of the proxy sees the mesh through [`MeshHandle`]: [`discovery`] publishes service
 //! endpoints into clusters with `discovery = { mesh = "NAME" }`, [`ejection`] reports local
-//! ejections and applies peer quorums, [`purge`] carries cache purges.
+//! ejections and applies peer quorums, [`purge`] carries cache purges, [`tunnel`] announces
+//! this sidecar's mTLS tunnel and publishes the table of meshed workload IPs
+//! (`state::Shared::meshed`) that upstream connections consult.
 
 pub mod codec;
 pub mod discovery;
@@ -48,6 +50,7 @@ pub mod node;
 pub mod purge;
 pub mod seal;
 pub mod state;
+pub mod tunnel;
 pub mod view;
 
 use std::io;
@@ -64,7 +67,7 @@ use crate::state::Shared;
 pub use codec::NodeId;
 use node::{Clock, Command, Node, Setup, Transport};
 use seal::Keys;
-use state::{PurgeTarget, Service};
+use state::{PurgeTarget, Service, TunnelAd};
 pub use view::{MemberStatus, View};
 
 // Metric names live with every other in `telemetry`, the one list the scrape describes.
@@ -159,9 +162,12 @@ impl Transport for Udp {
 }
 
 /// Starts this sidecar's mesh member on `control`: binds the UDP socket, joins through the
-/// seeds, and starts the discovery, ejection and purge bridges into `shared`.
+/// seeds, and starts the discovery, ejection, purge and tunnel bridges into `shared`. `tunnel`
+/// is this member's announcement ([`tunnel::tunnel_ad`]), carried in its record for the
+/// process's life.
 pub fn start(
     config: &MeshConfig,
+    tunnel: Option<TunnelAd>,
     shared: &Arc<Shared>,
     control: &tokio::runtime::Handle,
 ) -> Result<MeshHandle, MeshError> {
@@ -202,6 +208,7 @@ pub fn start(
                 address: a.address,
             })
             .collect(),
+        tunnel,
         instance,
         clock,
     };
@@ -229,6 +236,7 @@ pub fn start(
         config.eject_window,
     ));
     control.spawn(purge::run(Arc::downgrade(shared), handle.subscribe()));
+    control.spawn(tunnel::run(Arc::downgrade(shared), handle.subscribe()));
     // Tests and scripts read the real port (port 0) from this line.
     tracing::info!(seeds = config.seeds.len(), "mesh listening on {local}");
     Ok(handle)

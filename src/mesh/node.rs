@@ -28,7 +28,7 @@ use super::health::LocalHealth;
 use super::seal::{Keys, Opener, Sealer};
 use super::state::{
     keep_newest, trim_ejections, EjectionReport, MemberState, Purge, PurgeTarget, Service, Table,
-    MAX_PURGE_TARGET, MAX_REMEMBERED, PURGE_TTL_MS,
+    TunnelAd, MAX_PURGE_TARGET, MAX_REMEMBERED, PURGE_TTL_MS,
 };
 use super::view::{MemberStatus, MemberView, View};
 
@@ -104,6 +104,8 @@ pub struct Setup {
     pub keys: Keys,
     /// Our announced services.
     pub services: Vec<Service>,
+    /// Our tunnel announcement (`mesh::tunnel::tunnel_ad`), if any.
+    pub tunnel: Option<TunnelAd>,
     /// Random per process: seal nonces and the rng seed.
     pub instance: u64,
     /// Wall-clock source.
@@ -180,6 +182,7 @@ impl<T: Transport> Node<T> {
             services: setup.services,
             ejections: Vec::new(),
             purges: Vec::new(),
+            tunnel: setup.tunnel,
         });
         let (view, view_rx) = watch::channel(Arc::new(View::default()));
         let node = Self {
@@ -627,6 +630,7 @@ impl<T: Transport> Node<T> {
                 .get(self.id.addr)
                 .map(|s| s.services.clone())
                 .unwrap_or_default(),
+            tunnel: self.table.get(self.id.addr).and_then(|s| s.tunnel.clone()),
             last_seen_ms: self.clock.now_ms(),
         }];
         for member in self.foca.iter_membership_state() {
@@ -650,6 +654,7 @@ impl<T: Transport> Node<T> {
                 state,
                 incarnation: member.incarnation(),
                 services: record.map(|s| s.services.clone()).unwrap_or_default(),
+                tunnel: record.and_then(|s| s.tunnel.clone()),
                 last_seen_ms: self.last_seen.get(&id.addr).copied().unwrap_or(0),
             });
         }
@@ -754,6 +759,7 @@ mod tests {
             seeds: Vec::new(),
             keys: Keys::from_text(KEY).expect("key"),
             services: Vec::new(),
+            tunnel: None,
             instance: 1,
             clock: Clock::new(BASE_MS),
         };
@@ -838,6 +844,7 @@ mod tests {
                 at_ms: now + 365 * 24 * 3600 * 1000,
             }],
             purges: Vec::new(),
+            tunnel: None,
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);
@@ -873,6 +880,7 @@ mod tests {
             services: Vec::new(),
             ejections: reports,
             purges: Vec::new(),
+            tunnel: None,
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);

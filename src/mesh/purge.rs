@@ -130,6 +130,7 @@ mod tests {
                     target: PurgeTarget::Prefix(format!("/{id}")),
                 })
                 .collect(),
+            tunnel: None,
         }
     }
 

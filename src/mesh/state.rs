@@ -51,6 +51,17 @@ pub struct Purge {
     pub target: PurgeTarget,
 }
 
+/// "Reach the workload on my IP through my mTLS tunnel": what a member with `[identity]` and
+/// an inbound listener announces. Peers then send connections for that IP to `port` on it,
+/// and require the sidecar there to present `identity` (`upstream::dial`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelAd {
+    /// The URI SAN of the member's `[identity] cert`.
+    pub identity: String,
+    /// Its inbound listener's port (on its mesh address's IP).
+    pub port: u16,
+}
+
 /// One member's shared record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberState {
@@ -64,6 +75,10 @@ pub struct MemberState {
     pub ejections: Vec<EjectionReport>,
     /// Purges the owner ran recently (kept [`PURGE_TTL_MS`], long enough to reach everyone).
     pub purges: Vec<Purge>,
+    /// The owner's tunnel, when it has one. Last in the record; a field added to a record is a
+    /// new `codec::WIRE_VERSION` (postcard is not self-describing: members of one version
+    /// only read each other).
+    pub tunnel: Option<TunnelAd>,
 }
 
 /// A digest part's address range, `[start, end)`; `None` = unbounded.
@@ -89,6 +104,9 @@ pub const MAX_EJECTIONS: usize = 64;
 pub const MAX_PURGES: usize = 16;
 /// Bytes of one purge's key or prefix; a longer purge runs on this member only.
 pub const MAX_PURGE_TARGET: usize = 1024;
+/// Bytes of a tunnel identity (a SPIFFE ID is at most 2048 by its spec; ours are short, and
+/// half a KiB keeps a record well within [`MAX_RECORD_BYTES`]). A longer one is not announced.
+pub const MAX_TUNNEL_IDENTITY: usize = 512;
 
 impl PurgeTarget {
     /// Bytes of its key or prefix.
@@ -101,6 +119,14 @@ impl PurgeTarget {
     /// Whether the key or prefix is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl TunnelAd {
+    /// Whether the announcement is one a peer may act on: a non-empty identity within
+    /// [`MAX_TUNNEL_IDENTITY`] and a real port.
+    pub fn within_bounds(&self) -> bool {
+        !self.identity.is_empty() && self.identity.len() <= MAX_TUNNEL_IDENTITY && self.port != 0
     }
 }
 
@@ -128,6 +154,7 @@ impl MemberState {
                 .purges
                 .iter()
                 .all(|p| p.target.len() <= MAX_PURGE_TARGET)
+            && self.tunnel.as_ref().is_none_or(TunnelAd::within_bounds)
             && self.encoded_len() <= MAX_RECORD_BYTES
     }
 
@@ -138,6 +165,9 @@ impl MemberState {
     pub fn trim(&mut self) {
         self.services.truncate(MAX_SERVICES);
         self.services.retain(|s| s.name.len() <= MAX_SERVICE_NAME);
+        if self.tunnel.as_ref().is_some_and(|t| !t.within_bounds()) {
+            self.tunnel = None;
+        }
         self.purges.retain(|p| p.target.len() <= MAX_PURGE_TARGET);
         let extra = self.purges.len().saturating_sub(MAX_PURGES);
         self.purges.drain(..extra);
@@ -351,6 +381,7 @@ mod tests {
             services: Vec::new(),
             ejections: Vec::new(),
             purges: Vec::new(),
+            tunnel: None,
         }
     }
 
@@ -519,6 +550,25 @@ mod tests {
         many.trim();
         assert_eq!(many.services.len(), MAX_SERVICES);
         assert!(many.within_bounds());
+
+        let mut tunnel = state(5, 1, 1);
+        tunnel.tunnel = Some(TunnelAd {
+            identity: "spiffe://local/".to_owned() + &"x".repeat(MAX_TUNNEL_IDENTITY),
+            port: 15006,
+        });
+        assert!(!tunnel.within_bounds(), "identity too long");
+        tunnel.trim();
+        assert_eq!(tunnel.tunnel, None, "not announced rather than cut");
+        tunnel.tunnel = Some(TunnelAd {
+            identity: "spiffe://local/a".to_owned(),
+            port: 0,
+        });
+        assert!(!tunnel.within_bounds(), "port 0");
+        tunnel.tunnel = Some(TunnelAd {
+            identity: "spiffe://local/a".to_owned(),
+            port: 15006,
+        });
+        assert!(tunnel.within_bounds());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::codec::NodeId;
-use super::state::{MemberState, Service};
+use super::state::{MemberState, Service, TunnelAd};
 
 /// A member's liveness as `/mesh/members` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +54,8 @@ pub struct MemberView {
     pub incarnation: u16,
     /// What it announces (empty until its record arrives).
     pub services: Vec<Service>,
+    /// Its tunnel announcement (none until its record arrives).
+    pub tunnel: Option<TunnelAd>,
     /// When we last opened a datagram from it (ms since the epoch; 0 = never).
     pub last_seen_ms: u64,
 }
@@ -121,7 +123,8 @@ impl View {
 
 impl View {
     /// `GET /mesh/members`: `{ "members": [ { id, address, state, incarnation, services,
-    /// last_seen } ] }`. `id` is `address#generation`; `last_seen` is RFC 3339 (null = never).
+    /// tunnel, last_seen } ] }`. `id` is `address#generation`; `tunnel` is `{ identity, port }`
+    /// or null; `last_seen` is RFC 3339 (null = never).
     pub fn members_json(&self) -> serde_json::Value {
         let members: Vec<serde_json::Value> = self
             .members
@@ -143,6 +146,10 @@ impl View {
                     "state": m.state.as_str(),
                     "incarnation": m.incarnation,
                     "services": services,
+                    "tunnel": m.tunnel.as_ref().map(|t| serde_json::json!({
+                        "identity": t.identity,
+                        "port": t.port,
+                    })),
                     "last_seen": last_seen,
                     "local": Some(m.id) == self.local,
                 })

@@ -151,7 +151,13 @@ fn spawn(bound: Bound, built: Built) -> Result<ProxyHandle, StartError> {
     // `shared`, which applies every snapshot it publishes (reload, discovery) at once.
     crate::health::Supervisor::start(&control, &shared, stop_rx.clone());
     let mesh = match &config.mesh {
-        Some(mesh) => Some(crate::mesh::start(mesh, &shared, &control)?),
+        Some(mesh) => {
+            // The inbound listener's port, once listener modes exist (issue 27, fix/intercept):
+            // until then no listener is an inbound one and nothing is announced.
+            let inbound_port = None;
+            let tunnel = crate::mesh::tunnel::tunnel_ad(&config, inbound_port);
+            Some(crate::mesh::start(mesh, tunnel, &shared, &control)?)
+        }
         None => None,
     };
     let listeners = Arc::new(ArcSwap::from_pointee(listeners));

@@ -120,7 +120,7 @@ async fn serve(
         listeners_closed,
         commands,
     } = stopped;
-    let upstream = Arc::new(Upstream::new());
+    let upstream = Arc::new(Upstream::with_tunnels(Arc::clone(shared.tunnels())));
     // Every connection task holds a sender; `recv()` yields `None` once all are gone.
     let (active, mut all_closed) = mpsc::channel::<()>(1);
     let mut accept_loops = AcceptLoops::new(server, shared, upstream, active, index);

@@ -1,5 +1,14 @@
-//! Opening one upstream connection: TCP connect under `connect_timeout`, socket options, TLS,
-//! and for HTTP/2 the handshake and the task that drives the connection until it closes.
+//! Opening one upstream connection: TCP connect under `connect_timeout`, socket options, TLS
+//! (the cluster's own, or the mTLS tunnel to a meshed endpoint), and for HTTP/2 the handshake
+//! and the task that drives the connection until it closes.
+//!
+//! The tunnel: for a cluster without its own `tls`, an endpoint whose IP the mesh lists as
+//! meshed (`dial::Tunnels::route`, one `ArcSwap` load per new connection, none per request)
+//! is reached through its sidecar's inbound port: TCP to that port, `tls::tunnel::connect`
+//! with the header `{ port: endpoint port, protocol: the cluster's }`, all within
+//! `connect_timeout`; HTTP then runs inside the tunnel as on any TLS connection. A cluster
+//! with its own `tls` talks to the endpoint itself and never tunnels (TLS inside TLS buys
+//! nothing, and its certificate checks name the endpoint, not the sidecar).
 //! HTTP/1.1 connections have no task: they are [`h1::Conn`] values driven by whichever request
 //! or response body holds them (see [`super::h1`]).
 //!
@@ -17,11 +26,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
+use super::dial::{TunnelPeer, Tunnels};
 use super::h1::{self, Stream};
 use super::pool::PoolLabels;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
 use crate::telemetry::metrics::{UPSTREAM_CONNECTIONS, UPSTREAM_CONNECT_DURATION_SECONDS};
+use crate::tls::tunnel::{self, TunnelHeader, TunnelProtocol, TunnelTls};
 use crate::wire::outcome::{FailureKind, UpstreamError};
 use crate::wire::Body;
 
@@ -82,16 +93,34 @@ impl Drop for OpenConn {
     }
 }
 
-/// Connects to `endpoint` and completes the handshake; `slot` moves into the connection (or
-/// its HTTP/2 driver task).
+/// Connects to `endpoint` (through the tunnel when `tunnels` says it is meshed; see the module
+/// doc) and completes the handshake; `slot` moves into the connection (or its HTTP/2 driver
+/// task).
 pub(crate) async fn connect(
     cluster: &ClusterConfig,
     endpoint: &EndpointState,
     labels: &PoolLabels,
     slot: OpenConn,
+    tunnels: Option<&Tunnels>,
 ) -> Result<Sender, UpstreamError> {
     let address = endpoint.address();
     let started = Instant::now();
+    let route = match (&cluster.tls, tunnels) {
+        (None, Some(tunnels)) => tunnels.route(address.ip()),
+        _ => None,
+    };
+    if let Some((peer, tls)) = route {
+        let stream = tunnel_connect(cluster, address, &peer, &tls, started).await?;
+        metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
+            .record(started.elapsed().as_secs_f64());
+        if cluster.protocol == Protocol::Http1 {
+            return Ok(Sender::H1(h1::Conn::new(
+                Stream::Tls(Box::new(stream)),
+                slot,
+            )));
+        }
+        return start_h2(address, TokioIo::new(stream), slot).await;
+    }
     let stream = tokio::time::timeout(cluster.connect_timeout, tcp_connect(cluster, address))
         .await
         .map_err(|_| {
@@ -157,6 +186,54 @@ async fn tls_connect(
             ))
         }
         Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// The tunnel to a meshed endpoint: TCP to its sidecar's inbound port (our socket options),
+/// then the tunnel handshake and header, all within `connect_timeout`. A refusal (the peer's
+/// identity is not the announced one, its chain does not verify) is logged at warn like a
+/// cluster TLS failure: it is a configuration or security problem, never retried in clear.
+async fn tunnel_connect(
+    cluster: &ClusterConfig,
+    address: std::net::SocketAddr,
+    peer: &TunnelPeer,
+    tls: &TunnelTls,
+    started: Instant,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let inbound = std::net::SocketAddr::new(address.ip(), peer.port);
+    let timed_out = || {
+        UpstreamError::unsent(
+            FailureKind::ConnectTimeout,
+            address,
+            format!(
+                "tunnel via {inbound} not open within connect_timeout {:?}",
+                cluster.connect_timeout
+            ),
+        )
+    };
+    let stream = tokio::time::timeout(cluster.connect_timeout, tcp_connect(cluster, inbound))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| UpstreamError::unsent(FailureKind::Connect, address, e))?;
+    let header = TunnelHeader {
+        port: address.port(),
+        protocol: match cluster.protocol {
+            Protocol::Http1 => TunnelProtocol::Http1,
+            Protocol::H2 => TunnelProtocol::Http2,
+        },
+    };
+    let left = cluster.connect_timeout.saturating_sub(started.elapsed());
+    match tunnel::connect(tls, stream, &peer.identity, header, left).await {
+        Ok(stream) => Ok(stream),
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Err(timed_out()),
+        Err(error) => {
+            tracing::warn!(cluster = %cluster.name, %address, %inbound, %error, "tunnel to meshed endpoint failed");
+            Err(UpstreamError::unsent(
+                FailureKind::Connect,
+                address,
+                format!("tunnel: {error}"),
+            ))
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 
 use super::body::UpstreamBody;
 use super::connect::Sender;
+use super::dial::Tunnels;
 use super::h1::{self, BodyReader, Sent};
 use super::pool::{self, Lease};
 use super::upgrade::UpstreamUpgrade;
@@ -58,7 +59,8 @@ impl ReplayHead {
 }
 
 /// Sends `req` to `endpoint` and returns the checked response head. `lines`: fields the
-/// HTTP/1.1 client writes after the map's (see [`HeadLines`]).
+/// HTTP/1.1 client writes after the map's (see [`HeadLines`]). `tunnels`: where a new
+/// connection looks up whether the endpoint is reached through the mTLS tunnel.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments held once: see the module doc of proxy::stack"
@@ -68,6 +70,7 @@ pub(crate) fn exchange<'a>(
     endpoint: &'a Arc<EndpointState>,
     mut req: Request<Body>,
     lines: &'a HeadLines<'a>,
+    tunnels: Option<&'a Tunnels>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
     async move {
         let address = endpoint.address();
@@ -87,7 +90,8 @@ pub(crate) fn exchange<'a>(
             else {
                 break;
             };
-            let Lease { sender, h2_id, .. } = pool::checkout(cluster, endpoint, fresh).await?;
+            let Lease { sender, h2_id, .. } =
+                pool::checkout(cluster, endpoint, fresh, tunnels).await?;
             fresh = true;
             match sender {
                 Sender::H1(mut conn) => match conn.send(request, address, lines).await {

@@ -60,18 +60,29 @@ pub struct HeadLines<'a> {
 
 /// One worker's handle on the upstream side.
 ///
-/// It holds no state: the pools live in a thread-local of the worker's thread (see [`pool`]),
-/// which is what makes them per worker and lock-free. The type stays as the seam the request
-/// path calls, so per-worker settings can move in here without touching callers.
+/// It holds no connection state: the pools live in a thread-local of the worker's thread (see
+/// [`pool`]), which is what makes them per worker and lock-free. What it holds is the
+/// process's tunnel lookup, which every new connection consults.
 #[derive(Debug, Default)]
 pub struct Upstream {
-    _private: (),
+    /// The meshed table and our tunnel TLS (`state::Shared`'s), read once per new connection;
+    /// `None` (embedders, [`Upstream::new`]): every connection is direct.
+    tunnels: Option<Arc<dial::Tunnels>>,
 }
 
 impl Upstream {
-    /// The upstream side of one worker.
+    /// The upstream side of one worker, with no tunnels: every connection goes straight to
+    /// the endpoint.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The upstream side of one worker of a proxy: new connections to a meshed endpoint of a
+    /// cluster without its own `tls` go through the mTLS tunnel (see [`dial`]).
+    pub fn with_tunnels(tunnels: Arc<dial::Tunnels>) -> Self {
+        Self {
+            tunnels: Some(tunnels),
+        }
     }
 
     /// Sends `req` (origin-form target, `Host` already set, version chosen by the cluster's
@@ -102,7 +113,13 @@ impl Upstream {
         async move {
             // Pinned where it is built: the timer wraps a reference to it, so the (large)
             // exchange future is not moved into the timer and again into this block's state.
-            let attempt = std::pin::pin!(exchange::exchange(cluster, endpoint, req, lines));
+            let attempt = std::pin::pin!(exchange::exchange(
+                cluster,
+                endpoint,
+                req,
+                lines,
+                self.tunnels.as_deref(),
+            ));
             let result = match timeout {
                 Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await

@@ -39,6 +39,7 @@ use metrics::{Label, SharedString};
 use tokio::sync::Notify;
 
 use super::connect::{self, OpenConn, Sender};
+use super::dial::Tunnels;
 use super::h1;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
@@ -194,6 +195,7 @@ pub(crate) async fn checkout(
     cluster: &ClusterConfig,
     endpoint: &Arc<EndpointState>,
     fresh: bool,
+    tunnels: Option<&Tunnels>,
 ) -> Result<Lease, UpstreamError> {
     // Read only once a wait starts: most checkouts find a pooled connection at once.
     let mut deadline = None;
@@ -246,7 +248,8 @@ pub(crate) async fn checkout(
                 // Boxed: the connect future (TCP, TLS handshake, HTTP/2 handshake) is several
                 // KiB, and inline it would make every request's future that large, copied on
                 // each move, though most requests find a pooled connection.
-                let sender = Box::pin(connect::connect(cluster, endpoint, &labels, slot)).await?;
+                let sender =
+                    Box::pin(connect::connect(cluster, endpoint, &labels, slot, tunnels)).await?;
                 return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
             }
             Step::Wait { released, at_cap } => {

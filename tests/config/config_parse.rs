@@ -117,6 +117,14 @@ fn full_reference_every_key_typed() {
         }]
     );
     assert_eq!(tls.client_ca, Some(dir.join("certs/ca.pem")));
+    assert_eq!(
+        c.identity,
+        Some(IdentityConfig {
+            cert: dir.join("certs/mesh.pem"),
+            key: dir.join("certs/mesh.key"),
+            ca: dir.join("certs/ca.pem"),
+        })
+    );
     let multi = c.listeners[2].tls.as_ref().unwrap();
     assert_eq!(multi.certs.len(), 2);
     assert_eq!(multi.certs[1].key, dir.join("certs/b.key"));

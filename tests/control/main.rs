@@ -15,6 +15,7 @@ mod mesh_partition;
 mod mesh_proxies;
 mod mesh_purge;
 mod mesh_quorum;
+mod mesh_tunnel;
 mod reload_admin;
 mod reload_file;
 mod reload_traffic;

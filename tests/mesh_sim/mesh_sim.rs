@@ -79,6 +79,7 @@ impl Sim {
             seeds: (0..3).map(addr).collect(),
             keys,
             services,
+            tunnel: None,
             instance: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             clock: self.clock,
         };
