@@ -23,7 +23,7 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
     let listeners: Vec<Value> = config
         .listeners
         .iter()
-        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string() }))
+        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string(), "mode": l.mode.as_str() }))
         .collect();
     let routes: Vec<Value> = config
         .routes
