@@ -240,6 +240,20 @@ x-forwarded-client-cert: forged\r\nconnection: close\r\n\r\n";
         1,
         "the refused request reached nothing"
     );
+    // Over h2 the refusal is our SETTINGS and a GOAWAY (REFUSED_STREAM), then the close.
+    let mut stream = tunnel_to(&mesh, 2, inbound, port, TunnelProtocol::Detect).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    stream.write_all(preface).await.expect("preface");
+    let mut frames = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut frames)).await;
+    assert!(frames.len() >= 26, "{frames:?}");
+    assert_eq!(
+        (frames[3], frames[12]),
+        (4, 7),
+        "SETTINGS then GOAWAY: {frames:?}"
+    );
+    assert_eq!(&frames[22..26], &[0, 0, 0, 7], "REFUSED_STREAM");
+    assert_eq!(backend.request_count(), 1);
     assert!(refused(&proxy, "in-http", "not_allowed") >= 1.0);
 
     let admin = proxy.admin_url("/upstreams");
@@ -253,7 +267,7 @@ x-forwarded-client-cert: forged\r\nconnection: close\r\n\r\n";
             let by_identity = &json["intercepted"]["by_peer_identity"];
             by_identity["spiffe://local/a"].as_u64() == Some(1)
                 && json["intercepted"]["by_target"][format!("inbound:{port}")].as_u64() == Some(1)
-                && json["intercepted"]["refused"]["not_allowed"].as_u64() == Some(1)
+                && json["intercepted"]["refused"]["not_allowed"].as_u64() == Some(2)
         }
     })
     .await;

@@ -124,8 +124,10 @@ where
     let identity = arrival.identity.as_ref().map(|id| id.id.as_str());
     if let Err(reason) = settings.policy(port).admits(identity) {
         conn.refuse(Refusal::from_policy(reason));
-        if protocol == Protocol::Http1 {
-            forbid(stream).await;
+        match protocol {
+            Protocol::Http1 => forbid(stream, FORBIDDEN_HTTP1).await,
+            Protocol::H2 => forbid(stream, &goaway_forbidden()).await,
+            Protocol::Opaque => {}
         }
         return;
     }
@@ -176,17 +178,54 @@ fn refused_by_app(conn: &Conn, record: &ConnRecord<'_>, kind: std::io::ErrorKind
     conn.log(record, &copied);
 }
 
-/// Answers an HTTP/1 client 403 and closes: the response, our write side shut, then what the
-/// client still sends is read and dropped for a moment so that closing with unread bytes does
-/// not reset the connection before the client has read its answer.
-async fn forbid<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    const ANSWER: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 10\r\nconnection: close\r\n\r\nforbidden\n";
+/// The refusal of an HTTP/1 client: 403, then the connection closes.
+const FORBIDDEN_HTTP1: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 10\r\nconnection: close\r\n\r\nforbidden\n";
+
+/// The refusal of an HTTP/2 client, before any of its streams is read: our (empty) SETTINGS,
+/// then GOAWAY with last stream 0 and `REFUSED_STREAM` (nothing was processed) and the debug
+/// text `forbidden`. A 403 would need the client's first stream read and answered through
+/// HPACK; the GOAWAY says the same without taking a request from a refused peer.
+fn goaway_forbidden() -> Vec<u8> {
+    const DEBUG: &[u8] = b"forbidden";
+    const REFUSED_STREAM: u32 = 0x7;
+    let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let length = u32::try_from(8 + DEBUG.len()).unwrap_or(8).to_be_bytes();
+    frames.extend_from_slice(&length[1..]);
+    frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&0u32.to_be_bytes());
+    frames.extend_from_slice(&REFUSED_STREAM.to_be_bytes());
+    frames.extend_from_slice(DEBUG);
+    frames
+}
+
+/// Answers a refused HTTP client with `answer` and closes: the answer, our write side shut,
+/// then what the client still sends is read and dropped for a moment so that closing with
+/// unread bytes does not reset the connection before the client has read its answer.
+async fn forbid<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) {
     let answered = async {
-        stream.write_all(ANSWER).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(REFUSAL_LINGER, answered).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_h2_refusal_is_settings_then_goaway_refused_stream() {
+        let frames = goaway_forbidden();
+        assert_eq!(&frames[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0], "empty SETTINGS");
+        let goaway = &frames[9..];
+        assert_eq!(&goaway[..3], &[0, 0, 17], "length: 8 + debug text");
+        assert_eq!(goaway[3], 7, "GOAWAY");
+        assert_eq!(&goaway[5..9], &[0, 0, 0, 0], "stream 0");
+        assert_eq!(&goaway[9..13], &[0, 0, 0, 0], "last stream 0");
+        assert_eq!(&goaway[13..17], &[0, 0, 0, 7], "REFUSED_STREAM");
+        assert_eq!(&goaway[17..], b"forbidden");
+    }
 }
