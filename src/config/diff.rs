@@ -313,6 +313,18 @@ endpoints = ["127.0.0.1:9101"]
     }
 
     #[test]
+    fn an_identity_change_waits_for_a_restart() {
+        let running = parse(BASE);
+        let with = parse(
+            &(BASE.to_owned() + "[identity]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n"),
+        );
+        assert_eq!(
+            diff(&running, &with).lines,
+            ["! [identity] changed: applied at the next restart only"]
+        );
+    }
+
+    #[test]
     fn removed_items_and_route_order() {
         let running = parse(BASE);
         let mut new = running.clone();

@@ -18,6 +18,7 @@ use super::probe;
 use crate::config::{ClusterTls, HealthCheckConfig, Protocol};
 use crate::endpoint::EndpointState;
 use crate::endpoint::Trigger;
+use crate::state::Tunnels;
 use crate::wire::time::epoch_ms;
 
 /// Consecutive probe results of one endpoint.
@@ -34,6 +35,9 @@ pub struct Checker {
     protocol: Protocol,
     /// The cluster's `tls` table: HTTP probes speak TLS exactly as requests do.
     tls: Option<Arc<ClusterTls>>,
+    /// The meshed table and our tunnel identity: a probe of a meshed endpoint goes through the
+    /// tunnel, as requests do (`None`: always direct).
+    tunnels: Option<Arc<Tunnels>>,
     streaks: HashMap<SocketAddr, Streak>,
     /// Endpoints with a probe still running: a slow endpoint gets one probe at a time.
     probing: HashSet<SocketAddr>,
@@ -45,12 +49,19 @@ pub struct Checker {
 
 impl Checker {
     /// A checker for `config` on a cluster speaking `protocol` (over TLS when `tls` is its
-    /// `tls` table); call [`Checker::set_endpoints`] next.
-    pub fn new(config: HealthCheckConfig, protocol: Protocol, tls: Option<ClusterTls>) -> Self {
+    /// `tls` table, through the tunnel to endpoints `tunnels` lists as meshed); call
+    /// [`Checker::set_endpoints`] next.
+    pub fn new(
+        config: HealthCheckConfig,
+        protocol: Protocol,
+        tls: Option<ClusterTls>,
+        tunnels: Option<Arc<Tunnels>>,
+    ) -> Self {
         Self {
             config,
             protocol,
             tls: tls.map(Arc::new),
+            tunnels,
             streaks: HashMap::new(),
             probing: HashSet::new(),
             fresh: Vec::new(),
@@ -118,8 +129,16 @@ impl Checker {
         let config = self.config.clone();
         let protocol = self.protocol;
         let tls = self.tls.clone();
+        let tunnels = self.tunnels.clone();
         probes.spawn(async move {
-            let passed = probe::probe(address, &config, protocol, tls.as_deref()).await;
+            let passed = probe::probe(
+                address,
+                &config,
+                protocol,
+                tls.as_deref(),
+                tunnels.as_deref(),
+            )
+            .await;
             (address, passed)
         });
     }
@@ -199,7 +218,7 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 1)),
             1,
         ));
-        let mut checker = Checker::new(config(), Protocol::Http1, None);
+        let mut checker = Checker::new(config(), Protocol::Http1, None, None);
         checker.set_endpoints(std::slice::from_ref(&e), config(), Protocol::Http1, None);
         assert!(!e.is_healthy(), "initial = unhealthy");
         checker.on_result(&e, true);
@@ -223,7 +242,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_ten_percent() {
-        let checker = Checker::new(config(), Protocol::Http1, None);
+        let checker = Checker::new(config(), Protocol::Http1, None, None);
         for _ in 0..100 {
             let d = checker.next_delay();
             assert!(d >= Duration::from_millis(90) && d <= Duration::from_millis(110));

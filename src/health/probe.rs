@@ -8,6 +8,12 @@
 //! protocol): a probe in plaintext would fail on every endpoint, and one with laxer
 //! verification could pass an endpoint that requests then fail to reach. A TCP probe stays a
 //! bare connect: it tests reachability only, by definition.
+//!
+//! A meshed endpoint of a cluster without `tls` is probed through the mTLS tunnel, as requests
+//! reach it (`upstream::dial`): its sidecar may refuse plaintext (strict mTLS), and a direct
+//! probe would then fail an endpoint that requests reach fine. Through the tunnel an HTTP probe
+//! is the same GET inside it; a TCP probe passes when the peer's sidecar accepts a tunnel for
+//! the endpoint's port (the sidecar connects to its workload after that, out of our sight).
 
 use std::net::SocketAddr;
 
@@ -18,24 +24,59 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::config::{ClusterTls, HealthCheckConfig, HealthCheckKind, Protocol};
+use crate::state::Tunnels;
+use crate::tls::tunnel::TunnelProtocol;
+use crate::upstream::dial;
 
 /// Runs one probe against `address` of a cluster speaking `protocol`, over TLS when `tls` is
-/// the cluster's `tls` table; `true` = passed. Everything (connect and handshakes included)
-/// must finish within `config.timeout`.
+/// the cluster's `tls` table, through the tunnel when `tunnels` lists the endpoint as meshed
+/// (module doc); `true` = passed. Everything (connect and handshakes included) must finish
+/// within `config.timeout`.
 pub async fn probe(
     address: SocketAddr,
     config: &HealthCheckConfig,
     protocol: Protocol,
     tls: Option<&ClusterTls>,
+    tunnels: Option<&Tunnels>,
 ) -> bool {
+    let route = match (tls, tunnels) {
+        (None, Some(tunnels)) => tunnels.route(address.ip()),
+        _ => None,
+    };
+    if let Some((peer, tunnel_tls)) = route {
+        let hint = match (config.kind, protocol) {
+            (HealthCheckKind::Tcp, _) => TunnelProtocol::Opaque,
+            (HealthCheckKind::Http, Protocol::Http1) => TunnelProtocol::Http1,
+            (HealthCheckKind::Http, Protocol::H2) => TunnelProtocol::Http2,
+        };
+        let attempt = async {
+            let stream = dial::through(&tunnel_tls, &peer, address, hint, config.timeout).await?;
+            match config.kind {
+                HealthCheckKind::Tcp => Ok(None),
+                HealthCheckKind::Http => {
+                    get(TokioIo::new(stream), address, config, protocol, "http")
+                        .await
+                        .map(Some)
+                }
+            }
+        };
+        let result: Result<Option<u16>, ProbeError> = tokio::time::timeout(config.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        return match result {
+            Ok(None) => true,
+            Ok(Some(status)) => passes(config, status),
+            Err(error) => {
+                tracing::debug!(%address, %error, "health probe through the tunnel failed");
+                false
+            }
+        };
+    }
     let attempt = async {
         match config.kind {
             HealthCheckKind::Tcp => TcpStream::connect(address).await.is_ok(),
             HealthCheckKind::Http => match http(address, config, protocol, tls).await {
-                Ok(status) => config
-                    .statuses
-                    .iter()
-                    .any(|&(lo, hi)| (lo..=hi).contains(&status)),
+                Ok(status) => passes(config, status),
                 Err(error) => {
                     tracing::debug!(%address, %error, "health probe failed");
                     false
@@ -46,6 +87,14 @@ pub async fn probe(
     tokio::time::timeout(config.timeout, attempt)
         .await
         .unwrap_or(false)
+}
+
+/// Whether `status` is in one of the configured ranges.
+fn passes(config: &HealthCheckConfig, status: u16) -> bool {
+    config
+        .statuses
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&status))
 }
 
 type ProbeError = Box<dyn std::error::Error + Send + Sync>;

@@ -74,7 +74,8 @@ impl Supervisor {
             let (snapshots_tx, snapshots_rx) = watch::channel(Arc::clone(cluster));
             let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
             cluster.health().set_reports(Some(reports_tx.clone()));
-            let state = task::ClusterTask::new(Arc::clone(cluster));
+            let state =
+                task::ClusterTask::new(Arc::clone(cluster), Some(Arc::clone(shared.tunnels())));
             self.inner.runtime.spawn(task::run(
                 state,
                 shared,

@@ -19,7 +19,7 @@ use super::checker::{self, Checker};
 use super::ejection::Ejector;
 use super::panic;
 use crate::endpoint::{EndpointState, Report};
-use crate::state::{ClusterSnapshot, Shared};
+use crate::state::{ClusterSnapshot, Shared, Tunnels};
 
 /// How many reports may wait for the task before the request path starts dropping them.
 pub const REPORT_QUEUE: usize = 4096;
@@ -37,17 +37,22 @@ pub struct ClusterTask {
     /// The panic flag last published (`None` before the first), so the flag, its gauge and
     /// its log line change only when the verdict does.
     panic: Option<bool>,
+    /// Handed to the checker: probes of meshed endpoints go through the tunnel.
+    tunnels: Option<Arc<Tunnels>>,
 }
 
 impl ClusterTask {
-    /// Owned state for `cluster`, with its initial state published.
-    pub fn new(cluster: Arc<ClusterSnapshot>) -> Self {
+    /// Owned state for `cluster`, with its initial state published. `tunnels`: the proxy's
+    /// meshed table and tunnel identity (`Shared::tunnels`), so probes reach meshed endpoints
+    /// the way requests do.
+    pub fn new(cluster: Arc<ClusterSnapshot>, tunnels: Option<Arc<Tunnels>>) -> Self {
         let config = cluster.config();
         let mut task = Self {
             ejector: Ejector::new(config.outlier_detection.clone()),
             checker: None,
             next_probe: Instant::now(),
             panic: None,
+            tunnels,
             cluster: Arc::clone(&cluster),
         };
         task.apply(cluster);
@@ -70,7 +75,12 @@ impl ClusterTask {
                 checker.set_endpoints(endpoints, hc.clone(), config.protocol, config.tls.clone());
             }
             (Some(hc), None) => {
-                let mut checker = Checker::new(hc.clone(), config.protocol, config.tls.clone());
+                let mut checker = Checker::new(
+                    hc.clone(),
+                    config.protocol,
+                    config.tls.clone(),
+                    self.tunnels.clone(),
+                );
                 checker.set_endpoints(endpoints, hc.clone(), config.protocol, config.tls.clone());
                 // Every endpoint is fresh here and gets its first probe at once (`start_fresh`):
                 // the first round is one interval after that, not immediately too, or two
@@ -256,7 +266,7 @@ outlier_detection = { base_time = "30s", max_time = "300s", probe_requests = 1 }
         let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         cluster.health().set_reports(Some(reports_tx.clone()));
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let state = ClusterTask::new(Arc::clone(&cluster));
+        let state = ClusterTask::new(Arc::clone(&cluster), None);
         let task = tokio::spawn(run(
             state,
             Arc::clone(&shared),

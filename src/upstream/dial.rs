@@ -257,3 +257,53 @@ impl AsyncWrite for Dialed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IdentityConfig;
+    use crate::tls::certs_cli::{self, IssueOptions};
+
+    fn our_tls(dir: &std::path::Path) -> Arc<TunnelTls> {
+        let ca = dir.join("ca");
+        certs_cli::init(&ca, 1).expect("CA");
+        certs_cli::issue(&IssueOptions {
+            ca_dir: ca.clone(),
+            name: "me".to_owned(),
+            spiffe: Some("spiffe://local/me".to_owned()),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            out: None,
+            days: 1,
+        })
+        .expect("leaf");
+        let spec = IdentityConfig {
+            cert: ca.join("me.pem"),
+            key: ca.join("me.key"),
+            ca: ca.join(certs_cli::CA_CERT),
+        };
+        Arc::new(TunnelTls::load(&spec).expect("identity"))
+    }
+
+    #[test]
+    fn a_route_needs_a_meshed_ip_and_our_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meshed: IpAddr = "10.0.0.2".parse().expect("ip");
+        let other: IpAddr = "10.0.0.3".parse().expect("ip");
+        let peer = TunnelPeer {
+            identity: Arc::from("spiffe://local/orders"),
+            port: 15006,
+        };
+        let tunnels = Tunnels::default();
+        assert!(tunnels.route(meshed).is_none(), "empty table");
+        tunnels.publish_meshed(MeshedPeers::new([(meshed, peer.clone())]));
+        assert!(tunnels.route(meshed).is_none(), "no identity of ours");
+        tunnels.set_tls(Some(our_tls(dir.path())));
+        let (found, tls) = tunnels.route(meshed).expect("route");
+        assert_eq!(found, peer);
+        assert_eq!(tls.identity(), "spiffe://local/me");
+        assert!(tunnels.route(other).is_none(), "not meshed");
+        tunnels.publish_meshed(MeshedPeers::default());
+        assert!(tunnels.route(meshed).is_none(), "left the mesh");
+    }
+}

@@ -340,6 +340,71 @@ async fn a_changed_mesh_section_is_reported_as_needing_a_restart() {
     stop(handle);
 }
 
+/// `[identity]` is kept as started (the mesh announces that identity for the process's life):
+/// a reload naming other files applies everything else, reports `[identity]` as needing a
+/// restart, and the tunnel keeps the startup identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_identity_is_reported_as_needing_a_restart() {
+    use switchyard::tls::certs_cli;
+    let (a, b) = backends();
+    let eps = (&[a.addr()][..], &[b.addr()][..]);
+    let certs = tempfile::tempdir().expect("tmp");
+    let ca = certs.path().join("ca");
+    certs_cli::init(&ca, 1).expect("CA");
+    for name in ["reload-one", "reload-two"] {
+        certs_cli::issue(&certs_cli::IssueOptions {
+            ca_dir: ca.clone(),
+            name: name.to_owned(),
+            spiffe: Some(format!("spiffe://local/{name}")),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            out: None,
+            days: 1,
+        })
+        .expect("leaf");
+    }
+    let identity = |name: &str| {
+        format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [identity]\ncert = \"{0}/{name}.pem\"\nkey = \"{0}/{name}.key\"\nca = \"{0}/ca.pem\"\n",
+            ca.display()
+        )
+    };
+    let (_w, _r, path, real) = unwatched(&config("a", eps.0, eps.1, &identity("reload-one")));
+    let handle = start_from(&path);
+    let (addr, admin) = (
+        handle.listener_addr("public").expect("listener"),
+        handle.admin_addr(),
+    );
+    let tunnel_identity = |handle: &switchyard::runtime::ProxyHandle| {
+        handle
+            .shared()
+            .snapshot()
+            .tunnel_tls()
+            .map(|t| t.identity().to_owned())
+    };
+    assert_eq!(
+        tunnel_identity(&handle).as_deref(),
+        Some("spiffe://local/reload-one")
+    );
+
+    std::fs::write(&real, config("b", eps.0, eps.1, &identity("reload-two"))).expect("write");
+    let (status, body) = post_reload(admin).await;
+    assert_eq!((status, &body["changed"]), (200, &true.into()), "{body}");
+    assert_eq!(
+        body["restart_required"],
+        serde_json::json!(["[identity]"]),
+        "{body}"
+    );
+    assert_eq!(backend_of(addr).await.as_deref(), Ok("b"));
+    assert_eq!(
+        tunnel_identity(&handle).as_deref(),
+        Some("spiffe://local/reload-one"),
+        "the startup identity stays"
+    );
+    stop(handle);
+}
+
 /// Clusters in [`big_config`]: each reload rebuilds every one's maglev table, which is what
 /// makes the build long enough to matter.
 const CLUSTERS: usize = 300;

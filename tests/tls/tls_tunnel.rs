@@ -19,7 +19,8 @@ use crate::support::backend::{Backend, Behavior};
 use crate::support::http_client;
 use crate::support::launcher::Proxy;
 use crate::support::metrics;
-use crate::support::tls::{Ca, Leaf};
+use crate::support::tls::{Ca, Leaf, TlsBackend};
+use crate::support::{wait_until_async, DEADLINE};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LIMIT: Duration = Duration::from_secs(5);
@@ -73,7 +74,18 @@ async fn inbound(tls: TunnelTls) -> (u16, Seen) {
     (port, seen)
 }
 
-fn config(backend: SocketAddr, me: &IdentityConfig, cluster: &str) -> String {
+fn config(backend: SocketAddr, me: &IdentityConfig, cluster: &str, protocol: &str) -> String {
+    config_with(backend, me, cluster, protocol, "")
+}
+
+/// [`config`] with `extra` lines in the cluster's table.
+fn config_with(
+    backend: SocketAddr,
+    me: &IdentityConfig,
+    cluster: &str,
+    protocol: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 # One worker: its pool is the only one, so a reused tunnel shows as one handshake.
@@ -90,8 +102,10 @@ match = {{ path_prefix = "/" }}
 cluster = "{cluster}"
 
 [clusters.{cluster}]
+protocol = "{protocol}"
 endpoints = ["{backend}"]
 connect_timeout = "2s"
+{extra}
 
 [identity]
 cert = "{}"
@@ -123,7 +137,7 @@ async fn a_meshed_endpoint_is_reached_through_the_peer_sidecars_tunnel() {
     let backend = Backend::start(Behavior::fixed(200, "behind b"));
     let (port, seen) = inbound(b).await;
 
-    let proxy = Proxy::start_toml(&config(backend.addr(), &a, "tunnelled"));
+    let proxy = Proxy::start_toml(&config(backend.addr(), &a, "tunnelled", "http1"));
     assert_eq!(
         proxy
             .handle()
@@ -182,6 +196,107 @@ async fn a_meshed_endpoint_is_reached_through_the_peer_sidecars_tunnel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_cluster_speaks_h2_inside_the_tunnel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "tunnel-h2");
+    let a = identity(&ca, "h2-a");
+    let b = TunnelTls::load(&identity(&ca, "h2-b")).expect("b");
+    let backend = Backend::start(Behavior::fixed(200, "h2 behind b"));
+    let (port, seen) = inbound(b).await;
+    let proxy = Proxy::start_toml(&config(backend.addr(), &a, "tunnelled-h2", "h2"));
+    proxy
+        .handle()
+        .shared()
+        .publish_meshed(meshed("spiffe://local/h2-b", port));
+    for path in ["/1", "/2"] {
+        let got = http_client::get(&proxy.url("public", path))
+            .await
+            .expect("response");
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "h2 behind b");
+    }
+    assert_eq!(
+        seen.lock().expect("seen").clone(),
+        vec![(
+            "spiffe://local/h2-a".to_owned(),
+            TunnelHeader {
+                port: backend.addr().port(),
+                protocol: TunnelProtocol::Http2,
+            }
+        )],
+        "one multiplexed tunnel, hinted h2"
+    );
+    assert_eq!(backend.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_of_a_meshed_endpoint_go_through_the_tunnel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "tunnel-probe");
+    let a = identity(&ca, "probe-a");
+    let b = TunnelTls::load(&identity(&ca, "probe-b")).expect("b");
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let (port, seen) = inbound(b).await;
+    let proxy = Proxy::start_toml(&config_with(
+        backend.addr(),
+        &a,
+        "probed",
+        "http1",
+        "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"1s\" }",
+    ));
+    proxy
+        .handle()
+        .shared()
+        .publish_meshed(meshed("spiffe://local/probe-b", port));
+    assert!(
+        wait_until_async(DEADLINE, || !seen.lock().expect("seen").is_empty()).await,
+        "no probe came through the tunnel"
+    );
+    let (identity, header) = seen.lock().expect("seen")[0].clone();
+    assert_eq!(identity, "spiffe://local/probe-a");
+    assert_eq!(
+        header,
+        TunnelHeader {
+            port: backend.addr().port(),
+            protocol: TunnelProtocol::Http1,
+        }
+    );
+    assert!(
+        wait_until_async(DEADLINE, || backend
+            .requests()
+            .iter()
+            .any(|r| r.uri.path() == "/healthz"))
+        .await,
+        "the probe reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_its_own_tls_talks_to_the_endpoint_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "tunnel-own-tls");
+    let a = identity(&ca, "own-a");
+    let b = TunnelTls::load(&identity(&ca, "own-b")).expect("b");
+    let pair = ca.issue("backend", &Leaf::named("backend.test"));
+    let backend = TlsBackend::start(&pair, None);
+    let (port, seen) = inbound(b).await;
+    let tls = format!(
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}",
+        ca.cert_path.display()
+    );
+    let proxy = Proxy::start_toml(&config_with(backend.addr, &a, "own-tls", "http1", &tls));
+    proxy
+        .handle()
+        .shared()
+        .publish_meshed(meshed("spiffe://local/own-b", port));
+    let got = http_client::get(&proxy.url("public", "/"))
+        .await
+        .expect("response");
+    assert_eq!(got.status, 200);
+    assert!(seen.lock().expect("seen").is_empty(), "not tunnelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_is_not_the_announced_identity_gets_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new(dir.path(), "tunnel-impostor");
@@ -190,7 +305,7 @@ async fn a_peer_that_is_not_the_announced_identity_gets_nothing() {
     let backend = Backend::start(Behavior::fixed(200, "behind b"));
     let (port, seen) = inbound(b).await;
 
-    let proxy = Proxy::start_toml(&config(backend.addr(), &a, "impostor"));
+    let proxy = Proxy::start_toml(&config(backend.addr(), &a, "impostor", "http1"));
     // The mesh says the sidecar on this IP is `orders`; the one answering is `b`.
     proxy
         .handle()
