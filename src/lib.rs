@@ -17,7 +17,7 @@
 //! in [`state::Shared`]. Per-endpoint state that must survive snapshots lives in
 //! [`endpoint::EndpointState`]; metric names and hot-path handles in [`telemetry`].
 //!
-//! The modules form layers, bottom to top: `config`; `wire`; `telemetry`; `endpoint`;
+//! The modules form layers, bottom to top: `config`; `wire`, `redirect`; `telemetry`; `endpoint`;
 //! `router`, `balance`, `resilience`, `tls`, `trace`; `upstream`, `cache`; `state`; `health`,
 //! `discovery`; `mesh`; `proxy`; `admin`; `runtime`; `demo`. A module uses only lower ones:
 //! `docs/architecture.md` (section Layers) says why each sits where it does, and
@@ -33,6 +33,7 @@ pub mod endpoint;
 pub mod health;
 pub mod mesh;
 pub mod proxy;
+pub mod redirect;
 pub mod resilience;
 pub mod router;
 pub mod runtime;

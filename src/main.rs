@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::config::{self, Config, LogFormat};
 use switchyard::endpoint::EndpointRegistry;
+use switchyard::redirect;
 use switchyard::router::{RequestView, Router};
 use switchyard::state::Snapshot;
 
@@ -84,6 +85,41 @@ enum Command {
         weight: u32,
         #[arg(long)]
         zone: Option<String>,
+    },
+    /// Transparent mode's privileged init step: write the nftables rules (table `inet
+    /// switchyard`) that send this network namespace's inbound TCP to the inbound listener and
+    /// its outbound TCP to the outbound listener. Needs root or CAP_NET_ADMIN; the proxy does
+    /// not. Idempotent: the table is replaced in one transaction.
+    Redirect {
+        /// The UID the proxy runs under: its own connections are never redirected (no loop).
+        #[arg(long, value_name = "UID", value_parser = redirect::parse_uid,
+              required_unless_present = "remove")]
+        proxy_uid: Option<u32>,
+        /// The inbound listener's port [default: 15006, or the config's inbound listener].
+        #[arg(long, value_name = "PORT", value_parser = redirect::parse_port)]
+        inbound_port: Option<u16>,
+        /// The outbound listener's port [default: 15001, or the config's outbound listener].
+        #[arg(long, value_name = "PORT", value_parser = redirect::parse_port)]
+        outbound_port: Option<u16>,
+        /// Inbound destination ports left alone, e.g. 22,9901; repeatable.
+        #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = redirect::parse_port)]
+        skip_inbound_ports: Vec<u16>,
+        /// Outbound destination ports left alone, e.g. 25; repeatable.
+        #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = redirect::parse_port)]
+        skip_outbound_ports: Vec<u16>,
+        /// Outbound destinations left alone, IPv4 or IPv6, e.g. 10.0.0.0/8,fd00::/8; repeatable.
+        #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+        skip_outbound_cidrs: Vec<redirect::Cidr>,
+        /// The proxy's config: its admin port is skipped inbound.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the nft script instead of applying it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete the table instead (succeeds when it is absent).
+        #[arg(long, conflicts_with_all = ["proxy_uid", "inbound_port", "outbound_port",
+              "skip_inbound_ports", "skip_outbound_ports", "skip_outbound_cidrs", "config"])]
+        remove: bool,
     },
     /// Development identities without a control plane: a local CA and leaves signed by it.
     Certs {
@@ -172,6 +208,28 @@ fn main() -> ExitCode {
             })
         }
         Command::Certs { action } => certs(action),
+        Command::Redirect {
+            proxy_uid,
+            inbound_port,
+            outbound_port,
+            skip_inbound_ports,
+            skip_outbound_ports,
+            skip_outbound_cidrs,
+            config,
+            dry_run,
+            remove,
+        } => {
+            let rules = proxy_uid.map(|proxy_uid| redirect::RuleArgs {
+                proxy_uid,
+                inbound_port,
+                outbound_port,
+                skip_inbound_ports,
+                skip_outbound_ports,
+                skip_outbound_cidrs,
+            });
+            // clap makes --proxy-uid required unless --remove, so `None` means removal.
+            run_redirect(rules.filter(|_| !remove), config.as_deref(), dry_run)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +260,41 @@ fn run(path: &Path, log_format: Option<CliLogFormat>) -> anyhow::Result<()> {
     // Certificates that do not load stop the start here, with the file named.
     switchyard::tls::store::preload(&config).context("TLS")?;
     switchyard::runtime::run(config)
+}
+
+fn run_redirect(
+    rules: Option<redirect::RuleArgs>,
+    config: Option<&Path>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let script = match &rules {
+        Some(args) => {
+            let ports = match config {
+                Some(path) => redirect::ConfigPorts::from_config(&load(path)?),
+                None => redirect::ConfigPorts::default(),
+            };
+            redirect::Rules::new(args, &ports)
+                .map_err(anyhow::Error::msg)?
+                .script()
+        }
+        None => redirect::remove_script(),
+    };
+    if dry_run {
+        print!("{script}");
+        return Ok(());
+    }
+    redirect::nft::apply(&script)?;
+    match rules {
+        Some(_) => println!(
+            "switchyard redirect: table inet {} applied",
+            redirect::TABLE
+        ),
+        None => println!(
+            "switchyard redirect: table inet {} removed",
+            redirect::TABLE
+        ),
+    }
+    Ok(())
 }
 
 fn certs(action: CertsAction) -> anyhow::Result<()> {

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::dial::{self, Dialed};
 use super::dial::{TunnelPeer, Tunnels};
-use super::h1::{self, Stream};
+use super::h1;
 use super::pool::PoolLabels;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
@@ -115,7 +116,7 @@ pub(crate) async fn connect(
             .record(started.elapsed().as_secs_f64());
         if cluster.protocol == Protocol::Http1 {
             return Ok(Sender::H1(h1::Conn::new(
-                Stream::Tls(Box::new(stream)),
+                Dialed::Tls(Box::new(stream)),
                 slot,
             )));
         }
@@ -135,7 +136,7 @@ pub(crate) async fn connect(
         metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
             .record(started.elapsed().as_secs_f64());
         if cluster.protocol == Protocol::Http1 {
-            return Ok(Sender::H1(h1::Conn::new(Stream::Plain(stream), slot)));
+            return Ok(Sender::H1(h1::Conn::new(Dialed::Plain(stream), slot)));
         }
         return start_h2(address, TokioIo::new(stream), slot).await;
     };
@@ -144,7 +145,7 @@ pub(crate) async fn connect(
         .record(started.elapsed().as_secs_f64());
     if cluster.protocol == Protocol::Http1 {
         return Ok(Sender::H1(h1::Conn::new(
-            Stream::Tls(Box::new(stream)),
+            Dialed::Tls(Box::new(stream)),
             slot,
         )));
     }
@@ -262,19 +263,13 @@ where
     Ok(Sender::H2(sender))
 }
 
-/// TCP connect with `TCP_NODELAY` (we write whole heads and frames, Nagle only adds latency)
-/// and the cluster's TCP keepalive (finds dead peers on idle pooled connections).
+/// TCP connect with `TCP_NODELAY` ([`dial::tcp_connect`]) and the cluster's TCP keepalive
+/// (finds dead peers on idle pooled connections).
 async fn tcp_connect(
     cluster: &ClusterConfig,
     address: std::net::SocketAddr,
 ) -> std::io::Result<TcpStream> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_nodelay(true)?;
-    let stream = socket.connect(address).await?;
+    let stream = dial::tcp_connect(address).await?;
     if let Some(idle) = cluster.pool.tcp_keepalive {
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(idle)

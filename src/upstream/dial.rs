@@ -122,13 +122,16 @@ impl Tunnels {
     }
 }
 
-/// A connected upstream byte stream: plain TCP, or our mTLS tunnel to a meshed peer.
+/// A connected upstream byte stream: plain TCP or TLS. The one socket type of the upstream
+/// side: HTTP/1.1 connections in the pools hold it too (`h1::Conn`), whether their TLS is a
+/// cluster's own `tls` or our tunnel.
 #[derive(Debug)]
 pub enum Dialed {
     /// Straight to the destination.
     Plain(TcpStream),
-    /// Through the peer sidecar's inbound listener; the header is already sent.
-    Tunnel(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS: a cluster's upstream TLS, or our mTLS tunnel through the peer sidecar's inbound
+    /// listener (its header already sent).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// Connects to `dst`: through the tunnel when `dst`'s IP is meshed and `tls` is present (TCP
@@ -146,7 +149,7 @@ pub async fn dial(
         (Some(peer), Some(tls)) => {
             let stream = through(tls, peer, dst, protocol, timeout).await?;
             Ok((
-                Dialed::Tunnel(Box::new(stream)),
+                Dialed::Tls(Box::new(stream)),
                 Some(Arc::clone(&peer.identity)),
             ))
         }
@@ -190,7 +193,7 @@ fn timed_out(to: SocketAddr, timeout: Duration) -> io::Error {
 
 /// TCP connect with `TCP_NODELAY`: tunnels and opaque streams carry whole writes, Nagle only
 /// adds latency.
-async fn tcp_connect(address: SocketAddr) -> io::Result<TcpStream> {
+pub(super) async fn tcp_connect(address: SocketAddr) -> io::Result<TcpStream> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -208,7 +211,7 @@ impl AsyncRead for Dialed {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -221,7 +224,7 @@ impl AsyncWrite for Dialed {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -232,28 +235,28 @@ impl AsyncWrite for Dialed {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
-            Self::Tunnel(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

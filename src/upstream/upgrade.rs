@@ -19,7 +19,8 @@ use bytes::{Buf, BytesMut};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::h1::{Conn, Stream};
+use super::dial::Dialed;
+use super::h1::Conn;
 use crate::wire::activity::Activity;
 use crate::wire::upgrade::OnUpgrade;
 
@@ -92,7 +93,7 @@ pub fn spawn_tunnel(
 /// The endpoint half of a tunnel: the bytes read past the 101 head first, then the socket.
 struct Rewind {
     read_ahead: BytesMut,
-    io: Stream,
+    io: Dialed,
 }
 
 impl AsyncRead for Rewind {

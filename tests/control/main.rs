@@ -1,5 +1,6 @@
 //! The control plane: endpoint discovery (file, DNS, etcd), config reload, and the mesh (real
-//! members, partitions, quorum ejection, cache purge). The 50-member simulation is its own
+//! members, partitions, quorum ejection, cache purge), and transparent mode's `switchyard
+//! redirect` in network namespaces. The 50-member simulation is its own
 //! binary, `tests/mesh_sim/`.
 //!
 //! One module per topic; `tests/README.md` says how to add one. All run in one process:
@@ -19,3 +20,4 @@ mod mesh_tunnel;
 mod reload_admin;
 mod reload_file;
 mod reload_traffic;
+mod transparent_redirect;

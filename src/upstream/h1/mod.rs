@@ -37,8 +37,7 @@ use std::task::{ready, Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 
 pub(crate) mod decode;
 pub(crate) mod encode;
@@ -48,6 +47,7 @@ use self::decode::{Decoded, Decoder, Framing};
 use self::encode::BodyFraming;
 use self::parse::Head;
 use super::connect::OpenConn;
+use super::dial::Dialed;
 use super::pool;
 use crate::endpoint::EndpointState;
 use crate::wire::outcome::{find_in_chain, BoxError, FailureKind, UpstreamError};
@@ -62,74 +62,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// response: reads and writes per request (two of each when every response takes one read).
 const MIN_READ_SPACE: usize = 8 * 1024;
 
-/// The socket of an upstream HTTP/1.1 connection: plain TCP or TLS.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// One upstream HTTP/1.1 connection. Counted open (its [`OpenConn`]) for as long as it
 /// exists: in a request, in a response body, idle in a pool, or in an upgrade tunnel.
 pub(crate) struct Conn {
-    io: Stream,
+    io: Dialed,
     /// Bytes read and not yet consumed; keeps its allocation between requests.
     rbuf: BytesMut,
     /// The request head being written; keeps its allocation between requests.
@@ -167,7 +103,7 @@ enum Failure {
 }
 
 impl Conn {
-    pub(crate) fn new(io: Stream, slot: OpenConn) -> Self {
+    pub(crate) fn new(io: Dialed, slot: OpenConn) -> Self {
         Self {
             io,
             rbuf: BytesMut::new(),
@@ -178,7 +114,7 @@ impl Conn {
 
     /// The parts an upgrade tunnel needs: the socket, bytes already read past the 101 head,
     /// and the connection's count.
-    pub(crate) fn into_parts(self) -> (Stream, BytesMut, OpenConn) {
+    pub(crate) fn into_parts(self) -> (Dialed, BytesMut, OpenConn) {
         (self.io, self.rbuf, self.slot)
     }
 
@@ -363,7 +299,7 @@ impl Writer {
 
     fn poll_write(
         &mut self,
-        io: &mut Stream,
+        io: &mut Dialed,
         out: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Failure>> {
@@ -471,7 +407,7 @@ impl Writer {
 
     fn write_some(
         &self,
-        io: &mut Stream,
+        io: &mut Dialed,
         out: &[u8],
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
