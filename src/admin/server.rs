@@ -298,7 +298,10 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
                 ),
             )
         }
-        "/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
+        "/upstreams" => {
+            let intercepted = state.shared.intercepted().read();
+            json(StatusCode::OK, &views::upstreams(&snapshot, &intercepted))
+        }
         "/mesh/members" => match &state.mesh {
             Some(mesh) => json(StatusCode::OK, &mesh.view().members_json()),
             None => text(StatusCode::NOT_FOUND, "no [mesh] configured\n"),

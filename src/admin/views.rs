@@ -4,6 +4,7 @@
 //! shapes are the contract (the field names the README's "Admin API" table documents), so they
 //! are spelled out here rather than derived from internal types that may grow.
 
+use crate::telemetry::intercept::Tallies;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -22,7 +23,7 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
     let listeners: Vec<Value> = config
         .listeners
         .iter()
-        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string() }))
+        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string(), "mode": l.mode.as_str() }))
         .collect();
     let routes: Vec<Value> = config
         .routes
@@ -44,8 +45,10 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
     })
 }
 
-/// `GET /upstreams`: every cluster (by name) and each endpoint's live state.
-pub fn upstreams(snapshot: &Snapshot) -> Value {
+/// `GET /upstreams`: every cluster (by name) and each endpoint's live state, and the
+/// transparent listeners' connections (`intercepted`: totals by direction, protocol, target
+/// and peer identity, and refusals by reason).
+pub fn upstreams(snapshot: &Snapshot, intercepted: &Tallies) -> Value {
     let mut clusters: Vec<_> = snapshot.clusters().collect();
     clusters.sort_by(|a, b| a.name().cmp(b.name()));
     let clusters: Vec<Value> = clusters
@@ -65,7 +68,11 @@ pub fn upstreams(snapshot: &Snapshot) -> Value {
             })
         })
         .collect();
-    json!({ "version": snapshot.version(), "clusters": clusters })
+    json!({
+        "version": snapshot.version(),
+        "clusters": clusters,
+        "intercepted": intercepted,
+    })
 }
 
 fn endpoint(e: &EndpointState, source: &str) -> Value {

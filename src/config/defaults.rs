@@ -19,6 +19,11 @@ pub(crate) const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
 pub(crate) const ETCD_WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
 pub(crate) const WEBSOCKET: bool = true;
+/// Listener `detect_timeout`: Linkerd's default; a client that sent nothing by then is taken
+/// for one whose server speaks first.
+pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listener `opaque_idle_timeout`: Envoy `tcp_proxy`'s default idle timeout.
+pub(crate) const OPAQUE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub(crate) fn admin() -> AdminConfig {
     AdminConfig {

@@ -98,7 +98,9 @@ fn listeners(running: &Config, new: &Config, out: &mut Vec<String>) {
                 "~ listener {}: listen {} -> {} (rebinds)",
                 old.name, old.listen, l.listen
             )),
-            Some(l) if l != old => out.push(format!("~ listener {}: tls or trusted_hops", l.name)),
+            Some(l) if l != old => {
+                out.push(format!("~ listener {}: tls, trusted_hops or mode", l.name))
+            }
             Some(_) => {}
         }
     }
@@ -135,6 +137,7 @@ fn routes(running: &Config, new: &Config, out: &mut Vec<String>) {
             ("headers", dbg(&r.headers) != dbg(&old.headers)),
             ("websocket", r.websocket != old.websocket),
             ("debug_headers", r.debug_headers != old.debug_headers),
+            ("allow", r.allow != old.allow),
         ];
         changed.extend(
             fields
@@ -201,6 +204,7 @@ fn clusters(running: &Config, new: &Config, out: &mut Vec<String>) {
             ("circuit_breaker", c.circuit_breaker != old.circuit_breaker),
             ("panic_threshold", c.panic_threshold != old.panic_threshold),
             ("tls", c.tls != old.tls),
+            ("addresses", c.addresses != old.addresses),
         ];
         changed.extend(
             fields

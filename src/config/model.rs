@@ -138,6 +138,114 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// How many `x-forwarded-for` entries sent by clients are trusted.
     pub trusted_hops: u32,
+    /// What the listener is for: plain HTTP (today's behaviour), or one side of a transparent
+    /// sidecar. The transparent settings live in the variant, so an `http` listener cannot
+    /// carry them and an intercepting one cannot lack them.
+    pub mode: ListenerMode,
+}
+
+/// `mode` of a listener (README, "Transparent mode").
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerMode {
+    /// `"http"`: an HTTP (or HTTPS with `tls`) listener that clients address directly.
+    Http,
+    /// `"outbound"`: connections the workload made, redirected here by `switchyard redirect`;
+    /// the original destination (`SO_ORIGINAL_DST`) picks the target.
+    Outbound(Interception),
+    /// `"inbound"`: connections to the workload, redirected plaintext or our mTLS tunnel.
+    Inbound(InboundConfig),
+}
+
+impl ListenerMode {
+    /// The config spelling, for `check`, the admin API and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Outbound(_) => "outbound",
+            Self::Inbound(_) => "inbound",
+        }
+    }
+
+    /// The detection and opaque-proxying settings of an intercepting listener.
+    pub fn interception(&self) -> Option<&Interception> {
+        match self {
+            Self::Http => None,
+            Self::Outbound(settings) => Some(settings),
+            Self::Inbound(inbound) => Some(&inbound.interception),
+        }
+    }
+}
+
+/// What both intercepting modes share: protocol detection and the opaque byte copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interception {
+    /// How long to wait for a client's first bytes to tell HTTP from anything else (> 0).
+    /// Nothing within it means the server speaks first: the connection is opaque.
+    pub detect_timeout: Duration,
+    /// Destination ports never detected (server-speaks-first protocols: MySQL, SMTP), sorted.
+    pub opaque_ports: Vec<u16>,
+    /// An opaque connection with no bytes either way for this long is closed (> 0).
+    pub opaque_idle_timeout: Duration,
+}
+
+impl Interception {
+    /// Whether connections to `port` skip detection.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.binary_search(&port).is_ok()
+    }
+}
+
+/// The inbound listener's settings beyond [`Interception`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundConfig {
+    pub interception: Interception,
+    /// The policy of every port not in `ports`.
+    pub policy: PortPolicy,
+    /// When set, requests to the app carry the peer's identity in this header (HTTP only);
+    /// otherwise the inbound listener passes no identity header at all.
+    pub identity_header: Option<HeaderName>,
+    /// Declared ports: their HTTP goes through the HTTP stack (synthetic cluster and route
+    /// `inbound:PORT`), under their own policy.
+    pub ports: BTreeMap<u16, PortPolicy>,
+}
+
+impl InboundConfig {
+    /// The policy that applies to connections for `port`.
+    pub fn policy(&self, port: u16) -> &PortPolicy {
+        self.ports.get(&port).unwrap_or(&self.policy)
+    }
+}
+
+/// Who may connect to one inbound port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPolicy {
+    pub mtls: MtlsMode,
+    /// Identities allowed; empty = any (and, when permissive, plaintext too).
+    pub allow: Vec<String>,
+}
+
+impl PortPolicy {
+    /// Whether a connection with `identity` (None = plaintext) may pass; `Err` names the
+    /// refusal reason as the `switchyard_intercepted_refused_total` label spells it.
+    pub fn admits(&self, identity: Option<&str>) -> Result<(), &'static str> {
+        match identity {
+            None if self.mtls == MtlsMode::Strict => Err("plaintext"),
+            // Permissive with an allow list: a plaintext client has no identity to be in it.
+            None if !self.allow.is_empty() => Err("not_allowed"),
+            None => Ok(()),
+            Some(id) if self.allow.is_empty() || self.allow.iter().any(|a| a == id) => Ok(()),
+            Some(_) => Err("not_allowed"),
+        }
+    }
+}
+
+/// `mtls` of an inbound listener or port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// Our mTLS tunnel or plaintext from a client without a sidecar.
+    Permissive,
+    /// Our mTLS tunnel only.
+    Strict,
 }
 
 /// Listener TLS: one or several certificates (chosen by SNI), optional client CA (mTLS).
@@ -174,6 +282,24 @@ pub struct RouteConfig {
     pub headers: HeaderRules,
     pub websocket: bool,
     pub debug_headers: bool,
+    /// Client identities allowed (`allow`); `None` = no check. Others, and clients without
+    /// an identity, get 403.
+    pub allow: Option<Vec<String>>,
+    /// Where the route comes from: the file, or made for a transparent listener.
+    pub origin: RouteOrigin,
+}
+
+/// Where a route comes from. Synthetic routes are never matched by request content: an
+/// intercepted connection whose request no file route matched selects one by its
+/// destination (see `router::Router::route_intercepted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOrigin {
+    /// A `[[routes]]` entry.
+    File,
+    /// `outbound:CLUSTER`: HTTP an outbound listener intercepted for an address of CLUSTER.
+    Outbound(String),
+    /// `inbound:PORT`: HTTP an inbound listener took for declared port PORT.
+    Inbound(u16),
 }
 
 /// The conditions of a route; all present conditions must hold.
@@ -300,6 +426,9 @@ pub struct ClusterConfig {
     pub circuit_breaker: CircuitBreaker,
     pub panic_threshold: f64,
     pub tls: Option<ClusterTls>,
+    /// Virtual addresses (`addresses`) that select this cluster for outbound interception,
+    /// besides its endpoints' own addresses.
+    pub addresses: Vec<SocketAddr>,
 }
 
 /// Upstream protocol.

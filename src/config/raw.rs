@@ -87,6 +87,22 @@ pub(crate) struct RawListener {
     pub listen: Str,
     pub tls: Option<Spanned<RawListenerTls>>,
     pub trusted_hops: Option<u32>,
+    pub mode: Option<Str>,
+    pub detect_timeout: Option<Str>,
+    pub opaque_ports: Option<Spanned<Vec<Spanned<u16>>>>,
+    pub opaque_idle_timeout: Option<Str>,
+    pub mtls: Option<Str>,
+    pub allow: Option<Spanned<Vec<Str>>>,
+    pub identity_header: Option<Str>,
+    pub ports: Option<Spanned<BTreeMap<Str, Spanned<RawPortPolicy>>>>,
+}
+
+/// One entry of an inbound listener's `ports`: `{ mtls = "...", allow = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPortPolicy {
+    pub mtls: Option<Str>,
+    pub allow: Option<Spanned<Vec<Str>>>,
 }
 
 /// Either `cert` + `key`, or `certs = [...]`; both may carry `client_ca`.
@@ -124,6 +140,7 @@ pub(crate) struct RawRoute {
     pub headers: Option<RawHeaderRules>,
     pub websocket: Option<bool>,
     pub debug_headers: Option<bool>,
+    pub allow: Option<Spanned<Vec<Str>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +220,7 @@ pub(crate) struct RawCluster {
     pub circuit_breaker: Option<RawCircuitBreaker>,
     pub panic_threshold: Option<Spanned<f64>>,
     pub tls: Option<Spanned<RawClusterTls>>,
+    pub addresses: Option<Vec<Str>>,
 }
 
 /// `"127.0.0.1:9001"` or `{ address = "127.0.0.1:9001", weight = 2, zone = "a" }`.

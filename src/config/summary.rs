@@ -19,7 +19,11 @@ impl Config {
         let _ = writeln!(out, "listeners:");
         for l in &self.listeners {
             let tls = if l.tls.is_some() { " (tls)" } else { "" };
-            let _ = writeln!(out, "  {} {}{tls}", l.name, l.listen);
+            let mode = match &l.mode {
+                ListenerMode::Http => String::new(),
+                other => format!(" mode={}", other.as_str()),
+            };
+            let _ = writeln!(out, "  {} {}{tls}{mode}", l.name, l.listen);
         }
         let _ = writeln!(out, "routes (first match wins):");
         for r in &self.routes {

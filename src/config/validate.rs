@@ -8,8 +8,10 @@ mod cluster;
 mod ctx;
 mod discovery;
 mod headers;
+mod listener;
 mod policy;
 mod route;
+mod synthetic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -40,10 +42,14 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
             .unwrap_or(defaults::metrics().max_endpoint_series),
     };
     let tracing = tracing(&mut cx, raw.tracing.as_ref());
-    let listeners = listeners(&mut cx, &raw.listeners, &mut bound);
+    let listeners = listener::listeners(&mut cx, &raw.listeners, &mut bound);
     let clusters = cluster::clusters(&mut cx, &raw.clusters);
-    let cluster_names: BTreeSet<String> = clusters.keys().cloned().collect();
-    let routes = route::routes(&mut cx, &raw.routes, &listeners, &cluster_names);
+    let mut cluster_names: BTreeSet<String> = clusters.keys().cloned().collect();
+    // A file route on the inbound listener may target a declared port's app (`inbound:PORT`),
+    // the cluster `synthetic::add` makes once the config is valid.
+    cluster_names.extend(synthetic::inbound_clusters(&listeners));
+    let mut routes = route::routes(&mut cx, &raw.routes, &listeners, &cluster_names);
+    cluster::unique_addresses(&mut cx, &raw.clusters, &clusters);
     let cache = raw.cache.as_ref().map(|c| cache(&mut cx, c));
     let mesh = raw.mesh.as_ref().and_then(|m| mesh(&mut cx, m, &mut bound));
     if raw.mesh.is_none() {
@@ -51,12 +57,18 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     }
     let limits = limits(&mut cx, raw.limits.as_ref());
     let identity = raw.identity.as_ref().and_then(|i| identity(&mut cx, i));
+    if raw.identity.is_none() {
+        listener::strict_needs_identity(&mut cx, &raw.listeners);
+    }
     duplicate_addresses(&mut cx, &bound);
 
     let errors = cx.finish();
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Only on a valid config: the synthetic parts name listeners and clusters that exist.
+    let mut clusters = clusters;
+    synthetic::add(&listeners, &mut routes, &mut clusters);
     Ok(Config {
         source: loc.file().to_path_buf(),
         // Filled in by `config::parse`, which has the text.
@@ -221,87 +233,6 @@ fn tracing(cx: &mut Ctx<'_>, raw: Option<&RawTracing>) -> TracingConfig {
             "tracing.sample_ratio",
             default.sample_ratio,
         ),
-    }
-}
-
-fn listeners(
-    cx: &mut Ctx<'_>,
-    raw: &[Spanned<RawListener>],
-    bound: &mut Vec<(SocketAddr, Range<usize>, &'static str)>,
-) -> Vec<ListenerConfig> {
-    if raw.is_empty() {
-        cx.err(0..0, "no [[listeners]]: at least one listener is required");
-    }
-    let mut names: HashMap<String, ()> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for spanned in raw {
-        let l = spanned.get_ref();
-        if cx.non_empty(&l.name, "name") && names.insert(l.name.get_ref().clone(), ()).is_some() {
-            cx.err(
-                l.name.span(),
-                format!("duplicate listener name {:?}", l.name.get_ref()),
-            );
-        }
-        let listen = cx.socket_addr(&l.listen, "listen");
-        if let Some(addr) = listen {
-            bound.push((addr, l.listen.span(), "listen"));
-        }
-        let tls = l.tls.as_ref().and_then(|t| listener_tls(cx, t));
-        out.push(ListenerConfig {
-            name: l.name.get_ref().clone(),
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-            tls,
-            trusted_hops: l.trusted_hops.unwrap_or(0),
-        });
-    }
-    out
-}
-
-fn listener_tls(cx: &mut Ctx<'_>, raw: &Spanned<RawListenerTls>) -> Option<ListenerTls> {
-    let t = raw.get_ref();
-    let client_ca = t.client_ca.as_deref().map(|p| cx.path(p));
-    let single = match (&t.cert, &t.key) {
-        (Some(cert), Some(key)) => Some(CertKeyPair {
-            cert: cx.path(cert),
-            key: cx.path(key),
-        }),
-        (None, None) => None,
-        _ => {
-            cx.err(raw.span(), "tls: `cert` and `key` go together");
-            return None;
-        }
-    };
-    match (single, &t.certs) {
-        (Some(_), Some(certs)) => {
-            cx.err(
-                certs.span(),
-                "tls: use either `cert` + `key` or `certs`, not both",
-            );
-            None
-        }
-        (Some(pair), None) => Some(ListenerTls {
-            certs: vec![pair],
-            client_ca,
-        }),
-        (None, Some(certs)) if certs.get_ref().is_empty() => {
-            cx.err(certs.span(), "tls.certs: must not be empty");
-            None
-        }
-        (None, Some(certs)) => {
-            let certs = certs
-                .get_ref()
-                .iter()
-                .map(|c| CertKeyPair {
-                    cert: cx.path(&c.cert),
-                    key: cx.path(&c.key),
-                })
-                .collect();
-            Some(ListenerTls { certs, client_ca })
-        }
-        (None, None) => {
-            cx.err(raw.span(), "tls: needs `cert` and `key`, or `certs`");
-            None
-        }
     }
 }
 

@@ -28,6 +28,7 @@ use super::body::ProxyBody;
 use super::request_body::{DownstreamBody, H2Limits};
 use crate::endpoint::EndpointState;
 use crate::state::{ClusterSnapshot, Snapshot};
+use crate::tls::identity::PeerIdentity;
 use crate::wire::{BoxError, ClientBody};
 
 /// The `tracing` target of access-log lines.
@@ -78,6 +79,9 @@ struct Entry {
     start: Instant,
     snapshot: Arc<Snapshot>,
     listener: Arc<str>,
+    /// The client's verified identity (mTLS client certificate, or the peer sidecar's on an
+    /// inbound tunnel); `-` in the line without one.
+    client_identity: Option<Arc<PeerIdentity>>,
     /// `None` when neither an access-log line nor a span can be written for this request.
     /// Boxed: the entry moves several times per request (into the response body, out to be
     /// written), and the request copies would ride along even when `None`.
@@ -97,6 +101,7 @@ impl AccessLog {
     /// Starts the record: call once the request id and `traceparent` are settled.
     pub fn start(
         listener: &Arc<str>,
+        client_identity: Option<&Arc<PeerIdentity>>,
         snapshot: &Arc<Snapshot>,
         parts: &Parts,
         request_id: &HeaderValue,
@@ -107,6 +112,7 @@ impl AccessLog {
                 start: Instant::now(),
                 snapshot: Arc::clone(snapshot),
                 listener: Arc::clone(listener),
+                client_identity: client_identity.cloned(),
                 request: (snapshot.config().log.access
                     || (span.sampled() && snapshot.tracer().is_some()))
                 .then(|| {
@@ -245,6 +251,7 @@ impl Entry {
             request_id = %request.request_id.to_str().unwrap_or("-"),
             trace_id = %trace_id,
             completed,
+            client_identity = %self.client_identity.as_deref().map_or("-", |id| id.id.as_str()),
             "request"
         );
     }

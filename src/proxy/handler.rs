@@ -55,8 +55,25 @@ pub struct ConnContext {
     pub port: u16,
     /// The connection is TLS.
     pub tls: bool,
-    /// The verified client certificate's identity (mTLS listeners only).
+    /// The verified client certificate's identity (mTLS listeners, and the peer sidecar's
+    /// identity on an inbound tunnel).
     pub client_identity: Option<Arc<crate::tls::identity::PeerIdentity>>,
+    /// `Some` on connections a transparent listener intercepted (see
+    /// [`super::transparent`]); `None` on an `http` listener, whose path is unchanged.
+    pub intercepted: Option<Arc<InterceptedConn>>,
+}
+
+/// What an intercepted connection adds to each of its requests.
+#[derive(Debug)]
+pub struct InterceptedConn {
+    /// The original destination as routing knows it: selects the synthetic route
+    /// (`outbound:CLUSTER`, `inbound:PORT`) when none of the listener's own routes matches.
+    pub destination: crate::router::Destination,
+    /// The inbound listener's `identity_header`: the peer's identity goes to the app in this
+    /// header. Intercepted connections never carry `x-forwarded-client-cert` (the tunnel's
+    /// certificate is the sidecar's, not the app's client's), so without it no identity
+    /// header reaches the app.
+    pub identity_header: Option<HeaderName>,
 }
 
 impl ConnContext {
@@ -95,7 +112,14 @@ pub fn handle<'a>(
         // Settled here rather than in the stack so the access log knows the trace id; the proxy's
         // span becomes the upstream request's parent (crate::trace).
         let span = crate::trace::start(&mut parts, present, &snapshot.config().tracing);
-        let mut access = AccessLog::start(&ctx.listener, &snapshot, &parts, &request_id, span);
+        let mut access = AccessLog::start(
+            &ctx.listener,
+            ctx.client_identity.as_ref(),
+            &snapshot,
+            &parts,
+            &request_id,
+            span,
+        );
         // HTTP/2 bodies are held to max_body_bytes and body_read_timeout as they stream.
         let body = access.count_request_body(body, h2_body);
         let served = super::stack::serve(ctx, &snapshot, parts, body, &mut access.facts);
@@ -235,11 +259,25 @@ pub(super) fn upstream_head<'c>(
             );
         }
     }
-    crate::tls::identity::set_forwarded_client_cert(
-        &mut parts.headers,
-        present,
-        ctx.client_identity.as_deref(),
-    );
+    match ctx.intercepted.as_deref() {
+        None => crate::tls::identity::set_forwarded_client_cert(
+            &mut parts.headers,
+            present,
+            ctx.client_identity.as_deref(),
+        ),
+        Some(intercepted) => {
+            // A client-sent one is removed as on any listener: only we may vouch.
+            crate::tls::identity::set_forwarded_client_cert(&mut parts.headers, present, None);
+            if let Some(name) = &intercepted.identity_header {
+                // Likewise a client-sent identity header: the app must be able to trust it.
+                parts.headers.remove(name);
+                let identity = ctx.client_identity.as_deref();
+                if let Some(value) = identity.and_then(|id| HeaderValue::from_str(&id.id).ok()) {
+                    parts.headers.insert(name.clone(), value);
+                }
+            }
+        }
+    }
     // With the version the client spoke, before it becomes the upstream protocol's. As a line
     // with the forwarding ones when the client sent no `via` to append to.
     if forwarding.is_some() && !present.has(Watched::Via) {

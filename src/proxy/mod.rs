@@ -13,6 +13,8 @@
 //! - [`layers`]: the balancer, retry and outlier layers as tower middleware, for embedders who
 //!   wrap their own HTTP client (the proxy calls the functions they wrap directly).
 //! - [`attempt`]: the stack's retry layer — retries and hedges as `resilience` decides them.
+//! - [`transparent`]: the `outbound` and `inbound` listener modes of a transparent sidecar:
+//!   original destination, protocol detection, opaque TCP, the mTLS tunnel's server side.
 //! - [`log_text`]: the text log format's field escaping (no value can forge a field).
 //! - The header rules, `ProxyError` and the body types are in [`crate::wire`], below every
 //!   module that needs them.
@@ -35,4 +37,5 @@ pub mod log_text;
 pub mod request_body;
 pub mod server;
 pub mod stack;
+pub mod transparent;
 mod woken;

@@ -155,11 +155,12 @@ impl ConnServer {
                 tracing::debug!(%error, %peer, "set TCP_NODELAY failed");
             }
             // Read per connection: a reload or certificate rotation applies to the next one.
-            let termination = ctx
-                .shared
-                .snapshot()
-                .listener(&ctx.name)
-                .map_or(Termination::Plain, |l| l.tls().clone());
+            // An intercepting listener's connections go to `transparent` (one branch here for
+            // an `http` listener).
+            let (termination, intercepting) = match ctx.shared.snapshot().listener(&ctx.name) {
+                Some(l) => (l.tls().clone(), l.intercepting().cloned()),
+                None => (Termination::Plain, None),
+            };
             let ctx = ConnContext {
                 shared: Arc::clone(&ctx.shared),
                 upstream: Arc::clone(&ctx.upstream),
@@ -171,12 +172,20 @@ impl ConnServer {
                 port,
                 tls: false,
                 client_identity: None,
+                intercepted: None,
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
             let active = active.clone();
             // A guard, so the gauge comes down even if serving panics.
             let open = crate::telemetry::metrics::DownstreamConnection::opened_on(&open_gauge);
+            if let Some(intercepting) = intercepting {
+                let held = (open, permit, active);
+                let serving =
+                    super::transparent::serve(server, ctx, stream, intercepting, shutdown, held);
+                tokio::spawn(serving);
+                continue;
+            }
             match termination {
                 // The task's future is `serve`'s own, the guards passed in: a parked plain
                 // connection holds a task of that size and nothing more (no wrapper around it).
@@ -302,6 +311,21 @@ impl ConnServer {
             }
             drop(held);
         }
+    }
+
+    /// Serves HTTP on a connection a transparent listener intercepted (`stream` replays the
+    /// bytes detection read): the same server as an `http` listener's, the protocol found
+    /// from the first bytes.
+    pub(super) fn serve_intercepted<S>(
+        self,
+        stream: S,
+        ctx: ConnContext,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve(stream, ctx, Protocols::Detect, shutdown, ())
     }
 
     /// One HTTP/1 session on `io` (our own server, [`super::h1`]), until the connection ends,

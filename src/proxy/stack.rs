@@ -83,12 +83,20 @@ pub(super) fn serve<'a>(
                 headers: &parts.headers,
                 client_identity: ctx.client_identity.as_deref().map(|id| id.id.as_str()),
             };
-            snapshot
-                .router()
-                .route(listener.index(), &view)?
-                .ok_or(ProxyError::NoRoute)?
+            let router = snapshot.router();
+            match ctx.intercepted.as_deref() {
+                None => router.route(listener.index(), &view)?,
+                Some(i) => router.route_intercepted(listener.index(), &view, &i.destination)?,
+            }
+            .ok_or(ProxyError::NoRoute)?
         };
         facts.route = Some(routed.index);
+        if let Some(allow) = &routed.route.config().allow {
+            let identity = ctx.client_identity.as_deref().map(|id| id.id.as_str());
+            if !identity.is_some_and(|id| allow.iter().any(|a| a == id)) {
+                return Err(ProxyError::Forbidden);
+            }
+        }
 
         // 2. Cache.
         let refetch = |parts| refetch(ctx.clone(), parts);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, RouteConfig, RouteOrigin};
 use matcher::CompiledMatch;
 use split::Split;
 
@@ -57,8 +57,21 @@ pub struct Router {
     /// One per `config.routes` entry, same order.
     routes: Vec<CompiledRoute>,
     /// Indexed like `config.listeners`: the indexes into `routes` of that listener's routes, in
-    /// file order, so a request never looks at another listener's routes.
+    /// file order, so a request never looks at another listener's routes. File routes only:
+    /// synthetic ones are reached through `synthetic`.
     by_listener: Vec<Vec<usize>>,
+    /// The transparent listeners' synthetic routes by (listener index, destination).
+    synthetic: foldhash::HashMap<(usize, Destination), usize>,
+}
+
+/// What selects a synthetic route when no file route of an intercepting listener matched: the
+/// original destination, as the proxy resolved it for the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// An outbound connection to an address of this cluster (`outbound:CLUSTER`).
+    Cluster(Arc<str>),
+    /// An inbound connection for this declared port (`inbound:PORT`).
+    Port(u16),
 }
 
 /// One route, ready for matching and forwarding.
@@ -105,14 +118,60 @@ impl Router {
                     .iter()
                     .enumerate()
                     .filter(|(_, route)| route.config.listener == listener.name)
+                    .filter(|(_, route)| route.config.origin == RouteOrigin::File)
                     .map(|(index, _)| index)
                     .collect()
             })
             .collect();
+        let mut synthetic = foldhash::HashMap::default();
+        for (index, route) in routes.iter().enumerate() {
+            let destination = match &route.config.origin {
+                RouteOrigin::File => continue,
+                RouteOrigin::Outbound(cluster) => Destination::Cluster(Arc::from(cluster.as_str())),
+                RouteOrigin::Inbound(port) => Destination::Port(*port),
+            };
+            let listener = config
+                .listeners
+                .iter()
+                .position(|l| l.name == route.config.listener);
+            if let Some(listener) = listener {
+                synthetic.insert((listener, destination), index);
+            }
+        }
         Router {
             routes,
             by_listener,
+            synthetic,
         }
+    }
+
+    /// [`Router::route`] for an intercepted connection: the listener's file routes first, then
+    /// the synthetic route of `destination`, if there is one (no rewrite: the target goes
+    /// upstream as normalised).
+    pub fn route_intercepted<'r>(
+        &'r self,
+        listener: usize,
+        req: &RequestView<'_>,
+        destination: &Destination,
+    ) -> Result<Option<Routed<'r>>, PathError> {
+        if let Some(routed) = self.route(listener, req)? {
+            return Ok(Some(routed));
+        }
+        let key = (listener, destination.clone());
+        let Some((&index, route)) = self
+            .synthetic
+            .get(&key)
+            .and_then(|index| Some((index, self.routes.get(*index)?)))
+        else {
+            return Ok(None);
+        };
+        let normalized = normalize(req.path_and_query)?;
+        let upstream_path_and_query = rewrite::upstream_target(normalized, None, None)?;
+        Ok(Some(Routed {
+            route,
+            index,
+            upstream_path_and_query,
+        }))
     }
 
     /// The first route of listener `listener` (an index into `config.listeners`) that matches.

@@ -152,9 +152,14 @@ fn spawn(bound: Bound, built: Built) -> Result<ProxyHandle, StartError> {
     crate::health::Supervisor::start(&control, &shared, stop_rx.clone());
     let mesh = match &config.mesh {
         Some(mesh) => {
-            // The inbound listener's port, once listener modes exist (issue 27, fix/intercept):
-            // until then no listener is an inbound one and nothing is announced.
-            let inbound_port = None;
+            // The inbound listener's bound port (the real one when configured with port 0):
+            // peers open their tunnels to it on our mesh address's IP.
+            let inbound_port = config
+                .listeners
+                .iter()
+                .find(|l| matches!(l.mode, crate::config::ListenerMode::Inbound(_)))
+                .and_then(|l| listeners.iter().find(|live| live.name == l.name))
+                .map(|live| live.resolved.port());
             let tunnel = crate::mesh::tunnel::tunnel_ad(&config, inbound_port);
             Some(crate::mesh::start(mesh, tunnel, &shared, &control)?)
         }

@@ -10,6 +10,8 @@
 //! - [`snapshot`]: [`Snapshot`], [`ClusterSnapshot`], [`ListenerSnapshot`]: what a version is
 //!   made of, and the one way each part is built.
 //! - [`shared`]: [`Shared`], which publishes versions (a reload, a discovery update).
+//! - [`targets`]: [`TargetTable`], which cluster an outbound connection's original destination
+//!   belongs to.
 //! - [`discovered`]: [`DiscoveredSet`], one source's published endpoints.
 //! - [`reload`]: [`ReloadHandle`], how the admin API and signals ask the reloader for a reload.
 
@@ -17,11 +19,13 @@ pub mod discovered;
 pub mod reload;
 pub mod shared;
 pub mod snapshot;
+pub mod targets;
 
 pub use discovered::{DiscoveredSet, DiscoveredSets};
 pub use reload::{ReloadError, ReloadHandle, Reloaded, Trigger};
 pub use shared::Shared;
-pub use snapshot::{ClusterSnapshot, ListenerSnapshot, Snapshot};
+pub use snapshot::{ClusterSnapshot, Intercepting, ListenerSnapshot, Snapshot};
+pub use targets::TargetTable;
 // The meshed table lives with the pools that read it (`upstream` sits below `state`); named
 // here too because `Shared` publishes it.
 pub use crate::upstream::dial::{MeshedPeers, TunnelPeer, Tunnels};

@@ -35,6 +35,8 @@ pub struct Shared {
     /// The meshed table (the mesh member publishes it) and a copy of the current snapshot's
     /// tunnel TLS, which the workers' pools read per new connection (see `upstream::dial`).
     tunnels: Arc<Tunnels>,
+    /// Intercepted connections by direction, protocol, target and identity (`/upstreams`).
+    intercepted: crate::telemetry::intercept::InterceptTallies,
 }
 
 impl Shared {
@@ -62,7 +64,13 @@ impl Shared {
             health: OnceLock::new(),
             draining: AtomicBool::new(false),
             tunnels,
+            intercepted: Default::default(),
         }
+    }
+
+    /// The tallies of intercepted connections (transparent listeners), for the admin API.
+    pub fn intercepted(&self) -> &crate::telemetry::intercept::InterceptTallies {
+        &self.intercepted
     }
 
     /// The workloads reachable through the mTLS tunnel, as the mesh last published them.

@@ -10,6 +10,7 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
+use super::intercept::*;
 use super::metrics::*;
 use super::runtime_tasks::RUNTIME_TASKS;
 
@@ -241,6 +242,30 @@ pub const DESCRIPTIONS: &[Description] = &[
         kind: Kind::Counter,
         unit: Some(Unit::Count),
         help: "Cache purges received from mesh peers and run here.",
+    },
+    Description {
+        name: INTERCEPTED_CONNECTIONS_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Connections a transparent listener served, by listener, direction (inbound, outbound), detected protocol (http1, h2, opaque), target (cluster, passthrough, local) and tls (mtls, plain).",
+    },
+    Description {
+        name: INTERCEPTED_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Connections a transparent listener refused, by listener and reason (not_redirected, loop, plaintext, not_allowed, tunnel_handshake, tunnel_header).",
+    },
+    Description {
+        name: OPAQUE_BYTES_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Bytes),
+        help: "Bytes copied on opaque (non-HTTP) intercepted connections, by listener, direction and way (sent: to the target, received: from it).",
+    },
+    Description {
+        name: OPAQUE_CONNECTION_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Lifetime of opaque intercepted connections, by listener and direction.",
     },
 ];
 

@@ -6,6 +6,7 @@
 //! - [`metrics`]: every metric name, recorder install (once per process), buckets, and the
 //!   precomputed series the request path records through ([`metrics::SnapshotMetrics`],
 //!   [`metrics::EndpointMetrics`], whose labels fold to `other` past `max_endpoint_series`).
+//! - [`intercept`]: the transparent listeners' metrics and the tallies `/upstreams` shows.
 //! - [`describe`]: the table of HELP text and units the recorder is given.
 //! - [`endpoint_series`]: the per-endpoint counters and the label budget behind them.
 //! - [`stats`]: the per-route and per-cluster rings behind the status page's charts.
@@ -17,6 +18,7 @@
 
 pub mod describe;
 pub mod endpoint_series;
+pub mod intercept;
 pub mod metrics;
 pub mod runtime_tasks;
 pub mod stats;

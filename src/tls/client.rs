@@ -7,13 +7,13 @@
 //! `key` present a client certificate (mTLS to a peer sidecar).
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
-use super::{load_certs, load_key, provider, rustls_error, FileStamp, TlsError};
+use super::{load_certs, load_key, provider, rustls_error, Stamps, TlsError};
 use crate::config::{ClusterTls, Protocol};
 
 /// A cluster's TLS, live; see the module doc.
@@ -24,13 +24,13 @@ pub struct ClientTls {
     config: ArcSwap<ClientConfig>,
     /// Parsed once: the name every connection verifies, when `sni` is set.
     sni: Option<ServerName<'static>>,
-    stamps: Mutex<Vec<FileStamp>>,
+    stamps: Stamps,
 }
 
 impl ClientTls {
     /// Reads the files of `spec` and builds the config for a cluster speaking `protocol`.
     pub fn build(spec: &ClusterTls, protocol: Protocol) -> Result<Self, TlsError> {
-        let stamps = super::stamps(files(spec));
+        let stamps = Stamps::of(files(spec));
         let config = client_config(spec, protocol)?;
         let sni = match &spec.sni {
             Some(name) => {
@@ -43,7 +43,7 @@ impl ClientTls {
             protocol,
             config: ArcSwap::from_pointee(config),
             sni,
-            stamps: Mutex::new(stamps),
+            stamps,
         })
     }
 
@@ -61,13 +61,9 @@ impl ClientTls {
 
     /// Re-reads the files if any changed; a set that does not load keeps the old config.
     pub fn refresh(&self) -> bool {
-        let now = super::stamps(files(&self.spec));
-        let mut seen = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        if *seen == now {
+        if !self.stamps.changed(files(&self.spec)) {
             return false;
         }
-        *seen = now;
-        drop(seen);
         match client_config(&self.spec, self.protocol) {
             Ok(config) => {
                 self.config.store(Arc::new(config));

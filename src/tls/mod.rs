@@ -141,8 +141,36 @@ impl FileStamp {
 }
 
 /// The stamps of `paths`, in order.
-pub fn stamps<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<FileStamp> {
+fn stamps<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<FileStamp> {
     paths.into_iter().map(|p| FileStamp::of(p)).collect()
+}
+
+/// The stamps of a config's files as last read: what the listener, upstream and tunnel TLS
+/// configs compare with to decide whether to read their files again.
+#[derive(Debug)]
+pub struct Stamps(std::sync::Mutex<Vec<FileStamp>>);
+
+impl Stamps {
+    /// The current stamps of `paths` (taken before the files are read, so a change during the
+    /// read is seen by the next check).
+    pub fn of<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Self {
+        Self(std::sync::Mutex::new(stamps(paths)))
+    }
+
+    /// Whether any of `paths` changed since the last check (or [`Stamps::of`]); records the
+    /// new stamps, so a change is reported once.
+    pub fn changed<'a>(&self, paths: impl IntoIterator<Item = &'a PathBuf>) -> bool {
+        let now = stamps(paths);
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen == now {
+            return false;
+        }
+        *seen = now;
+        true
+    }
 }
 
 /// The rustls provider every config here is built with: `ring`, named explicitly so that no

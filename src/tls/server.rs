@@ -14,14 +14,14 @@
 //! handshakes while connections already established keep their session.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
-use super::{identity, load_certs, load_key, provider, rustls_error, FileStamp, TlsError};
+use super::{identity, load_certs, load_key, provider, rustls_error, Stamps, TlsError};
 use crate::config::{CertKeyPair, ListenerTls};
 
 /// A listener's TLS, live: the current config and what its files looked like when read.
@@ -29,18 +29,18 @@ use crate::config::{CertKeyPair, ListenerTls};
 pub struct ServerTls {
     spec: ListenerTls,
     config: ArcSwap<ServerConfig>,
-    stamps: Mutex<Vec<FileStamp>>,
+    stamps: Stamps,
 }
 
 impl ServerTls {
     /// Reads the files of `spec` and builds the config; any bad file is an error.
     pub fn build(spec: &ListenerTls) -> Result<Self, TlsError> {
-        let stamps = super::stamps(files(spec));
+        let stamps = Stamps::of(files(spec));
         let config = server_config(spec)?;
         Ok(Self {
             spec: spec.clone(),
             config: ArcSwap::from_pointee(config),
-            stamps: Mutex::new(stamps),
+            stamps,
         })
     }
 
@@ -58,13 +58,9 @@ impl ServerTls {
     /// (half-written file, key not matching) keeps the old config and is logged; the next
     /// change is tried again. Returns whether a new config was installed.
     pub fn refresh(&self) -> bool {
-        let now = super::stamps(files(&self.spec));
-        let mut seen = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        if *seen == now {
+        if !self.stamps.changed(files(&self.spec)) {
             return false;
         }
-        *seen = now;
-        drop(seen);
         match server_config(&self.spec) {
             Ok(config) => {
                 self.config.store(Arc::new(config));

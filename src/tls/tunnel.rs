@@ -52,7 +52,7 @@
 //! files are refused and the old ones kept, with an error in the log.
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -65,7 +65,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::identity::{self, PeerIdentity};
-use super::{load_certs, load_key, provider, rustls_error, FileStamp, TlsError};
+use super::{load_certs, load_key, provider, rustls_error, Stamps, TlsError};
 use crate::config::IdentityConfig;
 use crate::telemetry::metrics::TUNNEL_CONNECTIONS_TOTAL;
 
@@ -189,7 +189,7 @@ pub struct TunnelTls {
     identity: String,
     client: ArcSwap<ClientConfig>,
     server: ArcSwap<ServerConfig>,
-    stamps: Mutex<Vec<FileStamp>>,
+    stamps: Stamps,
 }
 
 /// What one read of the files makes.
@@ -209,14 +209,14 @@ impl TunnelTls {
 
     /// [`Self::load`] with the TLS module's own error type, for `tls::store`.
     pub fn build(spec: &IdentityConfig) -> Result<Self, TlsError> {
-        let stamps = super::stamps(files(spec));
+        let stamps = Stamps::of(files(spec));
         let material = material(spec)?;
         Ok(Self {
             spec: spec.clone(),
             identity: material.identity,
             client: ArcSwap::from_pointee(material.client),
             server: ArcSwap::from_pointee(material.server),
-            stamps: Mutex::new(stamps),
+            stamps,
         })
     }
 
@@ -244,13 +244,9 @@ impl TunnelTls {
     /// whose certificate names another identity, keeps the old configs and is logged. Returns
     /// whether new configs were installed.
     pub fn refresh(&self) -> bool {
-        let now = super::stamps(files(&self.spec));
-        let mut seen = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        if *seen == now {
+        if !self.stamps.changed(files(&self.spec)) {
             return false;
         }
-        *seen = now;
-        drop(seen);
         match material(&self.spec) {
             Ok(material) if material.identity != self.identity => {
                 tracing::error!(

@@ -28,6 +28,10 @@ pub enum ProxyError {
     /// 400, downstream: the request target cannot be normalised.
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
+    /// 403, downstream: the route's `allow` does not name the client's identity (or the
+    /// client has none).
+    #[error("client identity not allowed by the route")]
+    Forbidden,
     /// 400, downstream: the request lacks something routing needs (e.g. a usable target).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -94,6 +98,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::ClientBody(status) => *status,
             Self::NoEndpoint { .. } | Self::PoolExhausted(_) | Self::Overloaded { .. } => {
@@ -108,9 +113,11 @@ impl ProxyError {
     /// Who failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoRoute | Self::BadPath(_) | Self::BadRequest(_) | Self::ClientBody(_) => {
-                Side::Downstream
-            }
+            Self::NoRoute
+            | Self::Forbidden
+            | Self::BadPath(_)
+            | Self::BadRequest(_)
+            | Self::ClientBody(_) => Side::Downstream,
             Self::NoEndpoint { .. }
             | Self::Overloaded { .. }
             | Self::Connect(_)
@@ -149,6 +156,7 @@ impl ProxyError {
             499 => 1,
             413 => 8,
             404 => 12,
+            403 => 7,
             400 | 500 => 13,
             _ => 2,
         }
@@ -158,6 +166,7 @@ impl ProxyError {
     pub fn body_text(&self) -> &'static str {
         match self {
             Self::NoRoute => "no route\n",
+            Self::Forbidden => "forbidden\n",
             Self::BadPath(_) | Self::BadRequest(_) => "bad request\n",
             Self::ClientBody(status) => match status.as_u16() {
                 408 => "request timeout\n",

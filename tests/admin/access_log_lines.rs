@@ -235,7 +235,8 @@ async fn text_lines_cannot_be_forged_by_client_values() {
             "bytes_out",
             "request_id",
             "trace_id",
-            "completed"
+            "completed",
+            "client_identity"
         ],
         "{line:?}"
     );

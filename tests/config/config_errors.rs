@@ -616,3 +616,97 @@ fn etcd_endpoints_must_be_plain_http() {
         "9:62: discovery.etcd.endpoints: \"https://etcd:2379\": only http:// is supported (TLS to etcd is not); use a local gateway such as `etcd grpc-proxy`"
     );
 }
+
+#[test]
+fn transparent_listener_keys_belong_to_their_mode() {
+    // `http` listeners carry none of the transparent keys.
+    assert_eq!(
+        error("[[listeners]]\nname = \"h\"\nlisten = \"127.0.0.1:1\"\ndetect_timeout = \"1s\"\n"),
+        "11:18: detect_timeout: only for mode = \"outbound\" or \"inbound\""
+    );
+    assert_eq!(
+        error("[[listeners]]\nname = \"o\"\nlisten = \"127.0.0.1:1\"\nmode = \"outbound\"\nmtls = \"strict\"\n"),
+        "12:8: mtls: only for mode = \"inbound\""
+    );
+    assert_eq!(
+        error("[[listeners]]\nname = \"o\"\nlisten = \"127.0.0.1:1\"\nmode = \"sidecar\"\n"),
+        "11:8: mode: unknown value \"sidecar\" (expected one of \"http\", \"outbound\", \"inbound\")"
+    );
+    assert_eq!(
+        error("[[listeners]]\nname = \"o\"\nlisten = \"127.0.0.1:1\"\nmode = \"outbound\"\ndetect_timeout = \"0s\"\n"),
+        "12:18: detect_timeout: must be greater than 0"
+    );
+    assert_eq!(
+        error("[[listeners]]\nname = \"o\"\nlisten = \"127.0.0.1:1\"\nmode = \"outbound\"\nopaque_ports = [3306, 0]\n"),
+        "12:23: opaque_ports: 0 is not a port"
+    );
+    assert_eq!(
+        error("[[listeners]]\nname = \"o\"\nlisten = \"127.0.0.1:1\"\nmode = \"outbound\"\ntls = { cert = \"c\", key = \"k\" }\n"),
+        "12:7: tls: not for an intercepting listener (the tunnel between sidecars uses [identity])"
+    );
+    let two = "[[listeners]]\nname = \"o1\"\nlisten = \"127.0.0.1:1\"\nmode = \"outbound\"\n\
+               [[listeners]]\nname = \"o2\"\nlisten = \"127.0.0.1:2\"\nmode = \"outbound\"\n";
+    assert_eq!(
+        error(two),
+        "15:8: mode: at most one listener with mode = \"outbound\""
+    );
+}
+
+#[test]
+fn inbound_policies_ports_and_identity() {
+    let inbound = "[[listeners]]\nname = \"i\"\nlisten = \"127.0.0.1:1\"\nmode = \"inbound\"\n";
+    assert_eq!(
+        error(&format!("{inbound}mtls = \"strict\"\n")),
+        "12:8: mtls: \"strict\" needs an [identity] section (only the mTLS tunnel is accepted)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{inbound}ports = {{ \"8080\" = {{ mtls = \"strict\" }} }}\n"
+        )),
+        "12:29: mtls: \"strict\" needs an [identity] section (only the mTLS tunnel is accepted)"
+    );
+    assert_eq!(
+        error(&format!("{inbound}ports = {{ \"http\" = {{ }} }}\n")),
+        "12:11: ports: \"http\" is not a port number (1-65535)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{inbound}ports = {{ \"80\" = {{ mtls = \"loose\" }} }}\n"
+        )),
+        "12:27: ports.mtls: unknown value \"loose\" (expected one of \"permissive\", \"strict\")"
+    );
+    assert_eq!(
+        error(&format!("{inbound}identity_header = \"bad header\"\n")),
+        "12:19: identity_header: \"bad header\" is not a valid header name"
+    );
+    assert_eq!(
+        error(&format!("{inbound}allow = [\"\"]\n")),
+        "12:10: allow: must not be empty"
+    );
+}
+
+#[test]
+fn cluster_addresses_route_allow_and_reserved_names() {
+    assert_eq!(
+        error("[clusters.other]\nendpoints = [\"127.0.0.1:9002\"]\naddresses = [\"10.96.0.1\"]\n"),
+        "10:14: addresses: \"10.96.0.1\" is not an IP socket address (expected \"127.0.0.1:8080\" or \"[::1]:8080\")"
+    );
+    assert_eq!(
+        errors(&(BASE.to_owned()
+            + "[clusters.a]\nendpoints = [\"127.0.0.1:9002\"]\naddresses = [\"10.96.0.1:80\"]\n\
+               [clusters.b]\nendpoints = [\"127.0.0.1:9003\"]\naddresses = [\"10.96.0.1:80\"]\n")),
+        vec!["13:14: addresses: 10.96.0.1:80 already selects cluster \"a\"".to_owned()]
+    );
+    assert_eq!(
+        route("cluster = \"web\"\nallow = []"),
+        "10:9: allow: must not be empty (leave `allow` out to allow every client)"
+    );
+    assert_eq!(
+        route("name = \"outbound:web\"\ncluster = \"web\""),
+        "9:8: name: `outbound:` and `inbound:` names are reserved for the transparent listeners' routes"
+    );
+    assert_eq!(
+        error("[clusters.\"inbound:80\"]\nendpoints = [\"127.0.0.1:9002\"]\n"),
+        "8:11: cluster name: `inbound:` names are reserved for the inbound listener's ports"
+    );
+}

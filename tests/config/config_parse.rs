@@ -56,7 +56,53 @@ fn full_reference_every_key_typed() {
         ("switchyard", 1.0)
     );
 
-    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.listeners.len(), 5);
+    assert_eq!(c.listeners[0].mode, ListenerMode::Http);
+    let ListenerMode::Outbound(outbound) = &c.listeners[3].mode else {
+        panic!("listener 3 is outbound: {:?}", c.listeners[3].mode)
+    };
+    assert_eq!(
+        outbound,
+        &Interception {
+            detect_timeout: Duration::from_secs(10),
+            opaque_ports: vec![25, 3306],
+            opaque_idle_timeout: Duration::from_secs(3600),
+        }
+    );
+    let ListenerMode::Inbound(inbound) = &c.listeners[4].mode else {
+        panic!("listener 4 is inbound: {:?}", c.listeners[4].mode)
+    };
+    assert_eq!(inbound.interception.opaque_ports, vec![3306]);
+    assert_eq!(
+        inbound.policy,
+        PortPolicy {
+            mtls: MtlsMode::Permissive,
+            allow: vec![]
+        }
+    );
+    assert_eq!(
+        inbound.identity_header.as_ref().map(|h| h.as_str()),
+        Some("x-client-identity")
+    );
+    assert_eq!(
+        inbound.policy(8080).allow,
+        vec!["spiffe://local/web".to_owned()]
+    );
+    assert_eq!(inbound.policy(9090), &inbound.policy);
+    // The declared port's synthetic cluster and route, and one outbound route per cluster.
+    assert!(c.clusters.contains_key("inbound:8080"));
+    assert!(c
+        .routes
+        .iter()
+        .any(|r| r.name == "inbound:8080" && r.origin == RouteOrigin::Inbound(8080)));
+    assert!(c.routes.iter().any(|r| r.name == "outbound:orders"
+        && r.listener == "outbound"
+        && r.origin == RouteOrigin::Outbound("orders".into())));
+    assert_eq!(c.clusters["orders"].addresses, vec![addr("10.96.0.10:80")]);
+    assert_eq!(
+        c.routes[3].allow,
+        Some(vec!["spiffe://local/web".to_owned()])
+    );
     assert_eq!(c.listeners[0].name, "public");
     assert_eq!(c.listeners[0].listen, addr("127.0.0.1:8080"));
     assert_eq!(c.listeners[0].trusted_hops, 0);

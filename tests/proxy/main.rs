@@ -17,6 +17,7 @@ mod proxy_failures;
 mod proxy_forward;
 mod shutdown_signals;
 mod support_selftest;
+mod transparent_intercept;
 mod upstream_h2;
 mod upstream_malformed;
 mod upstream_pool;

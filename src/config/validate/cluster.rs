@@ -35,6 +35,12 @@ pub(super) fn clusters(
     raw.iter()
         .map(|(name, c)| {
             cx.non_empty(name, "cluster name");
+            if name.get_ref().starts_with(super::synthetic::INBOUND_PREFIX) {
+                cx.err(
+                    name.span(),
+                    "cluster name: `inbound:` names are reserved for the inbound listener's ports",
+                );
+            }
             (name.get_ref().clone(), cluster(cx, name, c.get_ref()))
         })
         .collect()
@@ -123,6 +129,42 @@ fn cluster(cx: &mut Ctx<'_>, name: &Str, c: &RawCluster) -> ClusterConfig {
             defaults::PANIC_THRESHOLD,
         ),
         tls: c.tls.as_ref().map(|t| cluster_tls(cx, t)),
+        addresses: c
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| cx.socket_addr(a, "addresses"))
+            .collect(),
+    }
+}
+
+/// A virtual address (`addresses`) selects one cluster for outbound interception: the same
+/// address in two clusters (or twice in one) is an error at its second appearance.
+pub(super) fn unique_addresses(
+    cx: &mut Ctx<'_>,
+    raw: &BTreeMap<Str, Spanned<RawCluster>>,
+    clusters: &BTreeMap<String, ClusterConfig>,
+) {
+    let mut seen: BTreeMap<std::net::SocketAddr, &str> = BTreeMap::new();
+    for (name, c) in raw {
+        let Some(cluster) = clusters.get(name.get_ref()) else {
+            continue;
+        };
+        // The validated list keeps only the addresses that parsed, in file order.
+        let parsed = c
+            .get_ref()
+            .addresses
+            .iter()
+            .flatten()
+            .filter(|a| a.get_ref().parse::<std::net::SocketAddr>().is_ok());
+        for (raw_address, address) in parsed.zip(&cluster.addresses) {
+            if let Some(first) = seen.insert(*address, name.get_ref()) {
+                cx.err(
+                    raw_address.span(),
+                    format!("addresses: {address} already selects cluster {first:?}"),
+                );
+            }
+        }
     }
 }
 

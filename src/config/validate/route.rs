@@ -38,6 +38,16 @@ pub(super) fn routes(
             }
             None => format!("route-{}", i + 1),
         };
+        if let Some(n) = r
+            .name
+            .as_ref()
+            .filter(|n| super::synthetic::is_reserved(n.get_ref()))
+        {
+            cx.err(
+                n.span(),
+                "name: `outbound:` and `inbound:` names are reserved for the transparent listeners' routes",
+            );
+        }
         if names.insert(name.clone(), ()).is_some() {
             let span = r.name.as_ref().map_or(spanned.span(), Spanned::span);
             cx.err(span, format!("duplicate route name {name:?}"));
@@ -75,9 +85,26 @@ pub(super) fn routes(
                 .unwrap_or_default(),
             websocket: r.websocket.unwrap_or(defaults::WEBSOCKET),
             debug_headers: r.debug_headers.unwrap_or(false),
+            allow: r.allow.as_ref().map(|list| allow(cx, list)),
+            origin: RouteOrigin::File,
         }));
     }
     out
+}
+
+/// Route `allow`: the identities that may use the route. An empty list would refuse
+/// everyone, which is never what is meant: leaving `allow` out allows everyone.
+fn allow(cx: &mut Ctx<'_>, list: &Spanned<Vec<Str>>) -> Vec<String> {
+    if list.get_ref().is_empty() {
+        cx.err(
+            list.span(),
+            "allow: must not be empty (leave `allow` out to allow every client)",
+        );
+    }
+    for identity in list.get_ref() {
+        cx.non_empty(identity, "allow");
+    }
+    list.get_ref().iter().map(|s| s.get_ref().clone()).collect()
 }
 
 /// The route's listener; may be omitted when there is exactly one listener.

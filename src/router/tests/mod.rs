@@ -19,6 +19,7 @@ pub(crate) fn listener(name: &str) -> ListenerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         trusted_hops: 0,
+        mode: ListenerMode::Http,
     }
 }
 
@@ -37,6 +38,8 @@ pub(crate) fn route(name: &str, listener: &str, matcher: RouteMatch, cluster: &s
         headers: HeaderRules::default(),
         websocket: true,
         debug_headers: false,
+        allow: None,
+        origin: RouteOrigin::File,
     }
 }
 
@@ -86,6 +89,7 @@ pub(crate) fn cluster(name: &str, endpoints: &[&str]) -> ClusterConfig {
         },
         panic_threshold: 0.5,
         tls: None,
+        addresses: Vec::new(),
     }
 }
 

@@ -110,6 +110,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ListenerMode;
 
     fn config(name: &str, listen: &str) -> ListenerConfig {
         ListenerConfig {
@@ -117,6 +118,7 @@ mod tests {
             listen: listen.parse().expect("address literal"),
             tls: None,
             trusted_hops: 0,
+            mode: ListenerMode::Http,
         }
     }
 

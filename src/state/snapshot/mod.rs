@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// costs time on every request (compare the two with a microbenchmark of `get` on the
     /// config's cluster names before changing it).
     clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>,
+    /// Outbound interception's address -> cluster table, over exactly these clusters'
+    /// endpoints (so rebuilt whenever one of them changes).
+    targets: super::TargetTable,
 }
 
 /// Everything a snapshot compiles from its config alone (and from what earlier versions hand
@@ -107,6 +110,21 @@ pub struct ListenerSnapshot {
     trusted_hops: u32,
     /// Plain, or the listener's live TLS config (shared across snapshots, see `tls::store`).
     tls: crate::tls::server::Termination,
+    /// `Some` for a transparent (`outbound` / `inbound`) listener: its settings and series.
+    intercepting: Option<Arc<Intercepting>>,
+}
+
+/// What an intercepting listener's connections are handled with, built once per snapshot.
+#[derive(Debug)]
+pub struct Intercepting {
+    /// The listener's mode (never `Http`) with its settings.
+    pub mode: crate::config::ListenerMode,
+    /// Its metric series.
+    pub series: crate::telemetry::intercept::ListenerSeries,
+    /// Every listener address of the config: an outbound original destination among them is
+    /// a loop (the proxy's own connection, or a client calling a listener through the
+    /// redirect).
+    pub own_addresses: Vec<SocketAddr>,
 }
 
 impl Snapshot {
@@ -157,7 +175,17 @@ impl Snapshot {
 
     /// The one constructor: exhaustive, so a new part must be accounted for by both builds.
     fn assemble(rules: Rules, clusters: foldhash::HashMap<String, Arc<ClusterSnapshot>>) -> Self {
-        Self { rules, clusters }
+        let targets = super::TargetTable::build(&rules.config, clusters.values());
+        Self {
+            rules,
+            clusters,
+            targets,
+        }
+    }
+
+    /// The outbound listener's address -> cluster table (empty without an outbound listener).
+    pub fn targets(&self) -> &super::TargetTable {
+        &self.targets
     }
 
     /// The response cache, when `[cache]` is configured (and the snapshot is a running proxy's).
@@ -267,6 +295,7 @@ impl Rules {
                 trusted_hops: l.trusted_hops,
                 // Re-checks the certificate files: a reload picks up rotated certificates.
                 tls: crate::tls::server::Termination::of(l),
+                intercepting: intercepting(&config, l),
             })
             .collect();
         // Like listener TLS: re-checks the files (a reload picks up rotated certificates); a
@@ -295,6 +324,27 @@ impl Rules {
             config,
         }
     }
+}
+
+/// The intercepting part of listener `l`'s snapshot (`None` for an `http` listener).
+fn intercepting(config: &Config, l: &crate::config::ListenerConfig) -> Option<Arc<Intercepting>> {
+    use crate::config::ListenerMode;
+    use crate::telemetry::intercept::{Direction, ListenerSeries};
+    let direction = match &l.mode {
+        ListenerMode::Http => return None,
+        ListenerMode::Outbound(_) => Direction::Outbound,
+        ListenerMode::Inbound(_) => Direction::Inbound,
+    };
+    let mut own_addresses: Vec<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
+    own_addresses.push(config.admin.listen);
+    if let Some(mesh) = &config.mesh {
+        own_addresses.push(mesh.listen);
+    }
+    Some(Arc::new(Intercepting {
+        mode: l.mode.clone(),
+        series: ListenerSeries::new(&l.name, direction),
+        own_addresses,
+    }))
 }
 
 impl ClusterSnapshot {
@@ -372,6 +422,11 @@ impl ListenerSnapshot {
     /// Whether and how connections are TLS-terminated.
     pub fn tls(&self) -> &crate::tls::server::Termination {
         &self.tls
+    }
+
+    /// The transparent settings of an `outbound` / `inbound` listener; `None` for `http`.
+    pub fn intercepting(&self) -> Option<&Arc<Intercepting>> {
+        self.intercepting.as_ref()
     }
 }
 
