@@ -8,7 +8,7 @@
 //! The apps are this test binary re-executed inside the namespace in a role (see
 //! [`app_process`]): a CI machine has no python, and the roles are a few std-only functions.
 //! Needs root, `ip` (iproute2), `nft` (nftables) and `setpriv` (util-linux); `.ci/run`
-//! installs the first two, and every test fails (never skips) without them.
+//! installs them, and every test fails (never skips) without them.
 //!
 //! Every pod's inbound listener has the same per-port policy: 8080 permissive, 8081 strict,
 //! 8082 allows only `spiffe://local/a`; 3306 is an opaque port (server speaks first) on both
@@ -354,8 +354,11 @@ impl Pods {
         if others_can_reach(built) {
             return built.to_string_lossy().into_owned();
         }
+        // Copied once per test: a second copy onto a running sidecar's file would fail (ETXTBSY).
         let copy = self.dir.path().join("switchyard");
-        std::fs::copy(built, &copy).expect("copy the switchyard binary");
+        if !copy.exists() {
+            std::fs::copy(built, &copy).expect("copy the switchyard binary");
+        }
         copy.to_string_lossy().into_owned()
     }
 
