@@ -1,7 +1,7 @@
 //! The control plane: endpoint discovery (file, DNS, etcd), config reload, and the mesh (real
-//! members, partitions, quorum ejection, cache purge), and transparent mode's `switchyard
-//! redirect` in network namespaces. The 50-member simulation is its own
-//! binary, `tests/mesh_sim/`.
+//! members, partitions, quorum ejection, cache purge), and transparent mode in network
+//! namespaces: `switchyard redirect` (`transparent_redirect`) and pods whose apps talk through
+//! their sidecars (`transparent`). The 50-member simulation is its own binary, `tests/mesh_sim/`.
 //!
 //! One module per topic; `tests/README.md` says how to add one. All run in one process:
 //! see `support::alone` for a test that needs it to itself.
@@ -20,4 +20,5 @@ mod mesh_tunnel;
 mod reload_admin;
 mod reload_file;
 mod reload_traffic;
+mod transparent;
 mod transparent_redirect;
