@@ -110,7 +110,8 @@ enum Command {
         /// Outbound destinations left alone, IPv4 or IPv6, e.g. 10.0.0.0/8,fd00::/8; repeatable.
         #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
         skip_outbound_cidrs: Vec<redirect::Cidr>,
-        /// The proxy's config: its admin port is skipped inbound.
+        /// The proxy's config: its admin port is skipped inbound, and its inbound and
+        /// outbound listeners' ports are the defaults of --inbound-port and --outbound-port.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print the nft script instead of applying it.

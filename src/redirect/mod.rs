@@ -28,7 +28,9 @@
 //! address (or absent), which is how the inbound listener recognises a tunnel.
 //!
 //! The mesh port is UDP and is never redirected (only TCP is), so only the admin port is
-//! added to the inbound skips from a config file.
+//! added to the inbound skips from a config file. A config file also gives the inbound and
+//! outbound ports (its `mode = "inbound"` / `"outbound"` listeners'), which the flags
+//! override ([`ConfigPorts`]).
 
 pub mod nft;
 
@@ -37,7 +39,7 @@ use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerMode};
 
 /// The nftables table (family `inet`: IPv4 and IPv6 in one) that holds every rule this step
 /// writes; its name is what `--remove` deletes and what an operator lists.
@@ -99,18 +101,23 @@ pub struct ConfigPorts {
 }
 
 impl ConfigPorts {
-    /// Reads the ports from a validated config: the admin listener's port is skipped inbound
-    /// (port 0, "any free port", cannot be known here and is left out).
-    ///
-    /// The inbound and outbound ports come from the flags or the defaults: this branch's config
-    /// has no listener `mode` key yet (issue 27's `mode = "inbound"` / `"outbound"`). When it
-    /// lands, fill `inbound_port` / `outbound_port` from those listeners here.
+    /// Reads the ports from a validated config: the admin listener's port is skipped inbound,
+    /// and the `mode = "inbound"` / `"outbound"` listeners' ports are where redirected TCP
+    /// goes (validation allows at most one of each). Port 0, "any free port", cannot be known
+    /// here and is left out: the flag or the default then applies.
     pub fn from_config(config: &Config) -> Self {
-        let admin = config.admin.listen.port();
+        let known = |port: u16| (port != 0).then_some(port);
+        let port_of = |wanted: fn(&ListenerMode) -> bool| {
+            config
+                .listeners
+                .iter()
+                .find(|listener| wanted(&listener.mode))
+                .and_then(|listener| known(listener.listen.port()))
+        };
         Self {
-            skip_inbound: if admin == 0 { Vec::new() } else { vec![admin] },
-            inbound_port: None,
-            outbound_port: None,
+            skip_inbound: known(config.admin.listen.port()).into_iter().collect(),
+            inbound_port: port_of(|mode| matches!(mode, ListenerMode::Inbound(_))),
+            outbound_port: port_of(|mode| matches!(mode, ListenerMode::Outbound(_))),
         }
     }
 }

@@ -288,6 +288,45 @@ fn config_ports_come_from_the_admin_listener() {
 }
 
 #[test]
+fn config_ports_come_from_the_inbound_and_outbound_listeners() {
+    let config_of = |inbound: &str, outbound: &str| {
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\n\n\
+             [[listeners]]\nname = \"in\"\nlisten = \"{inbound}\"\nmode = \"inbound\"\n\n\
+             {outbound}\
+             [[routes]]\nlistener = \"public\"\ncluster = \"c\"\n\n\
+             [clusters.c]\nendpoints = [\"127.0.0.1:1\"]\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let outbound = "[[listeners]]\nname = \"out\"\nlisten = \"127.0.0.1:16001\"\n\
+                    mode = \"outbound\"\n\n";
+    let ports = ConfigPorts::from_config(&config_of("0.0.0.0:16006", outbound));
+    assert_eq!(
+        ports,
+        ConfigPorts {
+            skip_inbound: Vec::new(),
+            inbound_port: Some(16006),
+            outbound_port: Some(16001),
+        },
+        "the http listener's 8080 is neither; admin port 0 is not skipped"
+    );
+    let rules = Rules::new(&args(3), &ports).expect("valid");
+    assert_eq!((rules.inbound_port, rules.outbound_port), (16006, 16001));
+
+    // Port 0 (any free port) is no port to redirect to; no outbound listener, no port.
+    let ports = ConfigPorts::from_config(&config_of("0.0.0.0:0", ""));
+    assert_eq!((ports.inbound_port, ports.outbound_port), (None, None));
+    let rules = Rules::new(&args(3), &ports).expect("valid");
+    assert_eq!(
+        (rules.inbound_port, rules.outbound_port),
+        (DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT)
+    );
+}
+
+#[test]
 fn invalid_options_are_refused_with_the_flag_named() {
     let refused = |options: RuleArgs, needle: &str| {
         let err = Rules::new(&options, &ConfigPorts::default()).expect_err("must be refused");

@@ -33,7 +33,8 @@ pub struct Shared {
     /// Set once shutdown starts; readiness reports 503 from then on.
     draining: AtomicBool,
     /// The meshed table (the mesh member publishes it) and a copy of the current snapshot's
-    /// tunnel TLS, which the workers' pools read per new connection (see `upstream::dial`).
+    /// tunnel TLS, which the workers' pools read per new connection, and whose generation they
+    /// check per checkout (see `upstream::dial`).
     tunnels: Arc<Tunnels>,
     /// Intercepted connections by direction, protocol, target and identity (`/upstreams`).
     intercepted: crate::telemetry::intercept::InterceptTallies,

@@ -3,12 +3,14 @@
 //! and the task that drives the connection until it closes.
 //!
 //! The tunnel: for a cluster without its own `tls`, an endpoint whose IP the mesh lists as
-//! meshed (`dial::Tunnels::route`, one `ArcSwap` load per new connection, none per request)
+//! meshed (`dial::Tunnels::via`, one `ArcSwap` load per new connection, none per request)
 //! is reached through its sidecar's inbound port: TCP to that port, `tls::tunnel::connect`
 //! with the header `{ port: endpoint port, protocol: the cluster's }`, all within
 //! `connect_timeout`; HTTP then runs inside the tunnel as on any TLS connection. A cluster
 //! with its own `tls` talks to the endpoint itself and never tunnels (TLS inside TLS buys
-//! nothing, and its certificate checks name the endpoint, not the sidecar).
+//! nothing, and its certificate checks name the endpoint, not the sidecar). Each connection
+//! records the route it took ([`Via`]), against which the pool re-checks it when the meshed
+//! table changes (see the module doc of [`super::dial`]).
 //! HTTP/1.1 connections have no task: they are [`h1::Conn`] values driven by whichever request
 //! or response body holds them (see [`super::h1`]).
 //!
@@ -27,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::dial::{self, Dialed};
-use super::dial::{TunnelPeer, Tunnels};
+use super::dial::{TunnelPeer, Tunnels, Via};
 use super::h1;
 use super::pool::PoolLabels;
 use crate::config::{ClusterConfig, Protocol};
@@ -94,33 +96,43 @@ impl Drop for OpenConn {
     }
 }
 
+/// The tunnels that decide `cluster`'s connections: none for a cluster with its own `tls`
+/// (it never tunnels, see the module doc), so neither its new connections nor its pooled ones
+/// consult the meshed table.
+pub(crate) fn deciding<'a>(
+    cluster: &ClusterConfig,
+    tunnels: Option<&'a Tunnels>,
+) -> Option<&'a Tunnels> {
+    tunnels.filter(|_| cluster.tls.is_none())
+}
+
 /// Connects to `endpoint` (through the tunnel when `tunnels` says it is meshed; see the module
 /// doc) and completes the handshake; `slot` moves into the connection (or its HTTP/2 driver
-/// task).
+/// task). Also returns the route taken ([`Via`]), which an HTTP/1.1 connection carries itself
+/// and the pool keeps beside an HTTP/2 one, so that reuse follows the meshed table.
 pub(crate) async fn connect(
     cluster: &ClusterConfig,
     endpoint: &EndpointState,
     labels: &PoolLabels,
     slot: OpenConn,
     tunnels: Option<&Tunnels>,
-) -> Result<Sender, UpstreamError> {
+) -> Result<(Sender, Via), UpstreamError> {
     let address = endpoint.address();
     let started = Instant::now();
-    let route = match (&cluster.tls, tunnels) {
-        (None, Some(tunnels)) => tunnels.route(address.ip()),
-        _ => None,
+    let (via, tunnel_tls) = match deciding(cluster, tunnels) {
+        Some(tunnels) => tunnels.via(address.ip()),
+        None => (Via::direct(), None),
     };
-    if let Some((peer, tls)) = route {
-        let stream = tunnel_connect(cluster, address, &peer, &tls, started).await?;
+    if let (Some(peer), Some(tls)) = (via.peer(), tunnel_tls) {
+        let stream = tunnel_connect(cluster, address, peer, &tls, started).await?;
         metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
             .record(started.elapsed().as_secs_f64());
         if cluster.protocol == Protocol::Http1 {
-            return Ok(Sender::H1(h1::Conn::new(
-                Dialed::Tls(Box::new(stream)),
-                slot,
-            )));
+            let conn = h1::Conn::new(Dialed::Tls(Box::new(stream)), slot, via.clone());
+            return Ok((Sender::H1(conn), via));
         }
-        return start_h2(address, TokioIo::new(stream), slot).await;
+        let sender = start_h2(address, TokioIo::new(stream), slot).await?;
+        return Ok((sender, via));
     }
     let stream = tokio::time::timeout(cluster.connect_timeout, tcp_connect(cluster, address))
         .await
@@ -136,20 +148,21 @@ pub(crate) async fn connect(
         metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
             .record(started.elapsed().as_secs_f64());
         if cluster.protocol == Protocol::Http1 {
-            return Ok(Sender::H1(h1::Conn::new(Dialed::Plain(stream), slot)));
+            let conn = h1::Conn::new(Dialed::Plain(stream), slot, via.clone());
+            return Ok((Sender::H1(conn), via));
         }
-        return start_h2(address, TokioIo::new(stream), slot).await;
+        let sender = start_h2(address, TokioIo::new(stream), slot).await?;
+        return Ok((sender, via));
     };
     let stream = tls_connect(cluster, spec, address, stream, started).await?;
     metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
         .record(started.elapsed().as_secs_f64());
     if cluster.protocol == Protocol::Http1 {
-        return Ok(Sender::H1(h1::Conn::new(
-            Dialed::Tls(Box::new(stream)),
-            slot,
-        )));
+        let conn = h1::Conn::new(Dialed::Tls(Box::new(stream)), slot, via.clone());
+        return Ok((Sender::H1(conn), via));
     }
-    start_h2(address, TokioIo::new(stream), slot).await
+    let sender = start_h2(address, TokioIo::new(stream), slot).await?;
+    Ok((sender, via))
 }
 
 /// The TLS handshake with a backend, within what is left of `connect_timeout`. Verification

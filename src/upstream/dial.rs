@@ -6,12 +6,23 @@
 //! ([`MeshedPeers`]) whenever records or liveness change and publishes it through [`Tunnels`],
 //! which `state::Shared` holds (`Shared::meshed`, `Shared::publish_meshed`). Two users:
 //!
-//! - the pools ([`super::connect`]): a cluster without its own `tls` whose endpoint IP is
-//!   meshed connects through the tunnel, header protocol by the cluster's protocol. The table
-//!   is loaded once per new connection (one `ArcSwap` load), never per request: a pooled
-//!   connection is reused as it was made. So an endpoint that becomes meshed keeps its pooled
-//!   plain connections until they close, and a tunnel stays open after its peer leaves the
-//!   mesh; new connections follow the table.
+//! - the pools ([`super::connect`], [`super::pool`]): a cluster without its own `tls` whose
+//!   endpoint IP is meshed connects through the tunnel, header protocol by the cluster's
+//!   protocol. The table is loaded once per new connection (one `ArcSwap` load). Pooled
+//!   connections follow the table too, without a load per request: [`Tunnels`] counts the
+//!   tables it publishes (a *generation*, bumped only when the new table differs from the
+//!   old, or when our identity appears or goes), and each pooled connection carries the
+//!   [`Via`] it was made with (direct, or the tunnel peer's identity and port) and the
+//!   generation it was last found right under. A checkout reads the generation (one atomic
+//!   load); only when it moved is the connection checked against the current table
+//!   ([`Tunnels::still_right`]): the route a new connection would take now (tunnelled or
+//!   not, same peer identity and port) keeps it, under the new generation; any other drops
+//!   it (an HTTP/2 one leaves the pool; its streams in flight finish) and the request goes
+//!   on a new connection. So an endpoint that becomes meshed gets no more plaintext from a
+//!   connection pooled before (a strict peer is not bypassed by an old connection), and a
+//!   tunnel is not used after its peer leaves the mesh or announces another identity or
+//!   port. What is not checked: a request already written keeps its connection, and an idle
+//!   connection no request asks for stays until the reaper's idle timeout closes it.
 //! - the transparent listeners (`proxy::transparent`), through [`dial`], for opaque
 //!   connections and passthrough.
 //!
@@ -22,6 +33,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -86,10 +98,17 @@ impl MeshedPeers {
 /// with the config, and rebuilding a snapshot for every liveness change would be a reload's
 /// work for a few bytes. The TLS copy is stored by `Shared` right after each snapshot, under
 /// its publish lock, so it always equals the latest snapshot's `tunnel_tls`.
+///
+/// The generation: how pooled connections learn, at the price of one atomic load per
+/// checkout, that the decision they were made under may have changed (see the module doc).
 #[derive(Debug, Default)]
 pub struct Tunnels {
     meshed: ArcSwap<MeshedPeers>,
     tls: ArcSwapOption<TunnelTls>,
+    /// Bumped after each store that can change a route: a table different from the one it
+    /// replaces, or our TLS appearing or going. Release on bump, Acquire on read: a reader
+    /// that sees the new generation then loads the new table (or a newer one).
+    generation: AtomicU64,
 }
 
 impl Tunnels {
@@ -98,9 +117,14 @@ impl Tunnels {
         self.meshed.load_full()
     }
 
-    /// Replaces the meshed table (the mesh member task).
+    /// Replaces the meshed table (the mesh member task). The same table again changes no
+    /// generation, so pooled connections are not re-checked for nothing.
     pub fn publish_meshed(&self, peers: MeshedPeers) {
-        self.meshed.store(Arc::new(peers));
+        let peers = Arc::new(peers);
+        let old = self.meshed.swap(Arc::clone(&peers));
+        if *old != *peers {
+            self.bump();
+        }
     }
 
     /// Our tunnel TLS, when `[identity]` is configured and loads.
@@ -108,9 +132,71 @@ impl Tunnels {
         self.tls.load_full()
     }
 
-    /// Sets our tunnel TLS (`Shared`, with each published snapshot).
+    /// Sets our tunnel TLS (`Shared`, with each published snapshot). Only its presence
+    /// decides routes (no identity, no tunnel), so only a change of presence is a new
+    /// generation: a reloaded certificate keeps the tunnels open.
     pub fn set_tls(&self, tls: Option<Arc<TunnelTls>>) {
-        self.tls.store(tls);
+        let present = tls.is_some();
+        let old = self.tls.swap(tls);
+        if old.is_some() != present {
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The number of route-changing publishes so far (see the type's doc). One atomic load:
+    /// the pools read it on every checkout.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// How a new connection to `ip` goes, recorded for its life in the pool, with our TLS
+    /// when it is tunnelled. The generation is read before the table: a table published in
+    /// between leaves the connection one generation behind, so it is re-checked once; never
+    /// the other way round (a new generation over an old table's decision).
+    pub(crate) fn via(&self, ip: IpAddr) -> (Via, Option<Arc<TunnelTls>>) {
+        let generation = self.generation();
+        match self.route(ip) {
+            Some((peer, tls)) => (
+                Via {
+                    generation,
+                    peer: Some(peer),
+                },
+                Some(tls),
+            ),
+            None => (
+                Via {
+                    generation,
+                    peer: None,
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Whether a pooled connection to `ip` made as `via` may carry a request under
+    /// `generation` (read once per checkout, [`Tunnels::generation`]): yes at once when
+    /// nothing changed since it was last found right; else when a new connection to `ip` would
+    /// now take the same route (both direct, or both through the same peer identity and
+    /// port), which then records `generation`. One table load, only when the generation moved.
+    pub(crate) fn still_right(&self, via: &mut Via, ip: IpAddr, generation: u64) -> bool {
+        if via.generation == generation {
+            return true;
+        }
+        let table = self.meshed.load();
+        let wanted = table.get(ip).filter(|_| self.tls.load().is_some());
+        let same = match (wanted, &via.peer) {
+            (None, None) => true,
+            (Some(wanted), Some(made)) => wanted == made,
+            _ => false,
+        };
+        if same {
+            via.generation = generation;
+        }
+        same
     }
 
     /// The tunnel for a new connection to `ip`: its peer entry and our TLS, when `ip` is
@@ -119,6 +205,31 @@ impl Tunnels {
     pub fn route(&self, ip: IpAddr) -> Option<(TunnelPeer, Arc<TunnelTls>)> {
         let peer = self.meshed.load().get(ip)?.clone();
         Some((peer, self.tls()?))
+    }
+}
+
+/// How a pooled connection reaches its endpoint as far as the meshed table decides it, and
+/// the table generation it was last found right under ([`Tunnels::still_right`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Via {
+    generation: u64,
+    /// The tunnel's peer; `None`: straight to the endpoint.
+    peer: Option<TunnelPeer>,
+}
+
+impl Via {
+    /// A connection the table does not decide: no tunnels at all (an embedder's
+    /// [`super::Upstream::new`]) or a cluster with its own `tls`. The pools never check it.
+    pub(crate) fn direct() -> Self {
+        Self {
+            generation: 0,
+            peer: None,
+        }
+    }
+
+    /// The tunnel's peer, when the connection is tunnelled.
+    pub(crate) fn peer(&self) -> Option<&TunnelPeer> {
+        self.peer.as_ref()
     }
 }
 
@@ -308,5 +419,95 @@ mod tests {
         assert!(tunnels.route(other).is_none(), "not meshed");
         tunnels.publish_meshed(MeshedPeers::default());
         assert!(tunnels.route(meshed).is_none(), "left the mesh");
+    }
+
+    #[test]
+    fn only_a_route_changing_publish_is_a_new_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        let peer = |identity: &str, port| TunnelPeer {
+            identity: Arc::from(identity),
+            port,
+        };
+        let table = MeshedPeers::new([(ip, peer("spiffe://local/orders", 15006))]);
+        let tunnels = Tunnels::default();
+        let start = tunnels.generation();
+        tunnels.publish_meshed(MeshedPeers::default());
+        assert_eq!(tunnels.generation(), start, "the same empty table");
+        tunnels.publish_meshed(table.clone());
+        assert_eq!(tunnels.generation(), start + 1, "a peer joined");
+        tunnels.publish_meshed(table.clone());
+        assert_eq!(tunnels.generation(), start + 1, "the same table again");
+        let tls = our_tls(dir.path());
+        tunnels.set_tls(Some(Arc::clone(&tls)));
+        assert_eq!(tunnels.generation(), start + 2, "our identity appeared");
+        tunnels.set_tls(Some(tls));
+        assert_eq!(tunnels.generation(), start + 2, "still an identity");
+        tunnels.set_tls(None);
+        assert_eq!(tunnels.generation(), start + 3, "our identity went");
+    }
+
+    #[test]
+    fn a_pooled_route_is_right_while_a_new_connection_would_take_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        let orders = TunnelPeer {
+            identity: Arc::from("spiffe://local/orders"),
+            port: 15006,
+        };
+        let tunnels = Tunnels::default();
+        tunnels.set_tls(Some(our_tls(dir.path())));
+        let (mut direct, tls) = tunnels.via(ip);
+        assert_eq!(direct.peer(), None);
+        assert!(tls.is_none());
+
+        // Unchanged generation: right without looking at the table.
+        let now = tunnels.generation();
+        assert!(tunnels.still_right(&mut direct, ip, now));
+
+        // Meshed: a direct connection is wrong, a tunnel to that peer is right.
+        tunnels.publish_meshed(MeshedPeers::new([(ip, orders.clone())]));
+        let now = tunnels.generation();
+        assert!(!tunnels.still_right(&mut direct.clone(), ip, now));
+        let (mut tunnelled, tls) = tunnels.via(ip);
+        assert_eq!(tunnelled.peer(), Some(&orders));
+        assert!(tls.is_some());
+
+        // A table change that leaves this peer alone: still right, under the new generation.
+        let other: IpAddr = "10.0.0.3".parse().expect("ip");
+        tunnels.publish_meshed(MeshedPeers::new([
+            (ip, orders.clone()),
+            (other, orders.clone()),
+        ]));
+        let now = tunnels.generation();
+        assert!(tunnels.still_right(&mut tunnelled, ip, now));
+        assert_eq!(tunnelled.generation, now);
+
+        // The peer announces another port, or another identity: the tunnel is wrong.
+        for moved in [
+            TunnelPeer {
+                port: 15007,
+                ..orders.clone()
+            },
+            TunnelPeer {
+                identity: Arc::from("spiffe://local/impostor"),
+                ..orders.clone()
+            },
+        ] {
+            tunnels.publish_meshed(MeshedPeers::new([(ip, moved)]));
+            let now = tunnels.generation();
+            assert!(!tunnels.still_right(&mut tunnelled.clone(), ip, now));
+        }
+
+        // The peer leaves, or we lose our identity: tunnels are wrong, direct is right again.
+        tunnels.publish_meshed(MeshedPeers::default());
+        let now = tunnels.generation();
+        assert!(!tunnels.still_right(&mut tunnelled.clone(), ip, now));
+        assert!(tunnels.still_right(&mut direct.clone(), ip, now));
+        tunnels.publish_meshed(MeshedPeers::new([(ip, orders.clone())]));
+        tunnels.set_tls(None);
+        let now = tunnels.generation();
+        assert!(!tunnels.still_right(&mut tunnelled, ip, now));
+        assert!(tunnels.still_right(&mut direct, ip, now));
     }
 }

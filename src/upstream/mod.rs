@@ -19,7 +19,8 @@
 //!   REFUSED_STREAM), HTTP/1.1 framing rules on the response head.
 //! - [`body`]: the response body that returns its connection to the pool when it ends.
 //! - [`dial`]: plain TCP or the mTLS tunnel to a meshed peer ([`dial::Dialed`]), and the
-//!   meshed table ([`dial::MeshedPeers`]) the pools consult per new connection.
+//!   meshed table ([`dial::MeshedPeers`]) the pools consult per new connection, and again for
+//!   a pooled connection only when the table changed (a generation counter).
 //! - [`upgrade`]: the WebSocket / HTTP/1.1 Upgrade byte tunnel.
 
 use std::future::Future;
@@ -65,7 +66,8 @@ pub struct HeadLines<'a> {
 /// process's tunnel lookup, which every new connection consults.
 #[derive(Debug, Default)]
 pub struct Upstream {
-    /// The meshed table and our tunnel TLS (`state::Shared`'s), read once per new connection;
+    /// The meshed table and our tunnel TLS (`state::Shared`'s), read once per new connection
+    /// (and its generation once per checkout, see [`dial`]);
     /// `None` (embedders, [`Upstream::new`]): every connection is direct.
     tunnels: Option<Arc<dial::Tunnels>>,
 }

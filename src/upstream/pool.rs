@@ -13,6 +13,12 @@
 //! keeps the live connections' senders and multiplexes every request on the first usable one; a
 //! connection that sent GOAWAY is retired and the next request opens a new one.
 //!
+//! Reuse follows the meshed table (see the module doc of [`super::dial`]): a checkout reads
+//! the table generation once (one atomic load), and a pooled connection made under another
+//! generation is re-checked against the current table before it is handed out; one whose route
+//! (direct, or the tunnel peer) is no longer the one a new connection would take is dropped,
+//! HTTP/1.1 ones closed, HTTP/2 ones removed from the pool (their streams in flight finish).
+//!
 //! Pools are keyed by the `EndpointState` allocation; each pool holds a `Weak` to it, which keeps
 //! the allocation (not the state) alive, so the key cannot be reused by another endpoint while
 //! the pool exists. A per-worker reaper closes expired idle connections and drops the pools of
@@ -39,7 +45,7 @@ use metrics::{Label, SharedString};
 use tokio::sync::Notify;
 
 use super::connect::{self, OpenConn, Sender};
-use super::dial::Tunnels;
+use super::dial::{Tunnels, Via};
 use super::h1;
 use crate::config::{ClusterConfig, Protocol};
 use crate::endpoint::EndpointState;
@@ -105,6 +111,8 @@ struct LiveH2 {
     id: u64,
     sender: http2::SendRequest<Body>,
     last_used: Instant,
+    /// The route it was made on, re-checked when the meshed table changes.
+    via: Via,
 }
 
 struct EndpointPool {
@@ -200,14 +208,22 @@ pub(crate) async fn checkout(
     // Read only once a wait starts: most checkouts find a pooled connection at once.
     let mut deadline = None;
     let max = cluster.pool.max_connections_per_endpoint as u64;
+    let mesh = connect::deciding(cluster, tunnels);
     // Bounded by the deadline: every iteration either returns or waits until it passes.
     loop {
+        // One atomic load: the table itself is loaded only for a connection made under another
+        // generation (see the module doc).
+        let route = mesh.map(|tunnels| Route {
+            tunnels,
+            generation: tunnels.generation(),
+            ip: endpoint.address().ip(),
+        });
         let step = with_pool(endpoint, |pool, _| {
             pool.idle_timeout = cluster.pool.idle_timeout;
             pool.max_idle = cluster.pool.max_idle_per_endpoint;
             pool.max_connections = max;
             if !fresh {
-                if let Some(lease) = pool.take_pooled() {
+                if let Some(lease) = pool.take_pooled(route.as_ref()) {
                     return Step::Ready(lease);
                 }
             }
@@ -248,9 +264,9 @@ pub(crate) async fn checkout(
                 // Boxed: the connect future (TCP, TLS handshake, HTTP/2 handshake) is several
                 // KiB, and inline it would make every request's future that large, copied on
                 // each move, though most requests find a pooled connection.
-                let sender =
+                let (sender, via) =
                     Box::pin(connect::connect(cluster, endpoint, &labels, slot, tunnels)).await?;
-                return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, id)));
+                return Ok(with_pool(endpoint, |pool, id| pool.adopt(sender, via, id)));
             }
             Step::Wait { released, at_cap } => {
                 // The cap may be held by connections idle in other workers' pools: ask for one
@@ -296,31 +312,63 @@ impl Drop for Connecting {
     }
 }
 
+/// What one checkout re-checks pooled connections against: the tunnels deciding the
+/// cluster's routes, the generation read for this checkout, and the endpoint's IP.
+struct Route<'a> {
+    tunnels: &'a Tunnels,
+    generation: u64,
+    ip: std::net::IpAddr,
+}
+
+impl Route<'_> {
+    /// Whether a pooled connection made as `via` may still be used (see the module doc);
+    /// no table is loaded unless its generation is not this checkout's.
+    fn keeps(&self, via: &mut Via) -> bool {
+        let keep = self.tunnels.still_right(via, self.ip, self.generation);
+        if !keep {
+            tracing::debug!(endpoint = %self.ip, "pooled connection dropped: the meshed table changed its route");
+        }
+        keep
+    }
+}
+
 impl EndpointPool {
-    fn take_pooled(&mut self) -> Option<Lease> {
+    /// A pooled connection for a request. `route`: the meshed table check, absent when no
+    /// table decides this cluster's routes.
+    fn take_pooled(&mut self, route: Option<&Route<'_>>) -> Option<Lease> {
         let now = Instant::now();
         // Bounded by the stack's length: each pass pops one entry.
         // A connection the backend closed (or sent stray bytes on) is dropped here, before
-        // anything was written to it, and the next one is tried.
+        // anything was written to it, and the next one is tried; so is one whose route the
+        // meshed table changed.
         while let Some(mut idle) = self.idle_h1.pop() {
-            if now.duration_since(idle.since) < self.idle_timeout && idle.conn.is_idle_clean() {
+            if now.duration_since(idle.since) < self.idle_timeout
+                && idle.conn.is_idle_clean()
+                && route.is_none_or(|route| route.keeps(idle.conn.via_mut()))
+            {
                 return Some(self.lease(Sender::H1(idle.conn), 0));
             }
         }
-        self.h2.retain(|c| !c.sender.is_closed());
+        // A removed sender stops getting requests; the connection's driver ends once its
+        // streams in flight finish and the last handle is gone.
+        self.h2.retain_mut(|c| {
+            !c.sender.is_closed() && route.is_none_or(|route| route.keeps(&mut c.via))
+        });
         let live = self.h2.first_mut()?;
         live.last_used = now;
         let (sender, id) = (live.sender.clone(), live.id);
         Some(self.lease(Sender::H2(sender), id))
     }
 
-    /// A new connection: HTTP/2 ones join the pool for other requests to share.
-    fn adopt(&mut self, sender: Sender, id: u64) -> Lease {
+    /// A new connection: HTTP/2 ones join the pool for other requests to share, with the
+    /// route they were made on (an HTTP/1.1 one carries its own).
+    fn adopt(&mut self, sender: Sender, via: Via, id: u64) -> Lease {
         if let Sender::H2(h2) = &sender {
             self.h2.push(LiveH2 {
                 id,
                 sender: h2.clone(),
                 last_used: Instant::now(),
+                via,
             });
         }
         self.lease(sender, id)

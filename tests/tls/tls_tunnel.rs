@@ -1,8 +1,9 @@
 //! The mTLS tunnel between sidecars over 127.0.0.1: a proxy with `[identity]` whose cluster
 //! endpoint's IP the mesh table lists connects through the tunnel (the peer's inbound side here
 //! is this test's own `tunnel::accept` loop in front of the backend); a peer that is not the
-//! announced identity is a 502 with nothing sent; `upstream::dial` tunnels or goes direct by
-//! the table.
+//! announced identity is a 502 with nothing sent; pooled connections are re-checked when the
+//! table changes (not reused across a change of route); `upstream::dial` tunnels or goes
+//! direct by the table.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -193,6 +194,78 @@ async fn a_meshed_endpoint_is_reached_through_the_peer_sidecars_tunnel() {
     assert_eq!(got.status, 200);
     assert_eq!(backend.request_count(), 2);
     assert_eq!(seen.lock().expect("seen").len(), 1, "no second handshake");
+}
+
+/// Pooled connections follow the meshed table (`upstream::dial`): a connection pooled while
+/// the endpoint was direct is not reused once its IP is meshed (the next request goes through
+/// the tunnel), and a tunnel is not reused once the peer leaves the table (the next request
+/// goes direct). `protocol`: the cluster's; `name`: this run's identities' prefix.
+async fn pooled_connections_follow_the_table(protocol: &str, name: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), &format!("{name}-ca"));
+    let a = identity(&ca, &format!("{name}-a"));
+    let b_name = format!("{name}-b");
+    let b = TunnelTls::load(&identity(&ca, &b_name)).expect("b");
+    let backend = Backend::start(Behavior::fixed(200, "pooled"));
+    let (port, seen) = inbound(b).await;
+    let proxy = Proxy::start_toml(&config(backend.addr(), &a, name, protocol));
+    let get = |path: &'static str| {
+        let url = proxy.url("public", path);
+        async move {
+            let got = http_client::get(&url).await.expect("response");
+            assert_eq!(got.status, 200, "{path}");
+            assert_eq!(got.text(), "pooled", "{path}");
+        }
+    };
+
+    // Direct, and pooled: the second request rides the first one's connection.
+    get("/plain-1").await;
+    get("/plain-2").await;
+    assert_eq!(backend.connections(), 1, "one pooled plain connection");
+    assert!(
+        seen.lock().expect("seen").is_empty(),
+        "nothing tunnelled yet"
+    );
+
+    // The endpoint's IP becomes meshed: the pooled plaintext connection is not used again.
+    let table = meshed(&format!("spiffe://local/{b_name}"), port);
+    proxy.handle().shared().publish_meshed(table.clone());
+    get("/meshed-1").await;
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        1,
+        "the request after meshing went through the tunnel"
+    );
+    assert_eq!(backend.connections(), 2, "the tunnel's leg to the backend");
+    // The same table again is no change: the tunnel stays pooled.
+    proxy.handle().shared().publish_meshed(table);
+    get("/meshed-2").await;
+    assert_eq!(seen.lock().expect("seen").len(), 1, "the tunnel was reused");
+    assert_eq!(backend.connections(), 2);
+
+    // The peer leaves the mesh: the pooled tunnel is not used again, the request goes direct.
+    proxy
+        .handle()
+        .shared()
+        .publish_meshed(MeshedPeers::default());
+    get("/left").await;
+    assert_eq!(seen.lock().expect("seen").len(), 1, "no new tunnel");
+    assert_eq!(
+        backend.connections(),
+        3,
+        "a new direct connection, not the old tunnel"
+    );
+    assert_eq!(backend.request_count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_http1_connections_follow_the_meshed_table() {
+    pooled_connections_follow_the_table("http1", "follow-h1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_h2_connections_follow_the_meshed_table() {
+    pooled_connections_follow_the_table("h2", "follow-h2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

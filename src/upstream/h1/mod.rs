@@ -47,7 +47,7 @@ use self::decode::{Decoded, Decoder, Framing};
 use self::encode::BodyFraming;
 use self::parse::Head;
 use super::connect::OpenConn;
-use super::dial::Dialed;
+use super::dial::{Dialed, Via};
 use super::pool;
 use crate::endpoint::EndpointState;
 use crate::wire::outcome::{find_in_chain, BoxError, FailureKind, UpstreamError};
@@ -71,6 +71,9 @@ pub(crate) struct Conn {
     /// The request head being written; keeps its allocation between requests.
     wbuf: Vec<u8>,
     slot: OpenConn,
+    /// The route it was made on (direct or a tunnel peer), re-checked by the pool when the
+    /// meshed table changes (see the module doc of `upstream::dial`).
+    via: Via,
 }
 
 /// A request written and its final response head read.
@@ -103,13 +106,20 @@ enum Failure {
 }
 
 impl Conn {
-    pub(crate) fn new(io: Dialed, slot: OpenConn) -> Self {
+    pub(crate) fn new(io: Dialed, slot: OpenConn, via: Via) -> Self {
         Self {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             slot,
+            via,
         }
+    }
+
+    /// The route it was made on, for the pool's check at checkout (which may record a newer
+    /// table generation in it).
+    pub(crate) fn via_mut(&mut self) -> &mut Via {
+        &mut self.via
     }
 
     /// The parts an upgrade tunnel needs: the socket, bytes already read past the 101 head,
