@@ -242,13 +242,6 @@ fn set_chain(
     ours: &HeaderValue,
     trusted_hops: u32,
 ) -> Option<String> {
-    if trusted_hops == 0 {
-        // No client entry is kept (the default): nothing to split or collect, ours replaces
-        // them. An inbound sidecar takes this path for every request its peer sidecar
-        // forwarded with these headers.
-        headers.insert(name.clone(), ours.clone());
-        return None;
-    }
     let client_entries: Vec<&str> = headers
         .get_all(name)
         .iter()
