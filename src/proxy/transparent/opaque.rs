@@ -104,6 +104,9 @@ where
 /// `writev`). Held only while bytes move (see the module doc).
 const BUFFER: usize = 64 * 1024;
 
+/// The stack buffer of a burst's first read (see [`Half::poll`]).
+const PROBE: usize = 4 * 1024;
+
 /// One direction of the copy.
 #[derive(Debug, Default)]
 struct Half {
@@ -142,18 +145,40 @@ impl Half {
             // Read while there is room and the reader has bytes: what it has ready goes out
             // in one write below.
             if !self.eof {
-                let buf = self.buf.get_or_insert_with(|| Vec::with_capacity(BUFFER));
-                if self.start == buf.len() {
-                    buf.clear();
-                    self.start = 0;
-                }
-                if buf.len() < buf.capacity() {
-                    let mut reading = reader.as_mut();
-                    match std::pin::pin!(reading.read_buf(buf)).poll(cx) {
-                        Poll::Ready(Ok(0)) => self.eof = true,
-                        Poll::Ready(Ok(_)) => continue,
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                        Poll::Pending => {}
+                match &mut self.buf {
+                    Some(buf) => {
+                        if self.start == buf.len() {
+                            buf.clear();
+                            self.start = 0;
+                        }
+                        if buf.len() < buf.capacity() {
+                            let mut reading = reader.as_mut();
+                            match std::pin::pin!(reading.read_buf(buf)).poll(cx) {
+                                Poll::Ready(Ok(0)) => self.eof = true,
+                                Poll::Ready(Ok(_)) => continue,
+                                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                                Poll::Pending => {}
+                            }
+                        }
+                    }
+                    None => {
+                        // The first read of a burst goes to the stack: a direction woken
+                        // without bytes (or never, idle) allocates nothing; the buffer comes
+                        // with the first bytes.
+                        let mut probe = [0u8; PROBE];
+                        let mut read = ReadBuf::new(&mut probe);
+                        match reader.as_mut().poll_read(cx, &mut read) {
+                            Poll::Ready(Ok(())) if read.filled().is_empty() => self.eof = true,
+                            Poll::Ready(Ok(())) => {
+                                let mut buf = Vec::with_capacity(BUFFER);
+                                buf.extend_from_slice(read.filled());
+                                self.buf = Some(buf);
+                                self.start = 0;
+                                continue;
+                            }
+                            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                            Poll::Pending => {}
+                        }
                     }
                 }
             }
