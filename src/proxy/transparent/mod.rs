@@ -133,6 +133,21 @@ impl Conn {
             .await;
     }
 
+    /// [`Self::http`] behind a box of its own.
+    ///
+    /// A task's future is as large as its largest state, whichever state it is in: with the
+    /// HTTP server's connection future (request slot included) inline in the dispatch, every
+    /// opaque connection's task carried that size for its whole life too, idle or not
+    /// (issue 27's target: 4 KiB per idle intercepted connection). So the dispatch boxes its
+    /// large one-off phases (detection, the tunnel handshake, the dial, the HTTP server):
+    /// one allocation per connection, where the connection's own setup makes several.
+    async fn http_boxed<S>(self, stream: S, intercepted: InterceptedConn)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Box::pin(self.http(stream, intercepted)).await;
+    }
+
     /// Copies bytes between `client` and `upstream` (already connected), then records the
     /// connection's metrics and access-log line.
     async fn opaque<A, B>(&self, client: A, upstream: B, record: &opaque::ConnRecord<'_>)

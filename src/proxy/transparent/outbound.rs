@@ -37,7 +37,7 @@ pub(super) async fn serve(conn: Conn, mut stream: TcpStream, settings: &Intercep
     let (protocol, prefix) = if settings.is_opaque_port(dst.port()) {
         (Protocol::Opaque, Vec::new())
     } else {
-        match detect::detect(&mut stream, settings.detect_timeout).await {
+        match Box::pin(detect::detect(&mut stream, settings.detect_timeout)).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::debug!(%error, peer = %conn.ctx.peer, "detection failed");
@@ -59,7 +59,8 @@ pub(super) async fn serve(conn: Conn, mut stream: TcpStream, settings: &Intercep
                 destination: Destination::Cluster(cluster),
                 identity_header: None,
             };
-            conn.http(client, intercepted).await;
+            // Boxed: see `super::Conn::http_boxed`.
+            conn.http_boxed(client, intercepted).await;
         }
         (protocol, Some(name)) => {
             let Some(cluster) = snapshot.cluster(&name).cloned() else {
@@ -135,7 +136,8 @@ async fn to_cluster(
             protocol,
             identity: None,
         };
-        match dial(conn, address, protocol, timeout).await {
+        // Boxed (the handshake's state goes when it is done): see `super::Conn::http_boxed`.
+        match Box::pin(dial(conn, address, protocol, timeout)).await {
             Ok((upstream, identity)) => {
                 let ok: Result<_, UpstreamError> = Ok(http::Response::new(()));
                 crate::health::record(cluster, &endpoint, &ok);
@@ -238,7 +240,8 @@ async fn forward(
     timeout: Duration,
     record: ConnRecord<'_>,
 ) {
-    match dial(conn, to, protocol, timeout).await {
+    // Boxed (the handshake's state goes when it is done): see `super::Conn::http_boxed`.
+    match Box::pin(dial(conn, to, protocol, timeout)).await {
         Ok((upstream, identity)) => {
             let record = ConnRecord {
                 identity: identity.as_deref(),
