@@ -9,33 +9,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use super::netns::{run, Namespaces};
 use crate::support::launcher::BinProcess;
-
-/// Runs a command and panics with its stderr if it fails.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespaces of one test run; deleted on drop (which also removes their links).
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
 
 /// A hub namespace with a bridge, and one namespace per member at 10.231.0.(i+1)/24.
 fn topology(prefix: &str, members: usize) -> Namespaces {

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::netns::{run, Namespaces};
 use crate::support::launcher::{BinProcess, Pipe};
 use crate::support::metrics::sum;
 use crate::support::wait_until;
@@ -51,34 +52,6 @@ const MESH_READY: Duration = Duration::from_secs(25);
 
 // ---------------------------------------------------------------------------------------------
 // The topology
-
-/// Runs a command and panics with its stderr if it fails.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The namespaces of one test; deleted on drop (which also removes their links and rules).
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
 
 /// One pod of a test: its namespace, address, and the processes running in it.
 struct Pod {

@@ -7,6 +7,7 @@
 
 use std::process::{Command, Output};
 
+use super::netns::{run, Namespaces};
 use crate::support::launcher::{BinProcess, BinProxy};
 
 /// The UID the rules exempt (`--proxy-uid`); the probes that must pass untouched run under it.
@@ -20,17 +21,6 @@ fn output(program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} {args:?}: {e} (is it installed?)"))
-}
-
-/// Runs a command and panics with its stderr if it fails.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `ip netns exec NS PROGRAM ARGS...`, to completion.
@@ -62,25 +52,12 @@ fn assert_ok(what: &str, out: &Output) {
     );
 }
 
-/// Namespaces of one test; deleted on drop (which also removes their links).
-struct Namespaces {
-    names: Vec<String>,
-}
-
 impl Namespaces {
     fn add(&mut self, name: String) -> String {
         run("ip", &["netns", "add", &name]);
         self.names.push(name.clone());
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
     }
 }
 
