@@ -33,8 +33,9 @@ use crate::proxy::request_body::DownstreamBody;
 use crate::proxy::woken::Woken;
 use crate::wire::{BoxError, ProxyBody};
 
-/// The client connection preface (RFC 9113 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The client connection preface (RFC 9113 3.4); also what protocol detection looks for
+/// (`hygiene::io`, `transparent::detect`).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Bytes read per read call at most: one largest frame we accept and its header.
 const READ_CHUNK: usize = frame::MIN_MAX_FRAME_SIZE as usize + HEADER_LEN;
 /// Above this many unwritten bytes, nothing more is read or taken from response bodies until

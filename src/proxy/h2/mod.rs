@@ -43,7 +43,7 @@ use crate::config::LimitsConfig;
 use crate::wire::ProxyBody;
 
 pub use body::{RequestBody, StreamError};
-pub use conn::Connection;
+pub use conn::{Connection, PREFACE};
 
 /// The windows we announce: sized for servers that are not memory constrained, as hyper had
 /// them (a client may have this much in flight per stream and per connection).

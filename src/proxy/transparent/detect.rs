@@ -22,10 +22,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use crate::proxy::h2::PREFACE;
 use crate::telemetry::intercept::Protocol;
 
-/// The HTTP/2 connection preface (RFC 9113 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The longest method token we wait for.
 const MAX_METHOD: usize = 24;
 /// Bytes read at most before deciding; a request line still open here is taken for HTTP/1.

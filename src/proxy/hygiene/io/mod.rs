@@ -47,9 +47,7 @@ pub use h1::NextHead;
 
 use super::chunked::Chunked;
 use super::{ConnState, Limits};
-
-/// The HTTP/2 client connection preface (RFC 9113 3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::proxy::h2::PREFACE as H2_PREFACE;
 
 /// How much is read from the socket at once into our own buffer (heads).
 const READ_CHUNK: usize = 16 * 1024;
