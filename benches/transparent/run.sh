@@ -40,6 +40,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# One run at a time on a machine: the namespaces (syb-*) and their addresses are fixed names.
+exec 9>/tmp/switchyard-transparent-bench.lock
+flock 9
+
 missing=()
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v wrk >/dev/null || missing+=(wrk)
