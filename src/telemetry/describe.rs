@@ -259,7 +259,7 @@ pub const DESCRIPTIONS: &[Description] = &[
         name: OPAQUE_BYTES_TOTAL,
         kind: Kind::Counter,
         unit: Some(Unit::Bytes),
-        help: "Bytes copied on opaque (non-HTTP) intercepted connections, by listener, direction and way (sent: to the target, received: from it).",
+        help: "Bytes copied on intercepted connections carried as bytes: opaque (non-HTTP) ones and passthrough ones to a destination no cluster knows, HTTP included; by listener, direction and way (sent: to the target, received: from it).",
     },
     Description {
         name: OPAQUE_CONNECTION_DURATION_SECONDS,

@@ -8,6 +8,12 @@ mod forwarded;
 
 pub use forwarded::{forwarding_lines, set_forwarded, set_forwarded_host, ConnView};
 
+/// RFC 9110 §5.6.2 `tchar`, what a token is made of (methods, field names, cache directives):
+/// the one definition for the parsers that read tokens byte by byte.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Headers that describe one connection, never the message (RFC 9110 7.6.1, plus the legacy
 /// `keep-alive` and `proxy-connection`), in [`Watched`]'s order: `HOP_BY_HOP[i]` is the name
 /// of the variant whose value is `i`.

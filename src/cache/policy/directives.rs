@@ -226,6 +226,8 @@ fn trim_end(s: &[u8]) -> &[u8] {
 /// Dictionary and telling the type of each member's value. Parameters are checked for syntax
 /// and dropped (RFC 9213 §2.1 ignores them).
 mod structured {
+    use crate::wire::headers::is_tchar;
+
     /// The type of a member's value, as far as a cache directive cares.
     #[derive(Debug, PartialEq, Eq)]
     pub(super) enum Value {
@@ -421,11 +423,6 @@ mod structured {
                 }
             }
         }
-    }
-
-    /// RFC 9110 §5.6.2 tchar.
-    fn is_tchar(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
     }
 }
 

@@ -189,10 +189,10 @@ fn hash_on(cx: &mut Ctx<'_>, raw: &Str) -> Option<HashOn> {
     parsed
 }
 
+/// A cookie name is an RFC 9110 token, the grammar of a field name: `http` checks it
+/// (config uses nothing of ours, so not `wire::headers::is_tchar`).
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    HeaderName::from_bytes(s.as_bytes()).is_ok()
 }
 
 fn endpoint_source(cx: &mut Ctx<'_>, name: &Str, c: &RawCluster) -> EndpointSource {

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::proxy::h2::PREFACE;
 use crate::telemetry::intercept::Protocol;
+use crate::wire::headers::is_tchar;
 
 /// The longest method token we wait for.
 const MAX_METHOD: usize = 24;
@@ -118,11 +119,6 @@ fn request_line(bytes: &[u8]) -> Verdict {
         Some(digit) if digit.is_ascii_digit() => Verdict::Is(Protocol::Http1),
         Some(_) => OPAQUE,
     }
-}
-
-/// RFC 9110 `tchar`: what a method token is made of.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A stream with bytes already read from it put back in front: reads return `prefix` first,
