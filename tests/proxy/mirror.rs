@@ -403,3 +403,58 @@ fn an_abandoned_body_is_not_copied() {
     assert_eq!(mirrored_total(&proxy, name), 1.0);
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_retried_request_is_copied_once_and_an_h2_client_body_is_copied_too() {
+    let primary = Backend::start(Behavior::Echo);
+    let shadow = Backend::start(Behavior::fixed(200, "shadow"));
+    let name = "mirror-retried";
+    // Two primary endpoints, one refusing connections: round robin sends some first attempts
+    // there, and the retry reads the body from the replay buffer the tee feeds.
+    let dead = closed_port();
+    let proxy = Proxy::start_toml(&format!(
+        "[runtime]\nworkers = 1\n\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"{name}\"\nlistener = \"public\"\ncluster = \"{name}-primary\"\n\
+         debug_headers = true\nretry = {{ attempts = 2, on = [\"connect-failure\"] }}\n\
+         mirror = {{ cluster = \"{name}-shadow\" }}\n\n\
+         [clusters.{name}-primary]\nbalance = \"round_robin\"\n\
+         endpoints = [\"{dead}\", \"{}\"]\n\n\
+         [clusters.{name}-shadow]\nendpoints = [\"{}\"]\n",
+        primary.addr(),
+        shadow.addr()
+    ));
+    let body = binary(30_000);
+    let client = HttpClient::http1();
+    let mut retried = 0;
+    for _ in 0..4 {
+        let reply = client
+            .post(&proxy.url("public", "/retried"), body.clone())
+            .await
+            .expect("reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body.as_ref(),
+            &body[..],
+            "the primary echoes the body"
+        );
+        retried += usize::from(reply.header("x-switchyard-attempts") == Some("2"));
+    }
+    assert!(
+        retried >= 1,
+        "round robin puts some first attempts on the dead endpoint"
+    );
+    let h2 = HttpClient::h2c()
+        .post(&proxy.url("public", "/h2"), body.clone())
+        .await
+        .expect("h2 reply");
+    assert_eq!(h2.status, 200);
+    assert!(crate::support::wait_until_async(DEADLINE, || shadow.request_count() == 5).await);
+    for copy in shadow.requests() {
+        assert_eq!(copy.body.as_ref(), &body[..], "{}: byte-exact", copy.uri);
+    }
+    assert!(
+        crate::support::wait_until_async(DEADLINE, || mirrored(&proxy, name, "2xx") == 5.0).await
+    );
+    proxy.shutdown();
+}
