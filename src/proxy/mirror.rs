@@ -215,7 +215,16 @@ impl Shadow {
                 endpoints: cluster.endpoints(),
                 client: Some(self.peer),
                 random: fastrand::u64(..),
-                hash: None,
+                // The shadow cluster's own `hash_on`, as the primary's pick computes it.
+                hash: cluster.config().hash_on.as_ref().and_then(|hash_on| {
+                    let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                    crate::balance::request_hash(
+                        hash_on,
+                        &self.headers,
+                        target,
+                        Some(self.peer.ip()),
+                    )
+                }),
             },
             idle: None,
             retry: None,
