@@ -458,3 +458,54 @@ async fn a_retried_request_is_copied_once_and_an_h2_client_body_is_copied_too() 
     );
     proxy.shutdown();
 }
+
+#[tokio::test]
+async fn a_hung_shadow_holds_at_most_the_in_flight_bound_and_the_rest_are_dropped() {
+    const BOUND: usize = 128; // resilience::mirror::MAX_IN_FLIGHT
+    let primary = Backend::start(Behavior::fixed(200, "primary"));
+    let shadow = Backend::start(Behavior::Hang);
+    let name = "mirror-bound";
+    let proxy = start(
+        name,
+        primary.addr(),
+        shadow.addr(),
+        "percent = 100",
+        "timeout = \"3s\"",
+    );
+    let client = HttpClient::http1();
+    let started = Instant::now();
+    for _ in 0..BOUND + 10 {
+        let reply = client.get(&proxy.url("public", "/x")).await.expect("reply");
+        assert_eq!(
+            (reply.status.as_u16(), reply.text()),
+            (200, "primary".into())
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the client never waits for the hung copies ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(mirrored(&proxy, name, "dropped"), 10.0);
+    // The copies in flight end at the route's timeout, which frees their slots.
+    assert!(
+        crate::support::wait_until_async(DEADLINE, || mirrored(&proxy, name, "timeout")
+            == BOUND as f64)
+        .await
+    );
+    let reply = client.get(&proxy.url("public", "/x")).await.expect("reply");
+    assert_eq!(reply.status, 200);
+    assert!(crate::support::wait_until_async(DEADLINE, || shadow.heads() > BOUND).await);
+    assert_eq!(
+        mirrored(&proxy, name, "dropped"),
+        10.0,
+        "a slot was free again"
+    );
+    assert_primary_untouched(
+        &proxy,
+        "mirror-bound-primary",
+        primary.addr(),
+        BOUND as u64 + 11,
+    );
+    proxy.shutdown();
+}
