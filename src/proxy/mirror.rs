@@ -8,8 +8,9 @@
 //! 1. The route's [`RouteMirror`] draws once against its threshold (`percent`, compiled with the
 //!    snapshot). Not sampled: nothing else happens, the body is not wrapped.
 //! 2. A body that declares more than `max_body` (`content-length`) is not copied (outcome
-//!    `skipped_body`); nor when the route already has `resilience::mirror::MAX_IN_FLIGHT` copies in
-//!    flight (outcome `dropped`); nor an upgrade (WebSocket), whose body is a tunnel.
+//!    `skipped_body`); nor when the route already has `resilience::mirror::MAX_IN_FLIGHT`
+//!    copies in flight (outcome `dropped`); nor a request with an `Upgrade` header (WebSocket),
+//!    whose body would be a tunnel (not counted).
 //! 3. The shadow's head is made by the same head rules as the primary's
 //!    (`handler::upstream_head`, for the shadow cluster's protocol), then `Host` gets `-shadow`
 //!    appended to its host part, as Envoy does: `orders.example` becomes
