@@ -28,7 +28,12 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
     let routes: Vec<Value> = config
         .routes
         .iter()
-        .map(|r| json!({ "name": r.name, "listener": r.listener }))
+        .map(|r| {
+            let mirror = r.mirror.as_ref().map(
+                |m| json!({ "cluster": m.cluster, "percent": m.percent, "max_body": m.max_body }),
+            );
+            json!({ "name": r.name, "listener": r.listener, "mirror": mirror })
+        })
         .collect();
     json!({
         "version": snapshot.version(),

@@ -157,3 +157,7 @@ pub(crate) fn limits() -> LimitsConfig {
         max_connections: 10_000,
     }
 }
+
+/// Route `mirror.max_body`: the largest request body a mirror copies (a larger one is not
+/// mirrored); the copy is held in memory until the shadow request ends.
+pub(crate) const MIRROR_MAX_BODY: u64 = 64 * 1024;

@@ -285,8 +285,22 @@ pub struct RouteConfig {
     /// Client identities allowed (`allow`); `None` = no check. Others, and clients without
     /// an identity, get 403.
     pub allow: Option<Vec<String>>,
+    /// Route `mirror`: a sampled copy of each request to a shadow cluster, answer discarded.
+    pub mirror: Option<MirrorConfig>,
     /// Where the route comes from: the file, or made for a transparent listener.
     pub origin: RouteOrigin,
+}
+
+/// Route `mirror` (shadow traffic): `percent` of the route's forwarded requests are copied to
+/// `cluster` (head and body up to `max_body`), their answers discarded; see `proxy::mirror`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// The shadow cluster; exists, and is not one the route itself targets.
+    pub cluster: String,
+    /// Share of requests copied, 0-100 (fractional allowed).
+    pub percent: f64,
+    /// Largest request body copied; a larger one is not mirrored (outcome `skipped_body`).
+    pub max_body: u64,
 }
 
 /// Where a route comes from. Synthetic routes are never matched by request content: an

@@ -141,6 +141,17 @@ pub(crate) struct RawRoute {
     pub websocket: Option<bool>,
     pub debug_headers: Option<bool>,
     pub allow: Option<Spanned<Vec<Str>>>,
+    pub mirror: Option<Spanned<RawMirror>>,
+}
+
+/// Route `mirror`: shadow traffic to another cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    pub cluster: Str,
+    /// 0-100, fractional allowed (an integer in TOML is accepted as a float).
+    pub percent: Option<Spanned<f64>>,
+    pub max_body: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]

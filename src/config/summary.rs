@@ -27,9 +27,14 @@ impl Config {
         }
         let _ = writeln!(out, "routes (first match wins):");
         for r in &self.routes {
+            let mirror = r
+                .mirror
+                .as_ref()
+                .map(|m| format!(" (mirror {}% -> {})", m.percent, m.cluster))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} [{}] {} -> {}",
+                "  {} [{}] {} -> {}{mirror}",
                 r.name,
                 r.listener,
                 describe_match(&r.matcher),

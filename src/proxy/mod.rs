@@ -12,6 +12,8 @@
 //!   balancer, endpoint pool, outlier), composed in one file.
 //! - [`layers`]: the balancer, retry and outlier layers as tower middleware, for embedders who
 //!   wrap their own HTTP client (the proxy calls the functions they wrap directly).
+//! - `mirror`: shadow traffic (route `mirror`) — a sampled request's copy to the shadow
+//!   cluster, its body teed as the primary reads it, the answer discarded.
 //! - [`attempt`]: the stack's retry layer — retries and hedges as `resilience` decides them.
 //! - [`transparent`]: the `outbound` and `inbound` listener modes of a transparent sidecar:
 //!   original destination, protocol detection, opaque TCP, the mTLS tunnel's server side.
@@ -34,6 +36,7 @@ pub mod hygiene;
 pub mod layers;
 pub mod listener;
 pub mod log_text;
+mod mirror;
 pub mod request_body;
 pub mod server;
 pub mod stack;

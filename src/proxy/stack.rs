@@ -11,6 +11,10 @@
 //! | 6 | endpoint pool | lease a connection (or open one), send, check the response head | `send` | `upstream` |
 //! | 7 | outlier | the attempt's outcome to the cluster's health task, its latency to peak EWMA | `send` | `health::record` |
 //!
+//! Route `mirror` (shadow traffic) starts between layers 3 and 4, once the primary cluster
+//! admitted the request: a sampled request's copy is teed off its body and sent by a task of its
+//! own through the shadow cluster's layers 5–7 (`mirror`); this stack never waits for it.
+//!
 //! Between layers 3 and 4 the handler's head rules make the request head the endpoint sees
 //! (hop-by-hop, forwarding headers, `via`, upgrades); after layer 4 they make the response head
 //! (`handler::upstream_head`, `handler::downstream_head`).
@@ -46,6 +50,7 @@ use super::access_log::RequestFacts;
 use super::attempt::{self, Finished, Plan};
 use super::body::{IdleWatch, ProxyBody};
 use super::handler::{self, ConnContext};
+use super::mirror;
 use crate::balance::{self, PickContext};
 use crate::endpoint::limits::{self, Admission};
 use crate::endpoint::InFlightGuard;
@@ -197,6 +202,28 @@ fn exchange<'a>(
         let total = match (route.config().timeout, grpc_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        // Route `mirror`: a sampled request's copy starts here (after the cluster admitted
+        // the request), with the head as it is before the head rules; the body may come back
+        // teed. One draw per request on a mirrored route, nothing on others.
+        let body = match snapshot
+            .resilience(routed.index)
+            .and_then(|state| state.mirror())
+        {
+            Some(mirror) if mirror.sampled(fastrand::u64(..)) => {
+                let source = mirror::Source {
+                    ctx,
+                    snapshot,
+                    listener,
+                    route,
+                    parts: &parts,
+                    present,
+                    host: host.as_ref(),
+                    path_and_query: routed.upstream_path_and_query.as_ref(),
+                };
+                mirror::start(source, mirror, body)
+            }
+            _ => body,
         };
         let handler::UpstreamHead { upgrade, lines } = handler::upstream_head(
             ctx,

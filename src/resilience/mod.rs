@@ -22,6 +22,7 @@ use crate::config::{Config, RetryBudget, RouteConfig};
 pub mod backoff;
 pub mod budget;
 pub mod hedge;
+pub mod mirror;
 pub mod policy;
 pub mod replay;
 
@@ -41,6 +42,8 @@ pub struct RouteResilience {
     retries: [OnceLock<Counter>; Reason::ALL.len()],
     exhausted: OnceLock<Counter>,
     hedges: [OnceLock<Counter>; hedge::HedgeResult::ALL.len()],
+    /// Route `mirror`, compiled; `Arc` because a copy's task outlives the request.
+    mirror: Option<Arc<mirror::RouteMirror>>,
 }
 
 impl RouteResilience {
@@ -67,7 +70,16 @@ impl RouteResilience {
             retries: std::array::from_fn(|_| OnceLock::new()),
             exhausted: OnceLock::new(),
             hedges: std::array::from_fn(|_| OnceLock::new()),
+            mirror: route.mirror.as_ref().map(|config| {
+                let prior = prior.and_then(|p| p.mirror.as_deref());
+                Arc::new(mirror::RouteMirror::new(&route.name, config, prior))
+            }),
         }
+    }
+
+    /// The route's mirror (route `mirror`), if it has one.
+    pub fn mirror(&self) -> Option<&Arc<mirror::RouteMirror>> {
+        self.mirror.as_ref()
     }
 
     /// The route's budget (retries or hedges configured).

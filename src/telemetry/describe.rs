@@ -162,6 +162,12 @@ pub const DESCRIPTIONS: &[Description] = &[
         unit: Some(Unit::Count),
         help: "Hedging events by route and result: sent, won (a hedge answered first), cancelled (a losing attempt dropped), denied (budget).",
     },
+    Description {
+        name: MIRRORED_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Requests copied to a route's shadow cluster (route mirror), by route, shadow cluster and outcome: 2xx, 3xx, 4xx, 5xx (the shadow's answer, discarded), error, timeout, or not sent: skipped_body (body over max_body), dropped (too many copies in flight).",
+    },
     // Response cache.
     Description {
         name: "switchyard_cache_requests_total",

@@ -77,6 +77,9 @@ pub const RETRIES_TOTAL: &str = "switchyard_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "switchyard_retry_budget_exhausted_total";
 /// `switchyard_hedges_total{route,result}`.
 pub const HEDGES_TOTAL: &str = "switchyard_hedges_total";
+/// `switchyard_mirrored_requests_total{route,cluster,outcome}`: copies of route `mirror`, by
+/// the shadow's answer class or why none was sent.
+pub const MIRRORED_REQUESTS_TOTAL: &str = "switchyard_mirrored_requests_total";
 
 // TLS.
 /// Gauge `switchyard_cert_expiry_timestamp_seconds{name}`: when each loaded certificate

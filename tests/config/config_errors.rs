@@ -710,3 +710,53 @@ fn cluster_addresses_route_allow_and_reserved_names() {
         "8:11: cluster name: `inbound:` names are reserved for the inbound listener's ports"
     );
 }
+
+#[test]
+fn mirror_needs_another_existing_cluster_and_a_percent_within_0_to_100() {
+    assert_eq!(
+        route("cluster = \"web\"\nmirror = { cluster = \"nope\", percent = 10 }"),
+        "10:22: unknown cluster \"nope\" (clusters: web)"
+    );
+    assert_eq!(
+        route("cluster = \"web\"\nmirror = { cluster = \"web\" }"),
+        "10:22: mirror.cluster: \"web\" is the route's own cluster (mirror to another one)"
+    );
+    let shadow = "[clusters.shadow]\nendpoints = [\"127.0.0.1:9002\"]\n";
+    assert_eq!(
+        error(&format!(
+            "{shadow}[[routes]]\ncluster = \"web\"\nmirror = {{ cluster = \"shadow\", percent = 100.5 }}\n"
+        )),
+        "12:42: mirror.percent: must be between 0 and 100 (got 100.5)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{shadow}[[routes]]\ncluster = \"web\"\nmirror = {{ cluster = \"shadow\", percent = -1 }}\n"
+        )),
+        "12:42: mirror.percent: must be between 0 and 100 (got -1)"
+    );
+    assert!(error(&format!(
+        "{shadow}[[routes]]\ncluster = \"web\"\nmirror = {{ cluster = \"shadow\", max_body = \"lots\" }}\n"
+    ))
+    .starts_with("12:43: mirror.max_body: invalid size"));
+    // A split's arms are the route's own clusters too.
+    assert_eq!(
+        error(&format!(
+            "{shadow}[[routes]]\nsplit = [ {{ cluster = \"web\", weight = 1 }}, {{ cluster = \"shadow\", weight = 1 }} ]\nmirror = {{ cluster = \"shadow\" }}\n"
+        )),
+        "12:22: mirror.cluster: \"shadow\" is the route's own cluster (mirror to another one)"
+    );
+    let ok = BASE.to_owned()
+        + shadow
+        + "[[routes]]\ncluster = \"web\"\nmirror = { cluster = \"shadow\", percent = 2.5, max_body = \"1KiB\" }\n";
+    let config = parse(&ok, Path::new("t.toml")).unwrap();
+    let mirror = config.routes[0].mirror.clone().unwrap();
+    assert_eq!(mirror.cluster, "shadow");
+    assert_eq!(mirror.percent, 2.5);
+    assert_eq!(mirror.max_body, 1024);
+    let defaults = BASE.to_owned()
+        + shadow
+        + "[[routes]]\ncluster = \"web\"\nmirror = { cluster = \"shadow\" }\n";
+    let config = parse(&defaults, Path::new("t.toml")).unwrap();
+    let mirror = config.routes[0].mirror.clone().unwrap();
+    assert_eq!((mirror.percent, mirror.max_body), (100.0, 64 * 1024));
+}

@@ -1,6 +1,6 @@
 //! Forwarding through the proxy: requests and responses, upstream protocols (HTTP/1, h2,
 //! WebSocket), the connection pool, streaming, failures and the fault catalogue, shutdown, the
-//! demo, starting on pre-bound sockets, the embeddable tower layers (`examples/embed`), and the
+//! demo, shadow traffic (route `mirror`), starting on pre-bound sockets, the embeddable tower layers (`examples/embed`), and the
 //! self-tests of `support`'s backends and fault proxy.
 //!
 //! One module per topic; `tests/README.md` says how to add one. All run in one process:
@@ -12,6 +12,7 @@ mod support;
 mod demo;
 mod embed;
 mod fault_catalogue;
+mod mirror;
 mod prebound;
 mod proxy_failures;
 mod proxy_forward;

@@ -59,6 +59,7 @@ pub(super) fn routes(
             .map(|m| matcher(cx, m.get_ref()))
             .unwrap_or_default();
         let target = target(cx, spanned, clusters);
+        let mirror = r.mirror.as_ref().map(|m| mirror(cx, m, &target, clusters));
         let rewrite = r
             .rewrite
             .as_ref()
@@ -86,6 +87,7 @@ pub(super) fn routes(
             websocket: r.websocket.unwrap_or(defaults::WEBSOCKET),
             debug_headers: r.debug_headers.unwrap_or(false),
             allow: r.allow.as_ref().map(|list| allow(cx, list)),
+            mirror,
             origin: RouteOrigin::File,
         }));
     }
@@ -382,6 +384,50 @@ fn retry(cx: &mut Ctx<'_>, raw: &RawRetry) -> RetryPolicy {
                 .and_then(|b| b.min_per_sec)
                 .unwrap_or(d.budget.min_per_sec),
         },
+    }
+}
+
+/// Route `mirror`: the shadow cluster must exist and must not be one the route already sends
+/// to (the copy would double that cluster's load and count as its own traffic); `percent` is
+/// 0-100 (default 100).
+fn mirror(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<RawMirror>,
+    target: &RouteTarget,
+    clusters: &BTreeSet<String>,
+) -> MirrorConfig {
+    let m = raw.get_ref();
+    check_cluster(cx, &m.cluster, clusters);
+    let name = m.cluster.get_ref();
+    if target.clusters().contains(&name.as_str()) {
+        cx.err(
+            m.cluster.span(),
+            format!("mirror.cluster: {name:?} is the route's own cluster (mirror to another one)"),
+        );
+    }
+    let percent = match &m.percent {
+        Some(p) if (0.0..=100.0).contains(p.get_ref()) => *p.get_ref(),
+        Some(p) => {
+            cx.err(
+                p.span(),
+                format!(
+                    "mirror.percent: must be between 0 and 100 (got {})",
+                    p.get_ref()
+                ),
+            );
+            0.0
+        }
+        // Left out: every request, as NGINX's `mirror` and Envoy's policy without a fraction.
+        None => 100.0,
+    };
+    MirrorConfig {
+        cluster: name.clone(),
+        percent,
+        max_body: cx.size(
+            m.max_body.as_ref(),
+            "mirror.max_body",
+            defaults::MIRROR_MAX_BODY,
+        ),
     }
 }
 
