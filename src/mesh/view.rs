@@ -103,6 +103,23 @@ impl View {
         out
     }
 
+    /// [`Self::service_endpoints`] with the zone of the member announcing each (its record's
+    /// `zone`), for `locality = "prefer_local"`. An address two members announce takes the
+    /// first record's zone in the view's order.
+    pub fn service_endpoints_zoned(&self, service: &str) -> Vec<(SocketAddr, Option<String>)> {
+        let mut out: Vec<(SocketAddr, Option<String>)> = self
+            .records
+            .iter()
+            .flat_map(|r| r.services.iter().map(move |s| (s, &r.zone)))
+            .filter(|(s, _)| s.name == service)
+            .map(|(s, zone)| (s.address, zone.clone()))
+            .collect();
+        // Stable: the first announcer of an address stays first, and dedup keeps it.
+        out.sort_by_key(|(address, _)| *address);
+        out.dedup_by_key(|(address, _)| *address);
+        out
+    }
+
     /// The state of the member at `addr`, if known.
     pub fn status(&self, addr: SocketAddr) -> Option<MemberStatus> {
         self.members

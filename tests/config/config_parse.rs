@@ -385,7 +385,8 @@ fn omitted_keys_take_the_documented_defaults() {
         RuntimeConfig {
             workers: parallelism,
             shutdown_delay: Duration::ZERO,
-            drain_timeout: Duration::from_secs(30)
+            drain_timeout: Duration::from_secs(30),
+            zone: None,
         }
     );
     assert_eq!(c.admin.listen, addr("127.0.0.1:9901"));
