@@ -710,3 +710,19 @@ fn cluster_addresses_route_allow_and_reserved_names() {
         "8:11: cluster name: `inbound:` names are reserved for the inbound listener's ports"
     );
 }
+
+#[test]
+fn locality_keys() {
+    assert_eq!(
+        error("[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\nlocality = \"nearby\"\n"),
+        "10:12: locality: unknown value \"nearby\" (expected one of \"off\", \"prefer_local\")"
+    );
+    assert_eq!(
+        error("[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\nlocality_spill_ratio = 1.0\n"),
+        "10:24: locality_spill_ratio: must be greater than 1.0 (got 1)"
+    );
+    assert_eq!(
+        error("[runtime]\nzone = \" \"\n"),
+        "9:8: zone: must not be empty"
+    );
+}
