@@ -249,14 +249,7 @@ async fn a_local_zone_with_two_of_three_out_spills_about_half() {
     // a1 and a2 fail their health checks while `sick`, but answer requests.
     let sick = Arc::new(AtomicBool::new(true));
     for (i, backend) in a.iter().enumerate().skip(1) {
-        let (name, sick) = (format!("a{i}"), Arc::clone(&sick));
-        backend.set_behavior(Behavior::script(move |request, _| {
-            if request.uri.path() == "/healthz" && sick.load(Ordering::Relaxed) {
-                Action::status(503)
-            } else {
-                Action::respond(200, name.clone())
-            }
-        }));
+        probe_fails_while(backend, format!("a{i}"), &sick);
     }
     let proxy = proxy(
         Some("a"),
@@ -364,5 +357,59 @@ async fn no_local_endpoint_means_all_remote() {
         metrics::sum(&scrape, "switchyard_zone_requests_total", &remote),
         60.0
     );
+    proxy.shutdown();
+}
+
+/// Makes `backend` (named `name`) fail its `/healthz` probes while `sick` holds; requests are
+/// answered either way.
+fn probe_fails_while(backend: &Backend, name: String, sick: &Arc<AtomicBool>) {
+    let sick = Arc::clone(sick);
+    backend.set_behavior(Behavior::script(move |request, _| {
+        if request.uri.path() == "/healthz" && sick.load(Ordering::Relaxed) {
+            Action::status(503)
+        } else {
+            Action::respond(200, name.clone())
+        }
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_panic_mode_the_zone_choice_is_zone_blind_and_never_empty() {
+    let (a, b) = backends();
+    // Every zone-a endpoint and two of zone b fail their checks: one of six in service is
+    // below panic_threshold (0.5), so every endpoint takes traffic again, zone a included.
+    let sick = Arc::new(AtomicBool::new(true));
+    for (i, backend) in a.iter().enumerate() {
+        probe_fails_while(backend, format!("a{i}"), &sick);
+    }
+    for (i, backend) in b.iter().enumerate().skip(1) {
+        probe_fails_while(backend, format!("b{i}"), &sick);
+    }
+    let proxy = proxy(
+        Some("a"),
+        "zl_panic",
+        &a,
+        &b,
+        "locality = \"prefer_local\"\n\
+         health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", healthy_threshold = 1, unhealthy_threshold = 1 }",
+    );
+    let load = Load::start(&proxy.url("public", "/"), 2);
+    // Zone-blind: three of six endpoints are local, so about half the picks.
+    let (blind, share) =
+        wait_for_share(&a, &b, Duration::from_secs(5), |s| (0.3..0.7).contains(&s)).await;
+    assert!(blind, "zone a took {share:.2} in panic mode");
+    let panic = metrics::metric(
+        proxy.admin_addr(),
+        "switchyard_panic_mode{cluster=\"zl_panic\"}",
+    );
+    assert_eq!(panic, 1.0);
+    let before: Vec<usize> = a.iter().chain(&b).map(served).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Vec<usize> = a.iter().chain(&b).map(served).collect();
+    assert!(
+        before.iter().zip(&after).all(|(x, y)| y > x),
+        "every endpoint serves in panic mode: {before:?} -> {after:?}"
+    );
+    load.stop().await;
     proxy.shutdown();
 }
