@@ -124,7 +124,7 @@ mod tests {
                 identity: "spiffe://local/orders".into(),
                 port: 15006,
             }),
-            zone: None,
+            zone: Some("eu-west-1a".into()),
         };
         for wire in [
             Wire::Swim(vec![1, 2, 3]),

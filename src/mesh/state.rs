@@ -561,6 +561,14 @@ mod tests {
         assert_eq!(many.services.len(), MAX_SERVICES);
         assert!(many.within_bounds());
 
+        let mut zoned = state(6, 1, 1);
+        zoned.zone = Some("a".repeat(MAX_ZONE));
+        assert!(zoned.within_bounds());
+        zoned.zone = Some("a".repeat(MAX_ZONE + 1));
+        assert!(!zoned.within_bounds(), "zone too long");
+        zoned.trim();
+        assert_eq!(zoned.zone, None, "not announced rather than cut");
+
         let mut tunnel = state(5, 1, 1);
         tunnel.tunnel = Some(TunnelAd {
             identity: "spiffe://local/".to_owned() + &"x".repeat(MAX_TUNNEL_IDENTITY),

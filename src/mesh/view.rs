@@ -175,3 +175,56 @@ impl View {
         serde_json::json!({ "members": members })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(port: u16, zone: Option<&str>, services: &[(&str, u16)]) -> MemberState {
+        MemberState {
+            id: NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                generation: 1,
+            },
+            version: 1,
+            services: services
+                .iter()
+                .map(|&(name, p)| Service {
+                    name: name.into(),
+                    address: SocketAddr::from(([10, 0, 0, 1], p)),
+                })
+                .collect(),
+            ejections: Vec::new(),
+            purges: Vec::new(),
+            tunnel: None,
+            zone: zone.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn service_endpoints_carry_the_announcing_members_zone() {
+        let local = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            generation: 1,
+        };
+        let records = vec![
+            record(1, Some("a"), &[("orders", 81), ("users", 90)]),
+            record(2, Some("b"), &[("orders", 80)]),
+            record(3, None, &[("orders", 82), ("orders", 81)]),
+        ];
+        let view = View::new(local, Vec::new(), records, 0);
+        let at = |p| SocketAddr::from(([10, 0, 0, 1], p));
+        assert_eq!(
+            view.service_endpoints_zoned("orders"),
+            vec![
+                (at(80), Some("b".to_owned())),
+                (at(81), Some("a".to_owned())),
+                (at(82), None),
+            ]
+        );
+        assert_eq!(
+            view.service_endpoints("orders"),
+            vec![at(80), at(81), at(82)]
+        );
+    }
+}
