@@ -63,12 +63,24 @@ pub fn upstreams(snapshot: &Snapshot, intercepted: &Tallies) -> Value {
             let endpoints: Vec<Value> = cluster
                 .endpoints()
                 .iter()
-                .map(|e| endpoint(e, source))
+                .enumerate()
+                .map(|(i, e)| {
+                    let mut view = endpoint(e, source);
+                    view["zone"] = json!(cluster.zone(i));
+                    view
+                })
                 .collect();
+            // `null` unless the cluster has a zone split (prefer_local and `[runtime] zone`).
+            let local_share = cluster.zoned().map(|_| {
+                f64::from(cluster.health().local_share())
+                    / f64::from(crate::endpoint::health::SHARE_ONE)
+            });
             json!({
                 "name": cluster.name(),
                 "balance": cluster.config().balance.as_str(),
                 "panic_mode": cluster.health().panic(),
+                "locality": cluster.config().locality.as_str(),
+                "local_share": local_share,
                 "endpoints": endpoints,
             })
         })

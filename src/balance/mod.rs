@@ -27,6 +27,7 @@ pub mod hash_key;
 mod hashed;
 mod least_connections;
 mod least_request;
+pub mod locality;
 mod maglev;
 mod p2c;
 pub mod peak_ewma;

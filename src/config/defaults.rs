@@ -18,6 +18,9 @@ pub(crate) const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
 /// black-holed connection; a check of the prefix every 30 quiet seconds costs one small range.
 pub(crate) const ETCD_WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
+/// `locality_spill_ratio`: the local zone spills once it has more than twice the remote zones'
+/// in-flight requests per endpoint (plus one; see `balance::locality`).
+pub(crate) const LOCALITY_SPILL_RATIO: f64 = 2.0;
 pub(crate) const WEBSOCKET: bool = true;
 /// Listener `detect_timeout`: Linkerd's default; a client that sent nothing by then is taken
 /// for one whose server speaks first.

@@ -46,6 +46,9 @@ pub struct RuntimeConfig {
     pub workers: usize,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
+    /// `zone`: the zone this proxy runs in, for clusters with `locality = "prefer_local"`
+    /// (and announced in its mesh record); `None` makes `prefer_local` a no-op.
+    pub zone: Option<String>,
 }
 
 /// `[admin]`: the admin listener, loopback by default.
@@ -443,6 +446,29 @@ pub struct ClusterConfig {
     /// Virtual addresses (`addresses`) that select this cluster for outbound interception,
     /// besides its endpoints' own addresses.
     pub addresses: Vec<SocketAddr>,
+    /// `locality`: whether requests prefer endpoints in `[runtime] zone` (`balance::locality`).
+    pub locality: Locality,
+    /// `locality_spill_ratio`: how much busier (in flight per endpoint) the local zone may be
+    /// than the others before traffic spills; greater than 1.
+    pub locality_spill_ratio: f64,
+}
+
+/// A cluster's `locality`: zone-blind, or preferring the proxy's own zone while it has the
+/// capacity (README, "Zone-aware routing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    Off,
+    PreferLocal,
+}
+
+impl Locality {
+    /// The config spelling, for the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::PreferLocal => "prefer_local",
+        }
+    }
 }
 
 /// Upstream protocol.

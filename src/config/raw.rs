@@ -49,6 +49,7 @@ pub(crate) struct RawRuntime {
     pub workers: Option<usize>,
     pub shutdown_delay: Option<Str>,
     pub drain_timeout: Option<Str>,
+    pub zone: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +233,8 @@ pub(crate) struct RawCluster {
     pub panic_threshold: Option<Spanned<f64>>,
     pub tls: Option<Spanned<RawClusterTls>>,
     pub addresses: Option<Vec<Str>>,
+    pub locality: Option<Str>,
+    pub locality_spill_ratio: Option<Spanned<f64>>,
 }
 
 /// `"127.0.0.1:9001"` or `{ address = "127.0.0.1:9001", weight = 2, zone = "a" }`.

@@ -131,6 +131,10 @@ fn runtime(cx: &mut Ctx<'_>, raw: Option<&RawRuntime>) -> RuntimeConfig {
             "drain_timeout",
             defaults::DRAIN_TIMEOUT,
         ),
+        zone: raw
+            .and_then(|r| r.zone.as_ref())
+            .filter(|z| cx.non_empty(z, "zone"))
+            .map(|z| z.get_ref().clone()),
     }
 }
 

@@ -227,6 +227,10 @@ impl EndpointHealth {
     }
 }
 
+/// Fixed-point one for [`ClusterHealth::local_share`]: 24 bits, so a pick compares it with 24
+/// bits of its random number and a share of exactly one keeps every pick local.
+pub const SHARE_ONE: u32 = 1 << 24;
+
 /// Per-cluster state that outlives snapshots (kept in the endpoint registry by cluster name):
 /// the limit counters, the panic flag, and the sender to the cluster's health task.
 #[derive(Debug)]
@@ -243,6 +247,10 @@ pub struct ClusterHealth {
     /// Panic mode: fewer than `panic_threshold` of the endpoints are in service (passing
     /// active checks, not ejected); see `panic`.
     panic: AtomicBool,
+    /// `locality = "prefer_local"`: the share of picks kept in the local zone, in units of
+    /// 1 / [`SHARE_ONE`]; written by the health task (`balance::locality`'s spill rule), read
+    /// with one relaxed load per pick.
+    local_share: AtomicU32,
     /// Where the request path reports outcomes; `None` until the supervisor starts the task.
     reports: ArcSwapOption<mpsc::Sender<Report>>,
     /// `circuit_rejections_total{cluster,reason}`, registered once (no label formatting per
@@ -260,6 +268,7 @@ impl ClusterHealth {
             retries: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             panic: AtomicBool::new(false),
+            local_share: AtomicU32::new(SHARE_ONE),
             reports: ArcSwapOption::empty(),
             rejections: LimitReason::ALL.map(|reason| {
                 metrics::counter!(CIRCUIT_REJECTIONS_TOTAL,
@@ -282,6 +291,19 @@ impl ClusterHealth {
     /// module sits above this one.
     pub fn set_panic(&self, on: bool) {
         self.panic.store(on, Ordering::Relaxed);
+    }
+
+    /// The share of picks kept in the local zone, `0..=SHARE_ONE` (all local until the health
+    /// task says otherwise).
+    pub fn local_share(&self) -> u32 {
+        self.local_share.load(Ordering::Relaxed)
+    }
+
+    /// Health task only (`balance::locality`'s spill rule), the share's one writer; `share` is
+    /// clamped to `0.0..=1.0`.
+    pub fn set_local_share(&self, share: f64) {
+        let fixed = (share.clamp(0.0, 1.0) * f64::from(SHARE_ONE)).round() as u32;
+        self.local_share.store(fixed, Ordering::Relaxed);
     }
 
     /// Requests in flight through the cluster's limits.

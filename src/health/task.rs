@@ -18,8 +18,10 @@ use tokio::time::{sleep_until, Instant};
 use super::checker::{self, Checker};
 use super::ejection::Ejector;
 use super::panic;
+use crate::balance::locality::{self, Spill};
 use crate::endpoint::{EndpointState, Report};
 use crate::state::{ClusterSnapshot, Shared, Tunnels};
+use crate::telemetry::metrics::CLUSTER_LOCAL_SHARE;
 
 /// How many reports may wait for the task before the request path starts dropping them.
 pub const REPORT_QUEUE: usize = 4096;
@@ -39,6 +41,10 @@ pub struct ClusterTask {
     panic: Option<bool>,
     /// Handed to the checker: probes of meshed endpoints go through the tunnel.
     tunnels: Option<Arc<Tunnels>>,
+    /// `locality = "prefer_local"`: the spill rule's state (kept across snapshots) and the
+    /// share last published (`None` before the first), so the gauge moves only on a change.
+    spill: Spill,
+    local_share: Option<f64>,
 }
 
 impl ClusterTask {
@@ -53,6 +59,8 @@ impl ClusterTask {
             next_probe: Instant::now(),
             panic: None,
             tunnels,
+            spill: Spill::new(),
+            local_share: None,
             cluster: Arc::clone(&cluster),
         };
         task.apply(cluster);
@@ -97,6 +105,7 @@ impl ClusterTask {
             }
         }
         self.publish_panic();
+        self.publish_locality(false);
     }
 
     /// Recomputes panic mode from the endpoints' verdicts and breaker phases and publishes it
@@ -108,6 +117,30 @@ impl ClusterTask {
         if self.panic != Some(on) {
             self.panic = Some(on);
             panic::publish(self.cluster.health(), on);
+        }
+    }
+
+    /// Recomputes the zone share of a `prefer_local` cluster and publishes it when it changed:
+    /// the capacity half after every event (an ejection moves traffic at once), the load half
+    /// only when `tick` (it steps per [`locality::TICK`]). See `balance::locality`.
+    fn publish_locality(&mut self, tick: bool) {
+        let Some(zoned) = self.cluster.zoned() else {
+            return;
+        };
+        let local = zoned.local().sample(panic::in_service);
+        let remote = zoned.remote().sample(panic::in_service);
+        if tick {
+            self.spill
+                .observe(&local, &remote, self.cluster.config().locality_spill_ratio);
+        }
+        let share = self
+            .spill
+            .share(&local, &remote, self.cluster.health().panic());
+        if self.local_share != Some(share) {
+            self.local_share = Some(share);
+            let health = self.cluster.health();
+            health.set_local_share(share);
+            metrics::gauge!(CLUSTER_LOCAL_SHARE, "cluster" => health.name().to_owned()).set(share);
         }
     }
 
@@ -165,6 +198,9 @@ pub async fn run(
     let mut probes: JoinSet<(SocketAddr, bool)> = JoinSet::new();
     let mut tick = tokio::time::interval(task.ejector.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only polled while the cluster has a zone split.
+    let mut zone_tick = tokio::time::interval(locality::TICK);
+    zone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Endpoints a snapshot just added: probed now, not at the next round.
         if let Some(checker) = &mut task.checker {
@@ -203,6 +239,10 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => task.ejector.on_tick(Instant::now()),
+            _ = zone_tick.tick(), if task.cluster.zoned().is_some() => {
+                task.publish_locality(true);
+                continue;
+            }
             () = sleep_until(deadline) => task.ejector.on_deadline(Instant::now()),
             () = sleep_until(probe_at) => {
                 let cluster = Arc::clone(&task.cluster);
@@ -218,6 +258,7 @@ pub async fn run(
             }
         }
         task.publish_panic();
+        task.publish_locality(false);
     }
     probes.abort_all();
     drop(own_sender);

@@ -15,7 +15,8 @@ use super::state::MemberState;
 /// 2: member records carry `tunnel` (issue 27). Members of version 1 and 2 do not read each
 /// other's datagrams, so a rolling upgrade splits the mesh until every member runs version 2
 /// (postcard is not self-describing: a version-1 member would misread a version-2 record).
-pub const WIRE_VERSION: u8 = 2;
+/// 3: member records carry `zone` (issue 28), the same way.
+pub const WIRE_VERSION: u8 = 3;
 
 /// A member's identity: its mesh address and a generation that grows on every start and every
 /// rejoin, so a restarted or renewed member wins over its old self (foca's address conflict).
@@ -123,6 +124,7 @@ mod tests {
                 identity: "spiffe://local/orders".into(),
                 port: 15006,
             }),
+            zone: Some("eu-west-1a".into()),
         };
         for wire in [
             Wire::Swim(vec![1, 2, 3]),

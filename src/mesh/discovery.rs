@@ -50,12 +50,13 @@ pub async fn run(shared: Weak<Shared>, mut views: watch::Receiver<Arc<View>>) {
                 (service.clone(), sink)
             });
             let endpoints = view
-                .service_endpoints(service)
+                .service_endpoints_zoned(service)
                 .into_iter()
-                .map(|address| StaticEndpoint {
+                // The announcing member's zone (its `[runtime] zone`).
+                .map(|(address, zone)| StaticEndpoint {
                     address,
                     weight: 1,
-                    zone: None,
+                    zone,
                 })
                 .collect();
             if !sink.publish(endpoints).await {

@@ -209,6 +209,8 @@ pub fn start(
             })
             .collect(),
         tunnel,
+        // Read once, like the tunnel: the record keeps it for the process's life.
+        zone: shared.snapshot().config().runtime.zone.clone(),
         instance,
         clock,
     };

@@ -106,6 +106,8 @@ pub struct Setup {
     pub services: Vec<Service>,
     /// Our tunnel announcement (`mesh::tunnel::tunnel_ad`), if any.
     pub tunnel: Option<TunnelAd>,
+    /// Our `[runtime] zone`, if any (the zone of the services we advertise).
+    pub zone: Option<String>,
     /// Random per process: seal nonces and the rng seed.
     pub instance: u64,
     /// Wall-clock source.
@@ -183,6 +185,7 @@ impl<T: Transport> Node<T> {
             ejections: Vec::new(),
             purges: Vec::new(),
             tunnel: setup.tunnel,
+            zone: setup.zone,
         });
         let (view, view_rx) = watch::channel(Arc::new(View::default()));
         let node = Self {
@@ -760,6 +763,7 @@ mod tests {
             keys: Keys::from_text(KEY).expect("key"),
             services: Vec::new(),
             tunnel: None,
+            zone: None,
             instance: 1,
             clock: Clock::new(BASE_MS),
         };
@@ -845,6 +849,7 @@ mod tests {
             }],
             purges: Vec::new(),
             tunnel: None,
+            zone: None,
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);
@@ -881,6 +886,7 @@ mod tests {
             ejections: reports,
             purges: Vec::new(),
             tunnel: None,
+            zone: None,
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);

@@ -75,10 +75,13 @@ pub struct MemberState {
     pub ejections: Vec<EjectionReport>,
     /// Purges the owner ran recently (kept [`PURGE_TTL_MS`], long enough to reach everyone).
     pub purges: Vec<Purge>,
-    /// The owner's tunnel, when it has one. Last in the record; a field added to a record is a
-    /// new `codec::WIRE_VERSION` (postcard is not self-describing: members of one version
-    /// only read each other).
+    /// The owner's tunnel, when it has one. A field added to a record is a new
+    /// `codec::WIRE_VERSION` (postcard is not self-describing: members of one version only
+    /// read each other).
     pub tunnel: Option<TunnelAd>,
+    /// The owner's `[runtime] zone`: endpoints discovered through its services are in it
+    /// (`locality = "prefer_local"`). At most [`MAX_ZONE`] bytes, else not announced.
+    pub zone: Option<String>,
 }
 
 /// A digest part's address range, `[start, end)`; `None` = unbounded.
@@ -107,6 +110,8 @@ pub const MAX_PURGE_TARGET: usize = 1024;
 /// Bytes of a tunnel identity (a SPIFFE ID is at most 2048 by its spec; ours are short, and
 /// half a KiB keeps a record well within [`MAX_RECORD_BYTES`]). A longer one is not announced.
 pub const MAX_TUNNEL_IDENTITY: usize = 512;
+/// Bytes of a zone name (cloud zone names are a few dozen); a longer one is not announced.
+pub const MAX_ZONE: usize = 128;
 
 impl PurgeTarget {
     /// Bytes of its key or prefix.
@@ -155,6 +160,7 @@ impl MemberState {
                 .iter()
                 .all(|p| p.target.len() <= MAX_PURGE_TARGET)
             && self.tunnel.as_ref().is_none_or(TunnelAd::within_bounds)
+            && self.zone.as_ref().is_none_or(|z| z.len() <= MAX_ZONE)
             && self.encoded_len() <= MAX_RECORD_BYTES
     }
 
@@ -167,6 +173,9 @@ impl MemberState {
         self.services.retain(|s| s.name.len() <= MAX_SERVICE_NAME);
         if self.tunnel.as_ref().is_some_and(|t| !t.within_bounds()) {
             self.tunnel = None;
+        }
+        if self.zone.as_ref().is_some_and(|z| z.len() > MAX_ZONE) {
+            self.zone = None;
         }
         self.purges.retain(|p| p.target.len() <= MAX_PURGE_TARGET);
         let extra = self.purges.len().saturating_sub(MAX_PURGES);
@@ -382,6 +391,7 @@ mod tests {
             ejections: Vec::new(),
             purges: Vec::new(),
             tunnel: None,
+            zone: None,
         }
     }
 
@@ -550,6 +560,14 @@ mod tests {
         many.trim();
         assert_eq!(many.services.len(), MAX_SERVICES);
         assert!(many.within_bounds());
+
+        let mut zoned = state(6, 1, 1);
+        zoned.zone = Some("a".repeat(MAX_ZONE));
+        assert!(zoned.within_bounds());
+        zoned.zone = Some("a".repeat(MAX_ZONE + 1));
+        assert!(!zoned.within_bounds(), "zone too long");
+        zoned.trim();
+        assert_eq!(zoned.zone, None, "not announced rather than cut");
 
         let mut tunnel = state(5, 1, 1);
         tunnel.tunnel = Some(TunnelAd {

@@ -103,6 +103,23 @@ impl View {
         out
     }
 
+    /// [`Self::service_endpoints`] with the zone of the member announcing each (its record's
+    /// `zone`), for `locality = "prefer_local"`. An address two members announce takes the
+    /// first record's zone in the view's order.
+    pub fn service_endpoints_zoned(&self, service: &str) -> Vec<(SocketAddr, Option<String>)> {
+        let mut out: Vec<(SocketAddr, Option<String>)> = self
+            .records
+            .iter()
+            .flat_map(|r| r.services.iter().map(move |s| (s, &r.zone)))
+            .filter(|(s, _)| s.name == service)
+            .map(|(s, zone)| (s.address, zone.clone()))
+            .collect();
+        // Stable: the first announcer of an address stays first, and dedup keeps it.
+        out.sort_by_key(|(address, _)| *address);
+        out.dedup_by_key(|(address, _)| *address);
+        out
+    }
+
     /// The state of the member at `addr`, if known.
     pub fn status(&self, addr: SocketAddr) -> Option<MemberStatus> {
         self.members
@@ -156,5 +173,58 @@ impl View {
             })
             .collect();
         serde_json::json!({ "members": members })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(port: u16, zone: Option<&str>, services: &[(&str, u16)]) -> MemberState {
+        MemberState {
+            id: NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                generation: 1,
+            },
+            version: 1,
+            services: services
+                .iter()
+                .map(|&(name, p)| Service {
+                    name: name.into(),
+                    address: SocketAddr::from(([10, 0, 0, 1], p)),
+                })
+                .collect(),
+            ejections: Vec::new(),
+            purges: Vec::new(),
+            tunnel: None,
+            zone: zone.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn service_endpoints_carry_the_announcing_members_zone() {
+        let local = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            generation: 1,
+        };
+        let records = vec![
+            record(1, Some("a"), &[("orders", 81), ("users", 90)]),
+            record(2, Some("b"), &[("orders", 80)]),
+            record(3, None, &[("orders", 82), ("orders", 81)]),
+        ];
+        let view = View::new(local, Vec::new(), records, 0);
+        let at = |p| SocketAddr::from(([10, 0, 0, 1], p));
+        assert_eq!(
+            view.service_endpoints_zoned("orders"),
+            vec![
+                (at(80), Some("b".to_owned())),
+                (at(81), Some("a".to_owned())),
+                (at(82), None),
+            ]
+        );
+        assert_eq!(
+            view.service_endpoints("orders"),
+            vec![at(80), at(81), at(82)]
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! | 2 | cache | a hit answers here; a miss or a revalidation runs layers 3–7 as its fetch | `serve` | `cache::Layer` |
 //! | 3 | cluster limits | the split picks the cluster; `max_pending` and `max_requests` are taken once for the request | `exchange` | `endpoint::limits` |
 //! | 4 | retry | attempts, hedges, route budget, backoff, per-try timeout; `max_retries` before each retry | `exchange` → `attempt::run` | `resilience` |
-//! | 5 | balancer | the first candidate not tried yet that health admits; panic routing when none is | `pick` | `balance`, `health::admit` |
+//! | 5 | balancer | the zone choice (`locality`), then the first candidate not tried yet that health admits; panic routing when none is | `pick` | `balance`, `balance::locality`, `health::admit` |
 //! | 6 | endpoint pool | lease a connection (or open one), send, check the response head | `send` | `upstream` |
 //! | 7 | outlier | the attempt's outcome to the cluster's health task, its latency to peak EWMA | `send` | `health::record` |
 //!
@@ -296,12 +296,12 @@ fn pick_among(
     hedge: bool,
     usable: impl Fn(usize) -> bool,
 ) -> Option<(usize, InFlightGuard)> {
-    let balancer = plan.cluster.balancer();
-    let fresh = balance::choose(balancer, &plan.pick, |i| !tried.contains(&i) && usable(i));
+    let cluster = plan.cluster;
+    let fresh = cluster.choose(&plan.pick, |i| !tried.contains(&i) && usable(i));
     if fresh.is_some() || hedge || tried.is_empty() {
         return fresh;
     }
-    balance::choose(balancer, &plan.pick, usable)
+    cluster.choose(&plan.pick, usable)
 }
 
 /// Layers 6 and 7 for one attempt at the endpoint `guard` counts (`started`: a clock reading

@@ -165,7 +165,8 @@ impl Shared {
             return current;
         };
         self.discovered.insert(cluster.to_owned(), Arc::clone(&set));
-        let rebuilt = ClusterSnapshot::build(config, &self.registry, Some(&set));
+        let zone = current.config().runtime.zone.as_deref();
+        let rebuilt = ClusterSnapshot::build(config, zone, &self.registry, Some(&set));
         let count = rebuilt.endpoints().len();
         let next = Arc::new(current.with_cluster(rebuilt));
         self.snapshot.store(Arc::clone(&next));

@@ -127,6 +127,18 @@ pub const DESCRIPTIONS: &[Description] = &[
         help: "1 while fewer than panic_threshold of the cluster's endpoints are in service (passing health checks, not ejected) and traffic spreads over all of them.",
     },
     Description {
+        name: ZONE_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Endpoint picks of a cluster with locality = prefer_local, by zone: local (the proxy's [runtime] zone) or remote.",
+    },
+    Description {
+        name: CLUSTER_LOCAL_SHARE,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "The share of picks (0 to 1) a prefer_local cluster keeps in the local zone: lowered by the spill rule when the local zone lacks healthy capacity or is busier than the others.",
+    },
+    Description {
         name: DISCOVERY_UPDATES_TOTAL,
         kind: Kind::Counter,
         unit: Some(Unit::Count),

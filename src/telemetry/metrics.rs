@@ -62,6 +62,13 @@ pub const CIRCUIT_REJECTIONS_TOTAL: &str = "switchyard_circuit_rejections_total"
 /// `switchyard_panic_mode{cluster}`: 1 while the cluster is in panic mode.
 pub const PANIC_MODE: &str = "switchyard_panic_mode";
 
+// Zone-aware routing (`locality = "prefer_local"`).
+/// `switchyard_zone_requests_total{cluster,zone}`: picks in the local zone or a remote one
+/// (`zone` is `local` or `remote`: a bounded label whatever the zone names are).
+pub const ZONE_REQUESTS_TOTAL: &str = "switchyard_zone_requests_total";
+/// `switchyard_cluster_local_share{cluster}`: the share of picks the spill rule keeps local.
+pub const CLUSTER_LOCAL_SHARE: &str = "switchyard_cluster_local_share";
+
 // Discovery.
 /// Metric: changed endpoint sets a source published, `{cluster, source}`.
 pub const DISCOVERY_UPDATES_TOTAL: &str = "switchyard_discovery_updates_total";

@@ -10,4 +10,5 @@ mod support;
 mod balance_bounded;
 mod balance_explain;
 mod balance_hashing;
+mod balance_locality;
 mod balance_proxy;

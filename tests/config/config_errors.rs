@@ -760,3 +760,19 @@ fn mirror_needs_another_existing_cluster_and_a_percent_within_0_to_100() {
     let mirror = config.routes[0].mirror.clone().unwrap();
     assert_eq!((mirror.percent, mirror.max_body), (100.0, 64 * 1024));
 }
+
+#[test]
+fn locality_keys() {
+    assert_eq!(
+        error("[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\nlocality = \"nearby\"\n"),
+        "10:12: locality: unknown value \"nearby\" (expected one of \"off\", \"prefer_local\")"
+    );
+    assert_eq!(
+        error("[clusters.c]\nendpoints = [\"127.0.0.1:1\"]\nlocality_spill_ratio = 1.0\n"),
+        "10:24: locality_spill_ratio: must be greater than 1.0 (got 1)"
+    );
+    assert_eq!(
+        error("[runtime]\nzone = \" \"\n"),
+        "9:8: zone: must not be empty"
+    );
+}

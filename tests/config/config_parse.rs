@@ -37,6 +37,9 @@ fn full_reference_every_key_typed() {
     assert!(c.runtime.workers >= 1);
     assert_eq!(c.runtime.shutdown_delay, Duration::ZERO);
     assert_eq!(c.runtime.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.runtime.zone.as_deref(), Some("a"));
+    assert_eq!(c.clusters["orders"].locality, Locality::Off);
+    assert_eq!(c.clusters["orders"].locality_spill_ratio, 2.0);
     assert_eq!(c.admin.listen, addr("127.0.0.1:9901"));
     assert_eq!(
         c.log,
@@ -385,7 +388,8 @@ fn omitted_keys_take_the_documented_defaults() {
         RuntimeConfig {
             workers: parallelism,
             shutdown_delay: Duration::ZERO,
-            drain_timeout: Duration::from_secs(30)
+            drain_timeout: Duration::from_secs(30),
+            zone: None,
         }
     );
     assert_eq!(c.admin.listen, addr("127.0.0.1:9901"));
@@ -636,4 +640,20 @@ fn missing_file_is_a_whole_file_error() {
             .starts_with("/nonexistent/switchyard.toml: cannot read config:"),
         "{err}"
     );
+}
+
+#[test]
+fn zone_and_locality_parse_with_their_defaults() {
+    let c = parse_ok(MINIMAL);
+    assert_eq!(c.runtime.zone, None);
+    assert_eq!(c.clusters["web"].locality, Locality::Off);
+    assert_eq!(c.clusters["web"].locality_spill_ratio, 2.0);
+    let text = format!(
+        "[runtime]\nzone = \"eu-west-1a\"\n{}locality = \"prefer_local\"\nlocality_spill_ratio = 3.5\n",
+        MINIMAL
+    );
+    let c = parse_ok(&text);
+    assert_eq!(c.runtime.zone.as_deref(), Some("eu-west-1a"));
+    assert_eq!(c.clusters["web"].locality, Locality::PreferLocal);
+    assert_eq!(c.clusters["web"].locality_spill_ratio, 3.5);
 }

@@ -17,6 +17,7 @@ mod mesh_proxies;
 mod mesh_purge;
 mod mesh_quorum;
 mod mesh_tunnel;
+mod mesh_zone;
 mod netns;
 mod reload_admin;
 mod reload_file;

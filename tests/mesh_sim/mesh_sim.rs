@@ -80,6 +80,7 @@ impl Sim {
             keys,
             services,
             tunnel: None,
+            zone: None,
             instance: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             clock: self.clock,
         };

@@ -135,7 +135,34 @@ fn cluster(cx: &mut Ctx<'_>, name: &Str, c: &RawCluster) -> ClusterConfig {
             .flatten()
             .filter_map(|a| cx.socket_addr(a, "addresses"))
             .collect(),
+        locality: cx.one_of(
+            c.locality.as_ref(),
+            "locality",
+            &[
+                ("off", Locality::Off),
+                ("prefer_local", Locality::PreferLocal),
+            ],
+            Locality::Off,
+        ),
+        locality_spill_ratio: spill_ratio(cx, c.locality_spill_ratio.as_ref()),
     }
+}
+
+/// `locality_spill_ratio`: finite and greater than 1 (at 1 or below the local zone would spill
+/// while no busier than the others).
+fn spill_ratio(cx: &mut Ctx<'_>, value: Option<&Spanned<f64>>) -> f64 {
+    let Some(value) = value else {
+        return defaults::LOCALITY_SPILL_RATIO;
+    };
+    let v = *value.get_ref();
+    if v.is_finite() && v > 1.0 {
+        return v;
+    }
+    cx.err(
+        value.span(),
+        format!("locality_spill_ratio: must be greater than 1.0 (got {v})"),
+    );
+    defaults::LOCALITY_SPILL_RATIO
 }
 
 /// A virtual address (`addresses`) selects one cluster for outbound interception: the same

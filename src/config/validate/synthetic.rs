@@ -125,5 +125,7 @@ fn local_cluster(name: &str, port: u16) -> ClusterConfig {
         panic_threshold: defaults::PANIC_THRESHOLD,
         tls: None,
         addresses: Vec::new(),
+        locality: Locality::Off,
+        locality_spill_ratio: defaults::LOCALITY_SPILL_RATIO,
     }
 }

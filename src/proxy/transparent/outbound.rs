@@ -196,14 +196,11 @@ fn pick(
             .as_ref()
             .and_then(|hash_on| balance::request_hash(hash_on, &empty, "/", Some(peer.ip()))),
     };
-    let balancer = cluster.balancer();
     let fresh = |i: usize| !tried.contains(&i);
-    let admitted = balance::choose(balancer, &pick, |i| {
-        fresh(i) && crate::health::admit(cluster, i)
-    });
+    let admitted = cluster.choose(&pick, |i| fresh(i) && crate::health::admit(cluster, i));
     match admitted {
         Some(found) => Some(found),
-        None if crate::health::panic_routes(cluster) => balance::choose(balancer, &pick, fresh),
+        None if crate::health::panic_routes(cluster) => cluster.choose(&pick, fresh),
         None => None,
     }
 }

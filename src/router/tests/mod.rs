@@ -91,6 +91,8 @@ pub(crate) fn cluster(name: &str, endpoints: &[&str]) -> ClusterConfig {
         panic_threshold: 0.5,
         tls: None,
         addresses: Vec::new(),
+        locality: Locality::Off,
+        locality_spill_ratio: 2.0,
     }
 }
 
@@ -112,6 +114,7 @@ pub(crate) fn config(listeners: &[&str], routes: Vec<RouteConfig>) -> Config {
             workers: 1,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            zone: None,
         },
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),

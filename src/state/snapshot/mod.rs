@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{DiscoveredSet, DiscoveredSets};
-use crate::balance::{self, Balancer};
-use crate::config::{ClusterConfig, Config, EndpointSource, StaticEndpoint};
-use crate::endpoint::{EndpointRegistry, EndpointState};
+use crate::balance::locality::Zoned;
+use crate::balance::{self, Balancer, PickContext};
+use crate::config::{ClusterConfig, Config, EndpointSource, Locality, StaticEndpoint};
+use crate::endpoint::{EndpointRegistry, EndpointState, InFlightGuard};
 use crate::resilience::{RouteResilience, RouteTable};
 use crate::router::Router;
 use crate::telemetry::metrics::SnapshotMetrics;
@@ -99,6 +100,11 @@ pub struct ClusterSnapshot {
     /// The cluster's health state (limits, panic flag, health task), shared with every other
     /// snapshot of the cluster.
     health: Arc<crate::endpoint::ClusterHealth>,
+    /// Each endpoint's zone (same order as `endpoints`), as its source gave it.
+    zones: Vec<Option<Arc<str>>>,
+    /// `locality = "prefer_local"` with `[runtime] zone` set: the endpoints split into the
+    /// local and remote sets, each with its balancer; `None` otherwise (zone-blind).
+    zoned: Option<Zoned>,
 }
 
 /// Per-listener data the request path needs, computed once.
@@ -158,7 +164,8 @@ impl Snapshot {
             .values()
             .map(|cluster| {
                 let set = discovered.get(&cluster.name).map(|s| Arc::clone(s.value()));
-                let snapshot = ClusterSnapshot::build(cluster, registry, set.as_deref());
+                let zone = config.runtime.zone.as_deref();
+                let snapshot = ClusterSnapshot::build(cluster, zone, registry, set.as_deref());
                 (cluster.name.clone(), Arc::new(snapshot))
             })
             .collect();
@@ -349,9 +356,11 @@ fn intercepting(config: &Config, l: &crate::config::ListenerConfig) -> Option<Ar
 
 impl ClusterSnapshot {
     /// The only place a cluster's part of a snapshot is made, by a reload and a discovery update
-    /// alike: `discovered` is the cluster's last published set, if any.
+    /// alike: `discovered` is the cluster's last published set, if any; `local_zone` is
+    /// `[runtime] zone`.
     pub(super) fn build(
         config: &ClusterConfig,
+        local_zone: Option<&str>,
         registry: &EndpointRegistry,
         discovered: Option<&DiscoveredSet>,
     ) -> Self {
@@ -362,19 +371,57 @@ impl ClusterSnapshot {
             (source, Some(set)) if set.source == *source => &set.endpoints,
             _ => &[],
         };
-        let mut endpoints: Vec<Arc<EndpointState>> = list
+        let mut listed: Vec<(Arc<EndpointState>, Option<Arc<str>>)> = list
             .iter()
-            .map(|e| registry.get_or_create(&config.name, e.address, e.weight))
+            .map(|e| {
+                let state = registry.get_or_create(&config.name, e.address, e.weight);
+                (state, e.zone.as_deref().map(Arc::from))
+            })
             .collect();
-        endpoints.sort_by_key(|e| e.address());
-        endpoints.dedup_by_key(|e| e.address());
+        listed.sort_by_key(|(e, _)| e.address());
+        listed.dedup_by_key(|(e, _)| e.address());
+        let (endpoints, zones): (Vec<_>, Vec<_>) = listed.into_iter().unzip();
         let balancer = balance::build(config, &endpoints);
+        // The split is made whenever the cluster asks for it and the proxy has a zone, even if
+        // one side is empty, so its metrics and `/upstreams` say where picks go; the strings
+        // are compared here once, never per request.
+        let zoned = match (config.locality, local_zone) {
+            (Locality::PreferLocal, Some(own)) => Some(Zoned::build(config, &endpoints, |i| {
+                zones.get(i).and_then(Option::as_deref) == Some(own)
+            })),
+            _ => None,
+        };
         Self {
             config: config.clone(),
             endpoints,
             balancer,
             health: registry.cluster_health(&config.name),
+            zones,
+            zoned,
         }
+    }
+
+    /// The request path's pick over this cluster (`balance::choose`, or the zone choice first
+    /// with `locality = "prefer_local"`): the first usable candidate with its in-flight guard.
+    pub fn choose(
+        &self,
+        ctx: &PickContext<'_>,
+        usable: impl FnMut(usize) -> bool,
+    ) -> Option<(usize, InFlightGuard)> {
+        match &self.zoned {
+            None => balance::choose(self.balancer.as_ref(), ctx, usable),
+            Some(zoned) => zoned.choose(ctx, self.health.local_share(), usable),
+        }
+    }
+
+    /// The zone split, when the cluster prefers the local zone and the proxy has one.
+    pub fn zoned(&self) -> Option<&Zoned> {
+        self.zoned.as_ref()
+    }
+
+    /// The zone of endpoint `index` (`None`: none given, or no such endpoint).
+    pub fn zone(&self, index: usize) -> Option<&str> {
+        self.zones.get(index).and_then(Option::as_deref)
     }
 
     /// The cluster's health state: limit counters, panic flag, the health task's inbox.

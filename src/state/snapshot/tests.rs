@@ -75,7 +75,7 @@ fn with_cluster_replaces_one_cluster_and_shares_everything_else() {
         source: app.endpoints.clone(),
         endpoints: Vec::new(),
     };
-    let replaced = ClusterSnapshot::build(app, &registry, Some(&set));
+    let replaced = ClusterSnapshot::build(app, None, &registry, Some(&set));
     let next = first.with_cluster(replaced);
 
     assert_eq!(next.version(), 4);
