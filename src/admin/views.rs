@@ -28,7 +28,19 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
     let routes: Vec<Value> = config
         .routes
         .iter()
-        .map(|r| json!({ "name": r.name, "listener": r.listener }))
+        .map(|r| {
+            let rate_limit = r.rate_limit.as_ref().map(|l| {
+                json!({
+                    "requests": l.requests,
+                    "per_ms": u64::try_from(l.per.as_millis()).unwrap_or(u64::MAX),
+                    "burst": l.burst,
+                    "key": l.key.describe(),
+                    "scope": l.scope.as_str(),
+                    "max_keys": l.max_keys,
+                })
+            });
+            json!({ "name": r.name, "listener": r.listener, "rate_limit": rate_limit })
+        })
         .collect();
     json!({
         "version": snapshot.version(),

@@ -19,6 +19,12 @@ pub(crate) const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
 pub(crate) const ETCD_WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
 pub(crate) const WEBSOCKET: bool = true;
+/// Route `rate_limit.max_keys`: slots of the active-key table (16 bytes each, so 256 KiB per
+/// keyed route). Keys whose bucket has refilled free their slot, so this bounds the keys active
+/// at once, not the keys ever seen.
+pub(crate) const RATE_LIMIT_MAX_KEYS: u64 = 16_384;
+/// The largest `rate_limit.max_keys`: 16 Mi slots, 256 MiB per route.
+pub(crate) const RATE_LIMIT_MAX_KEYS_LIMIT: u64 = 1 << 24;
 /// Listener `detect_timeout`: Linkerd's default; a client that sent nothing by then is taken
 /// for one whose server speaks first.
 pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(10);

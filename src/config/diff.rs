@@ -138,6 +138,7 @@ fn routes(running: &Config, new: &Config, out: &mut Vec<String>) {
             ("websocket", r.websocket != old.websocket),
             ("debug_headers", r.debug_headers != old.debug_headers),
             ("allow", r.allow != old.allow),
+            ("rate_limit", r.rate_limit != old.rate_limit),
         ];
         changed.extend(
             fields

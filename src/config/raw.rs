@@ -141,6 +141,19 @@ pub(crate) struct RawRoute {
     pub websocket: Option<bool>,
     pub debug_headers: Option<bool>,
     pub allow: Option<Spanned<Vec<Str>>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// Route `rate_limit = { requests, per, burst, key, scope, max_keys }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub requests: Option<Spanned<u64>>,
+    pub per: Option<Str>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Str>,
+    pub scope: Option<Str>,
+    pub max_keys: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -131,6 +131,7 @@ mod tests {
                 })
                 .collect(),
             tunnel: None,
+            rate_usage: Vec::new(),
         }
     }
 

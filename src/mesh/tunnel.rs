@@ -113,6 +113,7 @@ mod tests {
                 identity: identity.to_owned(),
                 port,
             }),
+            rate_usage: Vec::new(),
         }
     }
 

@@ -162,6 +162,19 @@ pub const DESCRIPTIONS: &[Description] = &[
         unit: Some(Unit::Count),
         help: "Hedging events by route and result: sent, won (a hedge answered first), cancelled (a losing attempt dropped), denied (budget).",
     },
+    // Rate limits.
+    Description {
+        name: RATE_LIMITED_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Requests a route's rate_limit refused with 429, by route.",
+    },
+    Description {
+        name: RATE_LIMIT_SHARE,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "This member's share (0 to 1) of a mesh-scoped rate limit, by route: its demand over the live members' demand.",
+    },
     // Response cache.
     Description {
         name: "switchyard_cache_requests_total",

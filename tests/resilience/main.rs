@@ -11,6 +11,7 @@ mod health_checks;
 mod health_ejection;
 mod health_limits;
 mod hedge_slow;
+mod rate_limit;
 mod retry_budget;
 mod retry_grpc;
 mod retry_policy;

@@ -98,6 +98,7 @@ fn route(name: String, listener: &str, cluster: &str, origin: RouteOrigin) -> Ro
         websocket: defaults::WEBSOCKET,
         debug_headers: false,
         allow: None,
+        rate_limit: None,
         origin,
     }
 }

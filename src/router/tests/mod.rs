@@ -39,6 +39,7 @@ pub(crate) fn route(name: &str, listener: &str, matcher: RouteMatch, cluster: &s
         websocket: true,
         debug_headers: false,
         allow: None,
+        rate_limit: None,
         origin: RouteOrigin::File,
     }
 }
