@@ -9,7 +9,7 @@
 //!
 //! Only refused requests carry them: adding two fields to every admitted response would cost
 //! every request on a limited route formatting and header bytes (the per-request budget is
-//! measured against a plain route, see docs/configuration.md).
+//! measured against a plain route, see docs/rate-limits.md, "Cost").
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 

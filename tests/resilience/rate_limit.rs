@@ -163,3 +163,57 @@ async fn a_key_flood_stays_within_the_table_and_refills_no_active_bucket() {
         "the flood must not refill the victim's bucket"
     );
 }
+
+/// Writes `text` as `proxy`'s config, asks for a reload and waits for the new version's
+/// `/config`.
+async fn reload_to(proxy: &TestProxy, text: String) -> serde_json::Value {
+    use crate::support::reload::{admin_config, post_reload, wait_for_config, write_atomic};
+    write_atomic(proxy.config_path(), &text);
+    let before = admin_config(proxy.admin_addr()).await["version"]
+        .as_u64()
+        .unwrap_or(0);
+    let _ = post_reload(proxy.admin_addr()).await;
+    let (doc, done) = wait_for_config(proxy.admin_addr(), |doc| {
+        doc["version"].as_u64().unwrap_or(0) > before
+    })
+    .await;
+    assert!(done, "no reload: {doc}");
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_unchanged_limits_and_starts_changed_ones_full() {
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    let proxy = limited(
+        "rl-reload",
+        &backend,
+        "requests = 2, per = \"60s\", key = \"route\"",
+    );
+    let client = HttpClient::http1();
+    let statuses = [
+        status(&client, &proxy, None).await,
+        status(&client, &proxy, None).await,
+        status(&client, &proxy, None).await,
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+    let original = std::fs::read_to_string(proxy.config_path()).expect("config");
+    // Another key of the route changes; the limit does not: the bucket stays empty.
+    let doc = reload_to(
+        &proxy,
+        original.replace(
+            "name = \"rl-reload\"",
+            "name = \"rl-reload\"\ntimeout = \"5s\"",
+        ),
+    )
+    .await;
+    assert_eq!(doc["routes"][0]["rate_limit"]["requests"], 2, "{doc}");
+    assert_eq!(
+        status(&client, &proxy, None).await,
+        429,
+        "a reload refilled the bucket"
+    );
+    // The limit changes: a new, full bucket.
+    let doc = reload_to(&proxy, original.replace("requests = 2", "requests = 3")).await;
+    assert_eq!(doc["routes"][0]["rate_limit"]["requests"], 3, "{doc}");
+    assert_eq!(status(&client, &proxy, None).await, 200);
+}
