@@ -21,6 +21,8 @@ pub struct Rate {
     pub increment: u64,
     /// Debt admitted before refusing: `(capacity - 1) * increment`.
     pub tolerance: u64,
+    /// The whole window `per`: the most one request may cost (see [`Rate::share`]).
+    pub window: u64,
 }
 
 impl Rate {
@@ -32,21 +34,28 @@ impl Rate {
         Self {
             increment,
             tolerance: increment.saturating_mul(capacity - 1),
+            window: per_ns,
         }
     }
 
     /// This rate scaled to `share` of it (0 < share <= 1): the increment grows by `1 / share`
     /// and the capacity shrinks by `share` (at least one request). A mesh member's part.
+    ///
+    /// One request never costs more than the whole window: a tiny share (an idle member's
+    /// floor) would otherwise push the TAT hours ahead, and the member would stay refused
+    /// long after its share grew. So a member with demand admits at least one request per
+    /// `per`, whatever its share: at most N requests per window beyond the limit for N members.
     pub fn share(self, share: f64) -> Self {
         if share >= 1.0 {
             return self;
         }
-        let share = share.max(1e-6);
-        let increment = (self.increment as f64 / share).min(u64::MAX as f64 / 4.0);
+        let share = share.max(1e-9);
+        let increment = (self.increment as f64 / share).min(self.window.max(self.increment) as f64);
         let capacity = (self.tolerance / self.increment + 1) as f64 * share;
         Self {
             increment: increment as u64,
             tolerance: ((capacity - 1.0).max(0.0) * increment) as u64,
+            window: self.window,
         }
     }
 
@@ -141,6 +150,10 @@ mod tests {
         assert_eq!(rate.share(1.0), rate);
         let tiny = rate.share(0.001);
         assert_eq!(tiny.capacity(), 1, "a share always admits one request");
+        assert_eq!(
+            tiny.increment, 1_000_000_000,
+            "one request costs at most the window"
+        );
     }
 
     #[test]
