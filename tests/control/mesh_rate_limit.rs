@@ -123,6 +123,18 @@ async fn alive_members(client: &HttpClient, admin: SocketAddr) -> usize {
         .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count())
 }
 
+/// `switchyard_rate_limit_share{route="shared"}` on `admin` (for the test's report).
+async fn share(client: &HttpClient, admin: SocketAddr) -> Option<f64> {
+    let text = client
+        .get(&format!("http://{admin}/metrics"))
+        .await
+        .ok()?
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchyard_rate_limit_share{route=\"shared\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_share_one_limit_and_a_leaving_member_returns_its_share() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -155,11 +167,44 @@ async fn three_members_share_one_limit_and_a_leaving_member_returns_its_share() 
             Arc::clone(&stop),
         ));
     }
-    // Converged: two mesh periods and gossip, with room for a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Converged: the three shares add up to one (two mesh periods and gossip), then one more
+    // period so every member's buckets run at its share.
+    let load_started = Instant::now();
+    let converged = wait_until_check(Duration::from_secs(15), || async {
+        let mut sum = 0.0;
+        for member in [&a, &b, &c] {
+            match share(&client, member.admin).await {
+                Some(s) if s > 0.0 && s < 1.0 => sum += s,
+                _ => return false,
+            }
+        }
+        (0.97..=1.03).contains(&sum)
+    })
+    .await;
+    assert!(converged, "the shares never added up to the whole limit");
+    println!(
+        "shares converged {:?} after the load started",
+        load_started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let all: Vec<&AtomicU64> = counts.iter().map(|c| &**c).collect();
+    let before: Vec<u64> = all.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let total = admitted_rate(&all, Duration::from_secs(4)).await;
-    println!("three members, offered 180/90/30 per second: {total:.1} admitted per second");
+    let each: Vec<u64> = all
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| c.load(Ordering::Relaxed) - b)
+        .collect();
+    println!(
+        "three members, offered 180/90/30 per second: {total:.1} admitted per second \
+         (A, B, C admitted {each:?} in the window; shares {:?}; alive as A sees it: {})",
+        [
+            share(&client, a.admin).await,
+            share(&client, b.admin).await,
+            share(&client, c.admin).await
+        ],
+        alive_members(&client, a.admin).await
+    );
     assert!(
         (85.0..=115.0).contains(&total),
         "admitted {total:.1}/s in total, expected 100 +- 15 %"
@@ -169,7 +214,16 @@ async fn three_members_share_one_limit_and_a_leaving_member_returns_its_share() 
     let mut a = a;
     a.process.terminate();
     assert!(a.process.wait_exit(Duration::from_secs(10)).is_some());
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let left = Instant::now();
+    let returned = wait_until_check(Duration::from_secs(15), || async {
+        let b_share = share(&client, b.admin).await.unwrap_or(0.0);
+        let c_share = share(&client, c.admin).await.unwrap_or(0.0);
+        (0.97..=1.03).contains(&(b_share + c_share))
+    })
+    .await;
+    assert!(returned, "B and C never took A's share back");
+    println!("A's share returned {:?} after it left", left.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rest = admitted_rate(&all[1..], Duration::from_secs(3)).await;
     println!("A gone, B and C offered 90/30 per second: {rest:.1} admitted per second");
     assert!(
