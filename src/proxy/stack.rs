@@ -58,6 +58,8 @@ use crate::wire::{self, ProxyError};
 
 /// Layers 1 and 2: routes the request and, on a cached route, lets the cache answer or fetch
 /// through `exchange`. `facts` gets the route and cluster for metrics and the access log.
+/// `refresh`: the cache's own background revalidation ([`refetch`]), which no client sent, so
+/// the route's rate limit does not count it.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments held once: see the module doc"
@@ -68,6 +70,7 @@ pub(super) fn serve<'a>(
     parts: Parts,
     body: wire::Body,
     facts: &'a mut RequestFacts,
+    refresh: bool,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     async move {
         // 1. Route.
@@ -101,7 +104,11 @@ pub(super) fn serve<'a>(
 
         // 1a. Rate limit: before the cache and the cluster limits, so a refused request costs
         // no cluster anything. A route without `rate_limit` pays one index and a `None` check.
-        if let Some(limiter) = snapshot.rate_limits().get(routed.index) {
+        if let Some(limiter) = snapshot
+            .rate_limits()
+            .get(routed.index)
+            .filter(|_| !refresh)
+        {
             if let Err(refused) = limiter.check(ctx.peer.ip(), &parts.headers) {
                 limiter.count_refused();
                 return Ok(too_many_requests(limiter, refused));
@@ -164,7 +171,7 @@ fn refetch(
         let snapshot = ctx.shared.snapshot();
         let mut facts = RequestFacts::default();
         let body = wire::empty_body();
-        serve(&ctx, &snapshot, parts, body, &mut facts).await
+        serve(&ctx, &snapshot, parts, body, &mut facts, true).await
     })
 }
 

@@ -217,3 +217,36 @@ async fn a_reload_keeps_unchanged_limits_and_starts_changed_ones_full() {
     assert_eq!(doc["routes"][0]["rate_limit"]["requests"], 3, "{doc}");
     assert_eq!(status(&client, &proxy, None).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caches_background_refresh_is_not_counted_against_the_limit() {
+    use crate::support::cache::{get, respond, start_with};
+    // Stale from the start (Age over max-age) and within stale-while-revalidate: the second
+    // client request is served stale and starts one background refresh.
+    let (backend, proxy) = start_with(
+        |_, n| {
+            respond(
+                200,
+                &[
+                    ("cache-control", "max-age=1, stale-while-revalidate=600"),
+                    ("age", "5"),
+                ],
+                &format!("v{n}"),
+            )
+        },
+        1,
+        "name = \"rl-cached\"\nrate_limit = { requests = 2, per = \"60s\", key = \"route\" }",
+        "",
+    );
+    assert_eq!(get(&proxy, "/r", &[]).await.status, 200);
+    assert_eq!(get(&proxy, "/r", &[]).await.status, 200);
+    // Both client requests took the bucket's two tokens; the refresh needs none.
+    let refreshed =
+        crate::support::wait_until_async(crate::support::DEADLINE, || backend.request_count() == 2)
+            .await;
+    assert!(
+        refreshed,
+        "the refresh was refused by the client's rate limit"
+    );
+    assert_eq!(get(&proxy, "/r", &[]).await.status, 429);
+}
