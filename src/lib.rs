@@ -18,7 +18,7 @@
 //! [`endpoint::EndpointState`]; metric names and hot-path handles in [`telemetry`].
 //!
 //! The modules form layers, bottom to top: `config`; `wire`, `redirect`; `telemetry`; `endpoint`;
-//! `router`, `balance`, `resilience`, `tls`, `trace`; `upstream`, `cache`; `state`; `health`,
+//! `router`, `balance`, `resilience`, `ratelimit`, `tls`, `trace`; `upstream`, `cache`; `state`; `health`,
 //! `discovery`; `mesh`; `proxy`; `admin`; `runtime`; `demo`. A module uses only lower ones:
 //! `docs/architecture.md` (section Layers) says why each sits where it does, and
 //! `tests/architecture.rs` enforces it.
@@ -33,6 +33,7 @@ pub mod endpoint;
 pub mod health;
 pub mod mesh;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redirect;
 pub mod resilience;
 pub mod router;

@@ -32,7 +32,17 @@ pub fn config(snapshot: &Snapshot, last_error: Option<&str>, restart_required: &
             let mirror = r.mirror.as_ref().map(
                 |m| json!({ "cluster": m.cluster, "percent": m.percent, "max_body": m.max_body }),
             );
-            json!({ "name": r.name, "listener": r.listener, "mirror": mirror })
+            let rate_limit = r.rate_limit.as_ref().map(|l| {
+                json!({
+                    "requests": l.requests,
+                    "per_ms": u64::try_from(l.per.as_millis()).unwrap_or(u64::MAX),
+                    "burst": l.burst,
+                    "key": l.key.describe(),
+                    "scope": l.scope.as_str(),
+                    "max_keys": l.max_keys,
+                })
+            });
+            json!({ "name": r.name, "listener": r.listener, "mirror": mirror, "rate_limit": rate_limit })
         })
         .collect();
     json!({

@@ -22,6 +22,12 @@ pub(crate) const PANIC_THRESHOLD: f64 = 0.5;
 /// in-flight requests per endpoint (plus one; see `balance::locality`).
 pub(crate) const LOCALITY_SPILL_RATIO: f64 = 2.0;
 pub(crate) const WEBSOCKET: bool = true;
+/// Route `rate_limit.max_keys`: slots of the active-key table (16 bytes each, so 256 KiB per
+/// keyed route). Keys whose bucket has refilled free their slot, so this bounds the keys active
+/// at once, not the keys ever seen.
+pub(crate) const RATE_LIMIT_MAX_KEYS: u64 = 16_384;
+/// The largest `rate_limit.max_keys`: 16 Mi slots, 256 MiB per route.
+pub(crate) const RATE_LIMIT_MAX_KEYS_LIMIT: u64 = 1 << 24;
 /// Listener `detect_timeout`: Linkerd's default; a client that sent nothing by then is taken
 /// for one whose server speaks first.
 pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -139,6 +139,7 @@ fn routes(running: &Config, new: &Config, out: &mut Vec<String>) {
             ("debug_headers", r.debug_headers != old.debug_headers),
             ("allow", r.allow != old.allow),
             ("mirror", r.mirror != old.mirror),
+            ("rate_limit", r.rate_limit != old.rate_limit),
         ];
         changed.extend(
             fields

@@ -290,6 +290,8 @@ pub struct RouteConfig {
     pub allow: Option<Vec<String>>,
     /// Route `mirror`: a sampled copy of each request to a shadow cluster, answer discarded.
     pub mirror: Option<MirrorConfig>,
+    /// `rate_limit`: requests over it get 429 before any cluster is touched (`ratelimit`).
+    pub rate_limit: Option<RateLimitConfig>,
     /// Where the route comes from: the file, or made for a transparent listener.
     pub origin: RouteOrigin,
 }
@@ -409,6 +411,66 @@ pub struct RetryBudget {
 pub struct HedgePolicy {
     pub after: Duration,
     pub max: u32,
+}
+
+/// Route `rate_limit`: at most `requests` per `per` (plus `burst` at once) for each value of
+/// `key`, on this proxy alone or summed over the mesh's live members (`scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests admitted per `per` window, at least 1.
+    pub requests: u64,
+    /// The window `requests` refers to (greater than 0).
+    pub per: Duration,
+    /// Extra requests a full bucket admits at once on top of `requests` (default 0).
+    pub burst: u64,
+    /// What the limit is counted per.
+    pub key: RateLimitKey,
+    /// Whether the limit holds per proxy or for the whole mesh.
+    pub scope: RateLimitScope,
+    /// Slots of the table of active keys (rounded up to a power of two); ignored for
+    /// `key = "route"`. Bounds the limiter's memory whatever the number of distinct keys.
+    pub max_keys: u64,
+}
+
+/// Route `rate_limit.key`: what one bucket counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    /// The connection's peer IP (`"client_ip"`, the default).
+    ClientIp,
+    /// The value of a request header (`"header:NAME"`); requests without it share one bucket.
+    Header(HeaderName),
+    /// One bucket for the whole route (`"route"`).
+    Route,
+}
+
+/// Route `rate_limit.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// Each proxy enforces the limit on its own (`"local"`, the default).
+    Local,
+    /// The limit holds for the sum over the mesh's live members (`"mesh"`; needs `[mesh]`).
+    Mesh,
+}
+
+impl RateLimitKey {
+    /// The config spelling (`/config`, `check` output).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ClientIp => "client_ip".to_owned(),
+            Self::Header(name) => format!("header:{name}"),
+            Self::Route => "route".to_owned(),
+        }
+    }
+}
+
+impl RateLimitScope {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Mesh => "mesh",
+        }
+    }
 }
 
 /// Route `rewrite`: replace the matched path prefix.

@@ -143,6 +143,7 @@ pub(crate) struct RawRoute {
     pub debug_headers: Option<bool>,
     pub allow: Option<Spanned<Vec<Str>>>,
     pub mirror: Option<Spanned<RawMirror>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
 }
 
 /// Route `mirror`: shadow traffic to another cluster.
@@ -153,6 +154,18 @@ pub(crate) struct RawMirror {
     /// 0-100, fractional allowed (an integer in TOML is accepted as a float).
     pub percent: Option<Spanned<f64>>,
     pub max_body: Option<Str>,
+}
+
+/// Route `rate_limit = { requests, per, burst, key, scope, max_keys }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub requests: Option<Spanned<u64>>,
+    pub per: Option<Str>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Str>,
+    pub scope: Option<Str>,
+    pub max_keys: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ mod discovery;
 mod headers;
 mod listener;
 mod policy;
+mod rate_limit;
 mod route;
 mod synthetic;
 
@@ -54,6 +55,7 @@ pub(crate) fn validate(raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Vec<
     let mesh = raw.mesh.as_ref().and_then(|m| mesh(&mut cx, m, &mut bound));
     if raw.mesh.is_none() {
         mesh_discovery_without_mesh(&mut cx, &raw, &clusters);
+        rate_limit::mesh_scope_without_mesh(&mut cx, &raw);
     }
     let limits = limits(&mut cx, raw.limits.as_ref());
     let identity = raw.identity.as_ref().and_then(|i| identity(&mut cx, i));

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::state::MemberState;
 
 /// Second byte of every datagram (after the seal); a node drops versions it does not know.
-/// 2: member records carry `tunnel` (issue 27). Members of version 1 and 2 do not read each
-/// other's datagrams, so a rolling upgrade splits the mesh until every member runs version 2
-/// (postcard is not self-describing: a version-1 member would misread a version-2 record).
-/// 3: member records carry `zone` (issue 28), the same way.
+/// 2: member records carry `tunnel` (issue 27). 3: records carry `zone` and `rate_usage`
+/// (issue 28). Members of different versions do not read each other's datagrams, so a rolling
+/// upgrade splits the mesh until every member runs the new version (postcard is not
+/// self-describing: an older member would misread a newer record).
 pub const WIRE_VERSION: u8 = 3;
 
 /// A member's identity: its mesh address and a generation that grows on every start and every
@@ -125,6 +125,10 @@ mod tests {
                 port: 15006,
             }),
             zone: Some("eu-west-1a".into()),
+            rate_usage: vec![super::super::state::RateUsage {
+                route: "api".into(),
+                keys: vec![(1, 60.0), (0xfeed, 2.5)],
+            }],
         };
         for wire in [
             Wire::Swim(vec![1, 2, 3]),

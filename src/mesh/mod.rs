@@ -40,7 +40,8 @@
 //! endpoints into clusters with `discovery = { mesh = "NAME" }`, [`ejection`] reports local
 //! ejections and applies peer quorums, [`purge`] carries cache purges, [`tunnel`] announces
 //! this sidecar's mTLS tunnel and publishes the table of meshed workload IPs
-//! (`state::Shared::meshed`) that upstream connections consult.
+//! (`state::Shared::meshed`) that upstream connections consult, [`rate_share`] gossips the
+//! demand on mesh-scoped rate limits and sets this member's share of each.
 
 pub mod codec;
 pub mod discovery;
@@ -48,6 +49,7 @@ pub mod ejection;
 pub mod health;
 pub mod node;
 pub mod purge;
+pub mod rate_share;
 pub mod seal;
 pub mod state;
 pub mod tunnel;
@@ -136,6 +138,11 @@ impl MeshHandle {
     /// Replaces this member's ejection reports ([`ejection`] calls it).
     pub(crate) fn report_ejections(&self, reports: Vec<state::EjectionReport>) {
         let _ = self.commands.send(Command::Ejections(reports));
+    }
+
+    /// Replaces this member's rate-limit demand ([`rate_share`] calls it).
+    pub(crate) fn report_rate_usage(&self, usage: Vec<state::RateUsage>) {
+        let _ = self.commands.send(Command::RateUsage(usage));
     }
 
     /// Sends `Leave` to every live member and stops the node; waits at most `timeout` for the
@@ -239,6 +246,7 @@ pub fn start(
     ));
     control.spawn(purge::run(Arc::downgrade(shared), handle.subscribe()));
     control.spawn(tunnel::run(Arc::downgrade(shared), handle.subscribe()));
+    control.spawn(rate_share::run(Arc::downgrade(shared), handle.clone()));
     // Tests and scripts read the real port (port 0) from this line.
     tracing::info!(seeds = config.seeds.len(), "mesh listening on {local}");
     Ok(handle)

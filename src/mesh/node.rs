@@ -121,6 +121,8 @@ pub enum Command {
     Ejections(Vec<EjectionReport>),
     /// Spread a purge to every member.
     Purge(PurgeTarget),
+    /// Replace our rate-limit demand (`mesh::rate_share` sends it when it changed enough).
+    RateUsage(Vec<super::state::RateUsage>),
     /// Tell everyone we leave, then stop; `done` fires once the `Leave` datagrams are out.
     Leave(std::sync::mpsc::Sender<()>),
 }
@@ -186,6 +188,7 @@ impl<T: Transport> Node<T> {
             purges: Vec::new(),
             tunnel: setup.tunnel,
             zone: setup.zone,
+            rate_usage: Vec::new(),
         });
         let (view, view_rx) = watch::channel(Arc::new(View::default()));
         let node = Self {
@@ -414,6 +417,15 @@ impl<T: Transport> Node<T> {
                     target,
                 });
             }),
+            Command::RateUsage(usage) => {
+                let same = self
+                    .table
+                    .get(self.id.addr)
+                    .is_some_and(|s| s.rate_usage == usage);
+                if !same {
+                    self.update_own(|own| own.rate_usage = usage);
+                }
+            }
             Command::Leave(_) => {}
         }
     }
@@ -850,6 +862,7 @@ mod tests {
             purges: Vec::new(),
             tunnel: None,
             zone: None,
+            rate_usage: Vec::new(),
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);
@@ -887,6 +900,7 @@ mod tests {
             purges: Vec::new(),
             tunnel: None,
             zone: None,
+            rate_usage: Vec::new(),
         };
         let states = sealed(&mut sender, n.clock, &Wire::States(vec![record]));
         n.on_datagram(peer(1).addr, &states);

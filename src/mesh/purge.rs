@@ -132,6 +132,7 @@ mod tests {
                 .collect(),
             tunnel: None,
             zone: None,
+            rate_usage: Vec::new(),
         }
     }
 

@@ -75,13 +75,27 @@ pub struct MemberState {
     pub ejections: Vec<EjectionReport>,
     /// Purges the owner ran recently (kept [`PURGE_TTL_MS`], long enough to reach everyone).
     pub purges: Vec<Purge>,
-    /// The owner's tunnel, when it has one. A field added to a record is a new
-    /// `codec::WIRE_VERSION` (postcard is not self-describing: members of one version only
-    /// read each other).
+    /// The owner's tunnel, when it has one.
     pub tunnel: Option<TunnelAd>,
     /// The owner's `[runtime] zone`: endpoints discovered through its services are in it
     /// (`locality = "prefer_local"`). At most [`MAX_ZONE`] bytes, else not announced.
     pub zone: Option<String>,
+    /// The owner's recent demand on its mesh-scoped rate limits (`mesh::rate_share`): per
+    /// route, its busiest keys. Last in the record; a field added to a record is a new
+    /// `codec::WIRE_VERSION` (postcard is not self-describing: members of one version only
+    /// read each other).
+    pub rate_usage: Vec<RateUsage>,
+}
+
+/// One route's demand at one member: requests per second (admitted or not) of its busiest
+/// keys over the last period. Keys are fingerprints (`ratelimit`'s fixed-seed hash of the
+/// client IP or header value, the same on every member), never the values themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateUsage {
+    /// The route's name (routes are matched by name across members).
+    pub route: String,
+    /// `(key fingerprint, requests per second)`, busiest first, at most [`MAX_RATE_KEYS`].
+    pub keys: Vec<(u64, f32)>,
 }
 
 /// A digest part's address range, `[start, end)`; `None` = unbounded.
@@ -107,6 +121,13 @@ pub const MAX_EJECTIONS: usize = 64;
 pub const MAX_PURGES: usize = 16;
 /// Bytes of one purge's key or prefix; a longer purge runs on this member only.
 pub const MAX_PURGE_TARGET: usize = 1024;
+/// Routes with a mesh-scoped rate limit per record; more are limited on each member alone.
+pub const MAX_RATE_ROUTES: usize = 16;
+/// Keys per route in a record (the busiest); demand on the others is not gossiped, see
+/// `mesh::rate_share` for what that costs.
+pub const MAX_RATE_KEYS: usize = 16;
+/// Bytes of a route name in a record (16 routes x (128 + 16 x 13) bytes stay under 6 KiB).
+pub const MAX_RATE_ROUTE_NAME: usize = 128;
 /// Bytes of a tunnel identity (a SPIFFE ID is at most 2048 by its spec; ours are short, and
 /// half a KiB keeps a record well within [`MAX_RECORD_BYTES`]). A longer one is not announced.
 pub const MAX_TUNNEL_IDENTITY: usize = 512;
@@ -161,6 +182,11 @@ impl MemberState {
                 .all(|p| p.target.len() <= MAX_PURGE_TARGET)
             && self.tunnel.as_ref().is_none_or(TunnelAd::within_bounds)
             && self.zone.as_ref().is_none_or(|z| z.len() <= MAX_ZONE)
+            && self.rate_usage.len() <= MAX_RATE_ROUTES
+            && self
+                .rate_usage
+                .iter()
+                .all(|u| u.route.len() <= MAX_RATE_ROUTE_NAME && u.keys.len() <= MAX_RATE_KEYS)
             && self.encoded_len() <= MAX_RECORD_BYTES
     }
 
@@ -177,12 +203,20 @@ impl MemberState {
         if self.zone.as_ref().is_some_and(|z| z.len() > MAX_ZONE) {
             self.zone = None;
         }
+        self.rate_usage
+            .retain(|u| u.route.len() <= MAX_RATE_ROUTE_NAME);
+        self.rate_usage.truncate(MAX_RATE_ROUTES);
+        for usage in &mut self.rate_usage {
+            usage.keys.truncate(MAX_RATE_KEYS);
+        }
         self.purges.retain(|p| p.target.len() <= MAX_PURGE_TARGET);
         let extra = self.purges.len().saturating_sub(MAX_PURGES);
         self.purges.drain(..extra);
         trim_ejections(&mut self.ejections);
         while self.encoded_len() > MAX_RECORD_BYTES {
-            if !self.purges.is_empty() {
+            // Demand goes first: without it those routes are limited per member (1/N each).
+            if self.rate_usage.pop().is_some() {
+            } else if !self.purges.is_empty() {
                 self.purges.remove(0);
             } else if let Some(oldest) =
                 (0..self.ejections.len()).min_by_key(|&i| self.ejections[i].at_ms)
@@ -392,6 +426,7 @@ mod tests {
             purges: Vec::new(),
             tunnel: None,
             zone: None,
+            rate_usage: Vec::new(),
         }
     }
 

@@ -114,6 +114,7 @@ mod tests {
                 port,
             }),
             zone: None,
+            rate_usage: Vec::new(),
         }
     }
 

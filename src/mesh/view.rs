@@ -198,6 +198,7 @@ mod tests {
             purges: Vec::new(),
             tunnel: None,
             zone: zone.map(str::to_owned),
+            rate_usage: Vec::new(),
         }
     }
 

@@ -122,7 +122,7 @@ pub fn handle<'a>(
         );
         // HTTP/2 bodies are held to max_body_bytes and body_read_timeout as they stream.
         let body = access.count_request_body(body, h2_body);
-        let served = super::stack::serve(ctx, &snapshot, parts, body, &mut access.facts);
+        let served = super::stack::serve(ctx, &snapshot, parts, body, &mut access.facts, false);
         let mut response = match served.await {
             Ok(response) => response,
             Err(error) => {

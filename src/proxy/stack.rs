@@ -4,6 +4,7 @@
 //! | # | layer | what it does | here | decisions from |
 //! |---|---|---|---|---|
 //! | 1 | route | first matching route, normalised and rewritten path | `serve` | `router` |
+//! | 1a | rate limit | over the route's `rate_limit`: 429 from the proxy, no cluster touched | `serve` | `ratelimit` |
 //! | 2 | cache | a hit answers here; a miss or a revalidation runs layers 3–7 as its fetch | `serve` | `cache::Layer` |
 //! | 3 | cluster limits | the split picks the cluster; `max_pending` and `max_requests` are taken once for the request | `exchange` | `endpoint::limits` |
 //! | 4 | retry | attempts, hedges, route budget, backoff, per-try timeout; `max_retries` before each retry | `exchange` → `attempt::run` | `resilience` |
@@ -62,6 +63,8 @@ use crate::wire::{self, ProxyError};
 
 /// Layers 1 and 2: routes the request and, on a cached route, lets the cache answer or fetch
 /// through `exchange`. `facts` gets the route and cluster for metrics and the access log.
+/// `refresh`: the cache's own background revalidation ([`refetch`]), which no client sent, so
+/// the route's rate limit does not count it.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments held once: see the module doc"
@@ -72,6 +75,7 @@ pub(super) fn serve<'a>(
     parts: Parts,
     body: wire::Body,
     facts: &'a mut RequestFacts,
+    refresh: bool,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
     async move {
         // 1. Route.
@@ -103,6 +107,19 @@ pub(super) fn serve<'a>(
             }
         }
 
+        // 1a. Rate limit: before the cache and the cluster limits, so a refused request costs
+        // no cluster anything. A route without `rate_limit` pays one index and a `None` check.
+        if let Some(limiter) = snapshot
+            .rate_limits()
+            .get(routed.index)
+            .filter(|_| !refresh)
+        {
+            if let Err(refused) = limiter.check(ctx.peer.ip(), &parts.headers) {
+                limiter.count_refused();
+                return Ok(too_many_requests(limiter, refused));
+            }
+        }
+
         // 2. Cache.
         let refetch = |parts| refetch(ctx.clone(), parts);
         let cache = crate::cache::Layer::new(
@@ -128,6 +145,25 @@ pub(super) fn serve<'a>(
     }
 }
 
+/// The 429 a route's `rate_limit` answers: `Retry-After`, `RateLimit-Policy` and `RateLimit`
+/// (see `ratelimit::answer`).
+fn too_many_requests(
+    limiter: &crate::ratelimit::RouteLimiter,
+    refused: crate::ratelimit::Refused,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(super::body::full("rate limited\n"));
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    for (name, value) in limiter.answer().refusal(refused) {
+        headers.insert(name, value);
+    }
+    response
+}
+
 /// Sends `parts` (no body) through the current snapshot's route to the upstream, skipping the
 /// cache: the response cache's background refresh, handed to the cache as its
 /// [`crate::cache::Refetch`]. Boxed, because it runs `serve` inside a task that `serve`
@@ -140,7 +176,7 @@ fn refetch(
         let snapshot = ctx.shared.snapshot();
         let mut facts = RequestFacts::default();
         let body = wire::empty_body();
-        serve(&ctx, &snapshot, parts, body, &mut facts).await
+        serve(&ctx, &snapshot, parts, body, &mut facts, true).await
     })
 }
 

@@ -180,6 +180,19 @@ pub const DESCRIPTIONS: &[Description] = &[
         unit: Some(Unit::Count),
         help: "Requests copied to a route's shadow cluster (route mirror), by route, shadow cluster and outcome: 2xx, 3xx, 4xx, 5xx (the shadow's answer, discarded), error, timeout, or not sent: skipped_body (body over max_body), dropped (too many copies in flight).",
     },
+    // Rate limits.
+    Description {
+        name: RATE_LIMITED_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        help: "Requests a route's rate_limit refused with 429, by route.",
+    },
+    Description {
+        name: RATE_LIMIT_SHARE,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "This member's share (0 to 1) of a mesh-scoped rate limit, by route: its demand over the live members' demand.",
+    },
     // Response cache.
     Description {
         name: "switchyard_cache_requests_total",

@@ -88,6 +88,14 @@ pub const HEDGES_TOTAL: &str = "switchyard_hedges_total";
 /// the shadow's answer class or why none was sent.
 pub const MIRRORED_REQUESTS_TOTAL: &str = "switchyard_mirrored_requests_total";
 
+// Rate limits.
+/// `switchyard_rate_limited_requests_total{route}`: requests answered 429 by a route's
+/// `rate_limit`.
+pub const RATE_LIMITED_TOTAL: &str = "switchyard_rate_limited_requests_total";
+/// Gauge `switchyard_rate_limit_share{route}`: this member's share (0..1) of a mesh-scoped
+/// limit, from its demand over the live members' demand.
+pub const RATE_LIMIT_SHARE: &str = "switchyard_rate_limit_share";
+
 // TLS.
 /// Gauge `switchyard_cert_expiry_timestamp_seconds{name}`: when each loaded certificate
 /// expires (Unix seconds), so an alert can fire before it does. `name` is the file path.

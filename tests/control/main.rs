@@ -16,6 +16,7 @@ mod mesh_partition;
 mod mesh_proxies;
 mod mesh_purge;
 mod mesh_quorum;
+mod mesh_rate_limit;
 mod mesh_tunnel;
 mod mesh_zone;
 mod netns;

@@ -88,6 +88,10 @@ pub(super) fn routes(
             debug_headers: r.debug_headers.unwrap_or(false),
             allow: r.allow.as_ref().map(|list| allow(cx, list)),
             mirror,
+            rate_limit: r
+                .rate_limit
+                .as_ref()
+                .map(|rl| super::rate_limit::rate_limit(cx, rl)),
             origin: RouteOrigin::File,
         }));
     }

@@ -99,6 +99,7 @@ fn route(name: String, listener: &str, cluster: &str, origin: RouteOrigin) -> Ro
         debug_headers: false,
         allow: None,
         mirror: None,
+        rate_limit: None,
         origin,
     }
 }

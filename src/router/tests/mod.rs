@@ -40,6 +40,7 @@ pub(crate) fn route(name: &str, listener: &str, matcher: RouteMatch, cluster: &s
         debug_headers: false,
         allow: None,
         mirror: None,
+        rate_limit: None,
         origin: RouteOrigin::File,
     }
 }

@@ -63,6 +63,9 @@ struct Rules {
     metrics: Arc<SnapshotMetrics>,
     /// Per-route retry budgets and retry/hedge metric handles, by route index.
     resilience: Arc<RouteTable>,
+    /// Per-route rate limiters (buckets, mesh shares), by route index; a route whose
+    /// `rate_limit` did not change keeps its limiter across a reload.
+    rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// The status page's per-route and per-cluster rings, handed on by name across reloads.
     stats: Arc<StatsTable>,
     /// The OTLP exporter `[tracing] otlp` asks for, kept across reloads that keep it.
@@ -230,6 +233,11 @@ impl Snapshot {
         self.rules.resilience.get(index)
     }
 
+    /// The rate limiters of every route (`rate_limit`), by route index.
+    pub fn rate_limits(&self) -> &crate::ratelimit::RateLimits {
+        &self.rules.rate_limits
+    }
+
     /// Increases by one on every reload; the admin API and metrics show it.
     pub fn version(&self) -> u64 {
         self.rules.version
@@ -323,6 +331,11 @@ impl Rules {
             metrics: Arc::new(SnapshotMetrics::build(&config)),
             // Routes whose budget settings did not change keep their budget across the reload.
             resilience: Arc::new(RouteTable::build(&config, previous.map(|p| &*p.resilience))),
+            // Buckets and mesh shares carry over for routes whose `rate_limit` is unchanged.
+            rate_limits: Arc::new(crate::ratelimit::RateLimits::build(
+                &config,
+                previous.map(|p| &*p.rate_limits),
+            )),
             // Rings carry over by route and cluster name.
             stats: Arc::new(StatsTable::build(&config, previous.map(|p| &*p.stats))),
             tracer,
