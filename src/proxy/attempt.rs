@@ -85,6 +85,8 @@ pub(super) struct Finished {
     pub(super) result: Result<Response<UpstreamBody>, UpstreamError>,
     /// The attempt was a hedge (for the hedge metrics).
     pub(super) hedge: bool,
+    /// The request, when it failed before a byte of it was written (`upstream::Unsent`).
+    pub(super) unsent: crate::upstream::Unsent,
 }
 
 /// The method, target, version and headers every attempt is built from.
@@ -133,6 +135,49 @@ pub fn run<'a>(
             let done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
             return finish(&plan, done, cluster_slot);
         }
+        // A route whose only retries are of failures that reached no endpoint (the synthetic
+        // routes': connect failures) sends its first attempt as the common case does, with
+        // the request as it is: such a failure hands the request back untouched
+        // (`upstream::Unsent`), and the retry loop starts from it only then. Not for gRPC
+        // (UNAVAILABLE is retried under any policy) nor HTTP/2 clusters (no request comes
+        // back). Re-measure with callgrind on a sidecar (benches/transparent/run.sh's setup):
+        // `attempt::repeat`, `HeaderMap::clone` and `Replay::new` leave the request's path.
+        let unsent_only = !plan.grpc
+            && hedge.is_none()
+            && plan.cluster.config().protocol == crate::config::Protocol::Http1
+            && plan.state.is_some_and(RouteResilience::retries_only_unsent);
+        if unsent_only {
+            if let Some(budget) = plan.state.and_then(RouteResilience::budget) {
+                budget.record_request();
+            }
+            let (index, guard) =
+                stack::pick(&plan, &[], false).ok_or_else(|| no_endpoint(&plan))?;
+            facts.attempts += 1;
+            facts.endpoint = Some(Arc::clone(guard.endpoint()));
+            let request = Request::from_parts(parts, body::request(body, plan.idle));
+            let mut done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
+            let Some(request) = done
+                .unsent
+                .take()
+                .filter(|_| classify(&plan, &done).is_some())
+            else {
+                return finish(&plan, done, cluster_slot);
+            };
+            // Its body is the idle-stamped one; the retry's view stamps again (harmless).
+            let (parts, body) = request.into_parts();
+            let first = First { index, done };
+            return Box::pin(repeat(
+                plan,
+                parts,
+                body,
+                facts,
+                cluster_slot,
+                idempotent,
+                hedge,
+                Some(first),
+            ))
+            .await;
+        }
         // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
         // otherwise size the future of every request, which is moved and held per request.
         Box::pin(repeat(
@@ -143,12 +188,25 @@ pub fn run<'a>(
             cluster_slot,
             idempotent,
             hedge,
+            None,
         ))
         .await
     }
 }
 
-/// The attempts of a request that may be retried or hedged (see [`run`]).
+/// A first attempt made before the retry loop (see [`run`]): its endpoint's index and its
+/// (retryable) end.
+struct First {
+    index: usize,
+    done: Finished,
+}
+
+/// The attempts of a request that may be retried or hedged (see [`run`]); `first`: the first
+/// attempt's end when `run` made it (it counted the request in the budget then).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's parts and run's decisions, each moved in once"
+)]
 async fn repeat(
     plan: Plan<'_>,
     parts: Parts,
@@ -157,9 +215,10 @@ async fn repeat(
     cluster_slot: Slot,
     idempotent: bool,
     hedge: Option<&HedgePolicy>,
+    first: Option<First>,
 ) -> Result<Won, ProxyError> {
     let budget = plan.state.and_then(RouteResilience::budget);
-    if let Some(budget) = budget {
+    if let (Some(budget), None) = (budget, &first) {
         budget.record_request();
     }
     let buffer = plan.retry.map_or(0, |r| r.buffer);
@@ -179,11 +238,22 @@ async fn repeat(
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut in_flight: Vec<InFlight<'_, Finished>> = Vec::with_capacity(2);
-    let (index, guard) = stack::pick(&plan, &tried, false).ok_or_else(|| no_endpoint(&plan))?;
-    tried.push(index);
-    facts.attempts += 1;
-    facts.endpoint = Some(Arc::clone(guard.endpoint()));
-    in_flight.push(Box::pin(launch(guard, false)));
+    // The first attempt's end, when `run` made it: the loop's first event.
+    let mut ended = None;
+    match first {
+        Some(First { index, done }) => {
+            tried.push(index);
+            ended = Some(done);
+        }
+        None => {
+            let (index, guard) =
+                stack::pick(&plan, &tried, false).ok_or_else(|| no_endpoint(&plan))?;
+            tried.push(index);
+            facts.attempts += 1;
+            facts.endpoint = Some(Arc::clone(guard.endpoint()));
+            in_flight.push(Box::pin(launch(guard, false)));
+        }
+    }
     let mut tries = 1;
     let mut hedges = 0;
     let mut timer = hedge.map(|h| Box::pin(tokio::time::sleep(h.after)));
@@ -196,7 +266,11 @@ async fn repeat(
     // Bounded: every pass either starts an attempt (at most `max_tries + max_hedges`), ends
     // one, or disarms the hedge timer.
     let failed = loop {
-        match hedge::next(&mut in_flight, &mut timer).await {
+        let event = match ended.take() {
+            Some(done) => Event::Done(done),
+            None => hedge::next(&mut in_flight, &mut timer).await,
+        };
+        match event {
             Event::Hedge => {
                 let Some(policy) = hedge.filter(|_| hedges < max_hedges) else {
                     continue;

@@ -41,6 +41,9 @@ pub struct RouteResilience {
     retries: [OnceLock<Counter>; Reason::ALL.len()],
     exhausted: OnceLock<Counter>,
     hedges: [OnceLock<Counter>; hedge::HedgeResult::ALL.len()],
+    /// The route retries only failures that reached no endpoint and never hedges (see
+    /// [`policy::retries_only_unsent`]): decided here once, read per request.
+    unsent_only: bool,
 }
 
 impl RouteResilience {
@@ -67,7 +70,21 @@ impl RouteResilience {
             retries: std::array::from_fn(|_| OnceLock::new()),
             exhausted: OnceLock::new(),
             hedges: std::array::from_fn(|_| OnceLock::new()),
+            unsent_only: route.hedge.is_none()
+                && route
+                    .retry
+                    .as_ref()
+                    .is_some_and(policy::retries_only_unsent),
         }
+    }
+
+    /// Whether the route's only second attempts are retries of failures that reached no
+    /// endpoint (no hedge; `retry.on` within `connect-failure` and `refused-stream`, no
+    /// `statuses`, no `per_try_timeout`): the synthetic routes' policy. `proxy::attempt` then
+    /// sends the first attempt without copying the request for a retry (see
+    /// `crate::upstream::Unsent`).
+    pub fn retries_only_unsent(&self) -> bool {
+        self.unsent_only
     }
 
     /// The route's budget (retries or hedges configured).
