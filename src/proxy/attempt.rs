@@ -155,28 +155,14 @@ pub fn run<'a>(
             facts.attempts += 1;
             facts.endpoint = Some(Arc::clone(guard.endpoint()));
             let request = Request::from_parts(parts, body::request(body, plan.idle));
-            let mut done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
-            let Some(request) = done
-                .unsent
-                .take()
-                .filter(|_| classify(&plan, &done).is_some())
-            else {
-                return finish(&plan, done, cluster_slot);
+            let done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
+            // What follows the attempt is in a function of its own: its borrows of `done`
+            // would keep `done` in this future's state across the retry's await, which every
+            // request's future would carry.
+            return match after_first(plan, index, done, facts, cluster_slot, idempotent) {
+                Then::Answer(answer) => answer,
+                Then::Retry(retry) => retry.await,
             };
-            // Its body is the idle-stamped one; the retry's view stamps again (harmless).
-            let (parts, body) = request.into_parts();
-            let first = First { index, done };
-            return Box::pin(repeat(
-                plan,
-                parts,
-                body,
-                facts,
-                cluster_slot,
-                idempotent,
-                hedge,
-                Some(first),
-            ))
-            .await;
         }
         // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
         // otherwise size the future of every request, which is moved and held per request.
@@ -194,15 +180,55 @@ pub fn run<'a>(
     }
 }
 
-/// A first attempt made before the retry loop (see [`run`]): its endpoint's index and its
-/// (retryable) end.
-struct First {
+/// What follows the first attempt of a route that retries only unsent failures (see [`run`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once and matched at once; boxing the answer would allocate per request"
+)]
+enum Then<'a> {
+    /// The attempt's own answer: a response, or a failure not to retry.
+    Answer(Result<Won, ProxyError>),
+    /// The retry loop, starting from the attempt's failure and the request it handed back.
+    Retry(std::pin::Pin<Box<dyn Future<Output = Result<Won, ProxyError>> + Send + 'a>>),
+}
+
+/// [`run`]'s first attempt at endpoint `index` ended in `done`: its answer, unless it failed
+/// retryably and handed its request back (`upstream::Unsent`), which then starts the retry
+/// loop (boxed, as every retry loop is).
+fn after_first<'a>(
+    plan: Plan<'a>,
     index: usize,
-    done: Finished,
+    mut done: Finished,
+    facts: &'a mut RequestFacts,
+    cluster_slot: Slot,
+    idempotent: bool,
+) -> Then<'a> {
+    let Some(request) = done
+        .unsent
+        .take()
+        .filter(|_| classify(&plan, &done).is_some())
+    else {
+        return Then::Answer(finish(&plan, done, cluster_slot));
+    };
+    // Its body is the idle-stamped one; the retry's view stamps again (harmless).
+    let (parts, body) = (*request).into_parts();
+    // The loop's first event: the attempt's end, as an attempt in flight that is over.
+    let first: InFlight<'a, Finished> = Box::pin(std::future::ready(done));
+    Then::Retry(Box::pin(repeat(
+        plan,
+        parts,
+        body,
+        facts,
+        cluster_slot,
+        idempotent,
+        None,
+        Some((index, first)),
+    )))
 }
 
 /// The attempts of a request that may be retried or hedged (see [`run`]); `first`: the first
-/// attempt's end when `run` made it (it counted the request in the budget then).
+/// attempt's endpoint index and its end (a future that is ready) when `run` made it (it
+/// counted the request in the budget then).
 #[allow(
     clippy::too_many_arguments,
     reason = "the request's parts and run's decisions, each moved in once"
@@ -215,7 +241,7 @@ async fn repeat(
     cluster_slot: Slot,
     idempotent: bool,
     hedge: Option<&HedgePolicy>,
-    first: Option<First>,
+    first: Option<(usize, InFlight<'_, Finished>)>,
 ) -> Result<Won, ProxyError> {
     let budget = plan.state.and_then(RouteResilience::budget);
     if let (Some(budget), None) = (budget, &first) {
@@ -238,12 +264,10 @@ async fn repeat(
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut in_flight: Vec<InFlight<'_, Finished>> = Vec::with_capacity(2);
-    // The first attempt's end, when `run` made it: the loop's first event.
-    let mut ended = None;
     match first {
-        Some(First { index, done }) => {
+        Some((index, ended)) => {
             tried.push(index);
-            ended = Some(done);
+            in_flight.push(ended);
         }
         None => {
             let (index, guard) =
@@ -266,11 +290,7 @@ async fn repeat(
     // Bounded: every pass either starts an attempt (at most `max_tries + max_hedges`), ends
     // one, or disarms the hedge timer.
     let failed = loop {
-        let event = match ended.take() {
-            Some(done) => Event::Done(done),
-            None => hedge::next(&mut in_flight, &mut timer).await,
-        };
-        match event {
+        match hedge::next(&mut in_flight, &mut timer).await {
             Event::Hedge => {
                 let Some(policy) = hedge.filter(|_| hedges < max_hedges) else {
                     continue;

@@ -83,7 +83,7 @@ pub(crate) fn exchange<'a>(
         }
         // What goes back with a failure: the request not written, HTTP/1.1 only (see
         // `super::Unsent`).
-        let unsent = |request: Option<Request<Body>>| request.filter(|_| !h2);
+        let unsent = |request: Option<Request<Body>>| request.filter(|_| !h2).map(Box::new);
         let replay = (cluster.protocol == crate::config::Protocol::H2
             && http_body::Body::is_end_stream(req.body()))
         .then(|| ReplayHead::of(&req));

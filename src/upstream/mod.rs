@@ -65,8 +65,10 @@ pub struct HeadLines<'a> {
 /// sends it as it is, so a request whose route retries only such failures needs no copy of
 /// its head for a retry that may never happen (`proxy::attempt`). Only for an HTTP/1.1
 /// cluster: an HTTP/2 request has been given its absolute target by then, and hyper does not
-/// hand back a refused stream's request with a body.
-pub type Unsent = Option<Request<Body>>;
+/// hand back a refused stream's request with a body. Boxed on that (rare) failure, so that
+/// every attempt's result, carried up through the request's nested futures, grows by a
+/// pointer rather than by a request (their size is copied per request).
+pub type Unsent = Option<Box<Request<Body>>>;
 
 /// One worker's handle on the upstream side.
 ///
