@@ -8,7 +8,10 @@
 #   (c) memory per idle intercepted connection per sidecar: VmRSS of each sidecar before and
 #       after N idle connections from a to b (an opaque port, so each one is tunnelled at once).
 # and prints a table under the machine line, with the issue's targets (throughput >= 0.7x
-# direct; added p50 through both sidecars <= 2x one plain hop's; <= 4 KiB per idle connection).
+# direct; added p50 through both sidecars <= 2x one plain hop's; <= 4 KiB per idle connection),
+# the added-p50 ratio also as the median of each round's own ratio, and the CPU time per
+# request (/proc/PID/stat) of the hop and of each sidecar during the p50 runs, which holds on
+# a busy machine where p50 does not (instructions per request: callgrind, docs/performance.md).
 #
 #   sudo benches/transparent/run.sh              3 rounds, 5 s per figure, 1000 idle connections
 #   sudo benches/transparent/run.sh --rounds 5 --duration 10 --idle 5000
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --idle) idle="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -212,15 +215,41 @@ iperf() {
   ip netns exec syb-a $(pin a) iperf3 -c "$b_ip" -p 5201 -t "$duration" -f m |
     awk '/receiver/ { printf "%.2f", $7 / 1000 }'
 }
-# wrk's p50 at one connection, in microseconds.
-p50() { # URL
+# wrk at one connection: "P50_US REQUESTS" (p50 in microseconds, requests completed).
+wrk1() { # URL
   ip netns exec syb-a $(pin a) wrk -t1 -c1 -d"${duration}s" --latency "$1" |
     awk '$1 == "50%" {
       v = $2
-      if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
-      else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
-      else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000000 }
-    }'
+      if (v ~ /us$/) { sub(/us$/, "", v); p = sprintf("%.0f", v) }
+      else if (v ~ /ms$/) { sub(/ms$/, "", v); p = sprintf("%.0f", v * 1000) }
+      else if (v ~ /s$/) { sub(/s$/, "", v); p = sprintf("%.0f", v * 1000000) }
+    }
+    / requests in / { n = $1 }
+    END { printf "%s %s", p, n }'
+}
+# CPU time (user + system) of PID so far, in clock ticks (/proc/PID/stat fields 14 and 15).
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+clk_tck="$(getconf CLK_TCK)"
+# p50 at one connection, and the CPU microseconds per request each of PIDS spent meanwhile:
+# sets `last_p50` and `last_cpu` ("US US ..." in the order of PIDS). CPU per request is the
+# figure that holds on a busy machine (the scheduler's wake-up delays move p50, not CPU time);
+# instructions per request need callgrind (docs/performance.md says how).
+measure() { # URL PIDS...
+  local url="$1" out p n i
+  shift
+  local before=()
+  for p in "$@"; do before+=("$(ticks "$p")"); done
+  out="$(wrk1 "$url")"
+  last_p50="${out% *}"
+  n="${out#* }"
+  last_cpu=""
+  i=0
+  for p in "$@"; do
+    last_cpu+="$(awk -v t="$(( $(ticks "$p") - before[i] ))" -v n="$n" -v hz="$clk_tck" \
+      'BEGIN { if (n > 0) printf "%.1f ", t * 1000000 / hz / n; else printf "- " }')"
+    i=$((i + 1))
+  done
+  last_cpu="${last_cpu% }"
 }
 
 metric() { # POD NAME LABEL: the sum of NAME's samples that carry LABEL (name="value")
@@ -249,12 +278,16 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 
 declare -A sidecar
 tput_direct=() p50_direct=() p50_hop=() tput_sidecars=() p50_sidecars=()
+ratios=() cpu_hop=() cpu_a=() cpu_b=()
 for round in $(seq "$rounds"); do
   if [ "$round" -gt 1 ]; then rules off; fi
   log "round $round/$rounds: direct and one plain hop (no rules)"
   tput_direct+=("$(iperf)")
-  p50_direct+=("$(p50 "http://$b_ip:8080/")")
-  p50_hop+=("$(p50 "http://$b_ip:8000/")")
+  measure "http://$b_ip:8080/"
+  p50_direct+=("$last_p50")
+  measure "http://$b_ip:8000/" "$hop_pid"
+  p50_hop+=("$last_p50")
+  cpu_hop+=("$last_cpu")
   log "round $round/$rounds: switchyard redirect in both pods, through both sidecars"
   rules on
   if [ "$round" = 1 ]; then
@@ -268,7 +301,16 @@ for round in $(seq "$rounds"); do
     wait_for "a tunnelled request from a to b" tunnelled
   fi
   tput_sidecars+=("$(iperf)")
-  p50_sidecars+=("$(p50 "http://$b_ip:8080/")")
+  measure "http://$b_ip:8080/" "${sidecar[a]}" "${sidecar[b]}"
+  p50_sidecars+=("$last_p50")
+  read -r a_cpu b_cpu <<<"$last_cpu"
+  cpu_a+=("$a_cpu")
+  cpu_b+=("$b_cpu")
+  # This round's added-latency ratio: direct, hop and sidecars measured minutes apart drift
+  # together less than across rounds, so the median of these is steadier than the ratio of
+  # the medians (both are printed).
+  ratios+=("$(awk -v d="${p50_direct[-1]}" -v h="${p50_hop[-1]}" -v s="$last_p50" \
+    'BEGIN { if (h > d) printf "%.2f", (s - d) / (h - d); else print "-" }')")
 done
 kill "$hop_pid"
 
@@ -292,7 +334,11 @@ after_a="$(rss "${sidecar[a]}")"
 after_b="$(rss "${sidecar[b]}")"
 kill "$holder"
 
-rounds_line="rounds $rounds: direct Gbit/s ${tput_direct[*]}; sidecars Gbit/s ${tput_sidecars[*]}; p50 us direct ${p50_direct[*]}, hop ${p50_hop[*]}, sidecars ${p50_sidecars[*]}"
+rounds_line="rounds $rounds: direct Gbit/s ${tput_direct[*]}; sidecars Gbit/s ${tput_sidecars[*]}; p50 us direct ${p50_direct[*]}, hop ${p50_hop[*]}, sidecars ${p50_sidecars[*]}; added-p50 ratio per round ${ratios[*]}; CPU us/request hop ${cpu_hop[*]}, a ${cpu_a[*]}, b ${cpu_b[*]}"
+ratio_rounds="$(median "${ratios[@]}")"
+cpu_hop="$(median "${cpu_hop[@]}")"
+cpu_a="$(median "${cpu_a[@]}")"
+cpu_b="$(median "${cpu_b[@]}")"
 tput_direct="$(median "${tput_direct[@]}")"
 tput_sidecars="$(median "${tput_sidecars[@]}")"
 p50_direct="$(median "${p50_direct[@]}")"
@@ -321,9 +367,16 @@ printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "added p50 us over direct" "-" "$added_hop" "$added_sidecars" \
   "$(ratio "$added_sidecars" "$added_hop")" "<= 2"
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
+  "added p50 ratio, median of per-round ratios" "-" "-" "-" "$ratio_rounds" "<= 2"
+printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
+  "CPU us per request (sidecars: a + b)" "-" "$cpu_hop" \
+  "$(awk -v a="$cpu_a" -v b="$cpu_b" 'BEGIN { printf "%.1f", a + b }')" \
+  "$(awk -v a="$cpu_a" -v b="$cpu_b" -v h="$cpu_hop" 'BEGIN { if (h > 0) printf "%.2f", (a + b) / h; else print "-" }')" ""
+printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "KiB per idle intercepted conn, sidecar a" "-" "-" "$(per_conn "$before_a" "$after_a")" "-" "<= 4"
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "KiB per idle intercepted conn, sidecar b" "-" "-" "$(per_conn "$before_b" "$after_b")" "-" "<= 4"
 echo
 echo "idle connections: $idle; sidecar VmRSS KiB a $before_a -> $after_a, b $before_b -> $after_b"
+echo "CPU us per request (median of rounds): hop $cpu_hop, sidecar a $cpu_a, sidecar b $cpu_b"
 echo "$rounds_line"

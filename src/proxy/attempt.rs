@@ -85,6 +85,8 @@ pub(super) struct Finished {
     pub(super) result: Result<Response<UpstreamBody>, UpstreamError>,
     /// The attempt was a hedge (for the hedge metrics).
     pub(super) hedge: bool,
+    /// The request, when it failed before a byte of it was written (`upstream::Unsent`).
+    pub(super) unsent: crate::upstream::Unsent,
 }
 
 /// The method, target, version and headers every attempt is built from.
@@ -133,6 +135,35 @@ pub fn run<'a>(
             let done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
             return finish(&plan, done, cluster_slot);
         }
+        // A route whose only retries are of failures that reached no endpoint (the synthetic
+        // routes': connect failures) sends its first attempt as the common case does, with
+        // the request as it is: such a failure hands the request back untouched
+        // (`upstream::Unsent`), and the retry loop starts from it only then. Not for gRPC
+        // (UNAVAILABLE is retried under any policy) nor HTTP/2 clusters (no request comes
+        // back). Re-measure with callgrind on a sidecar (benches/transparent/run.sh's setup):
+        // `attempt::repeat`, `HeaderMap::clone` and `Replay::new` leave the request's path.
+        let unsent_only = !plan.grpc
+            && hedge.is_none()
+            && plan.cluster.config().protocol == crate::config::Protocol::Http1
+            && plan.state.is_some_and(RouteResilience::retries_only_unsent);
+        if unsent_only {
+            if let Some(budget) = plan.state.and_then(RouteResilience::budget) {
+                budget.record_request();
+            }
+            let (index, guard) =
+                stack::pick(&plan, &[], false).ok_or_else(|| no_endpoint(&plan))?;
+            facts.attempts += 1;
+            facts.endpoint = Some(Arc::clone(guard.endpoint()));
+            let request = Request::from_parts(parts, body::request(body, plan.idle));
+            let done = stack::send(&plan, guard, request, false, Some(plan.started)).await;
+            // What follows the attempt is in a function of its own: its borrows of `done`
+            // would keep `done` in this future's state across the retry's await, which every
+            // request's future would carry.
+            return match after_first(plan, index, done, facts, cluster_slot, idempotent) {
+                Then::Answer(answer) => answer,
+                Then::Retry(retry) => retry.await,
+            };
+        }
         // Boxed: the retry/hedge loop's state (attempts in flight, timers, the replay buffer) would
         // otherwise size the future of every request, which is moved and held per request.
         Box::pin(repeat(
@@ -143,12 +174,65 @@ pub fn run<'a>(
             cluster_slot,
             idempotent,
             hedge,
+            None,
         ))
         .await
     }
 }
 
-/// The attempts of a request that may be retried or hedged (see [`run`]).
+/// What follows the first attempt of a route that retries only unsent failures (see [`run`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once and matched at once; boxing the answer would allocate per request"
+)]
+enum Then<'a> {
+    /// The attempt's own answer: a response, or a failure not to retry.
+    Answer(Result<Won, ProxyError>),
+    /// The retry loop, starting from the attempt's failure and the request it handed back.
+    Retry(std::pin::Pin<Box<dyn Future<Output = Result<Won, ProxyError>> + Send + 'a>>),
+}
+
+/// [`run`]'s first attempt at endpoint `index` ended in `done`: its answer, unless it failed
+/// retryably and handed its request back (`upstream::Unsent`), which then starts the retry
+/// loop (boxed, as every retry loop is).
+fn after_first<'a>(
+    plan: Plan<'a>,
+    index: usize,
+    mut done: Finished,
+    facts: &'a mut RequestFacts,
+    cluster_slot: Slot,
+    idempotent: bool,
+) -> Then<'a> {
+    let Some(request) = done
+        .unsent
+        .take()
+        .filter(|_| classify(&plan, &done).is_some())
+    else {
+        return Then::Answer(finish(&plan, done, cluster_slot));
+    };
+    // Its body is the idle-stamped one; the retry's view stamps again (harmless).
+    let (parts, body) = (*request).into_parts();
+    // The loop's first event: the attempt's end, as an attempt in flight that is over.
+    let first: InFlight<'a, Finished> = Box::pin(std::future::ready(done));
+    Then::Retry(Box::pin(repeat(
+        plan,
+        parts,
+        body,
+        facts,
+        cluster_slot,
+        idempotent,
+        None,
+        Some((index, first)),
+    )))
+}
+
+/// The attempts of a request that may be retried or hedged (see [`run`]); `first`: the first
+/// attempt's endpoint index and its end (a future that is ready) when `run` made it (it
+/// counted the request in the budget then).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the request's parts and run's decisions, each moved in once"
+)]
 async fn repeat(
     plan: Plan<'_>,
     parts: Parts,
@@ -157,9 +241,10 @@ async fn repeat(
     cluster_slot: Slot,
     idempotent: bool,
     hedge: Option<&HedgePolicy>,
+    first: Option<(usize, InFlight<'_, Finished>)>,
 ) -> Result<Won, ProxyError> {
     let budget = plan.state.and_then(RouteResilience::budget);
-    if let Some(budget) = budget {
+    if let (Some(budget), None) = (budget, &first) {
         budget.record_request();
     }
     let buffer = plan.retry.map_or(0, |r| r.buffer);
@@ -179,11 +264,20 @@ async fn repeat(
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut in_flight: Vec<InFlight<'_, Finished>> = Vec::with_capacity(2);
-    let (index, guard) = stack::pick(&plan, &tried, false).ok_or_else(|| no_endpoint(&plan))?;
-    tried.push(index);
-    facts.attempts += 1;
-    facts.endpoint = Some(Arc::clone(guard.endpoint()));
-    in_flight.push(Box::pin(launch(guard, false)));
+    match first {
+        Some((index, ended)) => {
+            tried.push(index);
+            in_flight.push(ended);
+        }
+        None => {
+            let (index, guard) =
+                stack::pick(&plan, &tried, false).ok_or_else(|| no_endpoint(&plan))?;
+            tried.push(index);
+            facts.attempts += 1;
+            facts.endpoint = Some(Arc::clone(guard.endpoint()));
+            in_flight.push(Box::pin(launch(guard, false)));
+        }
+    }
     let mut tries = 1;
     let mut hedges = 0;
     let mut timer = hedge.map(|h| Box::pin(tokio::time::sleep(h.after)));

@@ -74,12 +74,39 @@ pub struct InterceptedConn {
     /// certificate is the sidecar's, not the app's client's), so without it no identity
     /// header reaches the app.
     pub identity_header: Option<HeaderName>,
+    /// Whether the proxy adds its forwarding headers (`x-forwarded-*`, `forwarded`,
+    /// `x-real-ip`) and `via` to requests, and `via` to responses: `false` on an outbound
+    /// listener (see [`ConnContext::adds_forwarding`]).
+    pub adds_forwarding: bool,
 }
 
 impl ConnContext {
-    /// Renders the forwarding view, before a session's first request.
+    /// Whether requests on this connection get the proxy's forwarding headers and `via` (and
+    /// responses its `via`). Not on an outbound listener's connections: there the app called
+    /// its destination itself and the sidecar stands in for its socket, so the request goes on
+    /// with the app's own head, as Linkerd's outbound proxy sends it. A meshed destination's
+    /// inbound sidecar adds them for its app (the tunnel's peer is this pod's address, the
+    /// client the app would have seen), and an unmeshed one sees the app's head and this pod's
+    /// address, as without a sidecar. The inbound sidecar then gets a head without forwarding
+    /// fields to parse and replace, and renders its own in one write (`forwarding_lines`).
+    ///
+    /// Dropping `via` there loses no loop detection: a loop through the outbound listener is
+    /// refused before any request is read. The sidecar's own connections are excluded from
+    /// redirection by its UID (`switchyard redirect --proxy-uid`), so what it sends is never
+    /// intercepted again, and a connection redirected to one of our own listeners' addresses is
+    /// refused (`Refusal::Loop`). `x-request-id` and `traceparent` are not forwarding headers:
+    /// they are kept or made as on any listener, so both sidecars' access logs and the trace
+    /// share one id.
+    pub fn adds_forwarding(&self) -> bool {
+        self.intercepted
+            .as_deref()
+            .is_none_or(|intercepted| intercepted.adds_forwarding)
+    }
+
+    /// Renders the forwarding view, before a session's first request (not on a connection
+    /// whose requests get no forwarding headers: [`ConnContext::adds_forwarding`]).
     pub fn render_forwarding(&mut self) {
-        if self.forwarding.is_none() {
+        if self.forwarding.is_none() && self.adds_forwarding() {
             self.forwarding = Some(Box::new(self.view()));
         }
     }
@@ -138,7 +165,9 @@ pub fn handle<'a>(
         *response.version_mut() = version;
         let response_headers = response.headers_mut();
         response_headers.insert(headers::X_REQUEST_ID.clone(), request_id);
-        headers::add_via(response_headers);
+        if ctx.adds_forwarding() {
+            headers::add_via(response_headers);
+        }
         let debug = access
             .facts
             .route
@@ -171,7 +200,8 @@ pub(super) struct UpstreamHead<'c> {
 }
 
 /// Makes the request head the endpoint sees: hop-by-hop headers stripped (an accepted upgrade
-/// and `te: trailers` to HTTP/2 backends survive on purpose), forwarding headers, `via`,
+/// and `te: trailers` to HTTP/2 backends survive on purpose), forwarding headers and `via`
+/// (not on an outbound listener: [`ConnContext::adds_forwarding`]),
 /// the client's Host, the route's header rules, the rewritten target and the upstream
 /// protocol's version. `present`: the head's scan. Returns the accepted upgrade, if any, and
 /// the forwarding fields left out of the map for an HTTP/1.1 endpoint.
@@ -210,55 +240,22 @@ pub(super) fn upstream_head<'c>(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::ensure_traceparent(&mut parts.headers, present);
-    // The connection's forwarding fields go to an HTTP/1.1 endpoint as lines its client writes
-    // after the map's fields, when they are exactly ours (the client sent none of them) and no
-    // route rule could add or remove them; else into the map.
-    let rules = &route.config().headers;
-    let forwarding = ctx
-        .forwarding
-        .as_deref()
-        .filter(|_| {
-            protocol == Protocol::Http1
-                && rules.request_add.is_empty()
-                && rules.request_remove.is_empty()
-        })
-        .and_then(|view| headers::forwarding_lines(present, view));
+    let adds_forwarding = ctx.adds_forwarding();
     let mut lines = HeadLines::default();
-    match forwarding {
-        Some(conn) => {
-            lines.conn = conn;
-            // `x-forwarded-host` too, when it is ours to set (the client sent none: with none
-            // there is nothing a trusted hop's could keep or a client's must lose).
-            if !present.has(Watched::XForwardedHost) {
-                lines.forwarded_host = host.clone();
-            }
-            headers::set_forwarded_host(
-                &mut parts.headers,
-                present,
-                listener.trusted_hops(),
-                host.as_ref().filter(|_| lines.forwarded_host.is_none()),
-            );
-        }
-        None => {
-            // Rendered at the session's start; rendered here only if a path ever skipped
-            // that.
-            let rendered;
-            let view = match ctx.forwarding.as_deref() {
-                Some(view) => view,
-                None => {
-                    rendered = ctx.view();
-                    &rendered
-                }
-            };
-            headers::set_forwarded(
-                &mut parts.headers,
-                present,
-                view,
-                listener.trusted_hops(),
-                host.as_ref(),
-            );
-        }
-    }
+    let forwarding = if adds_forwarding {
+        forwarding_fields(
+            ctx,
+            listener,
+            route,
+            protocol,
+            host.as_ref(),
+            parts,
+            present,
+            &mut lines,
+        )
+    } else {
+        None
+    };
     match ctx.intercepted.as_deref() {
         None => crate::tls::identity::set_forwarded_client_cert(
             &mut parts.headers,
@@ -280,7 +277,9 @@ pub(super) fn upstream_head<'c>(
     }
     // With the version the client spoke, before it becomes the upstream protocol's. As a line
     // with the forwarding ones when the client sent no `via` to append to.
-    if forwarding.is_some() && !present.has(Watched::Via) {
+    if !adds_forwarding {
+        // The app's own head: see `ConnContext::adds_forwarding`.
+    } else if forwarding.is_some() && !present.has(Watched::Via) {
         lines.via = headers::request_via_line(parts.version);
     } else {
         headers::add_request_via(&mut parts.headers, parts.version);
@@ -327,6 +326,74 @@ pub(super) fn upstream_head<'c>(
         }),
         lines,
     })
+}
+
+/// The forwarding headers of [`upstream_head`]: as `lines` (returning the connection's
+/// pre-rendered ones) when they are exactly ours and the endpoint speaks HTTP/1.1 and no route
+/// rule could add or remove them, else set in the map (returning `None`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is a distinct input of the head rules, borrowed from upstream_head's"
+)]
+fn forwarding_fields<'c>(
+    ctx: &'c ConnContext,
+    listener: &ListenerSnapshot,
+    route: &CompiledRoute,
+    protocol: Protocol,
+    host: Option<&HeaderValue>,
+    parts: &mut Parts,
+    present: Present,
+    lines: &mut HeadLines<'c>,
+) -> Option<&'c [u8]> {
+    // The connection's forwarding fields go to an HTTP/1.1 endpoint as lines its client writes
+    // after the map's fields, when they are exactly ours (the client sent none of them) and no
+    // route rule could add or remove them; else into the map.
+    let rules = &route.config().headers;
+    let forwarding = ctx
+        .forwarding
+        .as_deref()
+        .filter(|_| {
+            protocol == Protocol::Http1
+                && rules.request_add.is_empty()
+                && rules.request_remove.is_empty()
+        })
+        .and_then(|view| headers::forwarding_lines(present, view));
+    match forwarding {
+        Some(conn) => {
+            lines.conn = conn;
+            // `x-forwarded-host` too, when it is ours to set (the client sent none: with none
+            // there is nothing a trusted hop's could keep or a client's must lose).
+            if !present.has(Watched::XForwardedHost) {
+                lines.forwarded_host = host.cloned();
+            }
+            headers::set_forwarded_host(
+                &mut parts.headers,
+                present,
+                listener.trusted_hops(),
+                host.filter(|_| lines.forwarded_host.is_none()),
+            );
+        }
+        None => {
+            // Rendered at the session's start; rendered here only if a path ever skipped
+            // that.
+            let rendered;
+            let view = match ctx.forwarding.as_deref() {
+                Some(view) => view,
+                None => {
+                    rendered = ctx.view();
+                    &rendered
+                }
+            };
+            headers::set_forwarded(
+                &mut parts.headers,
+                present,
+                view,
+                listener.trusted_hops(),
+                host,
+            );
+        }
+    }
+    forwarding
 }
 
 /// Makes the winning attempt's response the client's: hop-by-hop headers stripped, an

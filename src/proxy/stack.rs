@@ -363,7 +363,7 @@ pub(super) fn send<'a>(
         // reading, for the first attempt of a request that is not retried), one for its end and
         // the EWMA's stamp: each read is a vDSO call.
         let sent_at = started.unwrap_or_else(Instant::now);
-        let result = plan
+        let (result, unsent) = plan
             .upstream
             .send(
                 plan.cluster.config(),
@@ -384,6 +384,7 @@ pub(super) fn send<'a>(
             guard,
             result,
             hedge,
+            unsent,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct RouteResilience {
     hedges: [OnceLock<Counter>; hedge::HedgeResult::ALL.len()],
     /// Route `mirror`, compiled; `Arc` because a copy's task outlives the request.
     mirror: Option<Arc<mirror::RouteMirror>>,
+    /// The route retries only failures that reached no endpoint and never hedges (see
+    /// [`policy::retries_only_unsent`]): decided here once, read per request.
+    unsent_only: bool,
 }
 
 impl RouteResilience {
@@ -74,12 +77,26 @@ impl RouteResilience {
                 let prior = prior.and_then(|p| p.mirror.as_deref());
                 Arc::new(mirror::RouteMirror::new(&route.name, config, prior))
             }),
+            unsent_only: route.hedge.is_none()
+                && route
+                    .retry
+                    .as_ref()
+                    .is_some_and(policy::retries_only_unsent),
         }
     }
 
     /// The route's mirror (route `mirror`), if it has one.
     pub fn mirror(&self) -> Option<&Arc<mirror::RouteMirror>> {
         self.mirror.as_ref()
+    }
+
+    /// Whether the route's only second attempts are retries of failures that reached no
+    /// endpoint (no hedge; `retry.on` within `connect-failure` and `refused-stream`, no
+    /// `statuses`, no `per_try_timeout`): the synthetic routes' policy. `proxy::attempt` then
+    /// sends the first attempt without copying the request for a retry (see
+    /// `crate::upstream::Unsent`).
+    pub fn retries_only_unsent(&self) -> bool {
+        self.unsent_only
     }
 
     /// The route's budget (retries or hedges configured).

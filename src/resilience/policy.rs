@@ -76,6 +76,20 @@ pub fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
     ) || headers.contains_key(&IDEMPOTENCY_KEY)
 }
 
+/// Whether `policy` can only retry an attempt that reached no endpoint, whatever the response:
+/// `on` names no more than `connect-failure` and `refused-stream`, and neither `statuses` nor
+/// `per_try_timeout` is set (a response, or a timed-out attempt, may have been processed). A
+/// gRPC request is the exception ([`of_response`] retries UNAVAILABLE under any policy), so
+/// the caller checks that too.
+pub fn retries_only_unsent(policy: &RetryPolicy) -> bool {
+    policy.statuses.is_empty()
+        && policy.per_try_timeout.is_none()
+        && policy
+            .on
+            .iter()
+            .all(|on| matches!(on, RetryOn::ConnectFailure | RetryOn::RefusedStream))
+}
+
 /// A retryable verdict: why, and whether the endpoint certainly did not process the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -172,6 +186,27 @@ mod tests {
             r = r.header("grpc-status", s);
         }
         r.body(()).expect("response")
+    }
+
+    #[test]
+    fn only_unsent_failures_when_nothing_else_is_named() {
+        let connect = [RetryOn::ConnectFailure, RetryOn::RefusedStream];
+        assert!(retries_only_unsent(&policy(&connect, &[])));
+        assert!(retries_only_unsent(&policy(
+            &[RetryOn::ConnectFailure],
+            &[]
+        )));
+        assert!(retries_only_unsent(&policy(&[], &[])));
+        for other in [RetryOn::Reset, RetryOn::Status5xx, RetryOn::GatewayError] {
+            assert!(!retries_only_unsent(&policy(
+                &[RetryOn::ConnectFailure, other],
+                &[]
+            )));
+        }
+        assert!(!retries_only_unsent(&policy(&connect, &[429])));
+        let mut timed = policy(&connect, &[]);
+        timed.per_try_timeout = Some(Duration::from_secs(1));
+        assert!(!retries_only_unsent(&timed));
     }
 
     #[test]

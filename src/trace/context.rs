@@ -113,7 +113,7 @@ pub fn parse_traceparent(text: &str) -> Option<(u128, u64, u8)> {
     if bytes.len() < 55 {
         return None;
     }
-    let version = hex(&text[0..2])?;
+    let version = hex(&bytes[0..2])?;
     let dashes = [2, 35, 52].iter().all(|&i| bytes[i] == b'-');
     let length_ok = match version {
         0xff => false,
@@ -123,20 +123,27 @@ pub fn parse_traceparent(text: &str) -> Option<(u128, u64, u8)> {
     if !dashes || !length_ok {
         return None;
     }
-    let trace_id = u128::from_str_radix(lower_hex(&text[3..35])?, 16).ok()?;
-    let parent_id = u64::from_str_radix(lower_hex(&text[36..52])?, 16).ok()?;
-    let flags = hex(&text[53..55])?;
+    let trace_id = u128::from(hex(&bytes[3..19])?) << 64 | u128::from(hex(&bytes[19..35])?);
+    let parent_id = hex(&bytes[36..52])?;
+    let flags = u8::try_from(hex(&bytes[53..55])?).ok()?;
     (trace_id != 0 && parent_id != 0).then_some((trace_id, parent_id, flags))
 }
 
-fn lower_hex(s: &str) -> Option<&str> {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        .then_some(s)
-}
-
-fn hex(s: &str) -> Option<u8> {
-    u8::from_str_radix(lower_hex(s)?, 16).ok()
+/// Up to 16 lower-case hex digits as a number; `None` for any other byte. A loop of its own
+/// rather than `from_str_radix` after a check of the digits (one pass instead of two, no
+/// 128-bit steps): a sidecar's inbound parses the `traceparent` its peer sends on every
+/// request. Re-measure with callgrind (`from_ascii_radix` under `serve_request`).
+fn hex(digits: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for &b in digits {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        n = n << 4 | u64::from(digit);
+    }
+    Some(n)
 }
 
 #[cfg(test)]

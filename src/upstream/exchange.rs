@@ -58,9 +58,10 @@ impl ReplayHead {
     }
 }
 
-/// Sends `req` to `endpoint` and returns the checked response head. `lines`: fields the
-/// HTTP/1.1 client writes after the map's (see [`HeadLines`]). `tunnels`: where a new
-/// connection looks up whether the endpoint is reached through the mTLS tunnel.
+/// Sends `req` to `endpoint` and returns the checked response head, or the failure and, when
+/// none of it was written to an HTTP/1.1 endpoint, the request ([`super::Unsent`]). `lines`:
+/// fields the HTTP/1.1 client writes after the map's (see [`HeadLines`]). `tunnels`: where a
+/// new connection looks up whether the endpoint is reached through the mTLS tunnel.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments held once: see the module doc of proxy::stack"
@@ -71,12 +72,18 @@ pub(crate) fn exchange<'a>(
     mut req: Request<Body>,
     lines: &'a HeadLines<'a>,
     tunnels: Option<&'a Tunnels>,
-) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+) -> impl Future<Output = (Result<Response<UpstreamBody>, UpstreamError>, super::Unsent)> + 'a {
     async move {
         let address = endpoint.address();
-        if cluster.protocol == crate::config::Protocol::H2 {
-            absolute_target(&mut req, address)?;
+        let h2 = cluster.protocol == crate::config::Protocol::H2;
+        if h2 {
+            if let Err(error) = absolute_target(&mut req, address) {
+                return (Err(error), None);
+            }
         }
+        // What goes back with a failure: the request not written, HTTP/1.1 only (see
+        // `super::Unsent`).
+        let unsent = |request: Option<Request<Body>>| request.filter(|_| !h2).map(Box::new);
         let replay = (cluster.protocol == crate::config::Protocol::H2
             && http_body::Body::is_end_stream(req.body()))
         .then(|| ReplayHead::of(&req));
@@ -91,16 +98,19 @@ pub(crate) fn exchange<'a>(
                 break;
             };
             let Lease { sender, h2_id, .. } =
-                pool::checkout(cluster, endpoint, fresh, tunnels).await?;
+                match pool::checkout(cluster, endpoint, fresh, tunnels).await {
+                    Ok(lease) => lease,
+                    Err(error) => return (Err(error), unsent(Some(request))),
+                };
             fresh = true;
             match sender {
                 Sender::H1(mut conn) => match conn.send(request, address, lines).await {
-                    Ok(sent) => return finish_h1(endpoint, conn, sent),
+                    Ok(sent) => return (finish_h1(endpoint, conn, sent), None),
                     Err(h1::SendError { error, unsent }) => {
                         match unsent {
                             // Not written: the pooled connection was closing. A new one gets it.
                             Some(request) => pending = Some(request),
-                            None => return Err(error),
+                            None => return (Err(error), None),
                         }
                         last_error = Some(error);
                     }
@@ -109,7 +119,7 @@ pub(crate) fn exchange<'a>(
                     // Never lines for HTTP/2: `handler::upstream_head` puts its forwarding
                     // fields in the map.
                     Ok(response) => {
-                        return Ok(response.map(UpstreamBody::h2));
+                        return (Ok(response.map(UpstreamBody::h2)), None);
                     }
                     Err(mut e) => {
                         let error = classify(e.error(), address);
@@ -119,7 +129,7 @@ pub(crate) fn exchange<'a>(
                             pool::retire_h2(endpoint, h2_id);
                         }
                         if unsent.is_none() && (error.sent || replay.is_none()) {
-                            return Err(error);
+                            return (Err(error), None);
                         }
                         pending = unsent;
                         last_error = Some(error);
@@ -127,9 +137,10 @@ pub(crate) fn exchange<'a>(
                 },
             }
         }
-        Err(last_error.unwrap_or_else(|| {
+        let error = last_error.unwrap_or_else(|| {
             UpstreamError::unsent(FailureKind::Reset, address, "request could not be sent")
-        }))
+        });
+        (Err(error), unsent(pending))
     }
 }
 

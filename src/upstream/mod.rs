@@ -59,6 +59,17 @@ pub struct HeadLines<'a> {
     pub forwarded_host: Option<http::HeaderValue>,
 }
 
+/// A failed attempt's request, handed back when the endpoint certainly saw none of it: no
+/// connection could be leased (connect failure, timeout, pool exhausted), or every
+/// connection tried closed before a byte was written. Its body was never polled. A retry
+/// sends it as it is, so a request whose route retries only such failures needs no copy of
+/// its head for a retry that may never happen (`proxy::attempt`). Only for an HTTP/1.1
+/// cluster: an HTTP/2 request has been given its absolute target by then, and hyper does not
+/// hand back a refused stream's request with a body. Boxed on that (rare) failure, so that
+/// every attempt's result, carried up through the request's nested futures, grows by a
+/// pointer rather than by a request (their size is copied per request).
+pub type Unsent = Option<Box<Request<Body>>>;
+
 /// One worker's handle on the upstream side.
 ///
 /// It holds no connection state: the pools live in a thread-local of the worker's thread (see
@@ -96,7 +107,8 @@ impl Upstream {
     /// back as [`FailureKind::Client`](crate::wire::FailureKind::Client). Counts the attempt in
     /// `switchyard_upstream_requests_total`, unless the client caused its failure.
     /// `lines`: fields the HTTP/1.1 client writes after the map's (always empty for an HTTP/2
-    /// cluster).
+    /// cluster). With a failure, the request itself when not a byte of it (nor of its body)
+    /// was written and the cluster speaks HTTP/1.1 (see [`Unsent`]).
     #[allow(
         clippy::manual_async_fn,
         reason = "arguments held once: see the module doc of proxy::stack"
@@ -109,7 +121,7 @@ impl Upstream {
         timeout: Option<(Instant, Duration)>,
         client: Option<&'a ClientBody>,
         lines: &'a HeadLines<'a>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+    ) -> impl Future<Output = (Result<Response<UpstreamBody>, UpstreamError>, Unsent)> + 'a {
         // The exchange is built inside the block: built before it, the whole exchange future
         // would be the block's capture and be copied wherever the block moves.
         async move {
@@ -122,10 +134,12 @@ impl Upstream {
                 lines,
                 self.tunnels.as_deref(),
             ));
-            let result = match timeout {
+            let (result, unsent) = match timeout {
                 Some((at, limit)) => crate::wire::deadline::timeout_at(at, attempt)
                     .await
-                    .unwrap_or_else(|_| Err(UpstreamError::timeout(endpoint.address(), limit))),
+                    .unwrap_or_else(|_| {
+                        (Err(UpstreamError::timeout(endpoint.address(), limit)), None)
+                    }),
                 None => attempt.await,
             };
             let result = match (result, client) {
@@ -139,7 +153,7 @@ impl Upstream {
             if let Some(outcome) = outcome {
                 endpoint.metrics().record_upstream(outcome);
             }
-            result
+            (result, unsent)
         }
     }
 }

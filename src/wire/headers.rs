@@ -145,6 +145,38 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The name of a field as a parsed head spells it: [`HeaderName::from_bytes`], except that the
+/// non-standard names the proxy itself sends on every request or response (`x-request-id`,
+/// `traceparent`) and the forwarding ones it reads come as clones of statics. `from_bytes`
+/// returns standard names without allocating but copies every other name into an allocation
+/// of its own (freed with the map). Through a sidecar pair the inbound sidecar's request head
+/// and the outbound's response head always carry the other sidecar's `x-request-id` (and
+/// `traceparent` on the request). Lowercase only, as HTTP/2 requires and our HTTP/1.1 client
+/// writes; a name in another case takes `from_bytes`, which lowercases it. Re-measure with
+/// callgrind on a sidecar (`Bytes::copy_from_slice` under `HeaderName::from_bytes`).
+pub fn field_name(name: &[u8]) -> Result<HeaderName, header::InvalidHeaderName> {
+    // Only names starting `x` or `t` go through the match: standard names skip it at one
+    // compare (their lengths would otherwise meet the match's compares).
+    if let [b'x' | b't', ..] = name {
+        let known = match name {
+            b"x-request-id" => Some(&X_REQUEST_ID),
+            b"traceparent" => Some(&TRACEPARENT),
+            b"tracestate" => Some(&TRACESTATE),
+            b"x-forwarded-for" => Some(&X_FORWARDED_FOR),
+            b"x-forwarded-proto" => Some(&X_FORWARDED_PROTO),
+            b"x-forwarded-host" => Some(&X_FORWARDED_HOST),
+            b"x-forwarded-port" => Some(&X_FORWARDED_PORT),
+            b"x-real-ip" => Some(&X_REAL_IP),
+            _ => None,
+        };
+        if let Some(known) = known {
+            return Ok(known.clone());
+        }
+    }
+    HeaderName::from_bytes(name)
+}
 
 /// What we add to a response's `via` (RFC 9110 7.6.3: protocol version and a pseudonym).
 /// The entries are statics: `HeaderValue::from_static` checks its bytes each time it runs
@@ -426,6 +458,33 @@ mod tests {
         for (name, watched) in HOP_BY_HOP.iter().zip(Watched::ALL) {
             assert_eq!(name.as_str(), watched.name());
         }
+    }
+
+    #[test]
+    fn field_names_are_from_bytes_names() {
+        for name in [
+            "x-request-id",
+            "traceparent",
+            "tracestate",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-real-ip",
+            "X-Request-Id",
+            "x-request-ie",
+            "x-other",
+            "te",
+            "host",
+            "content-type",
+            "via",
+        ] {
+            let ours = field_name(name.as_bytes()).expect(name);
+            assert_eq!(ours, HeaderName::from_bytes(name.as_bytes()).expect(name));
+            assert_eq!(ours.as_str(), name.to_ascii_lowercase());
+        }
+        assert!(field_name(b"x bad").is_err());
+        assert!(field_name(b"").is_err());
     }
 
     #[test]

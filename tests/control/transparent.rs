@@ -47,6 +47,20 @@ const ROLE_ENV: &str = "SY_TRANSPARENT_APP";
 const APP_TEST: &str = "transparent::app_process";
 /// Total payload of the opaque echo test.
 const ECHO_BYTES: usize = 10 * 1024 * 1024;
+/// An endpoint of pod A's cluster `spare` where nothing listens: a connection to it is
+/// refused (the sidecar's own connections are not redirected).
+const REFUSING: &str = "127.0.0.1:8089";
+/// The request headers about the forwarding chain that the HTTP app reports (`fwd=`).
+const FORWARDING: [&str; 8] = [
+    "via",
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+];
 /// How long a mesh of fresh sidecars may take before their first tunnelled request.
 const MESH_READY: Duration = Duration::from_secs(25);
 
@@ -291,11 +305,18 @@ impl Pods {
                 .filter(|p| p.name != pod.name)
                 .map(|p| format!("\"{}:7946\"", p.ip))
                 .collect();
-            let clusters = if pod.name == "b" {
+            let mut clusters = if pod.name == "b" {
                 String::new()
             } else {
                 format!("[clusters.podb]\nendpoints = [\"{b_ip}:8080\"]\n\n")
             };
+            if pod.name == "a" {
+                // Test 7: B's port 8082 as a cluster whose other endpoint refuses connections.
+                clusters.push_str(&format!(
+                    "[clusters.spare]\nbalance = \"round_robin\"\n\
+                     endpoints = [\"{REFUSING}\", \"{b_ip}:8082\"]\n\n"
+                ));
+            }
             let config = format!(
                 "# Pod {name}'s sidecar ({identity}).\n\
                  [runtime]\nworkers = 1\n\n\
@@ -582,7 +603,9 @@ fn nonce() -> String {
 
 /// 1. An app in A calls B's IP and port with no proxy settings: the request goes through A's
 ///    outbound sidecar (to the cluster `podb`) and B's inbound sidecar, both log and count it,
-///    and B's app sees the Host and path the client sent.
+///    and B's app sees the Host and path the client sent. A's outbound adds no forwarding
+///    headers or `via` (either way): B's app sees only those B's inbound adds, with A's pod
+///    address as the client, and A's app one `via` on the response, B's.
 #[test]
 fn an_app_calls_another_pod_through_both_sidecars_and_keeps_host_and_path() {
     let pods = Pods::start("h", &[pod("a", true, false), pod("b", true, true)]);
@@ -598,6 +621,22 @@ fn an_app_calls_another_pod_through_both_sidecars_and_keeps_host_and_path() {
             "host={addr} path={path} identity=spiffe://local/a "
         )),
         "B's app saw {body:?}"
+    );
+    // Only B's forwarding fields, in the order its pre-rendered lines put them (none of A's
+    // came to be parsed and replaced), naming A's pod as the client; one `via` entry each way.
+    let fwd = format!(
+        "fwd=x-forwarded-for={a_ip};x-real-ip={a_ip};forwarded=for={a_ip};proto=http;\
+         x-forwarded-proto=http;x-forwarded-port=8080;via=1.1 switchyard;\
+         x-forwarded-host={addr};\n",
+        a_ip = a.ip
+    );
+    assert!(
+        body.contains(&fwd),
+        "B's app saw {body:?}, expected {fwd:?}"
+    );
+    assert!(
+        body.ends_with("\nresponse-via=1.1 switchyard\n"),
+        "A's app got {body:?}: one via, B's"
     );
     let custom = format!("/t1/{n}/custom");
     let (status, body) = pods.http("a", &addr, &custom, Some("orders.example"));
@@ -1013,6 +1052,42 @@ fn a_plaintext_connection_pooled_before_the_peer_was_meshed_is_not_reused_after(
     }
 }
 
+/// 7. The synthetic route's retry of a connection failure: pod A's cluster `spare` is B's port
+///    8082 and an endpoint that refuses connections, balanced round robin, so some requests
+///    pick the refusing one first. Every request is answered by B's app with the head the
+///    client sent, and A's sidecar counts the retries as `connect_failure` on `outbound:spare`
+///    (the first attempt goes out without a copy of the request; the retry sends the one the
+///    refused attempt handed back).
+#[test]
+fn a_refused_endpoint_of_an_outbound_cluster_is_retried_at_another() {
+    let pods = Pods::start("r", &[pod("a", true, false), pod("b", true, true)]);
+    pods.wait_meshed("a");
+    let addr = format!("{}:8082", pods.pod("b").ip);
+    let retries = "switchyard_retries_total";
+    let labels = ["route=\"outbound:spare\"", "reason=\"connect_failure\""];
+    let before = pods.sum("a", retries, &labels);
+    let n = nonce();
+    const REQUESTS: usize = 4;
+    for i in 0..REQUESTS {
+        let path = format!("/t7/{n}/{i}?q={i}");
+        let (status, body) = pods.http("a", &addr, &path, Some("spare.example"));
+        assert_eq!(status, "200", "request {i}: {body}\n{}", pods.logs());
+        assert!(
+            body.contains(&format!(
+                "host=spare.example path={path} identity=spiffe://local/a port=8082 "
+            )),
+            "request {i}: B's app saw {body:?}"
+        );
+    }
+    let retried = pods.sum("a", retries, &labels) - before;
+    assert!(
+        (1.0..=REQUESTS as f64).contains(&retried),
+        "A's sidecar retried {retried} connect failures for {REQUESTS} requests over two \
+         endpoints, one refusing\n{}",
+        pods.metrics("a")
+    );
+}
+
 /// `examples/transparent/{a,b}.toml` load, next to the certificates and mesh key that
 /// `two-pods.sh` makes for them.
 #[test]
@@ -1141,8 +1216,9 @@ fn serve(listener: TcpListener, pod: &str, handler: fn(TcpStream, &str, u16)) {
     }
 }
 
-/// HTTP/1.1 (keep-alive): answers every request with `host=H path=P identity=I port=N` and
-/// prints `SYAPP request port=N path=P identity=I`.
+/// HTTP/1.1 (keep-alive): answers every request with `host=H path=P identity=I port=N fwd=F`
+/// (F: each [`FORWARDING`] line as `name=value;`, in the order received) and prints
+/// `SYAPP request port=N path=P identity=I`.
 fn http_server(mut stream: TcpStream, _pod: &str, port: u16) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut buf = Vec::new();
@@ -1158,12 +1234,17 @@ fn http_server(mut stream: TcpStream, _pod: &str, port: u16) {
         let mut identity = "-".to_owned();
         let mut length = 0usize;
         let mut close = false;
+        let mut fwd = String::new();
         for line in lines {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
             let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
+            let name = name.trim().to_ascii_lowercase();
+            if FORWARDING.contains(&name.as_str()) {
+                fwd.push_str(&format!("{name}={value};"));
+            }
+            match name.as_str() {
                 "host" => host = value.to_owned(),
                 "x-client-identity" => identity = value.to_owned(),
                 "content-length" => length = value.parse().unwrap_or(0),
@@ -1182,7 +1263,7 @@ fn http_server(mut stream: TcpStream, _pod: &str, port: u16) {
         }
         buf.drain(..length);
         println!("SYAPP request port={port} path={path} identity={identity}");
-        let body = format!("host={host} path={path} identity={identity} port={port}\n");
+        let body = format!("host={host} path={path} identity={identity} port={port} fwd={fwd}\n");
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
             body.len(),
@@ -1356,7 +1437,18 @@ fn http_once(addr: SocketAddr, path: &str, host: &str, timeout: Duration) -> Str
         return format!("{why}\n{text}");
     };
     let status = head.split(' ').nth(1).unwrap_or("?");
-    format!("{status}\n{body}")
+    // The response's `via` lines, after the body (test 1 counts the proxies on the way back).
+    let via: Vec<&str> = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("via"))
+        .map(|(_, value)| value.trim())
+        .collect();
+    if via.is_empty() {
+        format!("{status}\n{body}")
+    } else {
+        format!("{status}\n{body}\nresponse-via={}\n", via.join("|"))
+    }
 }
 
 /// A deterministic byte stream: frames of 1..=64 KiB of pseudo-random bytes.

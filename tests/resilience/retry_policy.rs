@@ -116,6 +116,52 @@ async fn post_is_retried_after_a_connect_failure() {
     proxy.shutdown();
 }
 
+/// A route that retries only connection failures (the synthetic routes' policy) sends its first
+/// attempt without a copy of the request, and a refused attempt hands the request back: the
+/// retry carries the same method, target, headers and body, and nothing reaches the backend
+/// twice.
+#[tokio::test]
+async fn a_connect_failure_only_retry_resends_the_refused_request_whole() {
+    let healthy = Backend::start(Behavior::Echo);
+    let proxy = config(
+        &[closed_port(), healthy.addr()],
+        "debug_headers = true\n\
+         retry = { attempts = 3, on = [\"connect-failure\"], backoff = \"1ms\" }",
+    )
+    .start();
+    let mut retried = 0;
+    for i in 0..4 {
+        let body = format!("order {i}");
+        let mut req = http_client::request(
+            Method::POST,
+            &proxy.url("public", &format!("/x?n={i}")),
+            Bytes::from(body.clone()),
+        )
+        .expect("request");
+        req.headers_mut()
+            .insert("x-order", i.to_string().parse().expect("value"));
+        let reply = HttpClient::http1().send(req).await.expect("reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), body);
+        retried += usize::from(attempts(&reply) == 2);
+    }
+    assert!(
+        retried >= 1,
+        "round robin tries the closed port first sometimes"
+    );
+    let seen = healthy.requests();
+    assert_eq!(seen.len(), 4, "each POST reached the backend once");
+    for (i, request) in seen.iter().enumerate() {
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.uri, format!("/x?n={i}").as_str());
+        assert_eq!(request.headers["x-order"], i.to_string().as_str());
+        assert_eq!(request.body, format!("order {i}").as_bytes());
+        assert_eq!(request.headers.get_all("via").iter().count(), 1);
+        assert_eq!(request.headers.get_all("x-forwarded-for").iter().count(), 1);
+    }
+    proxy.shutdown();
+}
+
 #[tokio::test]
 async fn per_try_timeout_moves_a_hanging_attempt_on() {
     let hanging = Backend::start(Behavior::Hang);

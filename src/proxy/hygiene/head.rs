@@ -9,7 +9,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Uri, Version};
 
@@ -156,8 +156,8 @@ fn build_request(
     // `benches/load/breakdown.py`, "http types" row).
     headers.reserve(fields.len() + FIELDS_ADDED);
     for field in fields {
-        let name =
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Reject::InvalidHeaderName)?;
+        let name = crate::wire::headers::field_name(field.name.as_bytes())
+            .map_err(|_| Reject::InvalidHeaderName)?;
         let value = shared(bytes, field.value).ok_or(Reject::InvalidHeaderValue)?;
         let value =
             HeaderValue::from_maybe_shared(value).map_err(|_| Reject::InvalidHeaderValue)?;

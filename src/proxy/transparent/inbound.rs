@@ -148,6 +148,9 @@ where
         let intercepted = InterceptedConn {
             destination: Destination::Port(port),
             identity_header: settings.identity_header.clone(),
+            // The app's client is the tunnel's (or plaintext) peer: its forwarding headers
+            // are ours to add, as an `http` listener's.
+            adds_forwarding: true,
         };
         // Boxed: see `super::Conn::http_boxed`.
         return conn.http_boxed(client, intercepted).await;

@@ -30,7 +30,9 @@
 //! Detection reads the first bytes and replays them ([`detect::Prefixed`]) into the same HTTP
 //! server an `http` listener uses, so intercepted HTTP gets every layer of the stack
 //! (routes, retries, balancing, outlier detection, metrics, access log); the connection's
-//! [`InterceptedConn`] only adds the fallback route and the identity header rule.
+//! [`InterceptedConn`] only adds the fallback route, the identity header rule and, on the
+//! outbound, the app's own head without our forwarding headers and `via`
+//! (`ConnContext::adds_forwarding`).
 //!
 //! - [`original_dst`]: `SO_ORIGINAL_DST` through socket2.
 //! - [`detect`]: HTTP/1, h2 or opaque, and the replaying stream.

@@ -58,6 +58,8 @@ pub(super) async fn serve(conn: Conn, mut stream: TcpStream, settings: &Intercep
             let intercepted = InterceptedConn {
                 destination: Destination::Cluster(cluster),
                 identity_header: None,
+                // The app's own head goes on: see `ConnContext::adds_forwarding`.
+                adds_forwarding: false,
             };
             // Boxed: see `super::Conn::http_boxed`.
             conn.http_boxed(client, intercepted).await;

@@ -3,11 +3,12 @@
 //! Transfer-Encoding and Content-Length, a 204 announcing a body: refused).
 //!
 //! Header values are slices of the head's own buffer (no copy per field); names go through
-//! `HeaderName::from_bytes`, which returns the standard names without allocating.
+//! `wire::headers::field_name`, which returns the standard names and the proxy's own
+//! (`x-request-id` from a peer sidecar) without allocating.
 
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use std::mem::MaybeUninit;
 
 use super::decode::Framing;
@@ -124,7 +125,8 @@ pub(crate) fn parse(
         let mut length: Option<Result<u64, ParseError>> = None;
         for span in &spans[..count] {
             let [ns, ne, vs, ve] = span.map(|offset| offset as usize);
-            let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| ParseError::Field)?;
+            let name =
+                crate::wire::headers::field_name(&head[ns..ne]).map_err(|_| ParseError::Field)?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| ParseError::Field)?;
             if name == TRANSFER_ENCODING {
