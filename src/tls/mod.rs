@@ -20,6 +20,7 @@ pub mod identity;
 pub mod server;
 pub mod store;
 pub mod tunnel;
+pub mod unbuffered;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

@@ -46,6 +46,12 @@
 //! - Both sides: TLS 1.3 only and ALPN [`TUNNEL_ALPN`] only; a handshake that ends without that
 //!   protocol agreed (a peer offering no ALPN) is refused by us after the handshake.
 //!
+//! ## Record layer
+//!
+//! [`connect`] and [`accept`] return `tls::unbuffered` streams (rustls' unbuffered API under a
+//! tokio `AsyncRead + AsyncWrite`): a sidecar holds one tunnel per intercepted connection,
+//! most of them idle, and that stream holds no buffer while idle (its module doc says why).
+//!
 //! The configs live in `ArcSwap`s like every TLS config here (`tls::store` re-reads the files
 //! when they change), so a rotated certificate serves new tunnels without a restart. A
 //! rotation may not change the identity (the mesh announced it for the process's life): such
@@ -65,6 +71,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::identity::{self, PeerIdentity};
+use super::unbuffered::{ClientStream, ServerStream, TlsStream};
 use super::{load_certs, load_key, provider, rustls_error, Stamps, TlsError};
 use crate::config::IdentityConfig;
 use crate::telemetry::metrics::TUNNEL_CONNECTIONS_TOTAL;
@@ -403,15 +410,15 @@ pub async fn accept(
     tls: &TunnelTls,
     stream: TcpStream,
     timeout: Duration,
-) -> io::Result<(
-    tokio_rustls::server::TlsStream<TcpStream>,
-    PeerIdentity,
-    TunnelHeader,
-)> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+) -> io::Result<(Box<ServerStream>, PeerIdentity, TunnelHeader)> {
+    let conn = rustls::server::UnbufferedServerConnection::new(tls.server_config())
+        .map_err(io::Error::other)?;
     let work = async {
-        let mut stream = acceptor.accept(stream).await?;
-        let (_, session) = stream.get_ref();
+        // Boxed from the start: the stream is moved into the dispatch, the replaying wrapper
+        // and the copy (`proxy::transparent::inbound`), a pointer each time.
+        let mut stream = Box::new(TlsStream::new(stream, conn));
+        stream.handshake().await?;
+        let session = stream.session();
         if session.alpn_protocol() != Some(TUNNEL_ALPN) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -468,14 +475,16 @@ pub async fn connect(
     expected: &str,
     header: TunnelHeader,
     timeout: Duration,
-) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+) -> io::Result<Box<ClientStream>> {
     // The peer's address as the server name: no SNI is sent for an IP, and the name only keys
     // the session cache (resumption per peer); the identity check below is what authenticates.
     let name = ServerName::IpAddress(stream.peer_addr()?.ip().into());
+    let conn = rustls::client::UnbufferedClientConnection::new(tls.client_config(), name)
+        .map_err(io::Error::other)?;
     let work = async {
-        let mut stream = connector.connect(name, stream).await?;
-        let (_, session) = stream.get_ref();
+        let mut stream = Box::new(TlsStream::new(stream, conn));
+        stream.handshake().await?;
+        let session = stream.session();
         if session.alpn_protocol() != Some(TUNNEL_ALPN) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -128,7 +128,7 @@ pub(crate) async fn connect(
         metrics::histogram!(UPSTREAM_CONNECT_DURATION_SECONDS, labels.cluster.iter())
             .record(started.elapsed().as_secs_f64());
         if cluster.protocol == Protocol::Http1 {
-            let conn = h1::Conn::new(Dialed::Tls(Box::new(stream)), slot, via.clone());
+            let conn = h1::Conn::new(Dialed::Tunnel(stream), slot, via.clone());
             return Ok((Sender::H1(conn), via));
         }
         let sender = start_h2(address, TokioIo::new(stream), slot).await?;
@@ -213,7 +213,7 @@ async fn tunnel_connect(
     peer: &TunnelPeer,
     tls: &TunnelTls,
     started: Instant,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+) -> Result<Box<crate::tls::unbuffered::ClientStream>, UpstreamError> {
     let inbound = std::net::SocketAddr::new(address.ip(), peer.port);
     let timed_out = || {
         UpstreamError::unsent(

@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::tls::tunnel::{self, TunnelHeader, TunnelProtocol, TunnelTls};
+use crate::tls::unbuffered::ClientStream;
 
 /// How to reach one meshed workload IP: the peer sidecar's inbound port and the identity its
 /// certificate must carry.
@@ -240,9 +241,11 @@ impl Via {
 pub enum Dialed {
     /// Straight to the destination.
     Plain(TcpStream),
-    /// TLS: a cluster's upstream TLS, or our mTLS tunnel through the peer sidecar's inbound
-    /// listener (its header already sent).
+    /// A cluster's upstream TLS.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Our mTLS tunnel through the peer sidecar's inbound listener (its header already sent),
+    /// on the idle-freeing record layer of `tls::unbuffered`.
+    Tunnel(Box<ClientStream>),
 }
 
 /// Connects to `dst`: through the tunnel when `dst`'s IP is meshed and `tls` is present (TCP
@@ -259,10 +262,7 @@ pub async fn dial(
     match (meshed.get(dst.ip()), tls) {
         (Some(peer), Some(tls)) => {
             let stream = through(tls, peer, dst, protocol, timeout).await?;
-            Ok((
-                Dialed::Tls(Box::new(stream)),
-                Some(Arc::clone(&peer.identity)),
-            ))
+            Ok((Dialed::Tunnel(stream), Some(Arc::clone(&peer.identity))))
         }
         _ => {
             let stream = tokio::time::timeout(timeout, tcp_connect(dst))
@@ -281,7 +281,7 @@ pub(crate) async fn through(
     dst: SocketAddr,
     protocol: TunnelProtocol,
     timeout: Duration,
-) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+) -> io::Result<Box<ClientStream>> {
     let started = Instant::now();
     let inbound = SocketAddr::new(dst.ip(), peer.port);
     let stream = tokio::time::timeout(timeout, tcp_connect(inbound))
@@ -323,6 +323,7 @@ impl AsyncRead for Dialed {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -336,6 +337,7 @@ impl AsyncWrite for Dialed {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -347,6 +349,7 @@ impl AsyncWrite for Dialed {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -354,6 +357,7 @@ impl AsyncWrite for Dialed {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Tunnel(s) => s.is_write_vectored(),
         }
     }
 
@@ -361,6 +365,7 @@ impl AsyncWrite for Dialed {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -368,6 +373,7 @@ impl AsyncWrite for Dialed {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Tunnel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -170,7 +170,7 @@ async fn tunnel_to(
     inbound: SocketAddr,
     port: u16,
     protocol: TunnelProtocol,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
+) -> Box<switchyard::tls::unbuffered::ClientStream> {
     let tls = TunnelTls::load(&mesh.identity(client)).expect("client identity");
     let tcp = TcpStream::connect(inbound).await.expect("connect");
     let header = TunnelHeader { port, protocol };

@@ -426,7 +426,7 @@ async fn dial_tunnels_to_meshed_ips_and_goes_direct_otherwise() {
     let (mut stream, peer) = dial(&table, Some(&a), dst, TunnelProtocol::Opaque, LIMIT)
         .await
         .expect("tunnel");
-    assert!(matches!(stream, Dialed::Tls(_)));
+    assert!(matches!(stream, Dialed::Tunnel(_)));
     assert_eq!(peer.as_deref(), Some("spiffe://local/dial-b"));
     assert_eq!(round_trip(&mut stream).await, b"ping");
     assert_eq!(

@@ -79,10 +79,10 @@ async fn tunnelled(conn: Conn, stream: TcpStream, settings: &InboundConfig) {
         hint: header.protocol,
         original_dst,
     };
-    // Boxed: the stream (rustls' connection state inline, about 1.8 KiB) is moved into the
-    // dispatch, the replaying wrapper and the copy, and each move kept a slot of its size in
-    // the task's future (9392 bytes; 3904 with the box); behind a box each is a pointer.
-    dispatch(conn, Box::new(stream), settings, arrival).await;
+    // Boxed (by `tunnel::accept`): the stream (rustls' connection state inline) is moved into
+    // the dispatch, the replaying wrapper and the copy, and each move kept a slot of its size
+    // in the task's future; behind a box each is a pointer.
+    dispatch(conn, stream, settings, arrival).await;
 }
 
 /// Which refusal a failed `tunnel::accept` counts as: the header, or the handshake.
