@@ -12,6 +12,8 @@
 # the added-p50 ratio also as the median of each round's own ratio, and the CPU time per
 # request (/proc/PID/stat) of the hop and of each sidecar during the p50 runs, which holds on
 # a busy machine where p50 does not (instructions per request: callgrind, docs/performance.md).
+# Beside throughput: the CPU seconds per GiB moved (iperf3 client and server; through the
+# sidecars, theirs too): where every core is busy, its ratio bounds the throughput ratio.
 #
 #   sudo benches/transparent/run.sh              3 rounds, 5 s per figure, 1000 idle connections
 #   sudo benches/transparent/run.sh --rounds 5 --duration 10 --idle 5000
@@ -191,6 +193,7 @@ log "apps in b: nginx (:8080 ok, :7000 idle holder), iperf3 -s (:5201); one plai
 ip netns exec syb-b $(pin b) nginx -c "$state/nginx.conf" &
 pids+=($!)
 ip netns exec syb-b $(pin b) iperf3 -s -p 5201 >"$state/iperf3-server.log" 2>&1 &
+iperf3_pid=$!
 pids+=($!)
 ip netns exec syb-b $(pin b) "$sy" run -c "$state/hop.toml" >"$state/hop.log" 2>&1 &
 hop_pid=$!
@@ -210,11 +213,6 @@ wait_for "the plain hop in b" ip netns exec syb-a curl -sf -m 1 "http://$b_ip:80
 iperf3_listening() { [ -n "$(ip netns exec syb-b ss -Hltn '( sport = :5201 )')" ]; }
 wait_for "iperf3 in b" iperf3_listening
 
-# iperf3's receiver rate in Gbit/s.
-iperf() {
-  ip netns exec syb-a $(pin a) iperf3 -c "$b_ip" -p 5201 -t "$duration" -f m |
-    awk '/receiver/ { printf "%.2f", $7 / 1000 }'
-}
 # wrk at one connection: "P50_US REQUESTS" (p50 in microseconds, requests completed).
 wrk1() { # URL
   ip netns exec syb-a $(pin a) wrk -t1 -c1 -d"${duration}s" --latency "$1" |
@@ -230,6 +228,22 @@ wrk1() { # URL
 # CPU time (user + system) of PID so far, in clock ticks (/proc/PID/stat fields 14 and 15).
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 clk_tck="$(getconf CLK_TCK)"
+# One iperf3 run from a to b: sets last_gbits (the receiver's rate) and last_cpu_gib, the CPU
+# seconds per GiB moved of the client, the server and the PIDs given (the sidecars) together.
+# Per byte, not per second: it holds on a busy machine, and on a quiet one where every core is
+# busy its ratio bounds the throughput ratio (docs/performance.md, sixteenth pass). The
+# client's CPU is its parent shell's children time, read once it has exited.
+bulk() {
+  local before=0 after=0 client pid
+  for pid in "$iperf3_pid" "$@"; do before=$((before + $(ticks "$pid"))); done
+  client="$(ip netns exec syb-a $(pin a) bash -c \
+    'iperf3 -c "$1" -p 5201 -t "$2" -f m >"$3"; awk "{ print \$16 + \$17 }" /proc/$$/stat' \
+    _ "$b_ip" "$duration" "$state/iperf3-client.out")"
+  for pid in "$iperf3_pid" "$@"; do after=$((after + $(ticks "$pid"))); done
+  last_gbits="$(awk '/receiver/ { printf "%.2f", $7 / 1000 }' "$state/iperf3-client.out")"
+  last_cpu_gib="$(awk -v t=$((after - before + client)) -v hz="$clk_tck" -v g="$last_gbits" \
+    -v d="$duration" 'BEGIN { if (g > 0) printf "%.2f", (t / hz) / (g * d / 8.589934592); else print "-" }')"
+}
 # p50 at one connection, and the CPU microseconds per request each of PIDS spent meanwhile:
 # sets `last_p50` and `last_cpu` ("US US ..." in the order of PIDS). CPU per request is the
 # figure that holds on a busy machine (the scheduler's wake-up delays move p50, not CPU time);
@@ -278,11 +292,14 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 
 declare -A sidecar
 tput_direct=() p50_direct=() p50_hop=() tput_sidecars=() p50_sidecars=()
+gib_direct=() gib_sidecars=()
 ratios=() cpu_hop=() cpu_a=() cpu_b=()
 for round in $(seq "$rounds"); do
   if [ "$round" -gt 1 ]; then rules off; fi
   log "round $round/$rounds: direct and one plain hop (no rules)"
-  tput_direct+=("$(iperf)")
+  bulk
+  tput_direct+=("$last_gbits")
+  gib_direct+=("$last_cpu_gib")
   measure "http://$b_ip:8080/"
   p50_direct+=("$last_p50")
   measure "http://$b_ip:8000/" "$hop_pid"
@@ -300,7 +317,9 @@ for round in $(seq "$rounds"); do
     wait_for "b's tunnel in a's mesh view" b_meshed
     wait_for "a tunnelled request from a to b" tunnelled
   fi
-  tput_sidecars+=("$(iperf)")
+  bulk "${sidecar[a]}" "${sidecar[b]}"
+  tput_sidecars+=("$last_gbits")
+  gib_sidecars+=("$last_cpu_gib")
   measure "http://$b_ip:8080/" "${sidecar[a]}" "${sidecar[b]}"
   p50_sidecars+=("$last_p50")
   read -r a_cpu b_cpu <<<"$last_cpu"
@@ -334,12 +353,14 @@ after_a="$(rss "${sidecar[a]}")"
 after_b="$(rss "${sidecar[b]}")"
 kill "$holder"
 
-rounds_line="rounds $rounds: direct Gbit/s ${tput_direct[*]}; sidecars Gbit/s ${tput_sidecars[*]}; p50 us direct ${p50_direct[*]}, hop ${p50_hop[*]}, sidecars ${p50_sidecars[*]}; added-p50 ratio per round ${ratios[*]}; CPU us/request hop ${cpu_hop[*]}, a ${cpu_a[*]}, b ${cpu_b[*]}"
+rounds_line="rounds $rounds: direct Gbit/s ${tput_direct[*]}; sidecars Gbit/s ${tput_sidecars[*]}; p50 us direct ${p50_direct[*]}, hop ${p50_hop[*]}, sidecars ${p50_sidecars[*]}; added-p50 ratio per round ${ratios[*]}; CPU us/request hop ${cpu_hop[*]}, a ${cpu_a[*]}, b ${cpu_b[*]}; CPU s/GiB direct ${gib_direct[*]}, sidecars ${gib_sidecars[*]}"
 ratio_rounds="$(median "${ratios[@]}")"
 cpu_hop="$(median "${cpu_hop[@]}")"
 cpu_a="$(median "${cpu_a[@]}")"
 cpu_b="$(median "${cpu_b[@]}")"
 tput_direct="$(median "${tput_direct[@]}")"
+gib_direct="$(median "${gib_direct[@]}")"
+gib_sidecars="$(median "${gib_sidecars[@]}")"
 tput_sidecars="$(median "${tput_sidecars[@]}")"
 p50_direct="$(median "${p50_direct[@]}")"
 p50_hop="$(median "${p50_hop[@]}")"
@@ -361,6 +382,9 @@ printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "-----------" "---
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "opaque throughput, Gbit/s (iperf3, 1 stream)" "$tput_direct" "-" "$tput_sidecars" \
   "$(ratio "$tput_sidecars" "$tput_direct")" ">= 0.7"
+printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
+  "CPU s per GiB moved (apps; + sidecars)" "$gib_direct" "-" "$gib_sidecars" \
+  "$(ratio "$gib_direct" "$gib_sidecars")" ""
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
   "HTTP p50 us, 1 conn (wrk)" "$p50_direct" "$p50_hop" "$p50_sidecars" "-" ""
 printf '| %-46s | %9s | %9s | %13s | %7s | %-8s |\n' \
