@@ -166,18 +166,8 @@ mod tests {
     #[test]
     fn no_announcement_without_identity_mesh_and_inbound_port() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = dir.path().join("ca");
-        crate::tls::certs_cli::init(&ca, 30).expect("CA");
-        crate::tls::certs_cli::issue(&crate::tls::certs_cli::IssueOptions {
-            ca_dir: ca.clone(),
-            name: "a".to_owned(),
-            spiffe: Some("spiffe://local/a".to_owned()),
-            dns: Vec::new(),
-            ips: Vec::new(),
-            out: None,
-            days: 30,
-        })
-        .expect("leaf");
+        let ca = crate::tls::fixtures::ca(dir.path(), "ca");
+        crate::tls::fixtures::identity(&ca, "a", Some("spiffe://local/a"), &ca);
         std::fs::write(
             dir.path().join("mesh.key"),
             "a mesh key of at least thirty-two bytes\n",

@@ -16,6 +16,8 @@
 
 pub mod certs_cli;
 pub mod client;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod identity;
 pub mod server;
 pub mod store;

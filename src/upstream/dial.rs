@@ -381,28 +381,10 @@ impl AsyncWrite for Dialed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IdentityConfig;
-    use crate::tls::certs_cli::{self, IssueOptions};
+    use crate::tls::fixtures;
 
     fn our_tls(dir: &std::path::Path) -> Arc<TunnelTls> {
-        let ca = dir.join("ca");
-        certs_cli::init(&ca, 1).expect("CA");
-        certs_cli::issue(&IssueOptions {
-            ca_dir: ca.clone(),
-            name: "me".to_owned(),
-            spiffe: Some("spiffe://local/me".to_owned()),
-            dns: Vec::new(),
-            ips: Vec::new(),
-            out: None,
-            days: 1,
-        })
-        .expect("leaf");
-        let spec = IdentityConfig {
-            cert: ca.join("me.pem"),
-            key: ca.join("me.key"),
-            ca: ca.join(certs_cli::CA_CERT),
-        };
-        Arc::new(TunnelTls::load(&spec).expect("identity"))
+        Arc::new(TunnelTls::load(&fixtures::me(dir)).expect("identity"))
     }
 
     #[test]

@@ -13,23 +13,12 @@ use crate::support::DEADLINE;
 
 const KEY: &str = "correct horse battery staple, mesh proxies test\n";
 
-/// A running sidecar: the process and the addresses it printed.
-struct Sidecar {
-    process: BinProcess,
-    listener: SocketAddr,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn mesh_addr(process: &BinProcess) -> SocketAddr {
-    let line = process.expect_line("mesh listening on ");
-    let rest = &line[line.find("mesh listening on ").unwrap_or(0) + "mesh listening on ".len()..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"')
-        .unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|_| panic!("no mesh address in {line:?}"))
+/// A running sidecar: the process and the addresses it printed (`mesh_rate_limit` too).
+pub(super) struct Sidecar {
+    pub(super) process: BinProcess,
+    pub(super) listener: SocketAddr,
+    pub(super) admin: SocketAddr,
+    pub(super) mesh: SocketAddr,
 }
 
 /// The start-up warning of a key file readable by group or others.
@@ -60,7 +49,7 @@ fn sidecar(
     let process = BinProcess::spawn(&["run", "-c", &config.to_string_lossy()]);
     let listener = process.wait_for_addr("listening on http://");
     let admin = process.wait_for_addr("admin API listening on");
-    let mesh = mesh_addr(&process);
+    let mesh = process.mesh_addr();
     Sidecar {
         process,
         listener,

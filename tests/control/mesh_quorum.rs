@@ -36,10 +36,6 @@ fn proxy(
     ))
 }
 
-fn mesh_addr(p: &TestProxy) -> SocketAddr {
-    p.handle().mesh().expect("mesh configured").local_addr()
-}
-
 /// (ejected, ejected by a mesh quorum) for each endpoint of cluster `api`.
 fn ejections(p: &TestProxy, endpoints: [SocketAddr; 2]) -> Vec<(bool, bool)> {
     let now = epoch_ms(SystemTime::now());
@@ -74,7 +70,7 @@ async fn a_quorum_of_peers_ejects_within_max_percent() {
 
     // A holds the default max_percent of 50: of three endpoints, one may go.
     let a = proxy(&key, &[], endpoints, sound.addr(), 50);
-    let seed = [mesh_addr(&a)];
+    let seed = [a.mesh_addr()];
     // B and C may eject both failing ones (max_percent 100, the sound one stays in service):
     // their own evidence says both fail.
     let b = proxy(&key, &seed, endpoints, sound.addr(), 100);

@@ -14,25 +14,9 @@ use crate::support::http_client::HttpClient;
 use crate::support::launcher::BinProcess;
 use crate::support::wait_until_check;
 
+use super::mesh_proxies::Sidecar;
+
 const KEY: &str = "correct horse battery staple, mesh rate limit test\n";
-
-struct Sidecar {
-    process: BinProcess,
-    listener: SocketAddr,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn mesh_addr(process: &BinProcess) -> SocketAddr {
-    let line = process.expect_line("mesh listening on ");
-    let rest = &line[line.find("mesh listening on ").unwrap_or(0) + "mesh listening on ".len()..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"')
-        .unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|_| panic!("no mesh address in {line:?}"))
-}
 
 fn sidecar(dir: &Path, name: &str, seeds: &str, backend: SocketAddr) -> Sidecar {
     use std::os::unix::fs::PermissionsExt;
@@ -53,7 +37,7 @@ fn sidecar(dir: &Path, name: &str, seeds: &str, backend: SocketAddr) -> Sidecar 
     let process = BinProcess::spawn(&["run", "-c", &config.to_string_lossy()]);
     let listener = process.wait_for_addr("listening on http://");
     let admin = process.wait_for_addr("admin API listening on");
-    let mesh = mesh_addr(&process);
+    let mesh = process.mesh_addr();
     Sidecar {
         process,
         listener,

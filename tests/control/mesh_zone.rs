@@ -25,10 +25,6 @@ fn proxy(zone: &str, key: &str, seeds: &[SocketAddr], cluster: &str, advertise: 
     ))
 }
 
-fn mesh_addr(p: &TestProxy) -> SocketAddr {
-    p.handle().mesh().expect("mesh configured").local_addr()
-}
-
 /// `(address, zone)` of each endpoint of `orders` in A's `/upstreams`.
 async fn zones(client: &HttpClient, admin: &str) -> Vec<(String, Option<String>)> {
     let Ok(reply) = client.get(admin).await else {
@@ -67,7 +63,7 @@ async fn mesh_endpoints_take_their_members_zone_and_prefer_local_follows_it() {
         "discovery = { mesh = \"orders\" }\nlocality = \"prefer_local\"",
         "",
     );
-    let seed = [mesh_addr(&a)];
+    let seed = [a.mesh_addr()];
     let advertise =
         |addr: SocketAddr| format!("advertise = {{ service = \"orders\", address = \"{addr}\" }}");
     let _b = proxy("a", &key, &seed, static_cluster, &advertise(near.addr()));

@@ -96,6 +96,12 @@ impl TestProxy {
             .unwrap_or_else(|| panic!("proxy already shut down"))
     }
 
+    /// The mesh member's UDP address (the proxy must have `[mesh]`).
+    #[allow(dead_code)] // not every test binary runs a mesh
+    pub fn mesh_addr(&self) -> SocketAddr {
+        self.handle().mesh().expect("mesh configured").local_addr()
+    }
+
     /// The config file the proxy was started from (its folder is the test's scratch space).
     pub fn config_path(&self) -> &Path {
         &self.path
@@ -249,6 +255,21 @@ impl BinProcess {
                 self.output(Pipe::Stderr)
             )
         })
+    }
+
+    /// The mesh member's UDP address, from the `mesh listening on ADDR` line a process with
+    /// `[mesh]` logs at start (port 0 resolved).
+    #[allow(dead_code)] // not every test binary runs a mesh
+    pub fn mesh_addr(&self) -> SocketAddr {
+        const NEEDLE: &str = "mesh listening on ";
+        let line = self.expect_line(NEEDLE);
+        let rest = &line[line.find(NEEDLE).unwrap_or(0) + NEEDLE.len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"')
+            .unwrap_or(rest.len());
+        rest[..end]
+            .parse()
+            .unwrap_or_else(|_| panic!("no mesh address in {line:?}"))
     }
 
     /// Waits for a line containing `needle` followed by `http://ADDR` and returns ADDR, e.g.

@@ -66,40 +66,14 @@ fn header_decode_rejects_anything_else() {
 }
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::net::TcpListener;
 
-use crate::tls::certs_cli::{self, IssueOptions};
+use crate::tls::certs_cli;
+use crate::tls::fixtures::{ca, identity};
 
 const LIMIT: Duration = Duration::from_secs(5);
-
-/// A CA in `dir/name/` (made once per folder).
-fn ca(dir: &Path, name: &str) -> PathBuf {
-    let ca_dir = dir.join(name);
-    certs_cli::init(&ca_dir, 30).expect("CA");
-    ca_dir
-}
-
-/// A leaf of the CA in `ca_dir` with URI SAN `spiffe` (or none), and the `[identity]` that
-/// presents it and trusts `trust` (a CA folder).
-fn identity(ca_dir: &Path, name: &str, spiffe: Option<&str>, trust: &Path) -> IdentityConfig {
-    certs_cli::issue(&IssueOptions {
-        ca_dir: ca_dir.to_owned(),
-        name: name.to_owned(),
-        spiffe: spiffe.map(str::to_owned),
-        dns: Vec::new(),
-        ips: Vec::new(),
-        out: None,
-        days: 30,
-    })
-    .expect("leaf");
-    IdentityConfig {
-        cert: ca_dir.join(format!("{name}.pem")),
-        key: ca_dir.join(format!("{name}.key")),
-        ca: trust.join(certs_cli::CA_CERT),
-    }
-}
 
 /// A listener whose one connection goes through [`accept`]; the result comes back on the
 /// join handle, after the server echoed one read back (when accepted).

@@ -13,8 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::config::IdentityConfig;
-use crate::tls::certs_cli::{self, IssueOptions};
+use crate::tls::fixtures;
 use crate::tls::tunnel::TunnelTls;
 
 /// Every wait of these tests ends by then.
@@ -22,24 +21,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// Client and server configs of the tunnel (mTLS, TLS 1.3) from a fresh CA in `dir`.
 fn configs(dir: &Path) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
-    let ca = dir.join("ca");
-    certs_cli::init(&ca, 1).expect("CA");
-    certs_cli::issue(&IssueOptions {
-        ca_dir: ca.clone(),
-        name: "me".to_owned(),
-        spiffe: Some("spiffe://local/me".to_owned()),
-        dns: Vec::new(),
-        ips: Vec::new(),
-        out: None,
-        days: 1,
-    })
-    .expect("leaf");
-    let tls = TunnelTls::load(&IdentityConfig {
-        cert: ca.join("me.pem"),
-        key: ca.join("me.key"),
-        ca: ca.join(certs_cli::CA_CERT),
-    })
-    .expect("identity");
+    let tls = TunnelTls::load(&fixtures::me(dir)).expect("identity");
     (tls.client_config(), tls.server_config())
 }
 
