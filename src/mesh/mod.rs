@@ -145,6 +145,13 @@ impl MeshHandle {
         let _ = self.commands.send(Command::RateUsage(usage));
     }
 
+    /// Replaces the tunnel this member announces (`None`: none any more) and spreads the
+    /// record: a reload that moves, adds or removes the inbound listener calls it, so peers
+    /// dial the port that listens now instead of the one bound at start.
+    pub fn announce_tunnel(&self, tunnel: Option<TunnelAd>) {
+        let _ = self.commands.send(Command::Tunnel(tunnel));
+    }
+
     /// Sends `Leave` to every live member and stops the node; waits at most `timeout` for the
     /// datagrams to be out. Blocks the calling thread (the node runs on the control runtime).
     pub fn leave(&self, timeout: Duration) {
@@ -170,8 +177,8 @@ impl Transport for Udp {
 
 /// Starts this sidecar's mesh member on `control`: binds the UDP socket, joins through the
 /// seeds, and starts the discovery, ejection, purge and tunnel bridges into `shared`. `tunnel`
-/// is this member's announcement ([`tunnel::tunnel_ad`]), carried in its record for the
-/// process's life.
+/// is this member's announcement ([`tunnel::tunnel_ad`]), carried in its record until
+/// [`MeshHandle::announce_tunnel`] replaces it.
 pub fn start(
     config: &MeshConfig,
     tunnel: Option<TunnelAd>,
@@ -216,7 +223,7 @@ pub fn start(
             })
             .collect(),
         tunnel,
-        // Read once, like the tunnel: the record keeps it for the process's life.
+        // Read once: the record keeps the zone for the process's life.
         zone: shared.snapshot().config().runtime.zone.clone(),
         instance,
         clock,

@@ -123,6 +123,9 @@ pub enum Command {
     Purge(PurgeTarget),
     /// Replace our rate-limit demand (`mesh::rate_share` sends it when it changed enough).
     RateUsage(Vec<super::state::RateUsage>),
+    /// Replace our tunnel announcement (the reloader sends it when the inbound listener moved,
+    /// appeared or went away, so peers stop dialling a port nothing listens on).
+    Tunnel(Option<TunnelAd>),
     /// Tell everyone we leave, then stop; `done` fires once the `Leave` datagrams are out.
     Leave(std::sync::mpsc::Sender<()>),
 }
@@ -424,6 +427,15 @@ impl<T: Transport> Node<T> {
                     .is_some_and(|s| s.rate_usage == usage);
                 if !same {
                     self.update_own(|own| own.rate_usage = usage);
+                }
+            }
+            Command::Tunnel(tunnel) => {
+                let same = self
+                    .table
+                    .get(self.id.addr)
+                    .is_some_and(|s| s.tunnel == tunnel);
+                if !same {
+                    self.update_own(|own| own.tunnel = tunnel);
                 }
             }
             Command::Leave(_) => {}
@@ -936,5 +948,34 @@ mod tests {
             Some(version),
             "a purge over the bound is not spread"
         );
+    }
+
+    #[test]
+    fn a_new_tunnel_announcement_bumps_our_record_and_an_equal_one_does_not() {
+        let mut n = node();
+        let version = |n: &Node<Nowhere>| n.table.get(n.id.addr).map(|s| s.version);
+        let tunnel = |n: &Node<Nowhere>| n.table.get(n.id.addr).and_then(|s| s.tunnel.clone());
+        let start = version(&n);
+        let ad = TunnelAd {
+            identity: "spiffe://local/a".to_owned(),
+            port: 15006,
+        };
+        n.on_command(Command::Tunnel(Some(ad.clone())));
+        assert_eq!(tunnel(&n), Some(ad.clone()));
+        let announced = version(&n);
+        assert!(announced > start, "{announced:?} after {start:?}");
+        n.on_command(Command::Tunnel(Some(ad)));
+        assert_eq!(
+            version(&n),
+            announced,
+            "the same announcement is not spread again"
+        );
+        n.on_command(Command::Tunnel(None));
+        assert_eq!(
+            tunnel(&n),
+            None,
+            "a removed inbound listener announces nothing"
+        );
+        assert!(version(&n) > announced);
     }
 }

@@ -34,6 +34,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::mesh::state::TunnelAd;
 use crate::runtime::accept::ListenerCommand;
 use crate::state::reload::{ReloadError, ReloadHandle, Reloaded, Request, Trigger};
 use crate::state::{Shared, Snapshot};
@@ -55,6 +56,22 @@ struct Reloader {
     startup: Arc<Config>,
     last_error: Arc<ArcSwapOption<String>>,
     restart_required: Arc<ArcSwap<Vec<&'static str>>>,
+    /// The mesh member, when `[mesh]` is configured, and the tunnel it announces now: a reload
+    /// that moves, adds or removes the inbound listener announces the new one (owned by this
+    /// task alone, so no lock).
+    mesh: Option<(crate::mesh::MeshHandle, Option<TunnelAd>)>,
+}
+
+/// The bound port of `config`'s inbound listener in `live` (the real one when configured with
+/// port 0): peers open their tunnels to it on our mesh address's IP. Start and every reload
+/// compute the announcement from it.
+pub(super) fn inbound_port(config: &Config, live: &[LiveListener]) -> Option<u16> {
+    config
+        .listeners
+        .iter()
+        .find(|l| matches!(l.mode, crate::config::ListenerMode::Inbound(_)))
+        .and_then(|l| live.iter().find(|running| running.name == l.name))
+        .map(|running| running.resolved.port())
 }
 
 /// Starts the reloader and the folder watcher on `control`; returns the handle the admin API
@@ -65,6 +82,7 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     live: Arc<ArcSwap<Vec<LiveListener>>>,
     workers: Vec<mpsc::UnboundedSender<ListenerCommand>>,
+    mesh: Option<(crate::mesh::MeshHandle, Option<TunnelAd>)>,
     shutdown: watch::Receiver<bool>,
 ) -> ReloadHandle {
     let startup = Arc::clone(shared.snapshot().config());
@@ -85,6 +103,7 @@ pub(super) fn spawn(
         startup,
         last_error,
         restart_required,
+        mesh,
     };
     let mut stop = shutdown.clone();
     control.spawn(async move {
@@ -216,11 +235,32 @@ impl Reloader {
         .map_err(|panic| ReloadError::one(format!("building the snapshot panicked: {panic}")))?
         .map_err(|error| ReloadError::one(format!("tls: {error}")))?;
         let live = plan.apply(&self.workers);
+        self.reannounce_tunnel(published.config(), &live);
         self.live.store(Arc::new(live));
         self.restart_required.store(Arc::new(restart_required));
         Ok(Reloaded::Published {
             version: published.version(),
         })
+    }
+
+    /// Announces the tunnel `config` and the listeners now running call for, when it differs
+    /// from the one announced (the inbound listener moved, appeared or went away). The identity
+    /// is restart-only and `tls::store` holds it loaded since the snapshot build, so this reads
+    /// no file beyond the store's change check.
+    fn reannounce_tunnel(&mut self, config: &Config, live: &[LiveListener]) {
+        let Some((mesh, announced)) = &mut self.mesh else {
+            return;
+        };
+        let tunnel = crate::mesh::tunnel::tunnel_ad(config, inbound_port(config, live));
+        if tunnel != *announced {
+            tracing::info!(
+                from = ?announced.as_ref().map(|t| t.port),
+                to = ?tunnel.as_ref().map(|t| t.port),
+                "inbound listener changed: tunnel announcement updated"
+            );
+            mesh.announce_tunnel(tunnel.clone());
+            *announced = tunnel;
+        }
     }
 
     /// Keeps the sections a running process cannot change (worker threads, drain settings, the

@@ -150,27 +150,25 @@ fn spawn(bound: Bound, built: Built) -> Result<ProxyHandle, StartError> {
     // One health task per cluster (checks, ejection, panic mode). The supervisor attaches to
     // `shared`, which applies every snapshot it publishes (reload, discovery) at once.
     crate::health::Supervisor::start(&control, &shared, stop_rx.clone());
-    let mesh = match &config.mesh {
+    // The mesh member and the tunnel it announces, which the reloader replaces when a reload
+    // moves the inbound listener.
+    let announced = match &config.mesh {
         Some(mesh) => {
-            // The inbound listener's bound port (the real one when configured with port 0):
-            // peers open their tunnels to it on our mesh address's IP.
-            let inbound_port = config
-                .listeners
-                .iter()
-                .find(|l| matches!(l.mode, crate::config::ListenerMode::Inbound(_)))
-                .and_then(|l| listeners.iter().find(|live| live.name == l.name))
-                .map(|live| live.resolved.port());
-            let tunnel = crate::mesh::tunnel::tunnel_ad(&config, inbound_port);
-            Some(crate::mesh::start(mesh, tunnel, &shared, &control)?)
+            let port = reload::inbound_port(&config, &listeners);
+            let tunnel = crate::mesh::tunnel::tunnel_ad(&config, port);
+            let handle = crate::mesh::start(mesh, tunnel.clone(), &shared, &control)?;
+            Some((handle, tunnel))
         }
         None => None,
     };
+    let mesh = announced.as_ref().map(|(handle, _)| handle.clone());
     let listeners = Arc::new(ArcSwap::from_pointee(listeners));
     let reload = reload::spawn(
         &control,
         Arc::clone(&shared),
         Arc::clone(&listeners),
         commands,
+        announced,
         stop_rx.clone(),
     );
     let state = admin::AdminState {
