@@ -114,7 +114,12 @@ pub(super) fn serve<'a>(
             .get(routed.index)
             .filter(|_| !refresh)
         {
-            if let Err(refused) = limiter.check(ctx.peer.ip(), &parts.headers) {
+            // `client_ip` is the address the listener's trusted proxies vouch for, when it
+            // has any (`trusted_hops`), else the connection's peer.
+            let client =
+                crate::wire::headers::trusted_client(&parts.headers, listener.trusted_hops())
+                    .unwrap_or(ctx.peer.ip());
+            if let Err(refused) = limiter.check(client, &parts.headers) {
                 limiter.count_refused();
                 return Ok(too_many_requests(limiter, refused));
             }

@@ -6,7 +6,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 mod forwarded;
 
-pub use forwarded::{forwarding_lines, set_forwarded, set_forwarded_host, ConnView};
+pub use forwarded::{
+    forwarding_lines, set_forwarded, set_forwarded_host, trusted_client, ConnView,
+};
 
 /// RFC 9110 §5.6.2 `tchar`, what a token is made of (methods, field names, cache directives):
 /// the one definition for the parsers that read tokens byte by byte.

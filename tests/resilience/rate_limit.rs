@@ -250,3 +250,38 @@ async fn the_caches_background_refresh_is_not_counted_against_the_limit() {
     );
     assert_eq!(get(&proxy, "/r", &[]).await.status, 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_trusted_proxies_client_ip_is_the_address_they_vouch_for() {
+    let backend = Backend::start(Behavior::fixed(200, "ok"));
+    // One trusted hop: every request comes from 127.0.0.1 (the "load balancer"), and the
+    // client is the last x-forwarded-for entry.
+    let proxy = TestProxy::start_toml(&format!(
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ntrusted_hops = 1\n\n\
+         [[routes]]\nname = \"rl-trusted\"\ncluster = \"app\"\n\
+         rate_limit = {{ requests = 2, per = \"60s\", key = \"client_ip\" }}\n\n\
+         [clusters.app]\nendpoints = [\"{}\"]\n",
+        backend.addr()
+    ));
+    let client = HttpClient::http1();
+    let from = |xff: &'static str| {
+        let mut req = http_client::request(Method::GET, &proxy.url("public", "/"), Bytes::new())
+            .expect("request");
+        req.headers_mut()
+            .insert("x-forwarded-for", http::HeaderValue::from_static(xff));
+        client.send(req)
+    };
+    let mut statuses = Vec::new();
+    for xff in [
+        "10.0.0.1",
+        "10.0.0.1",
+        "6.6.6.6, 10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.2",
+    ] {
+        statuses.push(from(xff).await.expect("response").status.as_u16());
+    }
+    // 10.0.0.1's two requests use its bucket; a spoofed entry left of the trusted one does
+    // not make a new client; 10.0.0.2 has a bucket of its own although the peer is the same.
+    assert_eq!(statuses, [200, 200, 429, 200, 200]);
+}

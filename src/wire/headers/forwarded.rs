@@ -234,6 +234,28 @@ pub fn set_forwarded_host(
     }
 }
 
+/// The client address a listener's trusted proxies vouch for: with `trusted_hops = N > 0`,
+/// the N-th `x-forwarded-for` entry from the right (each trusted proxy appended the address it
+/// saw, so entries left of it are the client's own words). `None` without trusted hops, with
+/// fewer entries, or when that entry is not an address (`ip`, `ip:port`, `[v6]`, `[v6]:port`):
+/// callers then use the connection's peer, as they do for a listener with no trusted hop.
+pub fn trusted_client(headers: &HeaderMap, trusted_hops: u32) -> Option<IpAddr> {
+    if trusted_hops == 0 {
+        return None;
+    }
+    let mut entries: Vec<&[u8]> = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        entries.extend(value.as_bytes().split(|&b| b == b','));
+    }
+    let index = entries.len().checked_sub(trusted_hops as usize)?;
+    let entry = std::str::from_utf8(entries[index]).ok()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
 /// `name` as the last `trusted_hops` comma-separated entries the client sent, then `ours`.
 /// Returns the first entry kept (`None`: none were, and `name` is `ours` alone).
 fn set_chain(
@@ -269,6 +291,35 @@ fn set_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trusted_client_is_the_entry_the_last_trusted_proxy_appended() {
+        let mut h = HeaderMap::new();
+        assert_eq!(trusted_client(&h, 1), None, "no header");
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 10.0.0.1"),
+        );
+        assert_eq!(trusted_client(&h, 0), None, "no trusted hop: the peer");
+        assert_eq!(trusted_client(&h, 1), "10.0.0.1".parse().ok());
+        assert_eq!(trusted_client(&h, 2), "6.6.6.6".parse().ok());
+        assert_eq!(trusted_client(&h, 3), None, "fewer entries than hops");
+        // A second header line continues the list.
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("[2001:db8::1]:443"),
+        );
+        assert_eq!(trusted_client(&h, 1), "2001:db8::1".parse().ok());
+        assert_eq!(trusted_client(&h, 2), "10.0.0.1".parse().ok());
+        let mut h = HeaderMap::new();
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("10.0.0.9:8080, unknown, [::1]"),
+        );
+        assert_eq!(trusted_client(&h, 3), "10.0.0.9".parse().ok());
+        assert_eq!(trusted_client(&h, 2), None, "not an address");
+        assert_eq!(trusted_client(&h, 1), "::1".parse().ok());
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
