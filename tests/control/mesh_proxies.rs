@@ -21,6 +21,25 @@ pub(super) struct Sidecar {
     pub(super) mesh: SocketAddr,
 }
 
+impl Sidecar {
+    /// Writes `toml` to `dir/NAME.toml`, runs the binary on it and reads the addresses it
+    /// prints (the config has `[mesh]` and an admin listener).
+    pub(super) fn spawn(dir: &Path, name: &str, toml: &str) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("write config");
+        let process = BinProcess::spawn(&["run", "-c", &config.to_string_lossy()]);
+        let listener = process.wait_for_addr("listening on http://");
+        let admin = process.wait_for_addr("admin API listening on");
+        let mesh = process.mesh_addr();
+        Sidecar {
+            process,
+            listener,
+            admin,
+            mesh,
+        }
+    }
+}
+
 /// The start-up warning of a key file readable by group or others.
 const OPEN_KEY_WARNING: &str = "is accessible to group or others";
 
@@ -44,18 +63,7 @@ fn sidecar(
          [clusters.orders]\n{cluster}\nconnect_timeout = \"500ms\"\n\n\
          [mesh]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{name}.key\"\n{mesh}\n"
     );
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, toml).expect("write config");
-    let process = BinProcess::spawn(&["run", "-c", &config.to_string_lossy()]);
-    let listener = process.wait_for_addr("listening on http://");
-    let admin = process.wait_for_addr("admin API listening on");
-    let mesh = process.mesh_addr();
-    Sidecar {
-        process,
-        listener,
-        admin,
-        mesh,
-    }
+    Sidecar::spawn(dir, name, &toml)
 }
 
 async fn members(client: &HttpClient, admin: SocketAddr) -> serde_json::Value {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::{Backend, Behavior};
 use crate::support::http_client::HttpClient;
-use crate::support::launcher::BinProcess;
 use crate::support::wait_until_check;
 
 use super::mesh_proxies::Sidecar;
@@ -32,18 +31,7 @@ fn sidecar(dir: &Path, name: &str, seeds: &str, backend: SocketAddr) -> Sidecar 
          [clusters.app]\nendpoints = [\"{backend}\"]\n\n\
          [mesh]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{name}.key\"\n{seeds}\n"
     );
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, toml).expect("write config");
-    let process = BinProcess::spawn(&["run", "-c", &config.to_string_lossy()]);
-    let listener = process.wait_for_addr("listening on http://");
-    let admin = process.wait_for_addr("admin API listening on");
-    let mesh = process.mesh_addr();
-    Sidecar {
-        process,
-        listener,
-        admin,
-        mesh,
-    }
+    Sidecar::spawn(dir, name, &toml)
 }
 
 /// Offered load on one member: `per_second` requests spread over a few connections, each

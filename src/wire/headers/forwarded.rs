@@ -243,12 +243,15 @@ pub fn trusted_client(headers: &HeaderMap, trusted_hops: u32) -> Option<IpAddr> 
     if trusted_hops == 0 {
         return None;
     }
-    let mut entries: Vec<&[u8]> = Vec::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        entries.extend(value.as_bytes().split(|&b| b == b','));
-    }
-    let index = entries.len().checked_sub(trusted_hops as usize)?;
-    let entry = std::str::from_utf8(entries[index]).ok()?.trim();
+    // Two passes over the header lines (count, then take) rather than a Vec per request.
+    let entries = || {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+    };
+    let index = entries().count().checked_sub(trusted_hops as usize)?;
+    let entry = std::str::from_utf8(entries().nth(index)?).ok()?.trim();
     entry
         .parse::<IpAddr>()
         .ok()
