@@ -114,12 +114,9 @@ pub(super) fn serve<'a>(
             .get(routed.index)
             .filter(|_| !refresh)
         {
-            // `client_ip` is the address the listener's trusted proxies vouch for, when it
-            // has any (`trusted_hops`), else the connection's peer.
-            let client =
-                crate::wire::headers::trusted_client(&parts.headers, listener.trusted_hops())
-                    .unwrap_or(ctx.peer.ip());
-            if let Err(refused) = limiter.check(client, &parts.headers) {
+            if let Err(refused) =
+                limiter.check(ctx.peer.ip(), listener.trusted_hops(), &parts.headers)
+            {
                 limiter.count_refused();
                 return Ok(too_many_requests(limiter, refused));
             }

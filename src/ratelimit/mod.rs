@@ -146,7 +146,14 @@ impl RouteLimiter {
     /// Admits one request from `peer` with `headers`, or refuses it (count it with
     /// [`Self::count_refused`] and answer with [`answer::Fields`]). One clock read, a hash of
     /// the key and one compare-and-swap; a mesh-scoped route also loads its shares.
-    pub fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), Refused> {
+    /// `trusted_hops`: the listener's; with any, `client_ip` is the client its trusted proxies
+    /// vouch for (`wire::headers::trusted_client`), else `peer`.
+    pub fn check(
+        &self,
+        peer: IpAddr,
+        trusted_hops: u32,
+        headers: &HeaderMap,
+    ) -> Result<(), Refused> {
         let now = gcra::clock();
         match &self.buckets {
             Buckets::Route { tat, demand } => match &self.shares {
@@ -158,7 +165,7 @@ impl RouteLimiter {
                 }
             },
             Buckets::Keys(table) => {
-                let key = self.fingerprint(peer, headers);
+                let key = self.fingerprint(peer, trusted_hops, headers);
                 let bucket = table.bucket(key, now);
                 match &self.shares {
                     None => gcra::admit(bucket.tat, now, self.rate),
@@ -174,9 +181,11 @@ impl RouteLimiter {
     /// The key's fingerprint: the client IP, or the header's value (a request without the
     /// header is keyed by an empty value that no present header hashes to: requests without
     /// it share one bucket).
-    fn fingerprint(&self, peer: IpAddr, headers: &HeaderMap) -> u64 {
+    fn fingerprint(&self, peer: IpAddr, trusted_hops: u32, headers: &HeaderMap) -> u64 {
         match &self.config.key {
-            RateLimitKey::ClientIp => self.hasher.hash_one(peer),
+            RateLimitKey::ClientIp => self.hasher.hash_one(
+                crate::wire::headers::trusted_client(headers, trusted_hops).unwrap_or(peer),
+            ),
             RateLimitKey::Header(name) => {
                 let mut h = self.hasher.build_hasher();
                 match headers.get(name) {
