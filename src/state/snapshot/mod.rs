@@ -414,6 +414,101 @@ impl ClusterSnapshot {
         }
     }
 
+    /// The cluster after a discovery update: `set` (sorted by address, addresses unique, as
+    /// `discovery::Sink` publishes it) replaces the endpoints of `previous`, this cluster's
+    /// part of the current snapshot, built from the same `config`. What did not change is
+    /// reused rather than looked up or rebuilt: one merge walk over the two address-ordered
+    /// lists keeps every surviving endpoint's state `Arc` and zone (no registry lookup: the
+    /// registry holds exactly the current snapshot's states), asks the registry only for the
+    /// endpoints that joined, and hands the balancer the [`balance::Diff`] so tables that can
+    /// be derived are ([`balance::build_after`]). Returns the addresses that left, for the
+    /// registry to forget. A set that is not in canonical order takes [`Self::build`]'s path,
+    /// which sorts.
+    pub(super) fn build_after(
+        config: &ClusterConfig,
+        local_zone: Option<&str>,
+        registry: &EndpointRegistry,
+        set: &DiscoveredSet,
+        previous: &ClusterSnapshot,
+    ) -> (Self, Vec<SocketAddr>) {
+        let list = &set.endpoints;
+        let sorted = list.windows(2).all(|w| w[0].address < w[1].address);
+        if !sorted || set.source != config.endpoints {
+            let built = Self::build(config, local_zone, registry, Some(set));
+            let removed = previous
+                .endpoints
+                .iter()
+                .map(|e| e.address())
+                .filter(|&a| built.index_of(a).is_none())
+                .collect();
+            return (built, removed);
+        }
+        let old = &previous.endpoints;
+        let mut diff = balance::Diff {
+            old_to_new: vec![balance::GONE; old.len()],
+            changed: Vec::new(),
+        };
+        let mut removed = Vec::new();
+        let mut endpoints = Vec::with_capacity(list.len());
+        let mut zones = Vec::with_capacity(list.len());
+        let mut j = 0;
+        for (i, e) in list.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(balance::GONE);
+            while let Some(gone) = old.get(j).filter(|o| o.address() < e.address) {
+                removed.push(gone.address());
+                j += 1;
+            }
+            let zone = e.zone.as_deref();
+            match old.get(j).filter(|o| o.address() == e.address) {
+                Some(kept) => {
+                    if kept.weight() != e.weight {
+                        kept.set_weight(e.weight);
+                        diff.changed.push(index);
+                    }
+                    if let Some(slot) = diff.old_to_new.get_mut(j) {
+                        *slot = index;
+                    }
+                    endpoints.push(Arc::clone(kept));
+                    let before = previous.zones.get(j).cloned().flatten();
+                    zones.push(match before {
+                        Some(same) if Some(&*same) == zone => Some(same),
+                        _ => zone.map(Arc::from),
+                    });
+                    j += 1;
+                }
+                None => {
+                    endpoints.push(registry.get_or_create(&config.name, e.address, e.weight));
+                    zones.push(zone.map(Arc::from));
+                    diff.changed.push(index);
+                }
+            }
+        }
+        removed.extend(old.iter().skip(j).map(|e| e.address()));
+        let balancer = balance::build_after(config, &endpoints, previous.balancer(), &diff);
+        let zoned = match (config.locality, local_zone) {
+            (Locality::PreferLocal, Some(own)) => Some(Zoned::build(config, &endpoints, |i| {
+                zones.get(i).and_then(Option::as_deref) == Some(own)
+            })),
+            _ => None,
+        };
+        let built = Self {
+            config: config.clone(),
+            endpoints,
+            balancer,
+            health: Arc::clone(&previous.health),
+            zones,
+            zoned,
+        };
+        (built, removed)
+    }
+
+    /// The index of the endpoint at `address`, if listed (binary search: canonical order).
+    pub fn index_of(&self, address: SocketAddr) -> Option<usize> {
+        self.endpoints
+            .binary_search_by(|e| e.address().cmp(&address))
+            .ok()
+    }
+
     /// The request path's pick over this cluster (`balance::choose`, or the zone choice first
     /// with `locality = "prefer_local"`): the first usable candidate with its in-flight guard.
     pub fn choose(
