@@ -81,6 +81,21 @@ impl Tracked {
         self.endpoint.health().set_report_successes(watch);
     }
 
+    /// A new endpoint's entry: nothing owns its state's phase yet, so it starts closed.
+    fn fresh(endpoint: &Arc<EndpointState>) -> Self {
+        endpoint.clear_ejection();
+        endpoint.set_breaker(BreakerPhase::Closed);
+        endpoint.health().set_permits(0);
+        Self {
+            endpoint: Arc::clone(endpoint),
+            consecutive_5xx: 0,
+            consecutive_gateway: 0,
+            window: Window::default(),
+            phase: Phase::Closed,
+            quiet_seen: endpoint.health().quiet_successes(),
+        }
+    }
+
     fn reset_counts(&mut self) {
         self.consecutive_5xx = 0;
         self.consecutive_gateway = 0;
@@ -115,23 +130,27 @@ impl Ejector {
         self.config = config;
         let mut next = HashMap::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let tracked = self.tracked.remove(&endpoint.address()).unwrap_or_else(|| {
-                // Nothing owns this state's phase yet: start from closed.
-                endpoint.clear_ejection();
-                endpoint.set_breaker(BreakerPhase::Closed);
-                endpoint.health().set_permits(0);
-                Tracked {
-                    endpoint: Arc::clone(endpoint),
-                    consecutive_5xx: 0,
-                    consecutive_gateway: 0,
-                    window: Window::default(),
-                    phase: Phase::Closed,
-                    quiet_seen: endpoint.health().quiet_successes(),
-                }
-            });
+            let tracked = self
+                .tracked
+                .remove(&endpoint.address())
+                .unwrap_or_else(|| Tracked::fresh(endpoint));
             next.insert(endpoint.address(), tracked);
         }
         self.tracked = next;
+    }
+
+    /// A discovery update under the same config: `joined` start closed, `left` are forgotten,
+    /// every other endpoint keeps its phase and counts, as [`Self::set_endpoints`] over the new
+    /// list would leave them, in time proportional to the change.
+    pub fn change_endpoints(&mut self, joined: &[Arc<EndpointState>], left: &[SocketAddr]) {
+        for address in left {
+            self.tracked.remove(address);
+        }
+        for endpoint in joined {
+            self.tracked
+                .entry(endpoint.address())
+                .or_insert_with(|| Tracked::fresh(endpoint));
+        }
     }
 
     /// Whether `address` is one of the tracked endpoints.

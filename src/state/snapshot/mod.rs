@@ -108,6 +108,23 @@ pub struct ClusterSnapshot {
     /// `locality = "prefer_local"` with `[runtime] zone` set: the endpoints split into the
     /// local and remote sets, each with its balancer; `None` otherwise (zone-blind).
     zoned: Option<Zoned>,
+    /// For a discovery update: what changed from the cluster snapshot it was built after, so
+    /// the health task holding that one follows the change without a pass over every endpoint.
+    since: Option<Since>,
+}
+
+/// How a cluster snapshot differs from the one it was built after ([`ClusterSnapshot::build_after`]).
+#[derive(Debug)]
+struct Since {
+    /// The address of the earlier cluster snapshot, only ever compared with the address of one
+    /// a caller holds: the caller's `Arc` keeps its snapshot alive, and the earlier one was alive
+    /// when this one was built after it, so equal addresses mean the same snapshot (two live
+    /// values never share an address). Not a pointer to follow: nothing is read through it.
+    base: usize,
+    /// Indices (into this snapshot's endpoints) of the endpoints that joined.
+    joined: Vec<u32>,
+    /// Addresses of the endpoints that left.
+    left: Vec<SocketAddr>,
 }
 
 /// Per-listener data the request path needs, computed once.
@@ -411,6 +428,7 @@ impl ClusterSnapshot {
             health: registry.cluster_health(&config.name),
             zones,
             zoned,
+            since: None,
         }
     }
 
@@ -449,6 +467,7 @@ impl ClusterSnapshot {
             changed: Vec::new(),
         };
         let mut removed = Vec::new();
+        let mut joined = Vec::new();
         let mut endpoints = Vec::with_capacity(list.len());
         let mut zones = Vec::with_capacity(list.len());
         let mut j = 0;
@@ -480,6 +499,7 @@ impl ClusterSnapshot {
                     endpoints.push(registry.get_or_create(&config.name, e.address, e.weight));
                     zones.push(zone.map(Arc::from));
                     diff.changed.push(index);
+                    joined.push(index);
                 }
             }
         }
@@ -498,8 +518,23 @@ impl ClusterSnapshot {
             health: Arc::clone(&previous.health),
             zones,
             zoned,
+            since: Some(Since {
+                base: std::ptr::from_ref(previous) as usize,
+                joined,
+                left: removed.clone(),
+            }),
         };
         (built, removed)
+    }
+
+    /// When this snapshot was built after `earlier` by a discovery update: the endpoints that
+    /// joined (indices into [`Self::endpoints`]) and the addresses that left. `None` for any
+    /// other pair (a full build, or `earlier` not the one this was built after, as when a
+    /// follower skipped versions): the caller then compares the whole lists.
+    pub fn changes_since(&self, earlier: &Arc<ClusterSnapshot>) -> Option<(&[u32], &[SocketAddr])> {
+        let since = self.since.as_ref()?;
+        (Arc::as_ptr(earlier) as usize == since.base)
+            .then_some((since.joined.as_slice(), since.left.as_slice()))
     }
 
     /// The index of the endpoint at `address`, if listed (binary search: canonical order).

@@ -129,7 +129,12 @@ fn a_discovery_update_reuses_what_stayed_and_equals_a_full_build() {
     };
     let registry = EndpointRegistry::new();
     let before_set = set(&[1, 2, 3, 4, 5, 6, 7, 8], 0);
-    let before = ClusterSnapshot::build(cluster, None, &registry, Some(&before_set));
+    let before = Arc::new(ClusterSnapshot::build(
+        cluster,
+        None,
+        &registry,
+        Some(&before_set),
+    ));
     // 2 and 7 leave, 9 and 0 join, 4 changes weight.
     let after_set = set(&[0, 1, 3, 4, 5, 6, 8, 9], 4);
     let (after, removed) =
@@ -158,6 +163,17 @@ fn a_discovery_update_reuses_what_stayed_and_equals_a_full_build() {
     ));
     assert_eq!(after.endpoints()[3].weight(), 3, "the new weight is taken");
     assert_eq!(registry.len(), 8, "the registry forgot the two that left");
+    // The health task holding `before` learns just the change; any other holder compares lists.
+    let (joined, left) = after.changes_since(&before).expect("built after `before`");
+    let joined: Vec<u16> = joined
+        .iter()
+        .map(|&i| after.endpoints()[i as usize].address().port())
+        .collect();
+    assert_eq!(joined, [0, 9]);
+    assert_eq!(left.iter().map(port).collect::<Vec<_>>(), [2, 7]);
+    let scratch = Arc::new(scratch);
+    assert!(after.changes_since(&scratch).is_none());
+    assert!(scratch.changes_since(&before).is_none(), "a full build");
     for key in 0..5000u64 {
         let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let pick = |c: &ClusterSnapshot| {
