@@ -9,6 +9,13 @@
 //! the revision was compacted meanwhile; a watch that etcd cancels as compacted re-lists at once.
 //! Keys whose value does not parse are skipped and counted as errors; the rest still publish.
 //!
+//! Scale (docs/discovery-scale.md): the task keeps what the watch reported in a [`KeySet`]
+//! (by key and by address), so an event costs O(log n) and the published list comes out in
+//! address order without a sort. The watch stream is read by a task of its own, so changes that
+//! arrive while a snapshot is being built are applied together and published as one: a burst
+//! of a thousand puts costs a few snapshot builds, not a thousand. The snapshot build reuses
+//! the cluster's previous snapshot (`ClusterSnapshot::build_after`).
+//!
 //! Liveness: a watch that stays silent for `watch_timeout` (default 30 s) may be healthy (nothing
 //! changed) or dead without a word (etcd black-holed behind a firewall, a half-open connection).
 //! The task then ranges the prefix once, with the unary call's timeout: no answer counts as a

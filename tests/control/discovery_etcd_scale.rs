@@ -49,6 +49,9 @@ struct Figures {
     rss_delta: u64,
     /// `switchyard_discovery_updates_total` summed over the clusters: snapshots published.
     publishes: u64,
+    /// One from-scratch build of a cluster's balancer (`balance::build`, what every update cost
+    /// before updates were derived), at the cluster's size, for comparison.
+    balancer_build: Duration,
 }
 
 /// Endpoint `i`'s address: distinct for every `i` below 2^24, never connected to.
@@ -158,6 +161,15 @@ fn run(shape: &Shape) -> Figures {
         live(&shared, shape.clusters)
     );
     let rss_delta = rss().saturating_sub(rss_before);
+    let balancer_build = {
+        let snapshot = shared.snapshot();
+        let cluster = snapshot.cluster("c0").expect("cluster c0");
+        let started = Instant::now();
+        let built = switchyard::balance::build(cluster.config(), cluster.endpoints());
+        let took = started.elapsed();
+        assert_eq!(built.name(), shape.balance);
+        took
+    };
 
     let publishes_before = publishes(&proxy, shape.clusters);
     let (process_before, own_before) = cpu_ticks();
@@ -204,6 +216,7 @@ fn run(shape: &Shape) -> Figures {
         cpu_per_change: cpu / u32::try_from(shape.changes.max(1)).unwrap_or(u32::MAX),
         rss_delta,
         publishes,
+        balancer_build,
     }
 }
 
@@ -258,7 +271,7 @@ fn scale_bench() {
     let mut f = run(&shape);
     let changes = f.change_to_live.len();
     println!(
-        "| {} × {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.0} | {} / {changes} |",
+        "| {} × {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.0} | {} / {changes} | {} |",
         shape.clusters,
         shape.per_cluster,
         shape.balance,
@@ -271,5 +284,6 @@ fn scale_bench() {
         ms(f.cpu_per_change),
         f.rss_delta as f64 / f.endpoints as f64,
         f.publishes,
+        ms(f.balancer_build),
     );
 }

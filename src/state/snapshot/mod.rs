@@ -9,7 +9,9 @@
 //! - [`Rules`], everything compiled from one config (router, listeners, metric handles, budgets,
 //!   rings, exporter, cache), made only by [`Rules::compile`];
 //! - the clusters, each a [`ClusterSnapshot`] made only by `ClusterSnapshot::build` from the
-//!   cluster's config and its current endpoint set.
+//!   cluster's config and its current endpoint set, or, for a discovery update, by
+//!   `ClusterSnapshot::build_after`, which makes the same from the cluster snapshot before and
+//!   the new set, reusing what did not change (docs/discovery-scale.md).
 //!
 //! A reload compiles both ([`Snapshot::compile`]); a discovery update keeps the rules as they are
 //! and replaces one cluster ([`Snapshot::with_cluster`]). Both end in the same two-field
