@@ -42,6 +42,6 @@ for shape in $SHAPES; do
     ETCD_SCALE_CLUSTERS=${shape%x*} ETCD_SCALE_PER_CLUSTER=${shape#*x} \
       ETCD_SCALE_BALANCE=$balance ETCD_SCALE_CHANGES=$CHANGES \
       "$binary" --ignored --exact discovery_etcd_scale::scale_bench --nocapture --test-threads 1 2>/dev/null |
-      grep '^| ' || echo "| $shape | $balance | failed: rerun the test by hand for its output |"
+      grep -o '| [0-9].*|$' || echo "| $shape | $balance | failed: rerun the test by hand for its output |"
   done
 done

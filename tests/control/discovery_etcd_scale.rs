@@ -268,6 +268,12 @@ fn scale_bench() {
         balance: std::env::var("ETCD_SCALE_BALANCE").unwrap_or_else(|_| "round_robin".into()),
         changes: var("ETCD_SCALE_CHANGES", 1000),
     };
+    // For the size accounting in docs/discovery-scale.md (the RSS delta is the measurement).
+    println!(
+        "# size_of EndpointState: {} B, StaticEndpoint: {} B",
+        std::mem::size_of::<switchyard::endpoint::EndpointState>(),
+        std::mem::size_of::<switchyard::config::StaticEndpoint>()
+    );
     let mut f = run(&shape);
     let changes = f.change_to_live.len();
     println!(
