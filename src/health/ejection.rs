@@ -634,6 +634,47 @@ mod tests {
         assert!(ej.next_deadline().is_some());
     }
 
+    /// A discovery update applied as a change (`change_endpoints`) leaves the ejector as a full
+    /// `set_endpoints` over the new list would: survivors keep their phase and counts, the
+    /// joined start closed, the left are forgotten. Two ejectors over states of their own,
+    /// the same history, one update each way.
+    #[test]
+    fn a_change_equals_setting_the_new_list() {
+        let config = OutlierDetection {
+            max_percent: 100,
+            ..config()
+        };
+        let now = Instant::now();
+        let run = |as_change: bool| {
+            let (mut ej, eps) = setup(3, config.clone());
+            feed(&mut ej, 1, Attempt::GatewayError, 3, now);
+            feed(&mut ej, 2, Attempt::GatewayError, 2, now);
+            let joined = Arc::new(EndpointState::new("c", addr(9), 1));
+            if as_change {
+                ej.change_endpoints(std::slice::from_ref(&joined), &[addr(3)]);
+            } else {
+                let list = [
+                    Arc::clone(&eps[0]),
+                    Arc::clone(&eps[1]),
+                    Arc::clone(&joined),
+                ];
+                ej.set_endpoints(&list, config.clone());
+            }
+            let tracked: Vec<bool> = [1, 2, 3, 9].map(|p| ej.tracks(addr(p))).to_vec();
+            // Endpoint 2 kept its run of two: a third gateway error ejects it.
+            feed(&mut ej, 2, Attempt::GatewayError, 1, now);
+            let phases = [eps[0].breaker(), eps[1].breaker(), joined.breaker()];
+            (tracked, phases, ej.next_deadline())
+        };
+        let (changed, set) = (run(true), run(false));
+        assert_eq!(changed, set);
+        assert_eq!(changed.0, [true, true, false, true]);
+        assert_eq!(
+            changed.1,
+            [BreakerPhase::Open, BreakerPhase::Open, BreakerPhase::Closed]
+        );
+    }
+
     /// A quiet success (the request path's atomic count) as `record` produces it: counted on the
     /// endpoint, then taken in by the next report from that endpoint (which carries the count).
     fn quiet_success(endpoint: &EndpointState, times: usize) {
