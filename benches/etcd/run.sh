@@ -35,8 +35,8 @@ for line in sys.stdin:
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, Linux $(uname -r), $(etcd --version | head -n 1)"
 echo
-echo "| clusters × keys | balance | endpoints | initial sync ms | change→live p50 / p99 / max ms | etcd put p50 ms | CPU per change ms | RSS B per endpoint | publishes / changes | one full balancer build ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| clusters × keys | balance | endpoints | initial sync ms | change→live p50 / p99 / max ms | etcd put p50 ms | CPU per change ms | RSS B per endpoint | publishes / changes | one full balancer build ms | burst of $CHANGES deletes: ms to all live, in publishes |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for shape in $SHAPES; do
   for balance in $BALANCES; do
     ETCD_SCALE_CLUSTERS=${shape%x*} ETCD_SCALE_PER_CLUSTER=${shape#*x} \

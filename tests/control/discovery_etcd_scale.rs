@@ -49,6 +49,11 @@ struct Figures {
     rss_delta: u64,
     /// `switchyard_discovery_updates_total` summed over the clusters: snapshots published.
     publishes: u64,
+    /// A burst: `changes` deletes sent back to back (one request each, as many registrants
+    /// leaving at once), the time from the first to all of them live, and the snapshots
+    /// published for them (coalescing: far fewer than the deletes).
+    burst: Duration,
+    burst_publishes: u64,
     /// One from-scratch build of a cluster's balancer (`balance::build`, what every update cost
     /// before updates were derived), at the cluster's size, for comparison.
     balancer_build: Duration,
@@ -119,7 +124,7 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-fn publishes(proxy: &TestProxy, clusters: usize) -> u64 {
+fn published(proxy: &TestProxy, clusters: usize) -> u64 {
     let text = crate::support::metrics::scrape(proxy.admin_addr());
     (0..clusters)
         .map(|c| {
@@ -171,7 +176,7 @@ fn run(shape: &Shape) -> Figures {
         took
     };
 
-    let publishes_before = publishes(&proxy, shape.clusters);
+    let publishes_before = published(&proxy, shape.clusters);
     let (process_before, own_before) = cpu_ticks();
     let mut change_to_live = Vec::with_capacity(shape.changes);
     let mut etcd_round_trip = Vec::with_capacity(shape.changes);
@@ -206,7 +211,26 @@ fn run(shape: &Shape) -> Figures {
     let ticks = (process_after - process_before).saturating_sub(own_after - own_before);
     // Linux reports CPU in USER_HZ ticks, 100 per second on every architecture Rust targets.
     let cpu = Duration::from_millis(ticks * 10);
-    let publishes = publishes(&proxy, shape.clusters) - publishes_before;
+    let publishes = published(&proxy, shape.clusters) - publishes_before;
+
+    let burst_before = published(&proxy, shape.clusters);
+    // From the first delete sent: the deletes' own requests are part of the burst.
+    let burst_started = Instant::now();
+    let gone: Vec<(String, std::net::SocketAddr)> = (0..shape.changes.min(endpoints))
+        .map(|n| {
+            let (c, i) = (n % shape.clusters, (n / shape.clusters) % shape.per_cluster);
+            let addr = address(c * shape.per_cluster + i).parse().expect("address");
+            etcd.delete(&key(c, i));
+            (format!("c{c}"), addr)
+        })
+        .collect();
+    let all_gone = wait_until_every(DEADLINE, POLL, || {
+        let snapshot = shared.snapshot();
+        gone.iter().all(|(c, a)| !snapshot.has_endpoint(c, *a))
+    });
+    let burst = burst_started.elapsed();
+    assert!(all_gone, "a burst of deletes not live after {DEADLINE:?}");
+    let burst_publishes = published(&proxy, shape.clusters) - burst_before;
     proxy.shutdown();
     Figures {
         endpoints,
@@ -216,6 +240,8 @@ fn run(shape: &Shape) -> Figures {
         cpu_per_change: cpu / u32::try_from(shape.changes.max(1)).unwrap_or(u32::MAX),
         rss_delta,
         publishes,
+        burst,
+        burst_publishes,
         balancer_build,
     }
 }
@@ -277,7 +303,7 @@ fn scale_bench() {
     let mut f = run(&shape);
     let changes = f.change_to_live.len();
     println!(
-        "| {} × {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.0} | {} / {changes} | {} |",
+        "| {} × {} | {} | {} | {} | {} / {} / {} | {} | {} | {:.0} | {} / {changes} | {} | {} in {} |",
         shape.clusters,
         shape.per_cluster,
         shape.balance,
@@ -291,5 +317,7 @@ fn scale_bench() {
         f.rss_delta as f64 / f.endpoints as f64,
         f.publishes,
         ms(f.balancer_build),
+        ms(f.burst),
+        f.burst_publishes,
     );
 }
