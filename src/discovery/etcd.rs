@@ -216,6 +216,8 @@ async fn watch(watcher: &Watcher, from: i64, mut keys: KeySet, sink: &mut Sink) 
         for _ in 0..MAX_COALESCED {
             match message {
                 WatchMessage::Created => {}
+                // A progress notification is an empty list: nothing to publish.
+                WatchMessage::Events(events) if events.is_empty() => {}
                 WatchMessage::Events(events) => {
                     changed = true;
                     apply(&mut keys, events, sink);
