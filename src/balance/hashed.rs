@@ -8,6 +8,7 @@
 //! worker and every peer.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::slow_start::Ramp;
@@ -15,7 +16,8 @@ use super::slow_start::Ramp;
 use super::candidates::{Slots, Warmup};
 use super::least_request::{self, InFlight};
 use super::p2c::P2c;
-use super::{below, bounded, remix, Balancer, Candidates, PickContext};
+use super::{below, bounded, remix, Balancer, Candidates, Diff, PickContext};
+use crate::config::ClusterConfig;
 use crate::endpoint::{EndpointState, InFlightGuard};
 
 /// A consistent-hash table of endpoint indices.
@@ -24,6 +26,16 @@ pub(crate) trait Table: Send + Sync + fmt::Debug {
     const NAME: &'static str;
     /// The table of endpoint indices and the position a key's hash lands on.
     fn locate(&self, hash: u64) -> (Slots<'_>, usize);
+
+    /// The table after the list changed by `diff` (see [`super::Balancer::derive`]), when this
+    /// table can be derived; `identity(i)` is new endpoint `i`'s identity.
+    fn derive(&self, weights: &[u32], diff: &Diff, identity: &dyn Fn(u32) -> String) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = (weights, diff, identity);
+        None
+    }
 }
 
 /// A hashing balancer over table `T`; see the module doc.
@@ -63,7 +75,7 @@ fn fraction(hash: u64) -> f64 {
     (remix(hash ^ 0x736c_6f77) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-impl<T: Table> Balancer for Hashed<T> {
+impl<T: Table + 'static> Balancer for Hashed<T> {
     fn candidates<'a>(&'a self, ctx: &PickContext<'a>) -> Candidates<'a> {
         let Some(hash) = ctx.hash else {
             return self.fallback.candidates(ctx);
@@ -90,6 +102,28 @@ impl<T: Table> Balancer for Hashed<T> {
 
     fn name(&self) -> &'static str {
         T::NAME
+    }
+
+    fn derive(
+        &self,
+        cluster: &ClusterConfig,
+        endpoints: &[Arc<EndpointState>],
+        weights: &[u32],
+        diff: &Diff,
+    ) -> Option<Box<dyn Balancer>> {
+        let identity = |i: u32| {
+            endpoints
+                .get(i as usize)
+                .map(|e| e.address().to_string())
+                .unwrap_or_default()
+        };
+        let table = self.table.derive(weights, diff, &identity)?;
+        Some(Box::new(Self::new(
+            table,
+            weights,
+            cluster.balance_factor,
+            cluster.slow_start,
+        )))
     }
 }
 

@@ -78,7 +78,38 @@ pub trait Balancer: Send + Sync + fmt::Debug {
 
     /// The algorithm's config spelling, for logs and the admin API.
     fn name(&self) -> &'static str;
+
+    /// This balancer's successor after the endpoint list changed by `diff` (a discovery update),
+    /// derived from this one instead of built from scratch, when the algorithm can do that for
+    /// less than a full build and the result equals what [`build`] would make. `None` (the
+    /// default) means: build from scratch. `cluster` is the same config this one was built
+    /// for; `endpoints` and `weights` are the new list.
+    fn derive(
+        &self,
+        cluster: &ClusterConfig,
+        endpoints: &[Arc<EndpointState>],
+        weights: &[u32],
+        diff: &Diff,
+    ) -> Option<Box<dyn Balancer>> {
+        let _ = (cluster, endpoints, weights, diff);
+        None
+    }
 }
+
+/// How a cluster's endpoint list changed from one snapshot to the next (both in canonical
+/// address order), so tables over it can be derived rather than rebuilt: see
+/// [`Balancer::derive`] and [`build_after`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// For each old index, its new index, or [`GONE`] for an endpoint that left.
+    pub old_to_new: Vec<u32>,
+    /// New indices whose table entries must be made afresh: endpoints that joined, and
+    /// endpoints that stayed with a different weight. Ascending.
+    pub changed: Vec<u32>,
+}
+
+/// [`Diff::old_to_new`]'s mark for an endpoint that left.
+pub const GONE: u32 = u32::MAX;
 
 /// The request path's pick: the first candidate that `usable` accepts (the caller's view of
 /// ejection and breakers) and the balancer admits, with its in-flight guard.
@@ -138,6 +169,21 @@ pub fn build(cluster: &ClusterConfig, endpoints: &[Arc<EndpointState>]) -> Box<d
             hashing(algorithm, &listed, cluster.balance_factor, slow_start)
         }
     }
+}
+
+/// The balancer of a discovery update: derived from `previous` (the cluster's balancer in the
+/// snapshot before, built from the same `cluster` config) when its algorithm supports that
+/// ([`Balancer::derive`]), else built from scratch as [`build`] does.
+pub fn build_after(
+    cluster: &ClusterConfig,
+    endpoints: &[Arc<EndpointState>],
+    previous: &dyn Balancer,
+    diff: &Diff,
+) -> Box<dyn Balancer> {
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+    previous
+        .derive(cluster, endpoints, &weights, diff)
+        .unwrap_or_else(|| build(cluster, endpoints))
 }
 
 /// Builds a hashing balancer (`ring_hash`, or `maglev`; any other algorithm means `ring_hash`)

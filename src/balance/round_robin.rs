@@ -118,22 +118,62 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 /// One period of nginx's smooth weighted round robin for `weights`.
+///
+/// nginx's loop costs O(endpoints) per step, so a period costs O(endpoints × total weight):
+/// quadratic in a cluster of equal weights, where the period is the endpoint count. The same
+/// sequence comes from the endpoints grouped by weight. Within a group every member gains the
+/// same weight per step, so their `current` values differ by whole multiples of `total`, set by
+/// how often each was picked; the group's best is the member picked least, lowest index first,
+/// which makes a group's turns a rotation through its members in index order. A step then
+/// compares one candidate per group, `step × weight − total × rounds`, ties to the lowest index
+/// as in nginx: O(distinct weights) per step instead of O(endpoints). A unit test compares it
+/// with nginx's loop ([`nginx_sequence`] in the tests).
 fn smooth_sequence(weights: &[u64]) -> Vec<u32> {
+    struct Group {
+        weight: i128,
+        /// Member indices, ascending.
+        members: Vec<u32>,
+        /// Picks so far.
+        picks: usize,
+    }
     let total: u64 = weights.iter().sum();
-    let total_signed = i64::try_from(total).unwrap_or(i64::MAX);
-    let mut current = vec![0i64; weights.len()];
+    let mut by_weight: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+    for (i, &w) in weights.iter().enumerate() {
+        by_weight
+            .entry(w)
+            .or_default()
+            .push(u32::try_from(i).unwrap_or(u32::MAX));
+    }
+    let mut groups: Vec<Group> = by_weight
+        .into_iter()
+        .map(|(w, members)| Group {
+            weight: i128::from(w),
+            members,
+            picks: 0,
+        })
+        .collect();
+    let total_wide = i128::from(total);
     let mut table = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, &w) in weights.iter().enumerate() {
-            current[i] += i64::try_from(w).unwrap_or(i64::MAX);
-            // Strictly greater: ties go to the lower index, as in nginx.
-            if current[i] > current[best] {
-                best = i;
+    for step in 1..=i128::from(total) {
+        let mut best: Option<(i128, u32, usize)> = None;
+        for (g, group) in groups.iter().enumerate() {
+            let size = group.members.len();
+            let rounds = i128::try_from(group.picks / size).unwrap_or(i128::MAX);
+            let current = step * group.weight - total_wide * rounds;
+            let member = group.members[group.picks % size];
+            let better = match best {
+                None => true,
+                Some((c, m, _)) => current > c || (current == c && member < m),
+            };
+            if better {
+                best = Some((current, member, g));
             }
         }
-        current[best] -= total_signed;
-        table.push(u32::try_from(best).unwrap_or(u32::MAX));
+        let Some((_, member, g)) = best else {
+            break;
+        };
+        groups[g].picks += 1;
+        table.push(member);
     }
     table
 }
@@ -144,6 +184,49 @@ mod tests {
 
     fn sequence(rr: &RoundRobin, n: usize) -> Vec<usize> {
         (0..n).filter_map(|_| rr.pick()).collect()
+    }
+
+    /// nginx's own loop, O(endpoints) per step: what [`smooth_sequence`] must equal.
+    fn nginx_sequence(weights: &[u64]) -> Vec<u32> {
+        let total: u64 = weights.iter().sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut table = Vec::new();
+        for _ in 0..total {
+            let mut best = 0;
+            for (i, &w) in weights.iter().enumerate() {
+                current[i] += w as i64;
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total as i64;
+            table.push(best as u32);
+        }
+        table
+    }
+
+    #[test]
+    fn grouped_sequence_equals_nginx_loop() {
+        let mut x = 0x9e37_79b9_u64;
+        for case in 0..300 {
+            x = remix(x);
+            let n = 1 + (x % 40) as usize;
+            let spread = [1, 2, 3, 7, 50][case % 5];
+            let weights: Vec<u64> = (0..n)
+                .map(|_| {
+                    x = remix(x);
+                    1 + x % spread
+                })
+                .collect();
+            assert_eq!(
+                smooth_sequence(&weights),
+                nginx_sequence(&weights),
+                "{weights:?}"
+            );
+        }
+        let equal = vec![1u64; 10_000];
+        let expected: Vec<u32> = (0..10_000).collect();
+        assert_eq!(smooth_sequence(&equal), expected);
     }
 
     #[test]

@@ -71,9 +71,11 @@ pub struct Sink {
     cluster: String,
     source: EndpointSource,
     /// What was last published, to skip rebuilding a snapshot for an unchanged answer.
-    last: Option<Vec<StaticEndpoint>>,
+    last: Option<Arc<DiscoveredSet>>,
     updates: Counter,
     errors: Counter,
+    /// Snapshots this sink has published (the `discovery update` log line carries it).
+    publishes: u64,
 }
 
 impl Sink {
@@ -90,6 +92,7 @@ impl Sink {
             cluster: cluster.to_owned(),
             source,
             last: None,
+            publishes: 0,
         }
     }
 
@@ -106,9 +109,10 @@ impl Sink {
         let Some(shared) = self.shared.upgrade() else {
             return false;
         };
+        // A stable sort: a list already in address order (the etcd provider's) is one pass.
         endpoints.sort_by_key(|e| e.address);
         endpoints.dedup_by_key(|e| e.address);
-        if self.last.as_ref() == Some(&endpoints) {
+        if self.last.as_ref().is_some_and(|l| l.endpoints == endpoints) {
             return true;
         }
         tracing::info!(
@@ -117,13 +121,13 @@ impl Sink {
             endpoints = endpoints.len(),
             "discovery update"
         );
-        let set = DiscoveredSet {
+        let set = Arc::new(DiscoveredSet {
             source: self.source.clone(),
-            endpoints: endpoints.clone(),
-        };
-        let cluster = self.cluster.clone();
+            endpoints,
+        });
+        let (cluster, published) = (self.cluster.clone(), Arc::clone(&set));
         let built =
-            tokio::task::spawn_blocking(move || shared.publish_endpoints(&cluster, Arc::new(set)))
+            tokio::task::spawn_blocking(move || shared.publish_endpoints(&cluster, published))
                 .await;
         if let Err(error) = built {
             // A panicked build published nothing; the next answer of the source tries again.
@@ -131,8 +135,14 @@ impl Sink {
             return self.is_open();
         }
         self.updates.increment(1);
-        self.last = Some(endpoints);
+        self.publishes += 1;
+        self.last = Some(set);
         true
+    }
+
+    /// How many snapshots this sink has published.
+    pub fn publishes(&self) -> u64 {
+        self.publishes
     }
 
     /// Records a failed lookup, read or watch: the last good set stays published.

@@ -419,6 +419,21 @@ impl EndpointRegistry {
         self.promote_folded();
     }
 
+    /// Drops the entries of `cluster` at `addresses` (endpoints a discovery update removed),
+    /// as [`Self::retain`] would, without visiting every other entry: a discovery update's cost
+    /// follows what changed, not how many endpoints the proxy has.
+    pub fn remove(&self, cluster: &str, addresses: &[SocketAddr]) {
+        if addresses.is_empty() {
+            return;
+        }
+        for &address in addresses {
+            if let Some((_, state)) = self.states.remove(&(cluster.to_owned(), address)) {
+                state.metrics().release();
+            }
+        }
+        self.promote_folded();
+    }
+
     /// Gives endpoints labelled `other` their own label while the budget has room, by cluster
     /// and address. Runs after endpoints left: a snapshot build creates the new endpoints
     /// before the registry lets the old ones go, so in an update that replaces endpoints at a

@@ -95,6 +95,25 @@ impl Checker {
         self.streaks = streaks;
     }
 
+    /// A discovery update under the same config: `joined` are taken in as
+    /// [`Self::set_endpoints`] takes new endpoints (initial verdict, probed at once), `left`
+    /// are forgotten; the rest keep their streaks. Time proportional to the change.
+    pub fn change_endpoints(&mut self, joined: &[Arc<EndpointState>], left: &[SocketAddr]) {
+        for address in left {
+            self.streaks.remove(address);
+        }
+        for e in joined {
+            if self.streaks.contains_key(&e.address()) {
+                continue;
+            }
+            if e.health().last_probe().is_none() {
+                publish_verdict(e, self.config.initial_healthy, false);
+            }
+            self.fresh.push(e.address());
+            self.streaks.insert(e.address(), Streak::default());
+        }
+    }
+
     /// Time to the next round: `interval` ± 10 %.
     pub fn next_delay(&self) -> Duration {
         self.config.interval.mul_f64(0.9 + 0.2 * fastrand::f64())

@@ -81,6 +81,21 @@ impl Tracked {
         self.endpoint.health().set_report_successes(watch);
     }
 
+    /// A new endpoint's entry: nothing owns its state's phase yet, so it starts closed.
+    fn fresh(endpoint: &Arc<EndpointState>) -> Self {
+        endpoint.clear_ejection();
+        endpoint.set_breaker(BreakerPhase::Closed);
+        endpoint.health().set_permits(0);
+        Self {
+            endpoint: Arc::clone(endpoint),
+            consecutive_5xx: 0,
+            consecutive_gateway: 0,
+            window: Window::default(),
+            phase: Phase::Closed,
+            quiet_seen: endpoint.health().quiet_successes(),
+        }
+    }
+
     fn reset_counts(&mut self) {
         self.consecutive_5xx = 0;
         self.consecutive_gateway = 0;
@@ -115,23 +130,27 @@ impl Ejector {
         self.config = config;
         let mut next = HashMap::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let tracked = self.tracked.remove(&endpoint.address()).unwrap_or_else(|| {
-                // Nothing owns this state's phase yet: start from closed.
-                endpoint.clear_ejection();
-                endpoint.set_breaker(BreakerPhase::Closed);
-                endpoint.health().set_permits(0);
-                Tracked {
-                    endpoint: Arc::clone(endpoint),
-                    consecutive_5xx: 0,
-                    consecutive_gateway: 0,
-                    window: Window::default(),
-                    phase: Phase::Closed,
-                    quiet_seen: endpoint.health().quiet_successes(),
-                }
-            });
+            let tracked = self
+                .tracked
+                .remove(&endpoint.address())
+                .unwrap_or_else(|| Tracked::fresh(endpoint));
             next.insert(endpoint.address(), tracked);
         }
         self.tracked = next;
+    }
+
+    /// A discovery update under the same config: `joined` start closed, `left` are forgotten,
+    /// every other endpoint keeps its phase and counts, as [`Self::set_endpoints`] over the new
+    /// list would leave them, in time proportional to the change.
+    pub fn change_endpoints(&mut self, joined: &[Arc<EndpointState>], left: &[SocketAddr]) {
+        for address in left {
+            self.tracked.remove(address);
+        }
+        for endpoint in joined {
+            self.tracked
+                .entry(endpoint.address())
+                .or_insert_with(|| Tracked::fresh(endpoint));
+        }
     }
 
     /// Whether `address` is one of the tracked endpoints.
@@ -613,6 +632,47 @@ mod tests {
         ej.set_endpoints(&eps[..2], config());
         assert_eq!(eps[0].breaker(), BreakerPhase::Open);
         assert!(ej.next_deadline().is_some());
+    }
+
+    /// A discovery update applied as a change (`change_endpoints`) leaves the ejector as a full
+    /// `set_endpoints` over the new list would: survivors keep their phase and counts, the
+    /// joined start closed, the left are forgotten. Two ejectors over states of their own,
+    /// the same history, one update each way.
+    #[test]
+    fn a_change_equals_setting_the_new_list() {
+        let config = OutlierDetection {
+            max_percent: 100,
+            ..config()
+        };
+        let now = Instant::now();
+        let run = |as_change: bool| {
+            let (mut ej, eps) = setup(3, config.clone());
+            feed(&mut ej, 1, Attempt::GatewayError, 3, now);
+            feed(&mut ej, 2, Attempt::GatewayError, 2, now);
+            let joined = Arc::new(EndpointState::new("c", addr(9), 1));
+            if as_change {
+                ej.change_endpoints(std::slice::from_ref(&joined), &[addr(3)]);
+            } else {
+                let list = [
+                    Arc::clone(&eps[0]),
+                    Arc::clone(&eps[1]),
+                    Arc::clone(&joined),
+                ];
+                ej.set_endpoints(&list, config.clone());
+            }
+            let tracked: Vec<bool> = [1, 2, 3, 9].map(|p| ej.tracks(addr(p))).to_vec();
+            // Endpoint 2 kept its run of two: a third gateway error ejects it.
+            feed(&mut ej, 2, Attempt::GatewayError, 1, now);
+            let phases = [eps[0].breaker(), eps[1].breaker(), joined.breaker()];
+            (tracked, phases, ej.next_deadline())
+        };
+        let (changed, set) = (run(true), run(false));
+        assert_eq!(changed, set);
+        assert_eq!(changed.0, [true, true, false, true]);
+        assert_eq!(
+            changed.1,
+            [BreakerPhase::Open, BreakerPhase::Open, BreakerPhase::Closed]
+        );
     }
 
     /// A quiet success (the request path's atomic count) as `record` produces it: counted on the

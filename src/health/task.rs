@@ -73,6 +73,28 @@ impl ClusterTask {
 
     /// Takes a new snapshot of the cluster (state of surviving endpoints is kept).
     fn apply(&mut self, cluster: Arc<ClusterSnapshot>) {
+        // A discovery update of the snapshot this task holds: follow just what changed (same
+        // config, so the checker's settings stand), not the whole list.
+        if let Some((joined, left)) = cluster.changes_since(&self.cluster) {
+            let endpoints = cluster.endpoints();
+            let joined: Vec<Arc<EndpointState>> = joined
+                .iter()
+                .filter_map(|&i| endpoints.get(i as usize).cloned())
+                .collect();
+            self.ejector.change_endpoints(&joined, left);
+            match &mut self.checker {
+                Some(checker) => checker.change_endpoints(&joined, left),
+                None => {
+                    for e in &joined {
+                        checker::publish_verdict(e, true, false);
+                    }
+                }
+            }
+            self.cluster = cluster;
+            self.publish_panic();
+            self.publish_locality(false);
+            return;
+        }
         self.cluster = cluster;
         let config = self.cluster.config();
         let endpoints = self.cluster.endpoints();

@@ -166,13 +166,24 @@ impl Shared {
         };
         self.discovered.insert(cluster.to_owned(), Arc::clone(&set));
         let zone = current.config().runtime.zone.as_deref();
-        let rebuilt = ClusterSnapshot::build(config, zone, &self.registry, Some(&set));
+        // The cluster's part of the current snapshot was built from this same config (a reload
+        // rebuilds every cluster), so what it holds can be reused: see `build_after`.
+        let (rebuilt, removed) = match current.cluster(cluster) {
+            Some(previous) => {
+                ClusterSnapshot::build_after(config, zone, &self.registry, &set, previous)
+            }
+            None => {
+                let built = ClusterSnapshot::build(config, zone, &self.registry, Some(&set));
+                (built, Vec::new())
+            }
+        };
         let count = rebuilt.endpoints().len();
         let next = Arc::new(current.with_cluster(rebuilt));
         self.snapshot.store(Arc::clone(&next));
         crate::telemetry::metrics::record_endpoint_count(cluster, count);
-        self.registry
-            .retain(|c, address| c != cluster || next.has_endpoint(c, address));
+        // Only the endpoints that left: the registry holds exactly the snapshot's endpoints,
+        // so nothing else of this cluster (or any other) can have become stale.
+        self.registry.remove(cluster, &removed);
         if let Some(health) = self.health.get() {
             health.follow(&next, &self.registry);
         }

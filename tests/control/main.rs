@@ -11,6 +11,7 @@ mod support;
 
 mod discovery_dns;
 mod discovery_etcd;
+mod discovery_etcd_scale;
 mod discovery_file;
 mod mesh_partition;
 mod mesh_proxies;

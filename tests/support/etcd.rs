@@ -105,6 +105,23 @@ impl Etcd {
         call(&self.url(), "/v3/kv/put", &body).expect("etcd put");
     }
 
+    /// Puts every `(key, value)` pair, 128 to a transaction (etcd's default `--max-txn-ops`):
+    /// thousands of keys in a few dozen requests, for the scale tests.
+    pub fn put_many(&self, pairs: &[(String, String)]) {
+        for chunk in pairs.chunks(128) {
+            let ops: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(key, value)| {
+                    serde_json::json!({ "request_put": {
+                        "key": b64(key.as_bytes()), "value": b64(value.as_bytes())
+                    }})
+                })
+                .collect();
+            let body = serde_json::json!({ "success": ops });
+            call(&self.url(), "/v3/kv/txn", &body).expect("etcd txn");
+        }
+    }
+
     /// Deletes `key`.
     pub fn delete(&self, key: &str) {
         let body = serde_json::json!({ "key": b64(key.as_bytes()) });

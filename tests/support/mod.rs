@@ -44,7 +44,17 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Polls `condition` until it holds or `deadline` (from now) passes; returns whether it held.
 ///
 /// This is the only way tests wait for something to happen: never a bare sleep.
-pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn wait_until(deadline: Duration, condition: impl FnMut() -> bool) -> bool {
+    wait_until_every(deadline, Duration::from_millis(5), condition)
+}
+
+/// [`wait_until`] polling every `period`: a measurement of how long something takes (the
+/// scale tests' change-to-live latency) polls finer than the 5 ms a plain wait needs.
+pub fn wait_until_every(
+    deadline: Duration,
+    period: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
     let end = Instant::now() + deadline;
     loop {
         if condition() {
@@ -53,7 +63,7 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
         if Instant::now() >= end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(period);
     }
 }
 

@@ -9,7 +9,9 @@
 //! - [`Rules`], everything compiled from one config (router, listeners, metric handles, budgets,
 //!   rings, exporter, cache), made only by [`Rules::compile`];
 //! - the clusters, each a [`ClusterSnapshot`] made only by `ClusterSnapshot::build` from the
-//!   cluster's config and its current endpoint set.
+//!   cluster's config and its current endpoint set, or, for a discovery update, by
+//!   `ClusterSnapshot::build_after`, which makes the same from the cluster snapshot before and
+//!   the new set, reusing what did not change (docs/discovery-scale.md).
 //!
 //! A reload compiles both ([`Snapshot::compile`]); a discovery update keeps the rules as they are
 //! and replaces one cluster ([`Snapshot::with_cluster`]). Both end in the same two-field
@@ -108,6 +110,23 @@ pub struct ClusterSnapshot {
     /// `locality = "prefer_local"` with `[runtime] zone` set: the endpoints split into the
     /// local and remote sets, each with its balancer; `None` otherwise (zone-blind).
     zoned: Option<Zoned>,
+    /// For a discovery update: what changed from the cluster snapshot it was built after, so
+    /// the health task holding that one follows the change without a pass over every endpoint.
+    since: Option<Since>,
+}
+
+/// How a cluster snapshot differs from the one it was built after ([`ClusterSnapshot::build_after`]).
+#[derive(Debug)]
+struct Since {
+    /// The address of the earlier cluster snapshot, only ever compared with the address of one
+    /// a caller holds: the caller's `Arc` keeps its snapshot alive, and the earlier one was alive
+    /// when this one was built after it, so equal addresses mean the same snapshot (two live
+    /// values never share an address). Not a pointer to follow: nothing is read through it.
+    base: usize,
+    /// Indices (into this snapshot's endpoints) of the endpoints that joined.
+    joined: Vec<u32>,
+    /// Addresses of the endpoints that left.
+    left: Vec<SocketAddr>,
 }
 
 /// Per-listener data the request path needs, computed once.
@@ -411,7 +430,120 @@ impl ClusterSnapshot {
             health: registry.cluster_health(&config.name),
             zones,
             zoned,
+            since: None,
         }
+    }
+
+    /// The cluster after a discovery update: `set` (sorted by address, addresses unique, as
+    /// `discovery::Sink` publishes it) replaces the endpoints of `previous`, this cluster's
+    /// part of the current snapshot, built from the same `config`. What did not change is
+    /// reused rather than looked up or rebuilt: one merge walk over the two address-ordered
+    /// lists keeps every surviving endpoint's state `Arc` and zone (no registry lookup: the
+    /// registry holds exactly the current snapshot's states), asks the registry only for the
+    /// endpoints that joined, and hands the balancer the [`balance::Diff`] so tables that can
+    /// be derived are ([`balance::build_after`]). Returns the addresses that left, for the
+    /// registry to forget. A set that is not in canonical order takes [`Self::build`]'s path,
+    /// which sorts.
+    pub(super) fn build_after(
+        config: &ClusterConfig,
+        local_zone: Option<&str>,
+        registry: &EndpointRegistry,
+        set: &DiscoveredSet,
+        previous: &ClusterSnapshot,
+    ) -> (Self, Vec<SocketAddr>) {
+        let list = &set.endpoints;
+        let sorted = list.windows(2).all(|w| w[0].address < w[1].address);
+        if !sorted || set.source != config.endpoints {
+            let built = Self::build(config, local_zone, registry, Some(set));
+            let removed = previous
+                .endpoints
+                .iter()
+                .map(|e| e.address())
+                .filter(|&a| built.index_of(a).is_none())
+                .collect();
+            return (built, removed);
+        }
+        let old = &previous.endpoints;
+        let mut diff = balance::Diff {
+            old_to_new: vec![balance::GONE; old.len()],
+            changed: Vec::new(),
+        };
+        let mut removed = Vec::new();
+        let mut joined = Vec::new();
+        let mut endpoints = Vec::with_capacity(list.len());
+        let mut zones = Vec::with_capacity(list.len());
+        let mut j = 0;
+        for (i, e) in list.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(balance::GONE);
+            while let Some(gone) = old.get(j).filter(|o| o.address() < e.address) {
+                removed.push(gone.address());
+                j += 1;
+            }
+            let zone = e.zone.as_deref();
+            match old.get(j).filter(|o| o.address() == e.address) {
+                Some(kept) => {
+                    if kept.weight() != e.weight {
+                        kept.set_weight(e.weight);
+                        diff.changed.push(index);
+                    }
+                    if let Some(slot) = diff.old_to_new.get_mut(j) {
+                        *slot = index;
+                    }
+                    endpoints.push(Arc::clone(kept));
+                    let before = previous.zones.get(j).cloned().flatten();
+                    zones.push(match before {
+                        Some(same) if Some(&*same) == zone => Some(same),
+                        _ => zone.map(Arc::from),
+                    });
+                    j += 1;
+                }
+                None => {
+                    endpoints.push(registry.get_or_create(&config.name, e.address, e.weight));
+                    zones.push(zone.map(Arc::from));
+                    diff.changed.push(index);
+                    joined.push(index);
+                }
+            }
+        }
+        removed.extend(old.iter().skip(j).map(|e| e.address()));
+        let balancer = balance::build_after(config, &endpoints, previous.balancer(), &diff);
+        let zoned = match (config.locality, local_zone) {
+            (Locality::PreferLocal, Some(own)) => Some(Zoned::build(config, &endpoints, |i| {
+                zones.get(i).and_then(Option::as_deref) == Some(own)
+            })),
+            _ => None,
+        };
+        let built = Self {
+            config: config.clone(),
+            endpoints,
+            balancer,
+            health: Arc::clone(&previous.health),
+            zones,
+            zoned,
+            since: Some(Since {
+                base: std::ptr::from_ref(previous) as usize,
+                joined,
+                left: removed.clone(),
+            }),
+        };
+        (built, removed)
+    }
+
+    /// When this snapshot was built after `earlier` by a discovery update: the endpoints that
+    /// joined (indices into [`Self::endpoints`]) and the addresses that left. `None` for any
+    /// other pair (a full build, or `earlier` not the one this was built after, as when a
+    /// follower skipped versions): the caller then compares the whole lists.
+    pub fn changes_since(&self, earlier: &Arc<ClusterSnapshot>) -> Option<(&[u32], &[SocketAddr])> {
+        let since = self.since.as_ref()?;
+        (Arc::as_ptr(earlier) as usize == since.base)
+            .then_some((since.joined.as_slice(), since.left.as_slice()))
+    }
+
+    /// The index of the endpoint at `address`, if listed (binary search: canonical order).
+    pub fn index_of(&self, address: SocketAddr) -> Option<usize> {
+        self.endpoints
+            .binary_search_by(|e| e.address().cmp(&address))
+            .ok()
     }
 
     /// The request path's pick over this cluster (`balance::choose`, or the zone choice first

@@ -103,3 +103,88 @@ fn with_cluster_replaces_one_cluster_and_shares_everything_else() {
     };
     assert!(Arc::ptr_eq(old_other, new_other));
 }
+
+/// A discovery update built from the cluster before (`build_after`) equals a build from
+/// scratch: the same endpoints in the same order, the surviving endpoints' very states, and
+/// for `ring_hash` (derived, not rebuilt) the same pick for every key.
+#[test]
+fn a_discovery_update_reuses_what_stayed_and_equals_a_full_build() {
+    use crate::balance::PickContext;
+    use crate::state::DiscoveredSet;
+
+    let text = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\ncluster = \"app\"\n\n\
+                [clusters.app]\nbalance = \"ring_hash\"\nhash_on = \"header:x-user\"\ndiscovery = { file = \"app.json\" }\n";
+    let config = crate::config::parse(text, Path::new("test.toml")).expect("valid config");
+    let cluster = &config.clusters["app"];
+    let set = |ports: &[u16], heavy: u16| DiscoveredSet {
+        source: cluster.endpoints.clone(),
+        endpoints: ports
+            .iter()
+            .map(|&p| StaticEndpoint {
+                address: SocketAddr::from(([10, 0, 0, 1], p)),
+                weight: if p == heavy { 3 } else { 1 },
+                zone: (p % 2 == 0).then(|| "a".to_owned()),
+            })
+            .collect(),
+    };
+    let registry = EndpointRegistry::new();
+    let before_set = set(&[1, 2, 3, 4, 5, 6, 7, 8], 0);
+    let before = Arc::new(ClusterSnapshot::build(
+        cluster,
+        None,
+        &registry,
+        Some(&before_set),
+    ));
+    // 2 and 7 leave, 9 and 0 join, 4 changes weight.
+    let after_set = set(&[0, 1, 3, 4, 5, 6, 8, 9], 4);
+    let (after, removed) =
+        ClusterSnapshot::build_after(cluster, None, &registry, &after_set, &before);
+    let port = |a: &SocketAddr| a.port();
+    assert_eq!(removed.iter().map(port).collect::<Vec<_>>(), [2, 7]);
+    registry.remove("app", &removed);
+    let scratch = ClusterSnapshot::build(cluster, None, &registry, Some(&after_set));
+    let ports = |c: &ClusterSnapshot| -> Vec<u16> {
+        c.endpoints().iter().map(|e| e.address().port()).collect()
+    };
+    assert_eq!(ports(&after), [0, 1, 3, 4, 5, 6, 8, 9]);
+    assert_eq!(ports(&after), ports(&scratch));
+    for (i, e) in after.endpoints().iter().enumerate() {
+        assert!(
+            Arc::ptr_eq(e, &scratch.endpoints()[i]),
+            "one state per endpoint"
+        );
+        assert_eq!(after.zone(i), scratch.zone(i));
+    }
+    let kept = before.index_of(SocketAddr::from(([10, 0, 0, 1], 5)));
+    let now = after.index_of(SocketAddr::from(([10, 0, 0, 1], 5)));
+    assert!(Arc::ptr_eq(
+        &before.endpoints()[kept.expect("listed before")],
+        &after.endpoints()[now.expect("listed after")]
+    ));
+    assert_eq!(after.endpoints()[3].weight(), 3, "the new weight is taken");
+    assert_eq!(registry.len(), 8, "the registry forgot the two that left");
+    // The health task holding `before` learns just the change; any other holder compares lists.
+    let (joined, left) = after.changes_since(&before).expect("built after `before`");
+    let joined: Vec<u16> = joined
+        .iter()
+        .map(|&i| after.endpoints()[i as usize].address().port())
+        .collect();
+    assert_eq!(joined, [0, 9]);
+    assert_eq!(left.iter().map(port).collect::<Vec<_>>(), [2, 7]);
+    let scratch = Arc::new(scratch);
+    assert!(after.changes_since(&scratch).is_none());
+    assert!(scratch.changes_since(&before).is_none(), "a full build");
+    for key in 0..5000u64 {
+        let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let pick = |c: &ClusterSnapshot| {
+            let ctx = PickContext {
+                endpoints: c.endpoints(),
+                client: None,
+                random: 0,
+                hash: Some(hash),
+            };
+            c.balancer().candidates(&ctx).collect::<Vec<_>>()
+        };
+        assert_eq!(pick(&after), pick(&scratch), "key {key}");
+    }
+}
