@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +19,7 @@ use foca::{
     AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec,
 };
 use rand::rngs::SmallRng;
-use rand::seq::IndexedRandom;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -41,9 +42,19 @@ pub const RUMOR_FANOUT: usize = 3;
 /// Seeds not in the live membership are announced to this often (start-up against seeds that
 /// are not up yet, a lost first announce, rejoin after a partition). Live seeds cost nothing.
 pub const SEED_RETRY: Duration = Duration::from_secs(1);
-/// The view is rebuilt at least this often even without a notification (suspect flips and
-/// `last_seen` are not notified by foca).
+/// foca's membership is looked at this often for what it does not notify (suspect flips,
+/// incarnations): one pass over it without allocating; the view is rebuilt only if that pass
+/// saw a change (see [`Node::scan_membership`]).
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
+/// A view with nothing changed but `last_seen` is republished this often.
+const VIEW_MAX_AGE: Duration = Duration::from_secs(10);
+/// Views are published at most this often: a burst of changes (a large mesh joining, a record
+/// per datagram) costs one rebuild per interval, not one per change. Rebuilding is O(members);
+/// re-measure with `benches/mesh/run.sh` (its CPU column) when changing it.
+const VIEW_MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// What the node remembers about departed members is pruned this often ([`Node::prune`]); the
+/// retention is minutes, so a pass over foca's membership every few seconds would buy nothing.
+const PRUNE_PERIOD: Duration = Duration::from_secs(30);
 /// The shortest suspicion timeout: a suspect has this long to refute before it is declared dead.
 pub const MIN_SUSPICION: Duration = Duration::from_secs(5);
 /// foca's packets stay under this so a sealed datagram fits a 1500-byte MTU.
@@ -136,6 +147,31 @@ struct Tally {
     rejected: u64,
 }
 
+/// Sealed bytes a node sent and received, by purpose, and the exchanges it opened: the
+/// simulator (`tests/mesh_sim`) reads them to tell anti-entropy cost from SWIM's and to measure a
+/// late joiner's state transfer. Shared with whoever asked ([`Node::traffic`]); relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// foca's datagrams sent.
+    pub swim_out: AtomicU64,
+    /// Anti-entropy sent: summaries, digests, the records they asked for, down lists.
+    pub sync_out: AtomicU64,
+    /// Rumors (a changed record pushed at once), records pushed to seeds, and `Leave`.
+    pub rumor_out: AtomicU64,
+    /// Everything but foca's datagrams received: records, summaries, digests.
+    pub state_in: AtomicU64,
+    /// Anti-entropy exchanges this node opened.
+    pub exchanges: AtomicU64,
+}
+
+/// What a datagram is for, to count it in [`Traffic`].
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Swim,
+    Sync,
+    Rumor,
+}
+
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
 /// A running member's state; see the module doc.
@@ -164,9 +200,19 @@ pub struct Node<T: Transport> {
     timer_seq: u64,
     health: LocalHealth,
     members_seen: usize,
+    /// Members foca holds down, with their incarnation, by address: refreshed by
+    /// [`Node::scan_membership`], so `tell_if_dead` and the down lists need no pass over
+    /// foca's membership per datagram.
+    down: HashMap<SocketAddr, (NodeId, u16)>,
+    /// The last [`Node::scan_membership`]'s summary of foca's membership.
+    membership_sum: u64,
     view: watch::Sender<Arc<View>>,
     view_dirty: bool,
+    /// When the view was last published, and when a pending change is due to be.
+    published: Instant,
+    publish_due: Option<Instant>,
     tally: Tally,
+    traffic: Arc<Traffic>,
 }
 
 impl<T: Transport> std::fmt::Debug for Node<T> {
@@ -213,11 +259,24 @@ impl<T: Transport> Node<T> {
             timer_seq: 0,
             health: LocalHealth::default(),
             members_seen: 1,
+            down: HashMap::new(),
+            membership_sum: 0,
             view,
             view_dirty: true,
+            // The first view goes out at once.
+            published: Instant::now()
+                .checked_sub(VIEW_MIN_INTERVAL)
+                .unwrap_or_else(Instant::now),
+            publish_due: None,
             tally: Tally::default(),
+            traffic: Arc::new(Traffic::default()),
         };
         (node, view_rx)
+    }
+
+    /// The node's traffic counters (see [`Traffic`]).
+    pub fn traffic(&self) -> Arc<Traffic> {
+        Arc::clone(&self.traffic)
     }
 
     /// Runs until `commands` closes, `inbox` closes, or a `Leave` command is done.
@@ -234,7 +293,8 @@ impl<T: Transport> Node<T> {
             tokio::time::interval_at(Instant::now() + offset, ANTI_ENTROPY_PERIOD);
         let mut seeds = tokio::time::interval_at(Instant::now() + SEED_RETRY, SEED_RETRY);
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
-        for tick in [&mut anti_entropy, &mut seeds, &mut refresh] {
+        let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_PERIOD, PRUNE_PERIOD);
+        for tick in [&mut anti_entropy, &mut seeds, &mut refresh, &mut prune] {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -245,9 +305,11 @@ impl<T: Transport> Node<T> {
                     None => break,
                 },
                 () = sleep_until(next_timer) => self.fire_timers(),
+                () = sleep_until(self.publish_due) => self.publish_due = None,
                 _ = anti_entropy.tick() => self.anti_entropy(),
                 _ = seeds.tick() => self.announce_to_seeds(),
-                _ = refresh.tick() => self.view_dirty = true,
+                _ = refresh.tick() => self.scan_membership(),
+                _ = prune.tick() => self.prune(),
                 command = commands.recv() => match command {
                     None => break,
                     Some(Command::Leave(done)) => {
@@ -282,6 +344,11 @@ impl<T: Transport> Node<T> {
         };
         self.last_seen.insert(from, now);
         keep_newest(&mut self.last_seen, MAX_REMEMBERED, |&at| at);
+        if !matches!(wire, Wire::Swim(_)) {
+            self.traffic
+                .state_in
+                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        }
         match wire {
             Wire::Swim(bytes) => {
                 self.tell_if_dead(from);
@@ -348,12 +415,7 @@ impl<T: Transport> Node<T> {
     /// turned every refuted suspicion into a death (seen in the simulation at 10 % loss:
     /// `tests/mesh_sim/mesh_sim.rs` counts false deaths; docs/mesh.md).
     fn tell_if_dead(&mut self, from: SocketAddr) {
-        let Some(dead) = self
-            .foca
-            .iter_membership_state()
-            .find(|m| m.id().addr == from && m.state() == foca::State::Down)
-            .map(|m| (*m.id(), m.incarnation()))
-        else {
+        let Some(&dead) = self.down.get(&from) else {
             return;
         };
         let now = Instant::now();
@@ -367,7 +429,7 @@ impl<T: Transport> Node<T> {
         // Bounded without a cap: only members foca lists as dead get an entry, and `prune`
         // drops each after SEED_RETRY.
         self.told_dead.insert(from, now);
-        self.send_wire(from, &Wire::Down(vec![dead]));
+        self.send_wire(from, &Wire::Down(vec![dead]), Purpose::Sync);
     }
 
     /// Merges a record; a record that is new to us is passed on (rumor) and refreshes the view.
@@ -458,18 +520,72 @@ impl<T: Transport> Node<T> {
 
     /// Pushes `state` to [`RUMOR_FANOUT`] random live members other than `skip`.
     fn spread(&mut self, state: MemberState, skip: Vec<SocketAddr>) {
-        let targets: Vec<SocketAddr> = self
-            .foca
-            .iter_members()
-            .map(|m| m.id().addr)
-            .filter(|a| !skip.contains(a))
-            .collect();
-        let chosen: Vec<SocketAddr> = targets
-            .choose_multiple(&mut self.rng, RUMOR_FANOUT)
-            .copied()
-            .collect();
+        // `skip.len()` extra picks cover the skipped; one pass over foca's members, no copy of
+        // them (this runs once per new record, so per member of a joining mesh).
+        let live = self.foca.num_members();
+        let wanted = (RUMOR_FANOUT + skip.len()).min(live);
+        let mut picks = rand::seq::index::sample(&mut self.rng, live, wanted).into_vec();
+        picks.sort_unstable();
+        let mut picks = picks.into_iter().peekable();
+        let mut chosen = Vec::with_capacity(RUMOR_FANOUT);
+        for (i, member) in self.foca.iter_members().enumerate() {
+            if picks.peek() == Some(&i) {
+                picks.next();
+                if !skip.contains(&member.id().addr) {
+                    chosen.push(member.id().addr);
+                }
+            }
+        }
+        chosen.shuffle(&mut self.rng);
+        chosen.truncate(RUMOR_FANOUT);
+        let wire = Wire::States(vec![state]);
         for to in chosen {
-            self.send_wire(to, &Wire::States(vec![state.clone()]));
+            self.send_wire(to, &wire, Purpose::Rumor);
+        }
+    }
+
+    /// A random live member, by one pass over foca's members (no copy of them).
+    fn random_member(&mut self) -> Option<SocketAddr> {
+        let live = self.foca.num_members();
+        if live == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..live);
+        self.foca.iter_members().nth(pick).map(|m| m.id().addr)
+    }
+
+    /// Whether foca lists a live member at `addr`.
+    fn is_live(&self, addr: SocketAddr) -> bool {
+        self.foca.iter_members().any(|m| m.id().addr == addr)
+    }
+
+    /// One pass over foca's membership, for what foca does not notify (suspect flips,
+    /// incarnations, members forgotten after `remove_down_after`): a sum of one hash per member
+    /// tells whether anything changed; only then are the dead members listed again and the view
+    /// rebuilt. The view is also republished every [`VIEW_MAX_AGE`] for `last_seen`.
+    fn scan_membership(&mut self) {
+        let sum = self.foca.iter_membership_state().fold(0u64, |sum, m| {
+            let state = match m.state() {
+                foca::State::Alive => 0u8,
+                foca::State::Suspect => 1,
+                foca::State::Down => 2,
+            };
+            sum.wrapping_add(super::state::member_hash(
+                m.id(),
+                u64::from(m.incarnation()) << 8 | u64::from(state),
+            ))
+        });
+        if sum != self.membership_sum {
+            self.membership_sum = sum;
+            self.down = self
+                .foca
+                .iter_membership_state()
+                .filter(|m| m.state() == foca::State::Down)
+                .map(|m| (m.id().addr, (*m.id(), m.incarnation())))
+                .collect();
+            self.view_dirty = true;
+        } else if self.published.elapsed() >= VIEW_MAX_AGE {
+            self.view_dirty = true;
         }
     }
 
@@ -493,9 +609,8 @@ impl<T: Transport> Node<T> {
     }
 
     fn anti_entropy(&mut self) {
-        self.prune();
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        if let Some(&peer) = live.choose(&mut self.rng) {
+        if let Some(peer) = self.random_member() {
+            self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
             self.send_digest(peer, true);
         }
         // Our own reports and purges age out even when nothing else changes.
@@ -515,14 +630,13 @@ impl<T: Transport> Node<T> {
 
     fn send_digest(&mut self, to: SocketAddr, reply: bool) {
         let down: Vec<(NodeId, u16)> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.state() == foca::State::Down)
+            .down
+            .values()
             .take(DOWN_PER_DATAGRAM)
-            .map(|m| (*m.id(), m.incarnation()))
+            .copied()
             .collect();
         if !down.is_empty() {
-            self.send_wire(to, &Wire::Down(down));
+            self.send_wire(to, &Wire::Down(down), Purpose::Sync);
         }
         for (versions, range) in self.table.digest_parts(VERSIONS_PER_DATAGRAM) {
             let wire = Wire::Digest {
@@ -530,20 +644,19 @@ impl<T: Transport> Node<T> {
                 range,
                 reply,
             };
-            self.send_wire(to, &wire);
+            self.send_wire(to, &wire, Purpose::Sync);
         }
     }
 
     fn send_states(&mut self, to: SocketAddr, states: Vec<MemberState>) {
         for chunk in states.chunks(STATES_PER_DATAGRAM) {
-            self.send_wire(to, &Wire::States(chunk.to_vec()));
+            self.send_wire(to, &Wire::States(chunk.to_vec()), Purpose::Sync);
         }
     }
 
     fn announce_to_seeds(&mut self) {
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         for seed in self.seeds.clone() {
-            if seed != self.id.addr && !live.contains(&seed) {
+            if seed != self.id.addr && !self.is_live(seed) {
                 // foca accepts an announce addressed to any identity at its address.
                 let dst = NodeId {
                     addr: seed,
@@ -554,7 +667,7 @@ impl<T: Transport> Node<T> {
                 }
                 // Our record goes with it, so a seed that answers learns our services at once.
                 if let Some(own) = self.table.get(self.id.addr).cloned() {
-                    self.send_wire(seed, &Wire::States(vec![own]));
+                    self.send_wire(seed, &Wire::States(vec![own]), Purpose::Rumor);
                 }
             }
         }
@@ -563,7 +676,7 @@ impl<T: Transport> Node<T> {
     fn leave(&mut self) {
         let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         for to in live {
-            self.send_wire(to, &Wire::Leave(self.id));
+            self.send_wire(to, &Wire::Leave(self.id), Purpose::Rumor);
         }
         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(%error, "foca leave failed");
@@ -602,8 +715,14 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    fn send_wire(&mut self, to: SocketAddr, wire: &Wire) {
+    fn send_wire(&mut self, to: SocketAddr, wire: &Wire, purpose: Purpose) {
         let sealed = self.sealer.seal(&codec::encode(wire), self.clock.now_ms());
+        let counter = match purpose {
+            Purpose::Swim => &self.traffic.swim_out,
+            Purpose::Sync => &self.traffic.sync_out,
+            Purpose::Rumor => &self.traffic.rumor_out,
+        };
+        counter.fetch_add(sealed.len() as u64, Ordering::Relaxed);
 
         metrics::counter!(super::MESSAGES_TOTAL, "direction" => "out").increment(1);
         metrics::counter!(super::BYTES_TOTAL, "direction" => "out").increment(sealed.len() as u64);
@@ -614,7 +733,7 @@ impl<T: Transport> Node<T> {
     /// the view when anything it shows changed.
     fn flush(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            self.send_wire(to.addr, &Wire::Swim(data.to_vec()));
+            self.send_wire(to.addr, &Wire::Swim(data.to_vec()), Purpose::Swim);
         }
         while let Some((after, event)) = self.runtime.to_schedule() {
             self.timer_seq += 1;
@@ -627,10 +746,22 @@ impl<T: Transport> Node<T> {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} up", id.addr);
+                    self.down.remove(&id.addr);
                 }
                 OwnedNotification::MemberDown(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} down", id.addr);
                     self.table.forget(id, self.clock.now_ms());
+                    // Listed at once for `tell_if_dead` and the down lists (a pass over foca's
+                    // membership, once per death).
+                    let incarnation = self
+                        .foca
+                        .iter_membership_state()
+                        .find(|m| *m.id() == id)
+                        .map_or(0, Member::incarnation);
+                    self.down.insert(id.addr, (id, incarnation));
+                }
+                OwnedNotification::Rename(_, id) => {
+                    self.down.remove(&id.addr);
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(generation = id.generation, "mesh: declared down; rejoined");
@@ -641,9 +772,15 @@ impl<T: Transport> Node<T> {
                 _ => {}
             }
         }
-        if self.view_dirty {
-            self.view_dirty = false;
-            self.publish_view();
+        if self.view_dirty && self.publish_due.is_none() {
+            let due = self.published + VIEW_MIN_INTERVAL;
+            if Instant::now() >= due {
+                self.view_dirty = false;
+                self.publish_view();
+            } else {
+                // Coalesced: published when `run`'s timer fires, with whatever else changed.
+                self.publish_due = Some(due);
+            }
         }
     }
 
@@ -705,6 +842,7 @@ impl<T: Transport> Node<T> {
         let view = View::new(self.id, members, records, self.tally.rejected);
         view.record_metrics();
         self.view.send_replace(Arc::new(view));
+        self.published = Instant::now();
     }
 }
 

@@ -260,6 +260,28 @@ pub const GONE_TTL_MS: u64 = 600_000;
 /// [`GONE_TTL_MS`] reaches it; the oldest entries go first.
 pub const MAX_REMEMBERED: usize = 8192;
 
+/// A 64-bit hash of a member's identity and `value` (a record's version, or foca's incarnation
+/// and state): the unit of the bucket fingerprints ([`Table::summary`]) and of the node's check
+/// for membership changes. xxh3, whose output bits are independent enough for sums and XORs of
+/// many of them to stay collision-free in practice.
+pub fn member_hash(id: &NodeId, value: u64) -> u64 {
+    let mut bytes = [0u8; 42];
+    let len = match id.addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            bytes[..4].copy_from_slice(&ip.octets());
+            4
+        }
+        std::net::IpAddr::V6(ip) => {
+            bytes[..16].copy_from_slice(&ip.octets());
+            16
+        }
+    };
+    bytes[len..len + 2].copy_from_slice(&id.addr.port().to_le_bytes());
+    bytes[len + 2..len + 10].copy_from_slice(&id.generation.to_le_bytes());
+    bytes[len + 10..len + 18].copy_from_slice(&value.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes[..len + 18])
+}
+
 /// Drops the entries of `map` beyond `cap`, oldest (smallest `stamp`) first.
 pub fn keep_newest<K: Copy + Eq + std::hash::Hash, V>(
     map: &mut HashMap<K, V>,
