@@ -28,8 +28,9 @@ use super::codec::{self, NodeId, Wire};
 use super::health::LocalHealth;
 use super::seal::{Keys, Opener, Sealer};
 use super::state::{
-    keep_newest, trim_ejections, EjectionReport, MemberState, Purge, PurgeTarget, Service, Table,
-    TunnelAd, MAX_PURGE_TARGET, MAX_REMEMBERED, PURGE_TTL_MS,
+    keep_newest, trim_ejections, within_bytes, EjectionReport, MemberState, Purge, PurgeTarget,
+    Service, Table, TunnelAd, BUCKETS, MAX_PURGE_TARGET, MAX_RECORD_BYTES_PER_EXCHANGE,
+    MAX_REMEMBERED, PURGE_TTL_MS,
 };
 use super::view::{MemberStatus, MemberView, View};
 
@@ -59,8 +60,11 @@ const PRUNE_PERIOD: Duration = Duration::from_secs(30);
 pub const MIN_SUSPICION: Duration = Duration::from_secs(5);
 /// foca's packets stay under this so a sealed datagram fits a 1500-byte MTU.
 const MAX_SWIM_PACKET: usize = 1200;
-/// Records per `States` datagram and versions per `Digest` datagram.
-const STATES_PER_DATAGRAM: usize = 6;
+/// A `States` datagram is filled with records up to this many encoded bytes (a larger record
+/// goes alone), so that most fit one 1500-byte MTU; versions per `Digest` datagram likewise
+/// (a version is about 20 bytes; a bucket is never split, so a bucket larger than this goes
+/// alone).
+const STATES_BYTES_PER_DATAGRAM: usize = 1100;
 const VERSIONS_PER_DATAGRAM: usize = 48;
 /// Dead members listed per anti-entropy exchange (foca keeps them for `remove_down_after`).
 const DOWN_PER_DATAGRAM: usize = 32;
@@ -356,14 +360,31 @@ impl<T: Transport> Node<T> {
                     tracing::debug!(%from, %error, "foca refused a message");
                 }
             }
+            Wire::Summary(theirs) => {
+                let theirs: Vec<u64> = theirs.into_iter().map(u64::from_le_bytes).collect();
+                let start = self.rng.random_range(0..BUCKETS);
+                let Some((direct, expand)) = self.table.answer(&theirs, start) else {
+                    self.tally.rejected += 1;
+                    metrics::counter!(super::REJECTED_TOTAL).increment(1);
+                    return;
+                };
+                self.send_states(from, direct);
+                self.send_versions(from, &expand, true);
+            }
             Wire::Digest {
                 versions,
-                range,
+                buckets,
                 reply,
             } => {
-                self.send_states(from, self.table.newer_in(&versions, range));
+                let buckets: Vec<usize> = buckets
+                    .into_iter()
+                    .map(usize::from)
+                    .filter(|&b| b < BUCKETS)
+                    .collect();
+                let newer = self.table.newer_in(&versions, &buckets);
+                self.send_states(from, within_bytes(newer, MAX_RECORD_BYTES_PER_EXCHANGE));
                 if reply {
-                    self.send_digest(from, false);
+                    self.send_versions(from, &buckets, false);
                 }
             }
             Wire::States(states) => {
@@ -611,7 +632,7 @@ impl<T: Transport> Node<T> {
     fn anti_entropy(&mut self) {
         if let Some(peer) = self.random_member() {
             self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
-            self.send_digest(peer, true);
+            self.open_exchange(peer);
         }
         // Our own reports and purges age out even when nothing else changes.
         let now = self.clock.now_ms();
@@ -628,7 +649,9 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    fn send_digest(&mut self, to: SocketAddr, reply: bool) {
+    /// Opens an exchange with `to` (see `state`'s module doc): the members we hold dead, then
+    /// our summary.
+    fn open_exchange(&mut self, to: SocketAddr) {
         let down: Vec<(NodeId, u16)> = self
             .down
             .values()
@@ -638,19 +661,59 @@ impl<T: Transport> Node<T> {
         if !down.is_empty() {
             self.send_wire(to, &Wire::Down(down), Purpose::Sync);
         }
-        for (versions, range) in self.table.digest_parts(VERSIONS_PER_DATAGRAM) {
+        let summary = self
+            .table
+            .summary()
+            .iter()
+            .map(|f| f.to_le_bytes())
+            .collect();
+        self.send_wire(to, &Wire::Summary(summary), Purpose::Sync);
+    }
+
+    /// Our versions of `buckets`, in datagrams of whole buckets.
+    fn send_versions(&mut self, to: SocketAddr, buckets: &[usize], reply: bool) {
+        let mut part: Vec<u16> = Vec::new();
+        let mut versions = Vec::new();
+        for &b in buckets {
+            let more = self.table.versions_in(&[b]);
+            if !part.is_empty() && versions.len() + more.len() > VERSIONS_PER_DATAGRAM {
+                let wire = Wire::Digest {
+                    versions: std::mem::take(&mut versions),
+                    buckets: std::mem::take(&mut part),
+                    reply,
+                };
+                self.send_wire(to, &wire, Purpose::Sync);
+            }
+            versions.extend(more);
+            // BUCKETS is far below u16::MAX.
+            part.push(u16::try_from(b).unwrap_or(u16::MAX));
+        }
+        if !part.is_empty() {
             let wire = Wire::Digest {
                 versions,
-                range,
+                buckets: part,
                 reply,
             };
             self.send_wire(to, &wire, Purpose::Sync);
         }
     }
 
+    /// `states` in datagrams of up to [`STATES_BYTES_PER_DATAGRAM`] encoded bytes each.
     fn send_states(&mut self, to: SocketAddr, states: Vec<MemberState>) {
-        for chunk in states.chunks(STATES_PER_DATAGRAM) {
-            self.send_wire(to, &Wire::States(chunk.to_vec()), Purpose::Sync);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for state in states {
+            let len = state.encoded_len();
+            if !batch.is_empty() && bytes + len > STATES_BYTES_PER_DATAGRAM {
+                let full = std::mem::take(&mut batch);
+                self.send_wire(to, &Wire::States(full), Purpose::Sync);
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(state);
+        }
+        if !batch.is_empty() {
+            self.send_wire(to, &Wire::States(batch), Purpose::Sync);
         }
     }
 
