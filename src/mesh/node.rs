@@ -208,6 +208,8 @@ pub struct Node<T: Transport> {
     /// [`Node::scan_membership`], so `tell_if_dead` and the down lists need no pass over
     /// foca's membership per datagram.
     down: HashMap<SocketAddr, (NodeId, u16)>,
+    /// Whether foca lists no live member: the next to come up gets an exchange at once.
+    alone: bool,
     /// The last [`Node::scan_membership`]'s summary of foca's membership.
     membership_sum: u64,
     view: watch::Sender<Arc<View>>,
@@ -264,6 +266,7 @@ impl<T: Transport> Node<T> {
             health: LocalHealth::default(),
             members_seen: 1,
             down: HashMap::new(),
+            alone: true,
             membership_sum: 0,
             view,
             view_dirty: true,
@@ -466,10 +469,35 @@ impl<T: Transport> Node<T> {
             return;
         }
         let owner = state.id.addr;
+        let id = state.id;
+        let first_of_member = self.table.get(owner).is_none_or(|held| held.id != id);
         let rumor = state.clone();
         if self.table.merge(state) {
             self.view_dirty = true;
+            if first_of_member {
+                self.introduce(id);
+            }
             self.spread(rumor, from.into_iter().chain([owner]).collect());
+        }
+    }
+
+    /// Tells foca about a member whose record we just learned (from a rumor or an exchange),
+    /// as alive at incarnation 0. SWIM alone spreads a join through piggybacked updates, a few
+    /// per datagram, with every member's backlog holding every other's join: when hundreds
+    /// start at once, membership then takes minutes to converge (the simulation at 200
+    /// members did not within 60 s). Records spread faster (rumors, and exchanges that repair
+    /// whole buckets), so they feed foca's membership too. Safe by foca's own rules: an alive
+    /// update at incarnation 0 changes nothing foca already holds (a suspect or higher
+    /// incarnation wins, a dead member stays dead: foca never revives an identity it holds
+    /// down), and records of members we hold dead are refused before this (`Table::merge`).
+    /// Not rebroadcast: every member learns the record itself.
+    fn introduce(&mut self, id: NodeId) {
+        let member = Member::new(id, 0, foca::State::Alive);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(member), false, &mut self.runtime)
+        {
+            tracing::debug!(%error, "foca refused a member learned from its record");
         }
     }
 
@@ -804,12 +832,20 @@ impl<T: Transport> Node<T> {
                 .push(Reverse((Instant::now() + after, self.timer_seq)));
             self.timer_events.insert(self.timer_seq, event);
         }
+        let mut first_peer = None;
         while let Some(notification) = self.runtime.to_notify() {
             self.view_dirty = true;
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} up", id.addr);
                     self.down.remove(&id.addr);
+                    if self.alone {
+                        // Our first live member (we just joined, or came back from being
+                        // alone): take the whole state from it now rather than at our next
+                        // anti-entropy tick.
+                        self.alone = false;
+                        first_peer = Some(id.addr);
+                    }
                 }
                 OwnedNotification::MemberDown(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} down", id.addr);
@@ -822,6 +858,7 @@ impl<T: Transport> Node<T> {
                         .find(|m| *m.id() == id)
                         .map_or(0, Member::incarnation);
                     self.down.insert(id.addr, (id, incarnation));
+                    self.alone = self.foca.num_members() == 0;
                 }
                 OwnedNotification::Rename(_, id) => {
                     self.down.remove(&id.addr);
@@ -832,8 +869,13 @@ impl<T: Transport> Node<T> {
                     self.update_own(|_| {});
                 }
                 OwnedNotification::Defunct => tracing::warn!("mesh: this member was declared down"),
+                OwnedNotification::Idle => self.alone = true,
                 _ => {}
             }
+        }
+        if let Some(peer) = first_peer {
+            self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
+            self.open_exchange(peer);
         }
         if self.view_dirty && self.publish_due.is_none() {
             let due = self.published + VIEW_MIN_INTERVAL;
