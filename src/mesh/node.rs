@@ -49,6 +49,11 @@ pub const SEED_RETRY: Duration = Duration::from_secs(1);
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
 /// A view with nothing changed but `last_seen` is republished this often.
 const VIEW_MAX_AGE: Duration = Duration::from_secs(10);
+/// A change only `/mesh/members` shows (a suspect flip, an incarnation) is published within
+/// this long: at 10 % loss suspicions come and go every second in a large mesh, and a rebuild
+/// per second per member was most of the simulation's CPU. Deaths, joins and records are
+/// published at once (within [`VIEW_MIN_INTERVAL`]).
+const VIEW_SUSPECT_DELAY: Duration = Duration::from_secs(3);
 /// Views are published at most this often: a burst of changes (a large mesh joining, a record
 /// per datagram) costs one rebuild per interval, not one per change. Rebuilding is O(members);
 /// re-measure with `benches/mesh/run.sh` (its CPU column) when changing it.
@@ -210,7 +215,9 @@ pub struct Node<T: Transport> {
     down: HashMap<SocketAddr, (NodeId, u16)>,
     /// Whether foca lists no live member: the next to come up gets an exchange at once.
     alone: bool,
-    /// The last [`Node::scan_membership`]'s summary of foca's membership.
+    /// [`Node::scan_membership`]'s sums of foca's membership: of who is down (as last seen),
+    /// and of every state and incarnation (as last published).
+    liveness_sum: u64,
     membership_sum: u64,
     view: watch::Sender<Arc<View>>,
     view_dirty: bool,
@@ -267,6 +274,7 @@ impl<T: Transport> Node<T> {
             members_seen: 1,
             down: HashMap::new(),
             alone: true,
+            liveness_sum: 0,
             membership_sum: 0,
             view,
             view_dirty: true,
@@ -609,23 +617,30 @@ impl<T: Transport> Node<T> {
     }
 
     /// One pass over foca's membership, for what foca does not notify (suspect flips,
-    /// incarnations, members forgotten after `remove_down_after`): a sum of one hash per member
-    /// tells whether anything changed; only then are the dead members listed again and the view
-    /// rebuilt. The view is also republished every [`VIEW_MAX_AGE`] for `last_seen`.
+    /// incarnations, members forgotten after `remove_down_after`): sums of one hash per member
+    /// tell whether anything changed. A change in who is down lists the dead members again and
+    /// rebuilds the view; a change in suspects or incarnations only is published within
+    /// [`VIEW_SUSPECT_DELAY`]; and the view is republished every [`VIEW_MAX_AGE`] for
+    /// `last_seen`.
     fn scan_membership(&mut self) {
-        let sum = self.foca.iter_membership_state().fold(0u64, |sum, m| {
-            let state = match m.state() {
-                foca::State::Alive => 0u8,
-                foca::State::Suspect => 1,
-                foca::State::Down => 2,
-            };
-            sum.wrapping_add(super::state::member_hash(
-                m.id(),
-                u64::from(m.incarnation()) << 8 | u64::from(state),
-            ))
-        });
-        if sum != self.membership_sum {
-            self.membership_sum = sum;
+        let (liveness, full) =
+            self.foca
+                .iter_membership_state()
+                .fold((0u64, 0u64), |(liveness, full), m| {
+                    let state = match m.state() {
+                        foca::State::Alive => 0u8,
+                        foca::State::Suspect => 1,
+                        foca::State::Down => 2,
+                    };
+                    let down = u64::from(state == 2);
+                    let detail = u64::from(m.incarnation()) << 8 | u64::from(state);
+                    (
+                        liveness.wrapping_add(super::state::member_hash(m.id(), down)),
+                        full.wrapping_add(super::state::member_hash(m.id(), detail)),
+                    )
+                });
+        if liveness != self.liveness_sum {
+            self.liveness_sum = liveness;
             self.down = self
                 .foca
                 .iter_membership_state()
@@ -633,8 +648,13 @@ impl<T: Transport> Node<T> {
                 .map(|m| (m.id().addr, (*m.id(), m.incarnation())))
                 .collect();
             self.view_dirty = true;
-        } else if self.published.elapsed() >= VIEW_MAX_AGE {
+        }
+        let age = self.published.elapsed();
+        if (full != self.membership_sum && age >= VIEW_SUSPECT_DELAY) || age >= VIEW_MAX_AGE {
             self.view_dirty = true;
+        }
+        if self.view_dirty {
+            self.membership_sum = full;
         }
     }
 
@@ -889,19 +909,23 @@ impl<T: Transport> Node<T> {
         }
     }
 
+    /// Builds and publishes the view: one pass over foca's membership, each member's record
+    /// looked up once (its services and tunnel for the member list, the whole record for the
+    /// live members' records). O(members), which is why it is coalesced (see
+    /// [`VIEW_MIN_INTERVAL`]).
     fn publish_view(&mut self) {
-        let mut members = vec![MemberView {
+        let own = self.table.get(self.id.addr);
+        let mut members = Vec::with_capacity(self.foca.iter_membership_state().len() + 1);
+        let mut records = Vec::with_capacity(members.capacity());
+        members.push(MemberView {
             id: self.id,
             state: MemberStatus::Alive,
             incarnation: 0,
-            services: self
-                .table
-                .get(self.id.addr)
-                .map(|s| s.services.clone())
-                .unwrap_or_default(),
-            tunnel: self.table.get(self.id.addr).and_then(|s| s.tunnel.clone()),
+            services: own.map(|s| s.services.clone()).unwrap_or_default(),
+            tunnel: own.and_then(|s| s.tunnel.clone()),
             last_seen_ms: self.clock.now_ms(),
-        }];
+        });
+        records.extend(own.cloned());
         for member in self.foca.iter_membership_state() {
             let id = *member.id();
             let state = if self
@@ -918,6 +942,9 @@ impl<T: Transport> Node<T> {
                 }
             };
             let record = self.table.get(id.addr).filter(|s| s.id == id);
+            if state.is_live() {
+                records.extend(record.cloned());
+            }
             members.push(MemberView {
                 id,
                 state,
@@ -927,23 +954,14 @@ impl<T: Transport> Node<T> {
                 last_seen_ms: self.last_seen.get(&id.addr).copied().unwrap_or(0),
             });
         }
+        // Stable (ours first among equal addresses, as `View::status` expects). Records stay in
+        // foca's order, as arbitrary as the table's was.
         members.sort_by_key(|m| m.id.addr);
         let live = members.iter().filter(|m| m.state.is_live()).count();
         if live != self.members_seen {
             self.members_seen = live;
             self.reconfigure();
         }
-        let live_ids: std::collections::HashSet<NodeId> = members
-            .iter()
-            .filter(|m| m.state.is_live())
-            .map(|m| m.id)
-            .collect();
-        let records = self
-            .table
-            .iter()
-            .filter(|s| live_ids.contains(&s.id))
-            .cloned()
-            .collect();
         let view = View::new(self.id, members, records, self.tally.rejected);
         view.record_metrics();
         self.view.send_replace(Arc::new(view));

@@ -356,10 +356,12 @@ pub struct Table {
     gone: HashMap<SocketAddr, (u64, u64)>,
 }
 
-/// One bucket: its records and the XOR of their [`member_hash`]es.
+/// One bucket: its records and the XOR of their [`member_hash`]es. foldhash rather than
+/// SipHash: the table is looked up per member on every view and per record received, and its
+/// keys come only from members holding the mesh key (randomly seeded all the same).
 #[derive(Debug, Default)]
 struct Bucket {
-    states: HashMap<SocketAddr, MemberState>,
+    states: HashMap<SocketAddr, MemberState, foldhash::fast::RandomState>,
     fingerprint: u64,
 }
 

@@ -77,7 +77,13 @@ impl Sim {
             tasks: vec![delivery],
         };
         for i in 0..members {
-            sim.add(seed, i, Vec::new());
+            // One service each, as a fleet's sidecars announce their app: records of a
+            // realistic size for the late joiner's state transfer.
+            let service = Service {
+                name: format!("app{}", i % 20),
+                address: SocketAddr::from(([10, 128, (i / 250) as u8, (i % 250) as u8 + 1], 8080)),
+            };
+            sim.add(seed, i, vec![service]);
         }
         sim
     }
@@ -174,7 +180,7 @@ impl Sim {
             dead.extend(
                 view.members
                     .iter()
-                    .filter(|v| was.contains(&v.id) && v.state == MemberStatus::Dead)
+                    .filter(|v| v.state == MemberStatus::Dead && was.contains(&v.id))
                     .map(|v| v.id.addr),
             );
         }
