@@ -6,10 +6,11 @@
 # prints one row of the table in docs/mesh.md, "Scale":
 #
 #   members, runs, killed member dead at every survivor p50/p99 (no loss; 10 % loss),
-#   announcement everywhere p50/p99 (no loss), gossip per member p50/max (no loss, steady state,
-#   every datagram), false deaths (10 % loss, over runs x watch), the late joiner's full state
-#   transfer (non-SWIM bytes received, seconds until it holds every record), anti-entropy
-#   bytes per exchange (steady state, both sides), join time p50, CPU seconds of both tests.
+#   announcement everywhere p50/p99 (no loss; 10 % loss), gossip per member p50/max (steady
+#   state, every datagram; no loss; 10 % loss), false deaths (10 % loss, over runs x watch),
+#   the late joiner's full state transfer (non-SWIM bytes received, seconds until it holds
+#   every record; no loss), anti-entropy bytes per exchange (steady state, both sides), join
+#   time p50 (no loss), CPU seconds of both tests.
 #
 #   benches/mesh/run.sh                  200 500 1000 members, 20 seeds each
 #   MESH_SIM_RUNS=3 benches/mesh/run.sh 200 500
@@ -56,19 +57,21 @@ echo
 echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, Linux $(uname -r); $(date -u +%Y-%m-%d) $(git rev-parse --short HEAD)"
 echo "10 % loss watch: ${watch} s per run"
 echo
-echo "| members | runs | dead everywhere p50/p99, no loss | at 10 % loss | announcement p50/p99 | gossip per member p50/max | false deaths (10 % loss) | late joiner's state transfer | anti-entropy per exchange | join p50 | CPU |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| members | runs | dead everywhere p50/p99, no loss | at 10 % loss | announcement p50/p99, no loss | at 10 % loss | gossip per member p50/max, no loss | at 10 % loss | false deaths (10 % loss) | late joiner's state transfer | anti-entropy per exchange | join p50 | CPU |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
   run "$n" scale_no_loss
   clean="$line" cpu_clean="$cpu"
   run "$n" scale_ten_percent_loss
   lossy="$line" cpu_lossy="$cpu"
-  printf '| %s | %s | %s / %s s | %s / %s s | %s / %s s | %s / %s B/s | %s over %s x %s s | %s B in %s s | %s B | %s s | %s s |\n' \
+  printf '| %s | %s | %s / %s s | %s / %s s | %s / %s s | %s / %s s | %s / %s B/s | %s / %s B/s | %s over %s x %s s | %s B in %s s | %s B | %s s | %s s |\n' \
     "$n" "$runs" \
     "$(field detect_p50 "$clean")" "$(field detect_p99 "$clean")" \
     "$(field detect_p50 "$lossy")" "$(field detect_p99 "$lossy")" \
     "$(field announce_p50 "$clean")" "$(field announce_p99 "$clean")" \
+    "$(field announce_p50 "$lossy")" "$(field announce_p99 "$lossy")" \
     "$(field gossip_p50 "$clean")" "$(field gossip_max "$clean")" \
+    "$(field gossip_p50 "$lossy")" "$(field gossip_max "$lossy")" \
     "$(field false_deaths "$lossy")" "$runs" "$watch" \
     "$(field late_bytes_p50 "$clean")" "$(field late_s_p50 "$clean")" \
     "$(field sync_per_exchange_p50 "$clean")" \
