@@ -1155,6 +1155,57 @@ mod tests {
         assert!(!fresh(&n), "expired one window after it arrived");
     }
 
+    fn record(id: NodeId) -> MemberState {
+        MemberState {
+            id,
+            version: 1,
+            services: Vec::new(),
+            ejections: Vec::new(),
+            purges: Vec::new(),
+            tunnel: None,
+            zone: None,
+            rate_usage: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_introduces_an_unknown_member_to_foca_but_never_revives_a_dead_one() {
+        let mut n = node();
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
+        let live = |n: &Node<Nowhere>, id: NodeId| n.foca.iter_members().any(|m| *m.id() == id);
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(1))]));
+        n.on_datagram(peer(1).addr, &states);
+        n.flush();
+        assert!(live(&n, peer(1)), "learned from its record");
+
+        // foca holds peer 2 down (never seen alive, so no notification forgot its record).
+        let down = Member::new(peer(2), 3, foca::State::Down);
+        n.foca
+            .apply_many(std::iter::once(down), false, &mut n.runtime)
+            .expect("apply");
+        n.flush();
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(2))]));
+        n.on_datagram(peer(3).addr, &states);
+        n.flush();
+        assert!(
+            !live(&n, peer(2)),
+            "a record does not revive a member foca holds down"
+        );
+        assert!(n
+            .foca
+            .iter_membership_state()
+            .any(|m| *m.id() == peer(2) && m.state() == foca::State::Down));
+        // Its next generation (a restart) is a new member.
+        let renewed = NodeId {
+            generation: 2,
+            ..peer(2)
+        };
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(renewed)]));
+        n.on_datagram(peer(3).addr, &states);
+        n.flush();
+        assert!(live(&n, renewed));
+    }
+
     #[test]
     fn an_oversized_record_from_a_peer_is_refused() {
         let mut n = node();
