@@ -1,8 +1,9 @@
 //! The mesh wire format inside a sealed datagram: `[WIRE_VERSION][postcard(Wire)]`.
 //!
 //! `Wire::Swim` carries foca's own bytes (probes, acks, membership updates); the rest is ours:
-//! the anti-entropy exchange of member state (digest → deltas), rumors (a changed state pushed at
-//! once), and the graceful `Leave`. postcard because foca already speaks it (compact varints,
+//! the anti-entropy exchange of member state (summary → digests of the differing buckets →
+//! deltas; `state`'s module doc), rumors (a changed state pushed at once), and the graceful
+//! `Leave`. postcard because foca already speaks it (compact varints,
 //! serde derive), so one encoding covers both layers.
 
 use std::net::SocketAddr;
@@ -63,14 +64,20 @@ pub struct Version {
 pub enum Wire {
     /// foca's datagram, passed through.
     Swim(Vec<u8>),
-    /// Anti-entropy, step 1: what the sender holds. `reply` = answer with your own digest too
-    /// (set on the opening digest only, so the exchange ends after one round trip each way).
+    /// Anti-entropy, step 1: the opener's summary, one fingerprint per bucket
+    /// (`state::Table::summary`, little-endian: 8 bytes each on the wire, where a varint
+    /// would take 10 for a hash).
+    Summary(Vec<[u8; 8]>),
+    /// Anti-entropy, step 2: the sender's versions of every member in `buckets` (the buckets the
+    /// summaries disagree on). `reply` = answer with your own digest of the same buckets too
+    /// (set by the side that received the summary, so the exchange ends with the records each
+    /// side lacks).
     Digest {
-        /// The sender's versions for member addresses in `range`, sorted by address.
+        /// The sender's versions for members in `buckets`.
         versions: Vec<Version>,
-        /// The address range this digest covers, `[start, end)`, `None` = unbounded: a digest
-        /// split over several datagrams must not read as "I lack everything outside this part".
-        range: (Option<SocketAddr>, Option<SocketAddr>),
+        /// The buckets this digest covers, whole: a member of them missing from `versions` is
+        /// one the sender lacks (a digest split over several datagrams covers its own buckets).
+        buckets: Vec<u16>,
         /// Whether the receiver should send its digest back (push-pull).
         reply: bool,
     },
@@ -132,9 +139,10 @@ mod tests {
         };
         for wire in [
             Wire::Swim(vec![1, 2, 3]),
+            Wire::Summary(vec![[1, 2, 3, 4, 5, 6, 7, 8]; 64]),
             Wire::Digest {
                 versions: vec![Version { id, version: 3 }],
-                range: (None, Some(id.addr)),
+                buckets: vec![0, 63],
                 reply: true,
             },
             Wire::States(vec![state]),

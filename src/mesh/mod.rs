@@ -10,9 +10,12 @@
 //! - **Shared state** ([`state`]): one versioned record per member (services, ejection reports,
 //!   purges). A change is pushed at once to 3 random members, each of which forwards a record
 //!   that is new to it (rumor mongering); every 2 s each member also runs a push-pull
-//!   anti-entropy exchange with a random live member (digests of `(member, version)`, then the
-//!   records the other side lacks), which is what makes late joiners and members returning from
-//!   a partition converge — foca's own broadcasts only reach the members present when sent.
+//!   anti-entropy exchange with a random live member (a fixed-size summary of fingerprints by
+//!   address bucket, then `(member, version)` digests of the buckets that differ, then the
+//!   records the other side lacks: [`state`]'s module doc), which is what makes late joiners and
+//!   members returning from a partition converge — foca's own broadcasts only reach the members
+//!   present when sent. A record learned for a member foca does not know yet also introduces
+//!   it to foca, so a large mesh starting at once converges at the speed of the records.
 //! - **Security** ([`seal`]): every datagram, foca's included, is ChaCha20-Poly1305-sealed under a
 //!   per-sender key derived from `secret_file` (HKDF-SHA256), with a timestamp and counter window
 //!   against replays. A node without the key cannot produce one datagram we open, so it never

@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +19,7 @@ use foca::{
     AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec,
 };
 use rand::rngs::SmallRng;
-use rand::seq::IndexedRandom;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -27,8 +28,9 @@ use super::codec::{self, NodeId, Wire};
 use super::health::LocalHealth;
 use super::seal::{Keys, Opener, Sealer};
 use super::state::{
-    keep_newest, trim_ejections, EjectionReport, MemberState, Purge, PurgeTarget, Service, Table,
-    TunnelAd, MAX_PURGE_TARGET, MAX_REMEMBERED, PURGE_TTL_MS,
+    keep_newest, trim_ejections, within_bytes, EjectionReport, MemberState, Purge, PurgeTarget,
+    Service, Table, TunnelAd, BUCKETS, MAX_PURGE_TARGET, MAX_RECORD_BYTES_PER_EXCHANGE,
+    MAX_REMEMBERED, PURGE_TTL_MS,
 };
 use super::view::{MemberStatus, MemberView, View};
 
@@ -41,15 +43,33 @@ pub const RUMOR_FANOUT: usize = 3;
 /// Seeds not in the live membership are announced to this often (start-up against seeds that
 /// are not up yet, a lost first announce, rejoin after a partition). Live seeds cost nothing.
 pub const SEED_RETRY: Duration = Duration::from_secs(1);
-/// The view is rebuilt at least this often even without a notification (suspect flips and
-/// `last_seen` are not notified by foca).
+/// foca's membership is looked at this often for what it does not notify (suspect flips,
+/// incarnations): one pass over it without allocating; the view is rebuilt only if that pass
+/// saw a change (see [`Node::scan_membership`]).
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
+/// A view with nothing changed but `last_seen` is republished this often.
+const VIEW_MAX_AGE: Duration = Duration::from_secs(10);
+/// A change only `/mesh/members` shows (a suspect flip, an incarnation) is published within
+/// this long: at 10 % loss suspicions come and go every second in a large mesh, and a rebuild
+/// per second per member was most of the simulation's CPU. Deaths, joins and records are
+/// published at once (within [`VIEW_MIN_INTERVAL`]).
+const VIEW_SUSPECT_DELAY: Duration = Duration::from_secs(3);
+/// Views are published at most this often: a burst of changes (a large mesh joining, a record
+/// per datagram) costs one rebuild per interval, not one per change. Rebuilding is O(members);
+/// re-measure with `benches/mesh/run.sh` (its CPU column) when changing it.
+const VIEW_MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// What the node remembers about departed members is pruned this often ([`Node::prune`]); the
+/// retention is minutes, so a pass over foca's membership every few seconds would buy nothing.
+const PRUNE_PERIOD: Duration = Duration::from_secs(30);
 /// The shortest suspicion timeout: a suspect has this long to refute before it is declared dead.
 pub const MIN_SUSPICION: Duration = Duration::from_secs(5);
 /// foca's packets stay under this so a sealed datagram fits a 1500-byte MTU.
 const MAX_SWIM_PACKET: usize = 1200;
-/// Records per `States` datagram and versions per `Digest` datagram.
-const STATES_PER_DATAGRAM: usize = 6;
+/// A `States` datagram is filled with records up to this many encoded bytes (a larger record
+/// goes alone), so that most fit one 1500-byte MTU; versions per `Digest` datagram likewise
+/// (a version is about 20 bytes; a bucket is never split, so a bucket larger than this goes
+/// alone).
+const STATES_BYTES_PER_DATAGRAM: usize = 1100;
 const VERSIONS_PER_DATAGRAM: usize = 48;
 /// Dead members listed per anti-entropy exchange (foca keeps them for `remove_down_after`).
 const DOWN_PER_DATAGRAM: usize = 32;
@@ -136,6 +156,31 @@ struct Tally {
     rejected: u64,
 }
 
+/// Sealed bytes a node sent and received, by purpose, and the exchanges it opened: the
+/// simulator (`tests/mesh_sim`) reads them to tell anti-entropy cost from SWIM's and to measure a
+/// late joiner's state transfer. Shared with whoever asked ([`Node::traffic`]); relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// foca's datagrams sent.
+    pub swim_out: AtomicU64,
+    /// Anti-entropy sent: summaries, digests, the records they asked for, down lists.
+    pub sync_out: AtomicU64,
+    /// Rumors (a changed record pushed at once), records pushed to seeds, and `Leave`.
+    pub rumor_out: AtomicU64,
+    /// Everything but foca's datagrams received: records, summaries, digests.
+    pub state_in: AtomicU64,
+    /// Anti-entropy exchanges this node opened.
+    pub exchanges: AtomicU64,
+}
+
+/// What a datagram is for, to count it in [`Traffic`].
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Swim,
+    Sync,
+    Rumor,
+}
+
 type Swim = Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
 /// A running member's state; see the module doc.
@@ -164,9 +209,23 @@ pub struct Node<T: Transport> {
     timer_seq: u64,
     health: LocalHealth,
     members_seen: usize,
+    /// Members foca holds down, with their incarnation, by address: refreshed by
+    /// [`Node::scan_membership`], so `tell_if_dead` and the down lists need no pass over
+    /// foca's membership per datagram.
+    down: HashMap<SocketAddr, (NodeId, u16)>,
+    /// Whether foca lists no live member: the next to come up gets an exchange at once.
+    alone: bool,
+    /// [`Node::scan_membership`]'s sums of foca's membership: of who is down (as last seen),
+    /// and of every state and incarnation (as last published).
+    liveness_sum: u64,
+    membership_sum: u64,
     view: watch::Sender<Arc<View>>,
     view_dirty: bool,
+    /// When the view was last published, and when a pending change is due to be.
+    published: Instant,
+    publish_due: Option<Instant>,
     tally: Tally,
+    traffic: Arc<Traffic>,
 }
 
 impl<T: Transport> std::fmt::Debug for Node<T> {
@@ -213,11 +272,26 @@ impl<T: Transport> Node<T> {
             timer_seq: 0,
             health: LocalHealth::default(),
             members_seen: 1,
+            down: HashMap::new(),
+            alone: true,
+            liveness_sum: 0,
+            membership_sum: 0,
             view,
             view_dirty: true,
+            // The first view goes out at once.
+            published: Instant::now()
+                .checked_sub(VIEW_MIN_INTERVAL)
+                .unwrap_or_else(Instant::now),
+            publish_due: None,
             tally: Tally::default(),
+            traffic: Arc::new(Traffic::default()),
         };
         (node, view_rx)
+    }
+
+    /// The node's traffic counters (see [`Traffic`]).
+    pub fn traffic(&self) -> Arc<Traffic> {
+        Arc::clone(&self.traffic)
     }
 
     /// Runs until `commands` closes, `inbox` closes, or a `Leave` command is done.
@@ -234,7 +308,8 @@ impl<T: Transport> Node<T> {
             tokio::time::interval_at(Instant::now() + offset, ANTI_ENTROPY_PERIOD);
         let mut seeds = tokio::time::interval_at(Instant::now() + SEED_RETRY, SEED_RETRY);
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
-        for tick in [&mut anti_entropy, &mut seeds, &mut refresh] {
+        let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_PERIOD, PRUNE_PERIOD);
+        for tick in [&mut anti_entropy, &mut seeds, &mut refresh, &mut prune] {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -245,9 +320,11 @@ impl<T: Transport> Node<T> {
                     None => break,
                 },
                 () = sleep_until(next_timer) => self.fire_timers(),
+                () = sleep_until(self.publish_due) => self.publish_due = None,
                 _ = anti_entropy.tick() => self.anti_entropy(),
                 _ = seeds.tick() => self.announce_to_seeds(),
-                _ = refresh.tick() => self.view_dirty = true,
+                _ = refresh.tick() => self.scan_membership(),
+                _ = prune.tick() => self.prune(),
                 command = commands.recv() => match command {
                     None => break,
                     Some(Command::Leave(done)) => {
@@ -282,6 +359,11 @@ impl<T: Transport> Node<T> {
         };
         self.last_seen.insert(from, now);
         keep_newest(&mut self.last_seen, MAX_REMEMBERED, |&at| at);
+        if !matches!(wire, Wire::Swim(_)) {
+            self.traffic
+                .state_in
+                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        }
         match wire {
             Wire::Swim(bytes) => {
                 self.tell_if_dead(from);
@@ -289,14 +371,31 @@ impl<T: Transport> Node<T> {
                     tracing::debug!(%from, %error, "foca refused a message");
                 }
             }
+            Wire::Summary(theirs) => {
+                let theirs: Vec<u64> = theirs.into_iter().map(u64::from_le_bytes).collect();
+                let start = self.rng.random_range(0..BUCKETS);
+                let Some((direct, expand)) = self.table.answer(&theirs, start) else {
+                    self.tally.rejected += 1;
+                    metrics::counter!(super::REJECTED_TOTAL).increment(1);
+                    return;
+                };
+                self.send_states(from, direct);
+                self.send_versions(from, &expand, true);
+            }
             Wire::Digest {
                 versions,
-                range,
+                buckets,
                 reply,
             } => {
-                self.send_states(from, self.table.newer_in(&versions, range));
+                let buckets: Vec<usize> = buckets
+                    .into_iter()
+                    .map(usize::from)
+                    .filter(|&b| b < BUCKETS)
+                    .collect();
+                let newer = self.table.newer_in(&versions, &buckets);
+                self.send_states(from, within_bytes(newer, MAX_RECORD_BYTES_PER_EXCHANGE));
                 if reply {
-                    self.send_digest(from, false);
+                    self.send_versions(from, &buckets, false);
                 }
             }
             Wire::States(states) => {
@@ -348,12 +447,7 @@ impl<T: Transport> Node<T> {
     /// turned every refuted suspicion into a death (seen in the simulation at 10 % loss:
     /// `tests/mesh_sim/mesh_sim.rs` counts false deaths; docs/mesh.md).
     fn tell_if_dead(&mut self, from: SocketAddr) {
-        let Some(dead) = self
-            .foca
-            .iter_membership_state()
-            .find(|m| m.id().addr == from && m.state() == foca::State::Down)
-            .map(|m| (*m.id(), m.incarnation()))
-        else {
+        let Some(&dead) = self.down.get(&from) else {
             return;
         };
         let now = Instant::now();
@@ -367,7 +461,7 @@ impl<T: Transport> Node<T> {
         // Bounded without a cap: only members foca lists as dead get an entry, and `prune`
         // drops each after SEED_RETRY.
         self.told_dead.insert(from, now);
-        self.send_wire(from, &Wire::Down(vec![dead]));
+        self.send_wire(from, &Wire::Down(vec![dead]), Purpose::Sync);
     }
 
     /// Merges a record; a record that is new to us is passed on (rumor) and refreshes the view.
@@ -383,10 +477,35 @@ impl<T: Transport> Node<T> {
             return;
         }
         let owner = state.id.addr;
+        let id = state.id;
+        let first_of_member = self.table.get(owner).is_none_or(|held| held.id != id);
         let rumor = state.clone();
         if self.table.merge(state) {
             self.view_dirty = true;
+            if first_of_member {
+                self.introduce(id);
+            }
             self.spread(rumor, from.into_iter().chain([owner]).collect());
+        }
+    }
+
+    /// Tells foca about a member whose record we just learned (from a rumor or an exchange),
+    /// as alive at incarnation 0. SWIM alone spreads a join through piggybacked updates, a few
+    /// per datagram, with every member's backlog holding every other's join: when hundreds
+    /// start at once, membership then takes minutes to converge (the simulation at 200
+    /// members did not within 60 s). Records spread faster (rumors, and exchanges that repair
+    /// whole buckets), so they feed foca's membership too. Safe by foca's own rules: an alive
+    /// update at incarnation 0 changes nothing foca already holds (a suspect or higher
+    /// incarnation wins, a dead member stays dead: foca never revives an identity it holds
+    /// down), and records of members we hold dead are refused before this (`Table::merge`).
+    /// Not rebroadcast: every member learns the record itself.
+    fn introduce(&mut self, id: NodeId) {
+        let member = Member::new(id, 0, foca::State::Alive);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(member), false, &mut self.runtime)
+        {
+            tracing::debug!(%error, "foca refused a member learned from its record");
         }
     }
 
@@ -458,18 +577,84 @@ impl<T: Transport> Node<T> {
 
     /// Pushes `state` to [`RUMOR_FANOUT`] random live members other than `skip`.
     fn spread(&mut self, state: MemberState, skip: Vec<SocketAddr>) {
-        let targets: Vec<SocketAddr> = self
-            .foca
-            .iter_members()
-            .map(|m| m.id().addr)
-            .filter(|a| !skip.contains(a))
-            .collect();
-        let chosen: Vec<SocketAddr> = targets
-            .choose_multiple(&mut self.rng, RUMOR_FANOUT)
-            .copied()
-            .collect();
+        // `skip.len()` extra picks cover the skipped; one pass over foca's members, no copy of
+        // them (this runs once per new record, so per member of a joining mesh).
+        let live = self.foca.num_members();
+        let wanted = (RUMOR_FANOUT + skip.len()).min(live);
+        let mut picks = rand::seq::index::sample(&mut self.rng, live, wanted).into_vec();
+        picks.sort_unstable();
+        let mut picks = picks.into_iter().peekable();
+        let mut chosen = Vec::with_capacity(RUMOR_FANOUT);
+        for (i, member) in self.foca.iter_members().enumerate() {
+            if picks.peek() == Some(&i) {
+                picks.next();
+                if !skip.contains(&member.id().addr) {
+                    chosen.push(member.id().addr);
+                }
+            }
+        }
+        chosen.shuffle(&mut self.rng);
+        chosen.truncate(RUMOR_FANOUT);
+        let wire = Wire::States(vec![state]);
         for to in chosen {
-            self.send_wire(to, &Wire::States(vec![state.clone()]));
+            self.send_wire(to, &wire, Purpose::Rumor);
+        }
+    }
+
+    /// A random live member, by one pass over foca's members (no copy of them).
+    fn random_member(&mut self) -> Option<SocketAddr> {
+        let live = self.foca.num_members();
+        if live == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..live);
+        self.foca.iter_members().nth(pick).map(|m| m.id().addr)
+    }
+
+    /// Whether foca lists a live member at `addr`.
+    fn is_live(&self, addr: SocketAddr) -> bool {
+        self.foca.iter_members().any(|m| m.id().addr == addr)
+    }
+
+    /// One pass over foca's membership, for what foca does not notify (suspect flips,
+    /// incarnations, members forgotten after `remove_down_after`): sums of one hash per member
+    /// tell whether anything changed. A change in who is down lists the dead members again and
+    /// rebuilds the view; a change in suspects or incarnations only is published within
+    /// [`VIEW_SUSPECT_DELAY`]; and the view is republished every [`VIEW_MAX_AGE`] for
+    /// `last_seen`.
+    fn scan_membership(&mut self) {
+        let (liveness, full) =
+            self.foca
+                .iter_membership_state()
+                .fold((0u64, 0u64), |(liveness, full), m| {
+                    let state = match m.state() {
+                        foca::State::Alive => 0u8,
+                        foca::State::Suspect => 1,
+                        foca::State::Down => 2,
+                    };
+                    let down = u64::from(state == 2);
+                    let detail = u64::from(m.incarnation()) << 8 | u64::from(state);
+                    (
+                        liveness.wrapping_add(super::state::member_hash(m.id(), down)),
+                        full.wrapping_add(super::state::member_hash(m.id(), detail)),
+                    )
+                });
+        if liveness != self.liveness_sum {
+            self.liveness_sum = liveness;
+            self.down = self
+                .foca
+                .iter_membership_state()
+                .filter(|m| m.state() == foca::State::Down)
+                .map(|m| (m.id().addr, (*m.id(), m.incarnation())))
+                .collect();
+            self.view_dirty = true;
+        }
+        let age = self.published.elapsed();
+        if (full != self.membership_sum && age >= VIEW_SUSPECT_DELAY) || age >= VIEW_MAX_AGE {
+            self.view_dirty = true;
+        }
+        if self.view_dirty {
+            self.membership_sum = full;
         }
     }
 
@@ -493,10 +678,9 @@ impl<T: Transport> Node<T> {
     }
 
     fn anti_entropy(&mut self) {
-        self.prune();
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        if let Some(&peer) = live.choose(&mut self.rng) {
-            self.send_digest(peer, true);
+        if let Some(peer) = self.random_member() {
+            self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
+            self.open_exchange(peer);
         }
         // Our own reports and purges age out even when nothing else changes.
         let now = self.clock.now_ms();
@@ -513,37 +697,77 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    fn send_digest(&mut self, to: SocketAddr, reply: bool) {
+    /// Opens an exchange with `to` (see `state`'s module doc): the members we hold dead, then
+    /// our summary.
+    fn open_exchange(&mut self, to: SocketAddr) {
         let down: Vec<(NodeId, u16)> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.state() == foca::State::Down)
+            .down
+            .values()
             .take(DOWN_PER_DATAGRAM)
-            .map(|m| (*m.id(), m.incarnation()))
+            .copied()
             .collect();
         if !down.is_empty() {
-            self.send_wire(to, &Wire::Down(down));
+            self.send_wire(to, &Wire::Down(down), Purpose::Sync);
         }
-        for (versions, range) in self.table.digest_parts(VERSIONS_PER_DATAGRAM) {
+        let summary = self
+            .table
+            .summary()
+            .iter()
+            .map(|f| f.to_le_bytes())
+            .collect();
+        self.send_wire(to, &Wire::Summary(summary), Purpose::Sync);
+    }
+
+    /// Our versions of `buckets`, in datagrams of whole buckets.
+    fn send_versions(&mut self, to: SocketAddr, buckets: &[usize], reply: bool) {
+        let mut part: Vec<u16> = Vec::new();
+        let mut versions = Vec::new();
+        for &b in buckets {
+            let more = self.table.versions_in(&[b]);
+            if !part.is_empty() && versions.len() + more.len() > VERSIONS_PER_DATAGRAM {
+                let wire = Wire::Digest {
+                    versions: std::mem::take(&mut versions),
+                    buckets: std::mem::take(&mut part),
+                    reply,
+                };
+                self.send_wire(to, &wire, Purpose::Sync);
+            }
+            versions.extend(more);
+            // BUCKETS is far below u16::MAX.
+            part.push(u16::try_from(b).unwrap_or(u16::MAX));
+        }
+        if !part.is_empty() {
             let wire = Wire::Digest {
                 versions,
-                range,
+                buckets: part,
                 reply,
             };
-            self.send_wire(to, &wire);
+            self.send_wire(to, &wire, Purpose::Sync);
         }
     }
 
+    /// `states` in datagrams of up to [`STATES_BYTES_PER_DATAGRAM`] encoded bytes each.
     fn send_states(&mut self, to: SocketAddr, states: Vec<MemberState>) {
-        for chunk in states.chunks(STATES_PER_DATAGRAM) {
-            self.send_wire(to, &Wire::States(chunk.to_vec()));
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for state in states {
+            let len = state.encoded_len();
+            if !batch.is_empty() && bytes + len > STATES_BYTES_PER_DATAGRAM {
+                let full = std::mem::take(&mut batch);
+                self.send_wire(to, &Wire::States(full), Purpose::Sync);
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(state);
+        }
+        if !batch.is_empty() {
+            self.send_wire(to, &Wire::States(batch), Purpose::Sync);
         }
     }
 
     fn announce_to_seeds(&mut self) {
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         for seed in self.seeds.clone() {
-            if seed != self.id.addr && !live.contains(&seed) {
+            if seed != self.id.addr && !self.is_live(seed) {
                 // foca accepts an announce addressed to any identity at its address.
                 let dst = NodeId {
                     addr: seed,
@@ -554,7 +778,7 @@ impl<T: Transport> Node<T> {
                 }
                 // Our record goes with it, so a seed that answers learns our services at once.
                 if let Some(own) = self.table.get(self.id.addr).cloned() {
-                    self.send_wire(seed, &Wire::States(vec![own]));
+                    self.send_wire(seed, &Wire::States(vec![own]), Purpose::Rumor);
                 }
             }
         }
@@ -563,7 +787,7 @@ impl<T: Transport> Node<T> {
     fn leave(&mut self) {
         let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         for to in live {
-            self.send_wire(to, &Wire::Leave(self.id));
+            self.send_wire(to, &Wire::Leave(self.id), Purpose::Rumor);
         }
         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(%error, "foca leave failed");
@@ -602,8 +826,14 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    fn send_wire(&mut self, to: SocketAddr, wire: &Wire) {
+    fn send_wire(&mut self, to: SocketAddr, wire: &Wire, purpose: Purpose) {
         let sealed = self.sealer.seal(&codec::encode(wire), self.clock.now_ms());
+        let counter = match purpose {
+            Purpose::Swim => &self.traffic.swim_out,
+            Purpose::Sync => &self.traffic.sync_out,
+            Purpose::Rumor => &self.traffic.rumor_out,
+        };
+        counter.fetch_add(sealed.len() as u64, Ordering::Relaxed);
 
         metrics::counter!(super::MESSAGES_TOTAL, "direction" => "out").increment(1);
         metrics::counter!(super::BYTES_TOTAL, "direction" => "out").increment(sealed.len() as u64);
@@ -614,7 +844,7 @@ impl<T: Transport> Node<T> {
     /// the view when anything it shows changed.
     fn flush(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            self.send_wire(to.addr, &Wire::Swim(data.to_vec()));
+            self.send_wire(to.addr, &Wire::Swim(data.to_vec()), Purpose::Swim);
         }
         while let Some((after, event)) = self.runtime.to_schedule() {
             self.timer_seq += 1;
@@ -622,15 +852,36 @@ impl<T: Transport> Node<T> {
                 .push(Reverse((Instant::now() + after, self.timer_seq)));
             self.timer_events.insert(self.timer_seq, event);
         }
+        let mut first_peer = None;
         while let Some(notification) = self.runtime.to_notify() {
             self.view_dirty = true;
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} up", id.addr);
+                    self.down.remove(&id.addr);
+                    if self.alone {
+                        // Our first live member (we just joined, or came back from being
+                        // alone): take the whole state from it now rather than at our next
+                        // anti-entropy tick.
+                        self.alone = false;
+                        first_peer = Some(id.addr);
+                    }
                 }
                 OwnedNotification::MemberDown(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} down", id.addr);
                     self.table.forget(id, self.clock.now_ms());
+                    // Listed at once for `tell_if_dead` and the down lists (a pass over foca's
+                    // membership, once per death).
+                    let incarnation = self
+                        .foca
+                        .iter_membership_state()
+                        .find(|m| *m.id() == id)
+                        .map_or(0, Member::incarnation);
+                    self.down.insert(id.addr, (id, incarnation));
+                    self.alone = self.foca.num_members() == 0;
+                }
+                OwnedNotification::Rename(_, id) => {
+                    self.down.remove(&id.addr);
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(generation = id.generation, "mesh: declared down; rejoined");
@@ -638,28 +889,43 @@ impl<T: Transport> Node<T> {
                     self.update_own(|_| {});
                 }
                 OwnedNotification::Defunct => tracing::warn!("mesh: this member was declared down"),
+                OwnedNotification::Idle => self.alone = true,
                 _ => {}
             }
         }
-        if self.view_dirty {
-            self.view_dirty = false;
-            self.publish_view();
+        if let Some(peer) = first_peer {
+            self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
+            self.open_exchange(peer);
+        }
+        if self.view_dirty && self.publish_due.is_none() {
+            let due = self.published + VIEW_MIN_INTERVAL;
+            if Instant::now() >= due {
+                self.view_dirty = false;
+                self.publish_view();
+            } else {
+                // Coalesced: published when `run`'s timer fires, with whatever else changed.
+                self.publish_due = Some(due);
+            }
         }
     }
 
+    /// Builds and publishes the view: one pass over foca's membership, each member's record
+    /// looked up once (its services and tunnel for the member list, the whole record for the
+    /// live members' records). O(members), which is why it is coalesced (see
+    /// [`VIEW_MIN_INTERVAL`]).
     fn publish_view(&mut self) {
-        let mut members = vec![MemberView {
+        let own = self.table.get(self.id.addr);
+        let mut members = Vec::with_capacity(self.foca.iter_membership_state().len() + 1);
+        let mut records = Vec::with_capacity(members.capacity());
+        members.push(MemberView {
             id: self.id,
             state: MemberStatus::Alive,
             incarnation: 0,
-            services: self
-                .table
-                .get(self.id.addr)
-                .map(|s| s.services.clone())
-                .unwrap_or_default(),
-            tunnel: self.table.get(self.id.addr).and_then(|s| s.tunnel.clone()),
+            services: own.map(|s| s.services.clone()).unwrap_or_default(),
+            tunnel: own.and_then(|s| s.tunnel.clone()),
             last_seen_ms: self.clock.now_ms(),
-        }];
+        });
+        records.extend(own.cloned());
         for member in self.foca.iter_membership_state() {
             let id = *member.id();
             let state = if self
@@ -676,6 +942,9 @@ impl<T: Transport> Node<T> {
                 }
             };
             let record = self.table.get(id.addr).filter(|s| s.id == id);
+            if state.is_live() {
+                records.extend(record.cloned());
+            }
             members.push(MemberView {
                 id,
                 state,
@@ -685,26 +954,18 @@ impl<T: Transport> Node<T> {
                 last_seen_ms: self.last_seen.get(&id.addr).copied().unwrap_or(0),
             });
         }
+        // Stable (ours first among equal addresses, as `View::status` expects). Records stay in
+        // foca's order, as arbitrary as the table's was.
         members.sort_by_key(|m| m.id.addr);
         let live = members.iter().filter(|m| m.state.is_live()).count();
         if live != self.members_seen {
             self.members_seen = live;
             self.reconfigure();
         }
-        let live_ids: std::collections::HashSet<NodeId> = members
-            .iter()
-            .filter(|m| m.state.is_live())
-            .map(|m| m.id)
-            .collect();
-        let records = self
-            .table
-            .iter()
-            .filter(|s| live_ids.contains(&s.id))
-            .cloned()
-            .collect();
         let view = View::new(self.id, members, records, self.tally.rejected);
         view.record_metrics();
         self.view.send_replace(Arc::new(view));
+        self.published = Instant::now();
     }
 }
 
@@ -892,6 +1153,57 @@ mod tests {
         assert!(fresh(&n));
         tokio::time::advance(Duration::from_millis(window_ms)).await;
         assert!(!fresh(&n), "expired one window after it arrived");
+    }
+
+    fn record(id: NodeId) -> MemberState {
+        MemberState {
+            id,
+            version: 1,
+            services: Vec::new(),
+            ejections: Vec::new(),
+            purges: Vec::new(),
+            tunnel: None,
+            zone: None,
+            rate_usage: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_introduces_an_unknown_member_to_foca_but_never_revives_a_dead_one() {
+        let mut n = node();
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
+        let live = |n: &Node<Nowhere>, id: NodeId| n.foca.iter_members().any(|m| *m.id() == id);
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(1))]));
+        n.on_datagram(peer(1).addr, &states);
+        n.flush();
+        assert!(live(&n, peer(1)), "learned from its record");
+
+        // foca holds peer 2 down (never seen alive, so no notification forgot its record).
+        let down = Member::new(peer(2), 3, foca::State::Down);
+        n.foca
+            .apply_many(std::iter::once(down), false, &mut n.runtime)
+            .expect("apply");
+        n.flush();
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(2))]));
+        n.on_datagram(peer(3).addr, &states);
+        n.flush();
+        assert!(
+            !live(&n, peer(2)),
+            "a record does not revive a member foca holds down"
+        );
+        assert!(n
+            .foca
+            .iter_membership_state()
+            .any(|m| *m.id() == peer(2) && m.state() == foca::State::Down));
+        // Its next generation (a restart) is a new member.
+        let renewed = NodeId {
+            generation: 2,
+            ..peer(2)
+        };
+        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(renewed)]));
+        n.on_datagram(peer(3).addr, &states);
+        n.flush();
+        assert!(live(&n, renewed));
     }
 
     #[test]

@@ -4,7 +4,44 @@
 //! Only the owner changes its record (bumping `version`); everyone else keeps the newest copy it
 //! has seen, compared by `(generation, version)`. That makes merging trivial and order-free —
 //! the state-based CRDT of chitchat and Serf's user state — and lets the anti-entropy exchange
-//! send just `(member, version)` digests and then the records the other side lacks.
+//! compare versions and then send only the records the other side lacks.
+//!
+//! # Anti-entropy that scales
+//!
+//! Comparing every `(member, version)` pair on every exchange costs each member O(n) bytes per
+//! exchange, so the mesh's total O(n²): at a thousand members that alone is tens of KB/s per
+//! member. Instead the table is cut into [`BUCKETS`] buckets by a hash of the member's address,
+//! and each bucket is summarised by one 64-bit fingerprint, the XOR of
+//! [`member_hash`]`(member, version)` over its records, kept up to date on every merge and forget
+//! (XOR removes the old hash and adds the new one in O(1)). An exchange then goes:
+//!
+//! 1. the opener sends its summary, [`BUCKETS`] fingerprints (a fixed size, whatever the mesh's);
+//! 2. the other side compares it with its own; where they agree (the steady state: every
+//!    bucket) the exchange ends there. Buckets the opener holds nothing in get their records
+//!    at once; the other differing buckets are expanded into their `(member, version)` pairs
+//!    ([`Table::versions_in`]), up to [`MAX_VERSIONS_PER_EXCHANGE`], rotating which buckets go
+//!    first so that a large difference is worked through over a few exchanges;
+//! 3. each side sends the records of those buckets the other lacks ([`Table::newer_in`]), at
+//!    most [`MAX_RECORD_BYTES_PER_EXCHANGE`] per exchange, the rest on the next.
+//!
+//! So an exchange with nothing to repair costs the summary alone, independent of the member
+//! count; one that repairs costs the summary, plus the versions of the differing buckets (about
+//! n / [`BUCKETS`] each), plus the differing records themselves. What grows with the mesh is the
+//! size of a bucket, paid only where something differs; a two-level summary (fingerprints of
+//! groups of buckets) would make that logarithmic too, and is not needed at the sizes simulated
+//! (docs/mesh.md, "Scale", has the bytes per exchange at 200, 500 and 1,000 members).
+//!
+//! The idea is old. Set reconciliation — two parties each holding a set, learning the
+//! difference at a cost that depends on the difference rather than on the sets — was studied
+//! by Minsky and Trachtenberg ("Set reconciliation with nearly optimal communication
+//! complexity", 2003), with characteristic polynomials that reach the theoretical minimum, and
+//! by Byers, Considine, Mitzenmacher and Rost ("Informed content delivery across adaptive
+//! overlay networks", 2002), with approximate summaries for peers that cannot afford exactness.
+//! Amazon's Dynamo and, after it, Cassandra's repair compare Merkle trees of hash ranges so that
+//! replicas exchange only the subtrees that differ. HashiCorp's Serf (memberlist's push-pull)
+//! instead sends the full state over TCP every 30 s, simple but O(n) per exchange. The buckets
+//! here are a one-level Merkle tree: a fixed summary and exact repair of what differs,
+//! over UDP within a datagram's budget.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,17 +135,26 @@ pub struct RateUsage {
     pub keys: Vec<(u64, f32)>,
 }
 
-/// A digest part's address range, `[start, end)`; `None` = unbounded.
-pub type Range = (Option<SocketAddr>, Option<SocketAddr>);
+/// Buckets of the anti-entropy summary (see the module doc): 64 fingerprints of 8 bytes, half
+/// a KiB per exchange whatever the mesh's size, and about 16 members per bucket at 1,000.
+pub const BUCKETS: usize = 64;
+/// `(member, version)` pairs one side expands per exchange: beyond it, the remaining differing
+/// buckets wait for the next exchange (a late joiner's first exchanges; every bucket differs).
+pub const MAX_VERSIONS_PER_EXCHANGE: usize = 1024;
+/// Encoded record bytes one side sends per exchange (at least one record); beyond it, the next
+/// exchange sends the rest. A late joiner at 1,000 members with a few services each takes a
+/// few exchanges (docs/mesh.md, "Scale", measures it).
+pub const MAX_RECORD_BYTES_PER_EXCHANGE: usize = 48 * 1024;
 
 /// How long a purge stays in its owner's record.
 pub const PURGE_TTL_MS: u64 = 60_000;
 
-// Bounds on one member's record. A record travels whole in a `States` datagram, up to
-// `STATES_PER_DATAGRAM` (6) of them in one, so 6 × MAX_RECORD_BYTES plus framing must stay under
-// UDP's 65,507-byte payload: 8 KiB per record leaves room. Every member holds every record, so
-// the bound is also the memory cost per member: 8 MiB at 1,000 members. A record from a peer
-// outside any bound is refused whole (a correct member never builds one); our own is trimmed.
+// Bounds on one member's record. A record travels whole in a `States` datagram, which the node
+// fills up to about an MTU (`node::STATES_BYTES_PER_DATAGRAM`; a larger record goes alone), so
+// MAX_RECORD_BYTES plus framing must stay under UDP's 65,507-byte payload: 8 KiB leaves room.
+// Every member holds every record, so the bound is also the memory cost per member: 8 MiB at
+// 1,000 members. A record from a peer outside any bound is refused whole (a correct member
+// never builds one); our own is trimmed.
 
 /// Largest encoded record, in bytes.
 pub const MAX_RECORD_BYTES: usize = 8 * 1024;
@@ -260,6 +306,28 @@ pub const GONE_TTL_MS: u64 = 600_000;
 /// [`GONE_TTL_MS`] reaches it; the oldest entries go first.
 pub const MAX_REMEMBERED: usize = 8192;
 
+/// A 64-bit hash of a member's identity and `value` (a record's version, or foca's incarnation
+/// and state): the unit of the bucket fingerprints ([`Table::summary`]) and of the node's check
+/// for membership changes. xxh3, whose output bits are independent enough for sums and XORs of
+/// many of them to stay collision-free in practice.
+pub fn member_hash(id: &NodeId, value: u64) -> u64 {
+    let mut bytes = [0u8; 42];
+    let len = match id.addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            bytes[..4].copy_from_slice(&ip.octets());
+            4
+        }
+        std::net::IpAddr::V6(ip) => {
+            bytes[..16].copy_from_slice(&ip.octets());
+            16
+        }
+    };
+    bytes[len..len + 2].copy_from_slice(&id.addr.port().to_le_bytes());
+    bytes[len + 2..len + 10].copy_from_slice(&id.generation.to_le_bytes());
+    bytes[len + 10..len + 18].copy_from_slice(&value.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes[..len + 18])
+}
+
 /// Drops the entries of `map` beyond `cap`, oldest (smallest `stamp`) first.
 pub fn keep_newest<K: Copy + Eq + std::hash::Hash, V>(
     map: &mut HashMap<K, V>,
@@ -277,17 +345,55 @@ pub fn keep_newest<K: Copy + Eq + std::hash::Hash, V>(
     }
 }
 
-/// Every member's newest record, keyed by mesh address.
-#[derive(Debug, Default)]
+/// Every member's newest record, keyed by mesh address, in [`BUCKETS`] buckets, each with its
+/// fingerprint (see the module doc).
+#[derive(Debug)]
 pub struct Table {
-    states: HashMap<SocketAddr, MemberState>,
+    buckets: Vec<Bucket>,
     /// Members that left or were declared dead, with their generation and when (ms): records of
     /// that generation or older are refused, so a peer's stale copy does not bring them back.
     /// Kept [`GONE_TTL_MS`], at most [`MAX_REMEMBERED`] (see [`Table::prune`]).
     gone: HashMap<SocketAddr, (u64, u64)>,
 }
 
+/// One bucket: its records and the XOR of their [`member_hash`]es. foldhash rather than
+/// SipHash: the table is looked up per member on every view and per record received, and its
+/// keys come only from members holding the mesh key (randomly seeded all the same).
+#[derive(Debug, Default)]
+struct Bucket {
+    states: HashMap<SocketAddr, MemberState, foldhash::fast::RandomState>,
+    fingerprint: u64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
+            gone: HashMap::new(),
+        }
+    }
+}
+
+/// The bucket of the member at `addr`: every generation of an address shares one, and every
+/// member computes the same (xxh3 has a fixed seed).
+pub fn bucket_of(addr: SocketAddr) -> usize {
+    let id = NodeId {
+        addr,
+        generation: 0,
+    };
+    // The modulus keeps the result below BUCKETS, which fits any usize.
+    (member_hash(&id, 0) % BUCKETS as u64) as usize
+}
+
+fn record_hash(state: &MemberState) -> u64 {
+    member_hash(&state.id, state.version)
+}
+
 impl Table {
+    fn bucket(&self, addr: SocketAddr) -> &Bucket {
+        &self.buckets[bucket_of(addr)]
+    }
+
     /// Keeps `state` if it is newer than what we hold. Returns whether it was.
     pub fn merge(&mut self, state: MemberState) -> bool {
         if self
@@ -297,10 +403,18 @@ impl Table {
         {
             return false;
         }
-        match self.states.get(&state.id.addr) {
+        let bucket = &mut self.buckets[bucket_of(state.id.addr)];
+        let added = record_hash(&state);
+        match bucket.states.get_mut(&state.id.addr) {
             Some(held) if held.key() >= state.key() => false,
-            _ => {
-                self.states.insert(state.id.addr, state);
+            Some(held) => {
+                bucket.fingerprint ^= record_hash(held) ^ added;
+                *held = state;
+                true
+            }
+            None => {
+                bucket.fingerprint ^= added;
+                bucket.states.insert(state.id.addr, state);
                 true
             }
         }
@@ -309,12 +423,15 @@ impl Table {
     /// Forgets `id`'s record (it left or is dead, noted at `now_ms`) and refuses copies of it
     /// for [`GONE_TTL_MS`].
     pub fn forget(&mut self, id: NodeId, now_ms: u64) {
-        if self
+        let bucket = &mut self.buckets[bucket_of(id.addr)];
+        if bucket
             .states
             .get(&id.addr)
             .is_some_and(|s| s.id.generation <= id.generation)
         {
-            self.states.remove(&id.addr);
+            if let Some(removed) = bucket.states.remove(&id.addr) {
+                bucket.fingerprint ^= record_hash(&removed);
+            }
         }
         let gone = self.gone.entry(id.addr).or_insert((id.generation, now_ms));
         *gone = (gone.0.max(id.generation), now_ms);
@@ -334,18 +451,94 @@ impl Table {
 
     /// The record of the member at `addr`.
     pub fn get(&self, addr: SocketAddr) -> Option<&MemberState> {
-        self.states.get(&addr)
+        self.bucket(addr).states.get(&addr)
     }
 
     /// Every record.
     pub fn iter(&self) -> impl Iterator<Item = &MemberState> {
-        self.states.values()
+        self.buckets.iter().flat_map(|b| b.states.values())
     }
 
-    /// What we hold, as `(member, version)` pairs.
-    pub fn digest(&self) -> Vec<Version> {
-        self.states
-            .values()
+    /// How many records we hold.
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.states.len()).sum()
+    }
+
+    /// Whether we hold no record.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|b| b.states.is_empty())
+    }
+
+    /// Step 1 of an exchange: one fingerprint per bucket (0 for an empty bucket).
+    pub fn summary(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.fingerprint).collect()
+    }
+
+    /// The buckets whose fingerprint differs from `theirs`; `None` if `theirs` is not a summary
+    /// of [`BUCKETS`] buckets.
+    pub fn differing(&self, theirs: &[u64]) -> Option<Vec<usize>> {
+        (theirs.len() == BUCKETS).then(|| {
+            self.buckets
+                .iter()
+                .zip(theirs)
+                .enumerate()
+                .filter(|(_, (ours, &theirs))| ours.fingerprint != theirs)
+                .map(|(i, _)| i)
+                .collect()
+        })
+    }
+
+    /// Of `buckets`, those to expand this exchange: from the `start`-th on (wrapping), while
+    /// their versions add up to at most `max_versions` (always at least one bucket).
+    pub fn within_budget(
+        &self,
+        buckets: &[usize],
+        start: usize,
+        max_versions: usize,
+    ) -> Vec<usize> {
+        let mut chosen = Vec::new();
+        let mut versions = 0;
+        for k in 0..buckets.len() {
+            let b = buckets[(start + k) % buckets.len()];
+            let len = self.buckets.get(b).map_or(0, |b| b.states.len());
+            if !chosen.is_empty() && versions + len > max_versions {
+                break;
+            }
+            versions += len;
+            chosen.push(b);
+        }
+        chosen
+    }
+
+    /// Step 2, at the side that received `theirs` (a summary): the records to send at once (of
+    /// the differing buckets the opener holds nothing in, within
+    /// [`MAX_RECORD_BYTES_PER_EXCHANGE`]) and the other differing buckets to expand this exchange
+    /// (within [`MAX_VERSIONS_PER_EXCHANGE`], from the `start`-th differing one). `None` if
+    /// `theirs` is not a summary of [`BUCKETS`] buckets. Both empty: nothing to repair.
+    pub fn answer(&self, theirs: &[u64], start: usize) -> Option<(Vec<MemberState>, Vec<usize>)> {
+        let differing = self.differing(theirs)?;
+        let (empty, other): (Vec<usize>, Vec<usize>) =
+            differing.into_iter().partition(|&b| theirs[b] == 0);
+        let direct = if empty.is_empty() {
+            Vec::new()
+        } else {
+            within_bytes(self.newer_in(&[], &empty), MAX_RECORD_BYTES_PER_EXCHANGE)
+        };
+        let expand = if other.is_empty() {
+            Vec::new()
+        } else {
+            self.within_budget(&other, start % other.len(), MAX_VERSIONS_PER_EXCHANGE)
+        };
+        Some((direct, expand))
+    }
+
+    /// Step 2: our `(member, version)` pairs in `buckets` (indices past [`BUCKETS`] are
+    /// ignored).
+    pub fn versions_in(&self, buckets: &[usize]) -> Vec<Version> {
+        buckets
+            .iter()
+            .filter_map(|&b| self.buckets.get(b))
+            .flat_map(|b| b.states.values())
             .map(|s| Version {
                 id: s.id,
                 version: s.version,
@@ -353,61 +546,38 @@ impl Table {
             .collect()
     }
 
-    /// What we hold, sorted by address, split into parts of at most `per_part` versions, each
-    /// with the address range it covers (`[start, end)`, `None` = unbounded); together the
-    /// ranges cover every address.
-    pub fn digest_parts(&self, per_part: usize) -> Vec<(Vec<Version>, Range)> {
-        let mut all = self.digest();
-        all.sort_by_key(|v| v.id.addr);
-        let chunks: Vec<Vec<Version>> = all
-            .chunks(per_part.max(1))
-            .map(<[Version]>::to_vec)
-            .collect();
-        if chunks.is_empty() {
-            return vec![(Vec::new(), (None, None))];
-        }
-        let starts: Vec<Option<SocketAddr>> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    None
-                } else {
-                    c.first().map(|v| v.id.addr)
-                }
-            })
-            .collect();
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let end = starts.get(i + 1).copied().flatten();
-                (c, (starts[i], end))
-            })
-            .collect()
-    }
-
-    /// The records we hold in `range` that are newer than (or missing from) `theirs`.
-    pub fn newer_in(&self, theirs: &[Version], range: Range) -> Vec<MemberState> {
-        let (start, end) = range;
-        self.newer_than(theirs)
-            .into_iter()
-            .filter(|s| start.is_none_or(|a| s.id.addr >= a) && end.is_none_or(|b| s.id.addr < b))
-            .collect()
-    }
-
-    /// The records we hold that are newer than (or missing from) `theirs`.
-    pub fn newer_than(&self, theirs: &[Version]) -> Vec<MemberState> {
+    /// Step 3: the records we hold in `buckets` that are newer than (or missing from) `theirs`,
+    /// the other side's versions for those buckets.
+    pub fn newer_in(&self, theirs: &[Version], buckets: &[usize]) -> Vec<MemberState> {
         let known: HashMap<SocketAddr, (u64, u64)> = theirs
             .iter()
             .map(|v| (v.id.addr, (v.id.generation, v.version)))
             .collect();
-        self.states
-            .values()
+        buckets
+            .iter()
+            .filter_map(|&b| self.buckets.get(b))
+            .flat_map(|b| b.states.values())
             .filter(|s| known.get(&s.id.addr).is_none_or(|&k| s.key() > k))
             .cloned()
             .collect()
     }
+}
+
+/// The first records of `records` whose encoded sizes add up to at most `max_bytes` (always at
+/// least one): what one side sends in one exchange.
+pub fn within_bytes(mut records: Vec<MemberState>, max_bytes: usize) -> Vec<MemberState> {
+    let mut total = 0;
+    let mut keep = 0;
+    for record in &records {
+        let len = record.encoded_len();
+        if keep > 0 && total + len > max_bytes {
+            break;
+        }
+        total += len;
+        keep += 1;
+    }
+    records.truncate(keep);
+    records
 }
 
 #[cfg(test)]
@@ -453,49 +623,220 @@ mod tests {
         assert!(!a.merge(state(1, 1, 9)));
     }
 
-    #[test]
-    fn digests_select_what_the_other_side_lacks() {
-        let mut a = Table::default();
-        let mut b = Table::default();
-        a.merge(state(1, 1, 2));
-        a.merge(state(2, 1, 1));
-        b.merge(state(1, 1, 1));
-        b.merge(state(3, 1, 1));
-        let for_b: Vec<u16> = a
-            .newer_than(&b.digest())
-            .iter()
-            .map(|s| s.id.addr.port())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(for_b, [1, 2]);
-        for s in a.newer_than(&b.digest()) {
-            b.merge(s);
+    /// A member at 10.0.x.y:7946 (many more than ports on one IP allow for).
+    fn member(i: usize, generation: u64, version: u64) -> MemberState {
+        let mut s = state(7946, generation, version);
+        let [_, _, a, b] = u32::try_from(i).expect("index").to_be_bytes();
+        s.id.addr = SocketAddr::from(([10, 0, a, b], 7946));
+        s.services = vec![Service {
+            name: format!("svc{}", i % 7),
+            address: SocketAddr::from(([10, 1, a, b], 8080)),
+        }];
+        s
+    }
+
+    /// A table's summary recomputed from scratch: what the incremental one must equal.
+    fn summary_from_scratch(t: &Table) -> Vec<u64> {
+        let mut fresh = Table::default();
+        for s in t.iter() {
+            fresh.merge(s.clone());
         }
-        for s in b.newer_than(&a.digest()) {
+        fresh.summary()
+    }
+
+    /// What one exchange sent, in encoded bytes (postcard, before framing and sealing).
+    #[derive(Debug, Default)]
+    struct Cost {
+        summary: usize,
+        versions: usize,
+        records: usize,
+    }
+
+    /// One exchange that `a` opens with `b`, as `node` runs it (summary; records of buckets `a`
+    /// holds nothing in and `b`'s versions of the other differing buckets; records each lacks).
+    fn exchange(a: &mut Table, b: &mut Table, start: usize) -> Cost {
+        let bytes = |v: &[Version]| postcard::to_stdvec(v).expect("encode").len();
+        let summary = a.summary();
+        let mut cost = Cost {
+            // As the wire carries it: 8 bytes per fingerprint and the length.
+            summary: summary.len() * 8 + 1,
+            ..Cost::default()
+        };
+        let (direct, expand) = b.answer(&summary, start).expect("a summary");
+        let b_versions = b.versions_in(&expand);
+        cost.records += direct.iter().map(MemberState::encoded_len).sum::<usize>();
+        for s in direct {
             a.merge(s);
         }
-        assert!(a.newer_than(&b.digest()).is_empty());
-        assert!(b.newer_than(&a.digest()).is_empty());
-        assert_eq!(a.iter().count(), 3);
+        if expand.is_empty() {
+            return cost;
+        }
+        let to_b = within_bytes(
+            a.newer_in(&b_versions, &expand),
+            MAX_RECORD_BYTES_PER_EXCHANGE,
+        );
+        let a_versions = a.versions_in(&expand);
+        cost.versions += bytes(&b_versions) + bytes(&a_versions);
+        let to_a = within_bytes(
+            b.newer_in(&a_versions, &expand),
+            MAX_RECORD_BYTES_PER_EXCHANGE,
+        );
+        cost.records += to_b
+            .iter()
+            .chain(&to_a)
+            .map(MemberState::encoded_len)
+            .sum::<usize>();
+        for s in to_b {
+            b.merge(s);
+        }
+        for s in to_a {
+            a.merge(s);
+        }
+        cost
     }
 
     #[test]
-    fn a_digest_in_parts_asks_only_for_what_each_part_covers() {
+    fn fingerprints_follow_merges_and_forgets() {
+        let mut t = Table::default();
+        assert!(t.summary().iter().all(|&f| f == 0), "empty buckets are 0");
+        let mut rng = fastrand::Rng::with_seed(29);
+        for step in 0..3000u64 {
+            let i = rng.usize(0..300);
+            match rng.u8(0..10) {
+                // New versions, older versions (refused), new generations.
+                0..=5 => {
+                    t.merge(member(i, 1, rng.u64(1..20)));
+                }
+                6 | 7 => {
+                    t.merge(member(i, rng.u64(1..4), rng.u64(1..5)));
+                }
+                _ => t.forget(member(i, rng.u64(1..4), 1).id, step),
+            }
+            if step % 100 == 0 {
+                assert_eq!(t.summary(), summary_from_scratch(&t), "step {step}");
+            }
+        }
+        assert_eq!(t.summary(), summary_from_scratch(&t));
+        let held: Vec<NodeId> = t.iter().map(|s| s.id).collect();
+        for id in held {
+            t.forget(id, 10_000);
+        }
+        assert!(t.is_empty());
+        assert!(
+            t.summary().iter().all(|&f| f == 0),
+            "forgetting all empties the summary"
+        );
+    }
+
+    #[test]
+    fn two_tables_converge_by_summaries() {
         let mut a = Table::default();
         let mut b = Table::default();
-        for port in 1..=10 {
-            a.merge(state(port, 1, 1));
-            b.merge(state(port, 1, if port == 7 { 2 } else { 1 }));
+        for i in 0..500 {
+            // Shared, newer on one side or the other, or held by one side only.
+            match i % 5 {
+                0 => {
+                    a.merge(member(i, 1, 2));
+                    b.merge(member(i, 1, 1));
+                }
+                1 => {
+                    a.merge(member(i, 1, 1));
+                    b.merge(member(i, 2, 1));
+                }
+                2 => {
+                    a.merge(member(i, 1, 1));
+                }
+                3 => {
+                    b.merge(member(i, 1, 3));
+                }
+                _ => {
+                    a.merge(member(i, 1, 1));
+                    b.merge(member(i, 1, 1));
+                }
+            }
         }
-        let parts = a.digest_parts(3);
-        assert_eq!(parts.len(), 4);
-        let mut sent = Vec::new();
-        for (versions, range) in parts {
-            sent.extend(b.newer_in(&versions, range));
+        let mut exchanges = 0;
+        while a.summary() != b.summary() {
+            exchanges += 1;
+            assert!(exchanges <= 10, "no convergence in 10 exchanges");
+            exchange(&mut a, &mut b, exchanges);
         }
-        assert_eq!(sent.len(), 1, "only the one newer record: {sent:?}");
-        assert_eq!(sent[0].id.addr.port(), 7);
+        assert_eq!(a.len(), 500, "{} records", a.len());
+        for s in a.iter() {
+            assert_eq!(b.get(s.id.addr), Some(s));
+        }
+        let expect = |i: usize| match i % 5 {
+            0 => (1, 2),
+            1 => (2, 1),
+            3 => (1, 3),
+            _ => (1, 1),
+        };
+        for i in 0..500 {
+            let held = a
+                .get(member(i, 1, 1).id.addr)
+                .map(|s| (s.id.generation, s.version));
+            assert_eq!(held, Some(expect(i)), "member {i}");
+        }
+
+        // A late joiner (only its own record) against 1,000 members: bounded per exchange.
+        let mut full = Table::default();
+        for i in 0..1000 {
+            full.merge(member(i, 1, 1));
+        }
+        let mut late = Table::default();
+        late.merge(member(1000, 1, 1));
+        let mut exchanges = 0;
+        while late.summary() != full.summary() {
+            exchanges += 1;
+            assert!(
+                exchanges <= 10,
+                "the late joiner did not converge in 10 exchanges"
+            );
+            let cost = exchange(&mut late, &mut full, exchanges);
+            assert!(
+                cost.records <= 2 * MAX_RECORD_BYTES_PER_EXCHANGE,
+                "{cost:?}"
+            );
+        }
+        assert_eq!(late.len(), 1001);
+    }
+
+    #[test]
+    fn an_exchange_with_no_change_costs_the_summary_only() {
+        let mut costs = Vec::new();
+        for n in [10, 100, 1000] {
+            let mut a = Table::default();
+            let mut b = Table::default();
+            for i in 0..n {
+                a.merge(member(i, 1, 3));
+                b.merge(member(i, 1, 3));
+            }
+            let cost = exchange(&mut a, &mut b, 0);
+            assert_eq!(
+                (cost.versions, cost.records),
+                (0, 0),
+                "{n} members: {cost:?}"
+            );
+            costs.push(cost.summary);
+            // One member's change: one bucket's versions and one record, not n.
+            a.merge(member(7, 1, 4));
+            let cost = exchange(&mut b, &mut a, 0);
+            assert_eq!(b.get(member(7, 1, 1).id.addr).map(|s| s.version), Some(4));
+            assert!(
+                cost.records == member(7, 1, 4).encoded_len(),
+                "{n} members: {cost:?}"
+            );
+            let per_bucket = n.div_ceil(BUCKETS) * 3;
+            assert!(
+                cost.versions <= 2 * 25 * per_bucket,
+                "{n} members: {cost:?} for one change"
+            );
+        }
+        assert!(
+            costs.iter().all(|&c| c == costs[0]),
+            "the summary's size does not depend on the members: {costs:?}"
+        );
+        assert_eq!(costs[0], BUCKETS * 8 + 1);
     }
 
     #[test]

@@ -120,11 +120,13 @@ impl View {
         out
     }
 
-    /// The state of the member at `addr`, if known.
+    /// The state of the member at `addr`, if known (a binary search: `members` is sorted by
+    /// address; the first of a repeated address, as a scan would find).
     pub fn status(&self, addr: SocketAddr) -> Option<MemberStatus> {
+        let first = self.members.partition_point(|m| m.id.addr < addr);
         self.members
-            .iter()
-            .find(|m| m.id.addr == addr)
+            .get(first)
+            .filter(|m| m.id.addr == addr)
             .map(|m| m.state)
     }
 
