@@ -37,9 +37,26 @@ use super::view::{MemberStatus, MemberView, View};
 /// Anti-entropy: one push-pull exchange with a random live member this often. Rumors carry
 /// changes at once; this only repairs what they missed (loss, late joiners, healed partitions).
 pub const ANTI_ENTROPY_PERIOD: Duration = Duration::from_secs(2);
-/// Each new record is pushed to this many random members by whoever first learns it (an
-/// infection-style broadcast: with 50 members ~4 hops reach everyone).
+/// The fewest random members a new record is pushed to by whoever first learns it (an
+/// infection-style broadcast); [`rumor_fanout`] raises it with the mesh's size.
 pub const RUMOR_FANOUT: usize = 3;
+
+/// How many members a node pushes a record it just learned to, for `members` live members.
+///
+/// Each member forwards a rumor once, so the share it never reaches is about `e^(-f·(1-p))`
+/// for fanout `f` and loss `p` (Kermarrec, Massoulié and Ganesh, "Probabilistic reliable
+/// dissemination in large-scale systems", IEEE TPDS 2003: a fanout of `ln n + c` reaches all
+/// `n` with probability `e^(-e^(-c))`). A fixed 3 leaves a few percent of a large mesh waiting
+/// for an anti-entropy exchange (seconds at 10 % loss); `ln n + 1`, at least [`RUMOR_FANOUT`],
+/// leaves about one member in a thousand. The cost is `f` datagrams per member per changed
+/// record, and records change rarely (services, ejections, purges), so steady-state gossip is
+/// untouched. Re-measure with `benches/mesh/run.sh` (announcement p99 at 10 % loss).
+pub fn rumor_fanout(members: usize) -> usize {
+    // Truncation is intended: a whole number of targets, never more than `ln n + 1`.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let scaled = (members.max(1) as f64).ln() as usize + 1;
+    scaled.max(RUMOR_FANOUT)
+}
 /// Seeds not in the live membership are announced to this often (start-up against seeds that
 /// are not up yet, a lost first announce, rejoin after a partition). Live seeds cost nothing.
 pub const SEED_RETRY: Duration = Duration::from_secs(1);
@@ -575,16 +592,17 @@ impl<T: Transport> Node<T> {
         self.spread(own, Vec::new());
     }
 
-    /// Pushes `state` to [`RUMOR_FANOUT`] random live members other than `skip`.
+    /// Pushes `state` to [`rumor_fanout`] random live members other than `skip`.
     fn spread(&mut self, state: MemberState, skip: Vec<SocketAddr>) {
         // `skip.len()` extra picks cover the skipped; one pass over foca's members, no copy of
         // them (this runs once per new record, so per member of a joining mesh).
         let live = self.foca.num_members();
-        let wanted = (RUMOR_FANOUT + skip.len()).min(live);
+        let fanout = rumor_fanout(live + 1);
+        let wanted = (fanout + skip.len()).min(live);
         let mut picks = rand::seq::index::sample(&mut self.rng, live, wanted).into_vec();
         picks.sort_unstable();
         let mut picks = picks.into_iter().peekable();
-        let mut chosen = Vec::with_capacity(RUMOR_FANOUT);
+        let mut chosen = Vec::with_capacity(fanout);
         for (i, member) in self.foca.iter_members().enumerate() {
             if picks.peek() == Some(&i) {
                 picks.next();
@@ -594,7 +612,7 @@ impl<T: Transport> Node<T> {
             }
         }
         chosen.shuffle(&mut self.rng);
-        chosen.truncate(RUMOR_FANOUT);
+        chosen.truncate(fanout);
         let wire = Wire::States(vec![state]);
         for to in chosen {
             self.send_wire(to, &wire, Purpose::Rumor);
@@ -1066,6 +1084,21 @@ mod tests {
     /// `wire` as peer `sender` seals it now.
     fn sealed(sender: &mut Sealer, clock: Clock, wire: &Wire) -> Vec<u8> {
         sender.seal(&codec::encode(wire), clock.now_ms())
+    }
+
+    #[test]
+    fn rumor_fanout_grows_with_the_log_of_the_mesh() {
+        assert_eq!(rumor_fanout(0), RUMOR_FANOUT);
+        assert_eq!(rumor_fanout(5), RUMOR_FANOUT);
+        assert_eq!(rumor_fanout(50), 4);
+        assert_eq!(rumor_fanout(1000), 7);
+        assert_eq!(rumor_fanout(10_000), 10);
+        let mut last = 0;
+        for n in 0..20_000 {
+            let f = rumor_fanout(n);
+            assert!(f >= last, "fanout fell from {last} to {f} at {n} members");
+            last = f;
+        }
     }
 
     #[tokio::test(start_paused = true)]
