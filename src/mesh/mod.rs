@@ -52,6 +52,7 @@ pub mod purge;
 pub mod rate_share;
 pub mod seal;
 pub mod state;
+pub mod suspicion;
 pub mod tunnel;
 pub mod view;
 
