@@ -14,10 +14,12 @@ use super::state::MemberState;
 
 /// Second byte of every datagram (after the seal); a node drops versions it does not know.
 /// 2: member records carry `tunnel` (issue 27). 3: records carry `zone` and `rate_usage`
-/// (issue 28). Members of different versions do not read each other's datagrams, so a rolling
+/// (issue 28). 4: anti-entropy opens with a bucketed `Summary` and `Digest` lists one bucket's
+/// versions; foca packets carry accusations as custom broadcasts (`mesh::suspicion`) (issue 29).
+/// Members of different versions do not read each other's datagrams, so a rolling
 /// upgrade splits the mesh until every member runs the new version (postcard is not
 /// self-describing: an older member would misread a newer record).
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// A member's identity: its mesh address and a generation that grows on every start and every
 /// rejoin, so a restarted or renewed member wins over its old self (foca's address conflict).

@@ -20,17 +20,17 @@
 //!   per-sender key derived from `secret_file` (HKDF-SHA256), with a timestamp and counter window
 //!   against replays. A node without the key cannot produce one datagram we open, so it never
 //!   appears.
-//! - **Lifeguard** (Dadgar et al. 2018), where it cuts false deaths: the local health multiplier
-//!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer to
-//!   refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
-//!   instance), and a fixed suspicion timeout (at least 5 s, 3 × log10(n) s beyond that) with
-//!   updates retransmitted twice foca's default, re-derived as the membership grows. Not taken:
-//!   Lifeguard's dynamic suspicion that starts long and shortens with independent confirmations,
-//!   because foca keeps one fixed timeout per suspicion; the fixed timeout is chosen from the
-//!   simulation instead (`tests/mesh_sim/mesh_sim.rs`, which asserts the bounds: no false death without
-//!   loss, every survivor marks a dead member within 15 s; docs/mesh.md, "Simulation", has the
-//!   runs). foca's `notify_down_members` is off: it told members whose suspicion had been refuted
-//!   that they were dead (see `node::Node::tell_if_dead`).
+//! - **Lifeguard** (Dadgar et al. 2018): dynamic suspicion ([`suspicion`]: a suspicion's
+//!   timeout starts long and shrinks with each independent confirmation — another member whose
+//!   own probe failed, sent as a foca custom broadcast — and the node declares the member down
+//!   when it passes; foca's own fixed timeout is the longest), and the local health multiplier
+//!   ([`health`]: a member whose own loop runs late gives the peers it suspects up to 3× longer
+//!   to refute — Lifeguard stretches the probe timeout, which foca cannot change on a running
+//!   instance), with updates retransmitted twice foca's default, re-derived as the membership
+//!   grows. `tests/mesh_sim/mesh_sim.rs` asserts the bounds (no false death without loss,
+//!   every survivor marks a dead member within 15 s; docs/mesh.md, "Suspicion" and
+//!   "Simulation", has the runs). foca's `notify_down_members` is off: it told members whose
+//!   suspicion had been refuted that they were dead (see `node::Node::tell_if_dead`).
 //! - **Bounds**: a record is capped in size and entries ([`state::MAX_RECORD_BYTES`] and the
 //!   limits beside it; a peer's record beyond them is refused, ours is trimmed), report stamps
 //!   from a peer's future are clamped to our clock on receipt, and what a member remembers about
@@ -55,6 +55,7 @@ pub mod purge;
 pub mod rate_share;
 pub mod seal;
 pub mod state;
+pub mod suspicion;
 pub mod tunnel;
 pub mod view;
 

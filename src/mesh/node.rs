@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use foca::{
-    AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec,
-};
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -32,6 +30,7 @@ use super::state::{
     Service, Table, TunnelAd, BUCKETS, MAX_PURGE_TARGET, MAX_RECORD_BYTES_PER_EXCHANGE,
     MAX_REMEMBERED, PURGE_TTL_MS,
 };
+use super::suspicion::{self, Accusation, Gossip, Params, Suspicions};
 use super::view::{MemberStatus, MemberView, View};
 
 /// Anti-entropy: one push-pull exchange with a random live member this often. Rumors carry
@@ -78,8 +77,6 @@ const VIEW_MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// What the node remembers about departed members is pruned this often ([`Node::prune`]); the
 /// retention is minutes, so a pass over foca's membership every few seconds would buy nothing.
 const PRUNE_PERIOD: Duration = Duration::from_secs(30);
-/// The shortest suspicion timeout: a suspect has this long to refute before it is declared dead.
-pub const MIN_SUSPICION: Duration = Duration::from_secs(5);
 /// foca's packets stay under this so a sealed datagram fits a 1500-byte MTU.
 const MAX_SWIM_PACKET: usize = 1200;
 /// A `States` datagram is filled with records up to this many encoded bytes (a larger record
@@ -198,7 +195,7 @@ enum Purpose {
     Rumor,
 }
 
-type Swim = Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+type Swim = Foca<NodeId, PostcardCodec, SmallRng, Gossip>;
 
 /// A running member's state; see the module doc.
 pub struct Node<T: Transport> {
@@ -225,6 +222,8 @@ pub struct Node<T: Transport> {
     timer_events: HashMap<u64, foca::Timer<NodeId>>,
     timer_seq: u64,
     health: LocalHealth,
+    /// Lifeguard's dynamic suspicion ([`suspicion`]), shared with foca's broadcast handler.
+    suspicions: suspicion::Shared,
     members_seen: usize,
     /// Members foca holds down, with their incarnation, by address: refreshed by
     /// [`Node::scan_membership`], so `tell_if_dead` and the down lists need no pass over
@@ -257,7 +256,15 @@ impl<T: Transport> Node<T> {
     /// A node that has sent nothing yet; [`Node::run`] starts it.
     pub fn new(setup: Setup, transport: T) -> (Self, watch::Receiver<Arc<View>>) {
         let rng = SmallRng::seed_from_u64(setup.instance);
-        let foca = Foca::new(setup.id, swim_config(1, 1), rng.clone(), PostcardCodec);
+        let suspicions =
+            suspicion::Shared::new(Suspicions::new(setup.id, Params::for_cluster(1, 1)));
+        let foca = Foca::with_custom_broadcast(
+            setup.id,
+            swim_config(1, 1),
+            rng.clone(),
+            PostcardCodec,
+            Gossip(suspicions.clone()),
+        );
         let mut table = Table::default();
         table.merge(MemberState {
             id: setup.id,
@@ -288,6 +295,7 @@ impl<T: Transport> Node<T> {
             timer_events: HashMap::new(),
             timer_seq: 0,
             health: LocalHealth::default(),
+            suspicions,
             members_seen: 1,
             down: HashMap::new(),
             alone: true,
@@ -331,6 +339,7 @@ impl<T: Transport> Node<T> {
         }
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next_suspicion = self.suspicions.lock().next_deadline();
             tokio::select! {
                 received = inbox.recv() => match received {
                     Some((from, datagram)) => self.on_datagram(from, &datagram),
@@ -338,6 +347,7 @@ impl<T: Transport> Node<T> {
                 },
                 () = sleep_until(next_timer) => self.fire_timers(),
                 () = sleep_until(self.publish_due) => self.publish_due = None,
+                () = sleep_until(next_suspicion) => self.declare_due(),
                 _ = anti_entropy.tick() => self.anti_entropy(),
                 _ = seeds.tick() => self.announce_to_seeds(),
                 _ = refresh.tick() => self.scan_membership(),
@@ -696,6 +706,7 @@ impl<T: Transport> Node<T> {
     }
 
     fn anti_entropy(&mut self) {
+        self.settle_suspicions();
         if let Some(peer) = self.random_member() {
             self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
             self.open_exchange(peer);
@@ -838,6 +849,10 @@ impl<T: Transport> Node<T> {
 
     /// foca's settings for the current membership size and local health.
     fn reconfigure(&mut self) {
+        self.suspicions.lock().set_params(Params::for_cluster(
+            self.members_seen,
+            self.health.multiplier(),
+        ));
         let config = swim_config(self.members_seen, self.health.multiplier());
         if let Err(error) = self.foca.set_config(config) {
             tracing::debug!(%error, "foca refused a config");
@@ -858,9 +873,29 @@ impl<T: Transport> Node<T> {
         self.transport.send(to, sealed);
     }
 
-    /// Sends what foca queued, schedules its timers, applies its notifications, and republishes
-    /// the view when anything it shows changed.
+    /// Sends what foca queued, schedules its timers, applies its notifications, hands foca the
+    /// suspicions learnt from accusations, and republishes the view when anything it shows
+    /// changed.
     fn flush(&mut self) {
+        self.drain_runtime();
+        if self.apply_fresh_suspicions() {
+            self.drain_runtime();
+        }
+        let backlog = self.foca.custom_broadcast_backlog();
+        self.suspicions.lock().set_backlog(backlog);
+        if self.view_dirty && self.publish_due.is_none() {
+            let due = self.published + VIEW_MIN_INTERVAL;
+            if Instant::now() >= due {
+                self.view_dirty = false;
+                self.publish_view();
+            } else {
+                // Coalesced: published when `run`'s timer fires, with whatever else changed.
+                self.publish_due = Some(due);
+            }
+        }
+    }
+
+    fn drain_runtime(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
             self.send_wire(to.addr, &Wire::Swim(data.to_vec()), Purpose::Swim);
         }
@@ -872,7 +907,6 @@ impl<T: Transport> Node<T> {
         }
         let mut first_peer = None;
         while let Some(notification) = self.runtime.to_notify() {
-            self.view_dirty = true;
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     tracing::info!(generation = id.generation, "mesh: member {} up", id.addr);
@@ -904,27 +938,114 @@ impl<T: Transport> Node<T> {
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(generation = id.generation, "mesh: declared down; rejoined");
                     self.id = id;
+                    self.suspicions.lock().set_own(id);
                     self.update_own(|_| {});
                 }
                 OwnedNotification::Defunct => tracing::warn!("mesh: this member was declared down"),
                 OwnedNotification::Idle => self.alone = true,
+                OwnedNotification::ProbeFailed(_, id) => {
+                    self.accuse(id);
+                    // Not shown in the view (foca's suspect state is, when the view refreshes).
+                    continue;
+                }
+                // Per-datagram notifications (`unstable-notifications` sends them too): nothing
+                // the view shows.
+                OwnedNotification::DataSent(_) | OwnedNotification::DataReceived(_) => continue,
                 _ => {}
             }
+            self.view_dirty = true;
         }
         if let Some(peer) = first_peer {
             self.traffic.exchanges.fetch_add(1, Ordering::Relaxed);
             self.open_exchange(peer);
         }
-        if self.view_dirty && self.publish_due.is_none() {
-            let due = self.published + VIEW_MIN_INTERVAL;
-            if Instant::now() >= due {
-                self.view_dirty = false;
-                self.publish_view();
-            } else {
-                // Coalesced: published when `run`'s timer fires, with whatever else changed.
-                self.publish_due = Some(due);
+    }
+
+    /// Our probe of `member` failed (directly and through the indirect probers): foca now holds
+    /// it suspect; tell the others, whose deadlines shorten with each independent accuser.
+    fn accuse(&mut self, member: NodeId) {
+        let Some(incarnation) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| *m.id() == member && m.state() == foca::State::Suspect)
+            .map(Member::incarnation)
+        else {
+            // Refuted or declared down meanwhile: nothing to accuse.
+            return;
+        };
+        let accusation = Accusation {
+            member,
+            incarnation,
+            accuser: self.id,
+        };
+        if let Err(error) = self.foca.add_broadcast(&accusation.encode()) {
+            tracing::debug!(%error, "foca refused an accusation");
+        }
+    }
+
+    /// Hands foca, as `Suspect`, the suspicions first heard of through accusations (foca's own
+    /// update may have been lost) and accusations of ourselves (foca then refutes at once).
+    /// Returns whether there were any.
+    fn apply_fresh_suspicions(&mut self) -> bool {
+        let fresh = self.suspicions.lock().take_fresh();
+        if fresh.is_empty() {
+            return false;
+        }
+        let updates = fresh
+            .into_iter()
+            .map(|(id, incarnation)| Member::new(id, incarnation, foca::State::Suspect));
+        if let Err(error) = self.foca.apply_many(updates, true, &mut self.runtime) {
+            tracing::debug!(%error, "foca refused a suspicion");
+        }
+        true
+    }
+
+    /// Lifeguard's deadline passed for some suspicions: declare down each member foca still
+    /// holds suspect at the suspected incarnation (a refuted one holds a higher incarnation).
+    fn declare_due(&mut self) {
+        let due = self.suspicions.lock().take_due(Instant::now());
+        let mut down = Vec::new();
+        for (member, incarnation, confirmations) in due {
+            let still_suspect = self.foca.iter_membership_state().any(|m| {
+                *m.id() == member
+                    && m.state() == foca::State::Suspect
+                    && m.incarnation() == incarnation
+            });
+            if still_suspect {
+                tracing::debug!(
+                    confirmations,
+                    "mesh: suspicion of {} timed out; declaring it down",
+                    member.addr
+                );
+                down.push(Member::new(member, incarnation, foca::State::Down));
             }
         }
+        if !down.is_empty() {
+            if let Err(error) = self
+                .foca
+                .apply_many(down.into_iter(), true, &mut self.runtime)
+            {
+                tracing::debug!(%error, "foca refused a down update");
+            }
+        }
+    }
+
+    /// Settles suspicions foca has moved past (refuted: a higher incarnation; or down) and
+    /// forgets old ones, so the table holds only what is still open or recent.
+    fn settle_suspicions(&mut self) {
+        let mut table = self.suspicions.lock();
+        for (member, _) in table.open() {
+            match self
+                .foca
+                .iter_membership_state()
+                .find(|m| *m.id() == member)
+            {
+                Some(m) => table.settle(member, m.incarnation(), m.state() == foca::State::Down),
+                // Forgotten by foca (or replaced by a newer generation): nothing left to decide.
+                None => table.settle(member, foca::Incarnation::MAX, true),
+            }
+        }
+        table.forget_old(Instant::now());
     }
 
     /// Builds and publishes the view: one pass over foca's membership, each member's record
@@ -998,20 +1119,19 @@ async fn sleep_until(at: Option<Instant>) {
 /// live members, with changes chosen in the simulation
 /// (`cargo test --test mesh_sim -- --nocapture`; docs/mesh.md, "Why these SWIM settings") to
 /// remove false deaths at 10 % loss:
-/// five indirect probes instead of three, a suspicion timeout of at least [`MIN_SUSPICION`]
-/// (3 × log10(n) s above it), and updates retransmitted twice as often (foca's
+/// five indirect probes instead of three, the suspicion timeout of Lifeguard's dynamic
+/// suspicion at its longest ([`Params::max`]: the node declares a confirmed suspect down
+/// sooner, see [`suspicion`]), and updates retransmitted twice as often (foca's
 /// 4 × log10(n + 1)) so a refutation or a death reaches every member despite loss.
-/// Lifeguard's local health `multiplier` (≥ 1) stretches the suspicion timeout: foca cannot
+/// Lifeguard's local health `multiplier` (≥ 1) stretches the suspicion timeouts: foca cannot
 /// change the probe period or timeout of a running instance, which Lifeguard stretches instead.
 pub fn swim_config(members: usize, multiplier: u32) -> foca::Config {
     let size = NonZeroU32::new(u32::try_from(members.max(2)).unwrap_or(u32::MAX))
         .unwrap_or(NonZeroU32::MIN);
     let mut config = foca::Config::new_lan(size);
-    // 3 × log10(n) s (memberlist uses 4): the no-loss detection tail (a victim nobody happens
-    // to probe for a few seconds) needs the shorter timeout to stay under the 15 s that
-    // `tests/mesh_sim/mesh_sim.rs` asserts.
-    let scaled = Duration::from_secs_f64(3.0 * f64::from(size.get()).log10());
-    config.suspect_to_down_after = scaled.max(MIN_SUSPICION) * multiplier;
+    // foca's own timer is the fallback for a suspicion nobody confirms; the node's deadline
+    // (`Node::declare_due`) is shorter once others confirm.
+    config.suspect_to_down_after = Params::for_cluster(members, multiplier).max;
     // Five indirect probes instead of three: at 10 % loss an indirect path (4 datagrams) fails
     // a third of the time, so each extra path cuts false suspicions about threefold.
     config.num_indirect_probes =
@@ -1293,6 +1413,154 @@ mod tests {
             Some(version),
             "a purge over the bound is not spread"
         );
+    }
+
+    /// `n` knows `count` alive peers, and its suspicion range is for that cluster.
+    fn with_peers(n: &mut Node<Nowhere>, count: u32) -> Vec<NodeId> {
+        let peers: Vec<NodeId> = (1..=count).map(peer).collect();
+        let alive = peers.iter().map(|&p| Member::alive(p));
+        n.foca
+            .apply_many(alive, false, &mut n.runtime)
+            .expect("alive peers");
+        n.flush();
+        assert_eq!(n.members_seen, count as usize + 1, "the view counts them");
+        peers
+    }
+
+    /// Accusations as they arrive: a peer's foca gossips them to `n`, sealed like any datagram.
+    fn deliver_accusations(n: &mut Node<Nowhere>, accusations: &[Accusation]) {
+        let from = peer(1);
+        let table = Suspicions::new(from, n.suspicions.lock().params());
+        let mut other = Foca::with_custom_broadcast(
+            from,
+            swim_config(n.members_seen, 1),
+            SmallRng::seed_from_u64(9),
+            PostcardCodec,
+            Gossip(suspicion::Shared::new(table)),
+        );
+        let mut runtime = AccumulatingRuntime::new();
+        other
+            .apply_many(std::iter::once(Member::alive(n.id)), false, &mut runtime)
+            .expect("knows n");
+        for accusation in accusations {
+            assert!(other.add_broadcast(&accusation.encode()).expect("added"));
+        }
+        other.gossip(&mut runtime).expect("gossip");
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 3);
+        let mut sent = 0;
+        while let Some((to, data)) = runtime.to_send() {
+            assert_eq!(to, n.id);
+            let datagram = sealed(&mut sender, n.clock, &Wire::Swim(data.to_vec()));
+            n.on_datagram(from.addr, &datagram);
+            sent += 1;
+        }
+        assert_eq!(sent, 1, "one gossip datagram carries them all");
+        n.flush();
+    }
+
+    fn state_of(n: &Node<Nowhere>, id: NodeId) -> Option<(foca::State, foca::Incarnation)> {
+        n.foca
+            .iter_membership_state()
+            .find(|m| *m.id() == id)
+            .map(|m| (m.state(), m.incarnation()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirmed_suspicions_are_declared_down_at_the_shrunk_deadline_refuted_ones_are_not() {
+        let mut n = node();
+        let peers = with_peers(&mut n, 30);
+        let params = n.suspicions.lock().params();
+        assert_eq!(
+            swim_config(n.members_seen, 1).suspect_to_down_after,
+            params.max
+        );
+        assert!(params.k >= 1 && params.min < params.max, "{params:?}");
+        let (victim, refuter, lonely) = (peers[29], peers[28], peers[27]);
+        // k + 1 distinct accusers (the first starts the suspicion, k confirm) of the victim and
+        // of the refuter; one accuser, sent twice, of the lonely one.
+        let mut accusations = Vec::new();
+        for accuser in &peers[1..=params.k + 1] {
+            for member in [victim, refuter] {
+                accusations.push(Accusation {
+                    member,
+                    incarnation: 0,
+                    accuser: *accuser,
+                });
+            }
+        }
+        let lonely_accusation = Accusation {
+            member: lonely,
+            incarnation: 0,
+            accuser: peers[1],
+        };
+        accusations.push(lonely_accusation);
+        deliver_accusations(&mut n, &accusations);
+        deliver_accusations(&mut n, &[lonely_accusation]);
+        // foca learnt the suspicions from the accusations alone.
+        for member in [victim, refuter, lonely] {
+            assert_eq!(state_of(&n, member), Some((foca::State::Suspect, 0)));
+        }
+        {
+            let table = n.suspicions.lock();
+            assert_eq!(table.confirmations(victim), Some(params.k));
+            assert_eq!(
+                table.confirmations(lonely),
+                Some(0),
+                "a duplicate counts once"
+            );
+            assert_eq!(table.deadline(victim), Some(Instant::now() + params.min));
+            assert_eq!(table.deadline(lonely), Some(Instant::now() + params.max));
+        }
+        // The refuter refutes (foca hears its higher incarnation) before the deadline.
+        n.foca
+            .apply_many(
+                std::iter::once(Member::new(refuter, 1, foca::State::Alive)),
+                true,
+                &mut n.runtime,
+            )
+            .expect("refutation");
+        n.flush();
+        tokio::time::advance(params.min).await;
+        n.declare_due();
+        n.flush();
+        assert_eq!(state_of(&n, victim), Some((foca::State::Down, 0)));
+        assert_eq!(
+            n.view.borrow().status(victim.addr),
+            Some(MemberStatus::Dead)
+        );
+        assert_eq!(state_of(&n, refuter), Some((foca::State::Alive, 1)));
+        assert_eq!(
+            state_of(&n, lonely),
+            Some((foca::State::Suspect, 0)),
+            "unconfirmed: still has until the maximum"
+        );
+        n.settle_suspicions();
+        assert_eq!(n.suspicions.lock().open(), vec![(lonely, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn our_failed_probe_becomes_an_accusation_in_foca_broadcasts() {
+        let mut n = node();
+        with_peers(&mut n, 5);
+        // Nothing answers (`Nowhere`): the first probe fails; foca says so at the next probe.
+        let mut accused = None;
+        for _ in 0..50 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            n.fire_timers();
+            n.flush();
+            let table = n.suspicions.lock();
+            if let Some((member, _)) = table.open().first().copied() {
+                accused = Some(member);
+                break;
+            }
+        }
+        let member = accused.expect("a failed probe within 5 s");
+        assert_eq!(
+            state_of(&n, member).map(|s| s.0),
+            Some(foca::State::Suspect)
+        );
+        assert_eq!(n.suspicions.lock().confirmations(member), Some(0));
+        assert_eq!(n.foca.custom_broadcast_backlog(), 1, "ready to piggyback");
     }
 
     #[test]
