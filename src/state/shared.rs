@@ -190,6 +190,42 @@ impl Shared {
         next
     }
 
+    /// Replaces `interim`, a cluster snapshot [`Self::publish_endpoints`] published with a
+    /// stand-in balancer ([`ClusterSnapshot::is_interim`]), by the same cluster with its
+    /// balancer built in full, if `interim` is still the cluster's current part; otherwise
+    /// (a newer set, or a reload, replaced it meanwhile) does nothing: the newer one has its
+    /// own completion. The build runs without the publish lock, so discovery updates and
+    /// reloads are not held up by it; the check is made again under the lock before the
+    /// store. Returns whether it published. Call it on the blocking pool (it builds).
+    pub fn complete_cluster(&self, interim: &Arc<ClusterSnapshot>) -> bool {
+        let current = |snapshot: &Snapshot| {
+            snapshot
+                .cluster(interim.name())
+                .is_some_and(|c| Arc::ptr_eq(c, interim))
+        };
+        // Superseded before the build started: build for the newest set only.
+        if !current(&self.snapshot.load()) {
+            return false;
+        }
+        let Some(full) = ClusterSnapshot::completed(interim) else {
+            return false;
+        };
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.snapshot.load_full();
+        if !current(&now) {
+            return false;
+        }
+        let next = Arc::new(now.with_cluster(full));
+        self.snapshot.store(Arc::clone(&next));
+        if let Some(health) = self.health.get() {
+            health.follow(&next, &self.registry);
+        }
+        true
+    }
+
     /// Attaches the discovery supervisor (once, at start) and starts the current config's
     /// sources; from then on every [`Self::publish`] re-applies it. A second call is ignored.
     pub fn attach_discovery(&self, supervisor: impl Follower + 'static) {
@@ -308,6 +344,119 @@ endpoints = [{endpoints}]
         assert_eq!(old.cluster("app").map(|c| c.endpoints().len()), Some(2));
         drop(guard);
         assert_eq!(after.in_flight(), 0);
+    }
+
+    /// A maglev cluster at the second table size, fed by discovery: sets of `ports`.
+    fn maglev_shared() -> (Shared, EndpointSource) {
+        let text = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\ncluster = \"app\"\n\n[clusters.app]\nbalance = \"maglev\"\nhash_on = \"header:x-user\"\ndiscovery = { file = \"app.json\" }\n";
+        let shared = Shared::new(crate::config::parse(text, Path::new("t.toml")).expect("valid"));
+        let source = shared.snapshot().config().clusters["app"].endpoints.clone();
+        (shared, source)
+    }
+
+    fn set(source: &EndpointSource, ports: impl Iterator<Item = u16>) -> Arc<DiscoveredSet> {
+        let mut endpoints: Vec<StaticEndpoint> = ports
+            .map(|p| StaticEndpoint {
+                address: SocketAddr::from(([10, 0, 0, 1], p)),
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+        endpoints.sort_by_key(|e| e.address);
+        Arc::new(DiscoveredSet {
+            source: source.clone(),
+            endpoints,
+        })
+    }
+
+    /// The first candidate's address for each of a few thousand keys.
+    fn picks(cluster: &ClusterSnapshot, balancer: &dyn crate::balance::Balancer) -> Vec<String> {
+        (0..3000u64)
+            .map(|k| {
+                let ctx = crate::balance::PickContext {
+                    endpoints: cluster.endpoints(),
+                    client: None,
+                    random: 0,
+                    hash: Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                };
+                let first = balancer.candidates(&ctx).next().expect("a candidate");
+                cluster.endpoints()[first].address().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_maglev_update_goes_live_at_once_and_its_full_table_follows() {
+        let (shared, source) = maglev_shared();
+        // 700 endpoints: above the smallest table, where maglev publishes an interim table.
+        shared.publish_endpoints("app", set(&source, 1000..1700));
+        let first = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(
+            !first.is_interim(),
+            "a first set has no table to derive from"
+        );
+
+        // B: 50 leave, 10 join. Live at once, with a table naming none of the 50.
+        shared.publish_endpoints("app", set(&source, (1050..1700).chain(2000..2010)));
+        let b = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(b.is_interim());
+        assert_eq!(b.endpoints().len(), 660);
+        for address in picks(&b, b.balancer()) {
+            let port: u16 = address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            assert!(
+                (1050..1700).contains(&port),
+                "{address}: left, or joined without slots"
+            );
+        }
+        // Keys whose endpoint stayed do not move in the interim.
+        let kept = picks(&first, first.balancer())
+            .iter()
+            .zip(picks(&b, b.balancer()))
+            .filter(|(before, _)| {
+                let port: u16 = before
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                port >= 1050
+            })
+            .all(|(before, after)| *before == after);
+        assert!(kept, "surviving endpoints keep their keys");
+
+        // C arrives before B's full build: B's build is not published, C's is.
+        shared.publish_endpoints("app", set(&source, (1060..1700).chain(2000..2020)));
+        let c = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(c.is_interim());
+        assert!(
+            !shared.complete_cluster(&b),
+            "a superseded build is dropped"
+        );
+        assert!(Arc::ptr_eq(
+            shared.snapshot().cluster("app").expect("app"),
+            &c
+        ));
+        assert!(shared.complete_cluster(&c));
+        let done = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(!done.is_interim());
+        assert_eq!(done.endpoints().len(), c.endpoints().len());
+        assert!(done
+            .endpoints()
+            .iter()
+            .zip(c.endpoints())
+            .all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert_eq!(done.changes_since(&c), Some((&[][..], &[][..])));
+        // The final table is the from-scratch one: a function of the endpoint set alone.
+        let scratch = crate::balance::build(done.config(), done.endpoints());
+        assert_eq!(
+            picks(&done, done.balancer()),
+            picks(&done, scratch.as_ref())
+        );
+        assert!(!shared.complete_cluster(&c), "completed once");
+        assert!(!shared.complete_cluster(&done), "not interim");
     }
 
     #[test]
