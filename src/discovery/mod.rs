@@ -83,39 +83,45 @@ pub struct Sink {
 /// A cluster's pending full balancer build: when a publish went live with a stand-in table
 /// (`ClusterSnapshot::is_interim`, maglev at scale), the full table is built off the
 /// publishing path by one worker on the blocking pool, so the provider goes on to its next
-/// set at once. One worker per cluster at a time, and it always builds for the newest interim
-/// snapshot: a set published while a build runs replaces the pending one, and a build whose
-/// set was replaced meanwhile is not published (`Shared::complete_cluster`).
-#[derive(Debug, Default)]
+/// set at once. One worker per cluster at a time, and it always builds for the cluster's
+/// current snapshot when it starts a build, so sets published meanwhile are skipped and only
+/// the newest is built; a build overtaken by a newer set is carried over to it
+/// (`Shared::complete_cluster`), and the worker goes on with that one.
+#[derive(Debug)]
 struct Completion {
+    cluster: String,
     state: std::sync::Mutex<Pending>,
 }
 
 #[derive(Debug, Default)]
 struct Pending {
-    /// The newest interim cluster snapshot not yet handed to the worker.
-    next: Option<Arc<crate::state::ClusterSnapshot>>,
-    /// Whether a worker runs (it takes `next` until there is none, then clears this, both
-    /// under the lock, so a snapshot handed over meanwhile is never left without a worker).
+    /// Set by every interim publish (and by a carried-over build): the worker is to look at
+    /// the cluster again.
+    wake: bool,
+    /// Whether a worker runs (it stops when it finds `wake` unset, and clears this, both
+    /// under the lock, so a wake-up given meanwhile is never left without a worker).
     running: bool,
 }
 
 impl Completion {
+    fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            state: std::sync::Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Hands `interim` to the worker, starting one when none runs. Needs a Tokio runtime (the
-    /// caller, a provider task, runs on the control runtime).
-    fn request(
-        self: &Arc<Self>,
-        shared: Weak<Shared>,
-        interim: Arc<crate::state::ClusterSnapshot>,
-    ) {
+    /// Wakes the worker, starting one when none runs. Needs a Tokio runtime (the caller, a
+    /// provider task, runs on the control runtime).
+    fn request(self: &Arc<Self>, shared: Weak<Shared>) {
         let mut pending = self.lock();
-        pending.next = Some(interim);
+        pending.wake = true;
         if pending.running {
             return;
         }
@@ -133,13 +139,29 @@ impl Completion {
             }
             let _stop = Stop(&this);
             loop {
-                let Some(target) = this.lock().next.take() else {
-                    return;
-                };
+                {
+                    let mut pending = this.lock();
+                    if !pending.wake {
+                        return;
+                    }
+                    pending.wake = false;
+                }
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                shared.complete_cluster(&target);
+                let snapshot = shared.snapshot();
+                let Some(target) = snapshot.cluster(&this.cluster).filter(|c| c.is_interim())
+                else {
+                    continue;
+                };
+                let target = Arc::clone(target);
+                drop(snapshot);
+                if let crate::state::shared::Completed::Rebased { .. } =
+                    shared.complete_cluster(&target)
+                {
+                    // The newest set got the finished table carried over: complete it next.
+                    this.lock().wake = true;
+                }
             }
         });
     }
@@ -160,7 +182,7 @@ impl Sink {
             source,
             last: None,
             publishes: 0,
-            completion: Arc::default(),
+            completion: Arc::new(Completion::new(cluster)),
         }
     }
 
@@ -205,9 +227,11 @@ impl Sink {
                 return self.is_open();
             }
         };
-        if let Some(interim) = snapshot.cluster(&self.cluster).filter(|c| c.is_interim()) {
-            self.completion
-                .request(self.shared.clone(), Arc::clone(interim));
+        if snapshot
+            .cluster(&self.cluster)
+            .is_some_and(|c| c.is_interim())
+        {
+            self.completion.request(self.shared.clone());
         }
         self.updates.increment(1);
         self.publishes += 1;

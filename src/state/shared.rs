@@ -12,6 +12,24 @@ use super::{DiscoveredSet, DiscoveredSets, Follower, MeshedPeers, Snapshot, Tunn
 use crate::config::Config;
 use crate::endpoint::EndpointRegistry;
 
+/// What [`Shared::complete_cluster`] did with an interim cluster's full build.
+#[derive(Debug)]
+pub enum Completed {
+    /// The full table is live.
+    Published,
+    /// Nothing published: the cluster was replaced (a reload, a full build) or is gone.
+    Superseded,
+    /// A newer interim set (`replaced`) had been published meanwhile: the full table was
+    /// carried over to it and `published` (still interim) stored in its place. Whoever
+    /// waits to complete `replaced` is to complete `published` instead.
+    Rebased {
+        /// The interim snapshot the rebase replaced.
+        replaced: Arc<ClusterSnapshot>,
+        /// The rebased interim snapshot now live.
+        published: Arc<ClusterSnapshot>,
+    },
+}
+
 /// What every worker and control task shares: the current snapshot and the endpoint registry.
 #[derive(Debug)]
 pub struct Shared {
@@ -192,12 +210,13 @@ impl Shared {
 
     /// Replaces `interim`, a cluster snapshot [`Self::publish_endpoints`] published with a
     /// stand-in balancer ([`ClusterSnapshot::is_interim`]), by the same cluster with its
-    /// balancer built in full, if `interim` is still the cluster's current part; otherwise
-    /// (a newer set, or a reload, replaced it meanwhile) does nothing: the newer one has its
-    /// own completion. The build runs without the publish lock, so discovery updates and
-    /// reloads are not held up by it; the check is made again under the lock before the
-    /// store. Returns whether it published. Call it on the blocking pool (it builds).
-    pub fn complete_cluster(&self, interim: &Arc<ClusterSnapshot>) -> bool {
+    /// balancer built in full, if `interim` is still the cluster's current part. The build runs
+    /// without the publish lock, so discovery updates and reloads are not held up by it; the
+    /// check is made again under the lock before the store. When a newer interim set replaced
+    /// `interim` during the build, the full table is carried over to it instead
+    /// ([`ClusterSnapshot::rebased`]) and that is published, still interim: the caller then
+    /// completes the newest set (see [`Completed::Rebased`]). Call it on the blocking pool.
+    pub fn complete_cluster(&self, interim: &Arc<ClusterSnapshot>) -> Completed {
         let current = |snapshot: &Snapshot| {
             snapshot
                 .cluster(interim.name())
@@ -205,25 +224,39 @@ impl Shared {
         };
         // Superseded before the build started: build for the newest set only.
         if !current(&self.snapshot.load()) {
-            return false;
+            return Completed::Superseded;
         }
         let Some(full) = ClusterSnapshot::completed(interim) else {
-            return false;
+            return Completed::Superseded;
         };
         let _serial = self
             .publishing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.snapshot.load_full();
-        if !current(&now) {
-            return false;
-        }
-        let next = Arc::new(now.with_cluster(full));
+        let (cluster, outcome) = if current(&now) {
+            (full, None)
+        } else {
+            let Some(newer) = now.cluster(interim.name()) else {
+                return Completed::Superseded;
+            };
+            let Some(rebased) = ClusterSnapshot::rebased(&full, newer) else {
+                return Completed::Superseded;
+            };
+            (rebased, Some(Arc::clone(newer)))
+        };
+        let next = Arc::new(now.with_cluster(cluster));
         self.snapshot.store(Arc::clone(&next));
         if let Some(health) = self.health.get() {
             health.follow(&next, &self.registry);
         }
-        true
+        match (outcome, next.cluster(interim.name())) {
+            (Some(replaced), Some(published)) => Completed::Rebased {
+                replaced,
+                published: Arc::clone(published),
+            },
+            _ => Completed::Published,
+        }
     }
 
     /// Attaches the discovery supervisor (once, at start) and starts the current config's
@@ -432,14 +465,34 @@ endpoints = [{endpoints}]
         let c = shared.snapshot().cluster("app").cloned().expect("app");
         assert!(c.is_interim());
         assert!(
-            !shared.complete_cluster(&b),
-            "a superseded build is dropped"
+            matches!(shared.complete_cluster(&b), Completed::Superseded),
+            "a build superseded before it started is not made"
         );
         assert!(Arc::ptr_eq(
             shared.snapshot().cluster("app").expect("app"),
             &c
         ));
-        assert!(shared.complete_cluster(&c));
+        // Had B's build finished after C was published, B's full table would be carried over
+        // to C: keys of endpoints still listed stay where the full table put them, and
+        // nothing names an endpoint C does not list.
+        let full_b = ClusterSnapshot::completed(&b).expect("b is interim");
+        let full_b = Arc::new(full_b);
+        let rebased = ClusterSnapshot::rebased(&full_b, &c).expect("c is interim");
+        assert!(rebased.is_interim());
+        for (before, after) in picks(&full_b, full_b.balancer())
+            .iter()
+            .zip(picks(&rebased, rebased.balancer()))
+        {
+            let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            let listed = |a: &str| c.endpoints().iter().any(|e| e.address().to_string() == a);
+            assert!(listed(&after), "{after} is not in C");
+            if listed(before) {
+                assert_eq!(*before, after);
+            } else {
+                assert!(port(before).is_some_and(|p| p < 1060), "{before}");
+            }
+        }
+        assert!(matches!(shared.complete_cluster(&c), Completed::Published));
         let done = shared.snapshot().cluster("app").cloned().expect("app");
         assert!(!done.is_interim());
         assert_eq!(done.endpoints().len(), c.endpoints().len());
@@ -455,8 +508,11 @@ endpoints = [{endpoints}]
             picks(&done, done.balancer()),
             picks(&done, scratch.as_ref())
         );
-        assert!(!shared.complete_cluster(&c), "completed once");
-        assert!(!shared.complete_cluster(&done), "not interim");
+        assert!(matches!(shared.complete_cluster(&c), Completed::Superseded));
+        assert!(matches!(
+            shared.complete_cluster(&done),
+            Completed::Superseded
+        ));
     }
 
     #[test]

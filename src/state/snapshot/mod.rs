@@ -549,6 +549,65 @@ impl ClusterSnapshot {
         (built, removed)
     }
 
+    /// `current` (an interim cluster snapshot) with a new stand-in balancer derived from
+    /// `full`, a full build for an earlier set of the same cluster that `current` superseded
+    /// while it was being built: the full table's slots carried over to `current`'s endpoints
+    /// in one pass, as [`Self::build_after`] does from any previous table. Without it, under
+    /// changes that come faster than a full build, every build would be superseded and the
+    /// published table would stay derived from interim tables, with joined endpoints holding
+    /// no slots, for as long as the changes go on; with it, the table is never more than one
+    /// build behind. Still interim: `current`'s own full build follows. `None` when either is
+    /// not of the kind (not interim, a zone split, another algorithm or size).
+    pub(crate) fn rebased(full: &Self, current: &Arc<Self>) -> Option<Self> {
+        if !current.interim || current.zoned.is_some() || full.zoned.is_some() {
+            return None;
+        }
+        if full.balancer.name() != current.balancer.name() {
+            return None;
+        }
+        // Old (full's) index -> new (current's) index, by address: both lists are in order.
+        let mut diff = balance::Diff {
+            old_to_new: vec![balance::GONE; full.endpoints.len()],
+            changed: Vec::new(),
+        };
+        let mut j = 0;
+        for (i, e) in current.endpoints.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(balance::GONE);
+            while full
+                .endpoints
+                .get(j)
+                .is_some_and(|o| o.address() < e.address())
+            {
+                j += 1;
+            }
+            match full.endpoints.get(j).filter(|o| o.address() == e.address()) {
+                Some(_) => {
+                    if let Some(slot) = diff.old_to_new.get_mut(j) {
+                        *slot = index;
+                    }
+                    j += 1;
+                }
+                None => diff.changed.push(index),
+            }
+        }
+        let balancer =
+            balance::interim_after(&current.config, &current.endpoints, full.balancer(), &diff)?;
+        Some(Self {
+            config: current.config.clone(),
+            endpoints: current.endpoints.clone(),
+            balancer,
+            health: Arc::clone(&current.health),
+            zones: current.zones.clone(),
+            zoned: None,
+            since: Some(Since {
+                base: Arc::as_ptr(current) as usize,
+                joined: Vec::new(),
+                left: Vec::new(),
+            }),
+            interim: true,
+        })
+    }
+
     /// Whether this cluster's balancer is a stand-in waiting for its full build
     /// ([`Self::completed`]).
     pub fn is_interim(&self) -> bool {
