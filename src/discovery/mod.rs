@@ -8,10 +8,9 @@
 //! endpoint list and balancer table off the request path and stores one new snapshot. The build
 //! runs on the blocking pool, never on the control runtime's one thread: it takes the lock that a
 //! reload holds for its whole build, and waiting for it there would stall the admin API, health
-//! probes and mesh timers for as long as the reload lasts. A request
-//! A `maglev` cluster at scale is published with an interim table and its full table follows
-//! from a build off the publishing path (the sink's completion worker; docs/discovery-scale.md,
-//! "Maglev"). A request
+//! probes and mesh timers for as long as the reload lasts. A `maglev` cluster at scale is
+//! published with an interim table, and its full table follows from a build off the publishing
+//! path (the sink's completion worker; docs/discovery-scale.md, "Maglev"). A request
 //! never waits for discovery; a cluster whose source has not answered yet has no endpoints, so
 //! requests get 503 with `retry-after`, exactly as for any empty cluster.
 //!
