@@ -167,7 +167,9 @@ impl Shared {
     /// endpoints and balancer table only, and stores a snapshot with the same config, version and
     /// everything else shared. Endpoints that stay keep their state; the state of removed ones is
     /// forgotten by the registry while requests still holding it finish undisturbed. A cluster
-    /// gone from the config (or fed by another source now) ignores the set.
+    /// gone from the config (or fed by another source now) ignores the set. A `maglev` cluster
+    /// at scale comes back with an interim table ([`ClusterSnapshot::is_interim`]): the caller
+    /// then has [`Self::complete_cluster`] run for it (`discovery::Sink` does).
     pub fn publish_endpoints(&self, cluster: &str, set: Arc<DiscoveredSet>) -> Arc<Snapshot> {
         let _serial = self
             .publishing
