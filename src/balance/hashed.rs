@@ -36,6 +36,16 @@ pub(crate) trait Table: Send + Sync + fmt::Debug {
         let _ = (weights, diff, identity);
         None
     }
+
+    /// A stand-in table for the list after `diff` (see [`super::Balancer::interim`]), when
+    /// building this table from scratch is too slow for the publishing path.
+    fn interim(&self, diff: &Diff) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = diff;
+        None
+    }
 }
 
 /// A hashing balancer over table `T`; see the module doc.
@@ -118,6 +128,21 @@ impl<T: Table + 'static> Balancer for Hashed<T> {
                 .unwrap_or_default()
         };
         let table = self.table.derive(weights, diff, &identity)?;
+        Some(Box::new(Self::new(
+            table,
+            weights,
+            cluster.balance_factor,
+            cluster.slow_start,
+        )))
+    }
+
+    fn interim(
+        &self,
+        cluster: &ClusterConfig,
+        weights: &[u32],
+        diff: &Diff,
+    ) -> Option<Box<dyn Balancer>> {
+        let table = self.table.interim(diff)?;
         Some(Box::new(Self::new(
             table,
             weights,

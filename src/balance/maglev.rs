@@ -26,6 +26,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use super::below;
 use super::candidates::Slots;
 use super::hashed::Table;
+use super::{Diff, GONE};
 
 /// Seed of the permutation offset hash.
 pub const OFFSET_SEED: u64 = 0x5357_594d_4147_4f46; // "SWYMAGOF"
@@ -116,6 +117,45 @@ impl Maglev {
         Self { table }
     }
 
+    /// An interim table for the endpoint list after `diff`, made from this one in one pass
+    /// over its slots, for a discovery update that should not wait for [`Self::new`]: a
+    /// surviving endpoint keeps its slots (renumbered), and each slot of an endpoint that left
+    /// goes to the owner of the next slot, walking forward, that survives: the endpoint the
+    /// candidate walk falls back to when a key's endpoint is ejected, so a removed endpoint is
+    /// never named and the keys it held move as they would on its ejection. Endpoints that
+    /// joined get no slots (keyless requests and the walk's tail still reach them). `None`
+    /// when no endpoint survives (nothing to hand slots to). Unlike [`Self::new`] the result
+    /// depends on the table it came from, not on the endpoint set alone: it is only published
+    /// until the full table for the same set replaces it (`state::Shared::complete_cluster`).
+    pub(crate) fn interim(&self, diff: &Diff) -> Option<Self> {
+        let renumber = |owner: u32| {
+            diff.old_to_new
+                .get(owner as usize)
+                .copied()
+                .filter(|&new| new != GONE)
+        };
+        // Start right after a surviving slot, walking backwards, so the "next survivor" is
+        // known for every slot when it is reached.
+        let last = self.table.iter().rposition(|&o| renumber(o).is_some())?;
+        let mut next = renumber(self.table[last])?;
+        let mut table = vec![0u32; self.table.len()];
+        // Slots `last` down to 0, then from the end down to just after `last` (the wrap).
+        let order = (0..=last).rev().chain((last + 1..self.table.len()).rev());
+        for slot in order {
+            if let Some(new) = renumber(self.table[slot]) {
+                next = new;
+            }
+            table[slot] = next;
+        }
+        Some(Self { table })
+    }
+
+    /// The endpoint index of every slot, for tests comparing tables.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> &[u32] {
+        &self.table
+    }
+
     /// Slot counts per endpoint index.
     #[cfg(test)]
     pub(crate) fn slot_counts(&self, n: usize) -> Vec<usize> {
@@ -181,6 +221,16 @@ impl Table for Maglev {
     fn locate(&self, hash: u64) -> (Slots<'_>, usize) {
         (Slots::Owners(&self.table), below(hash, self.table.len()))
     }
+
+    /// Only above the smallest table: at that size (up to 655 endpoints) a full build is
+    /// cheap enough to make on the publishing path, and the update stays one publish
+    /// (compare the two with `benches/etcd/run.sh` at `SHAPES=100x100`).
+    fn interim(&self, diff: &Diff) -> Option<Self> {
+        if self.table.len() as u64 <= MIN_TABLE {
+            return None;
+        }
+        Maglev::interim(self, diff)
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +267,101 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The diff from `old` to `new` (both sorted identity lists), as `ClusterSnapshot` makes it.
+    fn diff(old: &[String], new: &[String]) -> Diff {
+        Diff {
+            old_to_new: old
+                .iter()
+                .map(|o| match new.binary_search(o) {
+                    Ok(i) => u32::try_from(i).unwrap_or(GONE),
+                    Err(_) => GONE,
+                })
+                .collect(),
+            changed: (0..new.len())
+                .filter(|&i| old.binary_search(&new[i]).is_err())
+                .map(|i| u32::try_from(i).unwrap_or(GONE))
+                .collect(),
+        }
+    }
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        let mut v: Vec<String> = range
+            .map(|i| format!("10.2.{}.{}:80", i / 200, i % 200))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_interim_table_keeps_survivors_and_hands_removed_slots_to_the_next_survivor() {
+        // 700 endpoints: the second rung, where interim tables are made.
+        let old = names(0..700);
+        let ids: Vec<&str> = old.iter().map(String::as_str).collect();
+        let before = Maglev::new(&ids, &[1; 700]);
+        // Every 7th leaves, and 20 join.
+        let mut new: Vec<String> = old
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 7 != 0)
+            .map(|(_, n)| n.clone())
+            .chain(names(1000..1020))
+            .collect();
+        new.sort();
+        let d = diff(&old, &new);
+        let interim = Table::interim(&before, &d).expect("an interim table at this size");
+        let (old_t, new_t) = (before.slots(), interim.slots());
+        assert_eq!(old_t.len(), new_t.len(), "same size: keys keep their slots");
+        let joined: Vec<u32> = d.changed.clone();
+        for (slot, (&o, &n)) in old_t.iter().zip(new_t).enumerate() {
+            let name = &new[n as usize];
+            assert!(
+                old.binary_search(name).is_ok() && !joined.contains(&n),
+                "slot {slot}: {name} did not survive"
+            );
+            if d.old_to_new[o as usize] != GONE {
+                assert_eq!(
+                    *name, old[o as usize],
+                    "slot {slot}: a survivor keeps its slot"
+                );
+            } else {
+                // The owner of the first surviving slot after it, wrapping.
+                let next = (1..old_t.len())
+                    .map(|k| old_t[(slot + k) % old_t.len()])
+                    .find(|&o| d.old_to_new[o as usize] != GONE)
+                    .expect("a survivor");
+                assert_eq!(*name, old[next as usize], "slot {slot}");
+            }
+        }
+        // The full table over the new set does not depend on where it came from.
+        let new_ids: Vec<&str> = new.iter().map(String::as_str).collect();
+        let full = Maglev::new(&new_ids, &vec![1; new.len()]);
+        let mut reversed = new_ids.clone();
+        reversed.reverse();
+        let again = Maglev::new(&reversed, &vec![1; new.len()]);
+        let by_name = |m: &Maglev, ids: &[&str]| -> Vec<String> {
+            m.slots()
+                .iter()
+                .map(|&i| ids[i as usize].to_owned())
+                .collect()
+        };
+        assert_eq!(by_name(&full, &new_ids), by_name(&again, &reversed));
+    }
+
+    #[test]
+    fn no_interim_at_the_smallest_size_or_without_survivors() {
+        let old = names(0..10);
+        let ids: Vec<&str> = old.iter().map(String::as_str).collect();
+        let small = Maglev::new(&ids, &[1; 10]);
+        let d = diff(&old, &old[1..]);
+        assert!(
+            Table::interim(&small, &d).is_none(),
+            "a full build is cheap here"
+        );
+        // The inherent pass itself works at any size; with no survivor it has none to give.
+        assert!(small.interim(&d).is_some());
+        assert!(small.interim(&diff(&old, &names(20..25))).is_none());
     }
 
     #[test]

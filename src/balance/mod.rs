@@ -94,6 +94,22 @@ pub trait Balancer: Send + Sync + fmt::Debug {
         let _ = (cluster, endpoints, weights, diff);
         None
     }
+
+    /// A stand-in for this balancer's successor after `diff`, made in one cheap pass when a
+    /// full build (or [`Self::derive`]) is too slow to keep a discovery update waiting:
+    /// it never picks an endpoint that left, but unlike [`build`]'s result it depends on this
+    /// balancer, not on the endpoint list alone, so it is published only until the full build
+    /// for the same list replaces it (`state::Shared::complete_cluster`). `None` (the default)
+    /// means: no stand-in, build now. `weights` are the new list's.
+    fn interim(
+        &self,
+        cluster: &ClusterConfig,
+        weights: &[u32],
+        diff: &Diff,
+    ) -> Option<Box<dyn Balancer>> {
+        let _ = (cluster, weights, diff);
+        None
+    }
 }
 
 /// How a cluster's endpoint list changed from one snapshot to the next (both in canonical
@@ -184,6 +200,19 @@ pub fn build_after(
     previous
         .derive(cluster, endpoints, &weights, diff)
         .unwrap_or_else(|| build(cluster, endpoints))
+}
+
+/// The stand-in balancer of a discovery update whose full build is left for later
+/// ([`Balancer::interim`]), or `None` when `previous`'s algorithm has none at this size (then
+/// [`build_after`] is the balancer).
+pub fn interim_after(
+    cluster: &ClusterConfig,
+    endpoints: &[Arc<EndpointState>],
+    previous: &dyn Balancer,
+    diff: &Diff,
+) -> Option<Box<dyn Balancer>> {
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+    previous.interim(cluster, &weights, diff)
 }
 
 /// Builds a hashing balancer (`ring_hash`, or `maglev`; any other algorithm means `ring_hash`)

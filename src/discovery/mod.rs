@@ -8,7 +8,9 @@
 //! endpoint list and balancer table off the request path and stores one new snapshot. The build
 //! runs on the blocking pool, never on the control runtime's one thread: it takes the lock that a
 //! reload holds for its whole build, and waiting for it there would stall the admin API, health
-//! probes and mesh timers for as long as the reload lasts. A request
+//! probes and mesh timers for as long as the reload lasts. A `maglev` cluster at scale is
+//! published with an interim table, and its full table follows from a build off the publishing
+//! path (the sink's completion worker; docs/discovery-scale.md, "Maglev"). A request
 //! never waits for discovery; a cluster whose source has not answered yet has no endpoints, so
 //! requests get 503 with `retry-after`, exactly as for any empty cluster.
 //!
@@ -76,6 +78,95 @@ pub struct Sink {
     errors: Counter,
     /// Snapshots this sink has published (the `discovery update` log line carries it).
     publishes: u64,
+    /// The full balancer builds that interim publishes left for later (see [`Completion`]).
+    completion: Arc<Completion>,
+}
+
+/// A cluster's pending full balancer build: when a publish went live with a stand-in table
+/// (`ClusterSnapshot::is_interim`, maglev at scale), the full table is built off the
+/// publishing path by one worker on the blocking pool, so the provider goes on to its next
+/// set at once. One worker per cluster at a time, and it always builds for the cluster's
+/// current snapshot when it starts a build, so sets published meanwhile are skipped and only
+/// the newest is built; a build overtaken by a newer set is carried over to it
+/// (`Shared::complete_cluster`), and the worker goes on with that one.
+#[derive(Debug)]
+struct Completion {
+    cluster: String,
+    state: std::sync::Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Set by every interim publish (and by a carried-over build): the worker is to look at
+    /// the cluster again.
+    wake: bool,
+    /// Whether a worker runs (it stops when it finds `wake` unset, and clears this, both
+    /// under the lock, so a wake-up given meanwhile is never left without a worker).
+    running: bool,
+}
+
+impl Completion {
+    fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the worker, starting one when none runs. Needs a Tokio runtime (the caller, a
+    /// provider task, runs on the control runtime).
+    fn request(self: &Arc<Self>, shared: Weak<Shared>) {
+        let mut pending = self.lock();
+        pending.wake = true;
+        if pending.running {
+            return;
+        }
+        pending.running = true;
+        drop(pending);
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            // Clears `running` however the worker ends (a panicking build included), so the
+            // next interim publish starts a new worker.
+            struct Stop<'a>(&'a Completion);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.lock().running = false;
+                }
+            }
+            let _stop = Stop(&this);
+            loop {
+                {
+                    let mut pending = this.lock();
+                    if !pending.wake {
+                        return;
+                    }
+                    pending.wake = false;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let snapshot = shared.snapshot();
+                let Some(target) = snapshot.cluster(&this.cluster).filter(|c| c.is_interim())
+                else {
+                    continue;
+                };
+                let target = Arc::clone(target);
+                drop(snapshot);
+                if let crate::state::shared::Completed::Rebased { .. } =
+                    shared.complete_cluster(&target)
+                {
+                    // The newest set got the finished table carried over: complete it next.
+                    this.lock().wake = true;
+                }
+            }
+        });
+    }
 }
 
 impl Sink {
@@ -93,6 +184,7 @@ impl Sink {
             source,
             last: None,
             publishes: 0,
+            completion: Arc::new(Completion::new(cluster)),
         }
     }
 
@@ -129,10 +221,19 @@ impl Sink {
         let built =
             tokio::task::spawn_blocking(move || shared.publish_endpoints(&cluster, published))
                 .await;
-        if let Err(error) = built {
-            // A panicked build published nothing; the next answer of the source tries again.
-            self.error(&format!("building the endpoint set failed: {error}"));
-            return self.is_open();
+        let snapshot = match built {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // A panicked build published nothing; the next answer of the source tries again.
+                self.error(&format!("building the endpoint set failed: {error}"));
+                return self.is_open();
+            }
+        };
+        if snapshot
+            .cluster(&self.cluster)
+            .is_some_and(|c| c.is_interim())
+        {
+            self.completion.request(self.shared.clone());
         }
         self.updates.increment(1);
         self.publishes += 1;
@@ -274,6 +375,40 @@ mod tests {
 
         drop(shared);
         assert!(!sink.publish(vec![endpoint(5)]).await, "the proxy is gone");
+    }
+
+    #[tokio::test]
+    async fn an_interim_maglev_table_is_replaced_by_the_full_one_in_the_background() {
+        let text = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+                    [[routes]]\nlistener = \"public\"\ncluster = \"app\"\n\n\
+                    [clusters.app]\nbalance = \"maglev\"\nhash_on = \"header:x-user\"\n\
+                    discovery = { file = \"a.json\" }\n";
+        let config = crate::config::parse(text, Path::new("test.toml")).expect("valid config");
+        let shared = Arc::new(Shared::new(config));
+        let source = shared.snapshot().config().clusters["app"].endpoints.clone();
+        let mut sink = Sink::new(Arc::downgrade(&shared), "app", source);
+        // 700 endpoints (the second table size), then three updates back to back.
+        assert!(sink.publish((1000..1700).map(endpoint).collect()).await);
+        for start in [1010, 1020, 1030] {
+            assert!(sink.publish((start..1700).map(endpoint).collect()).await);
+            assert_eq!(ports(&shared).first(), Some(&start), "live at once");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let done = loop {
+            let snapshot = shared.snapshot();
+            let cluster = snapshot.cluster("app").expect("cluster app");
+            if !cluster.is_interim() || std::time::Instant::now() > deadline {
+                break !cluster.is_interim();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(done, "the full table replaced the interim one");
+        assert_eq!(ports(&shared).len(), 670);
+        assert_eq!(
+            sink.publishes(),
+            4,
+            "a completion is not a discovery update"
+        );
     }
 
     #[test]

@@ -12,6 +12,24 @@ use super::{DiscoveredSet, DiscoveredSets, Follower, MeshedPeers, Snapshot, Tunn
 use crate::config::Config;
 use crate::endpoint::EndpointRegistry;
 
+/// What [`Shared::complete_cluster`] did with an interim cluster's full build.
+#[derive(Debug)]
+pub enum Completed {
+    /// The full table is live.
+    Published,
+    /// Nothing published: the cluster was replaced (a reload, a full build) or is gone.
+    Superseded,
+    /// A newer interim set (`replaced`) had been published meanwhile: the full table was
+    /// carried over to it and `published` (still interim) stored in its place. Whoever
+    /// waits to complete `replaced` is to complete `published` instead.
+    Rebased {
+        /// The interim snapshot the rebase replaced.
+        replaced: Arc<ClusterSnapshot>,
+        /// The rebased interim snapshot now live.
+        published: Arc<ClusterSnapshot>,
+    },
+}
+
 /// What every worker and control task shares: the current snapshot and the endpoint registry.
 #[derive(Debug)]
 pub struct Shared {
@@ -149,7 +167,9 @@ impl Shared {
     /// endpoints and balancer table only, and stores a snapshot with the same config, version and
     /// everything else shared. Endpoints that stay keep their state; the state of removed ones is
     /// forgotten by the registry while requests still holding it finish undisturbed. A cluster
-    /// gone from the config (or fed by another source now) ignores the set.
+    /// gone from the config (or fed by another source now) ignores the set. A `maglev` cluster
+    /// at scale comes back with an interim table ([`ClusterSnapshot::is_interim`]): the caller
+    /// then has [`Self::complete_cluster`] run for it (`discovery::Sink` does).
     pub fn publish_endpoints(&self, cluster: &str, set: Arc<DiscoveredSet>) -> Arc<Snapshot> {
         let _serial = self
             .publishing
@@ -188,6 +208,57 @@ impl Shared {
             health.follow(&next, &self.registry);
         }
         next
+    }
+
+    /// Replaces `interim`, a cluster snapshot [`Self::publish_endpoints`] published with a
+    /// stand-in balancer ([`ClusterSnapshot::is_interim`]), by the same cluster with its
+    /// balancer built in full, if `interim` is still the cluster's current part. The build runs
+    /// without the publish lock, so discovery updates and reloads are not held up by it; the
+    /// check is made again under the lock before the store. When a newer interim set replaced
+    /// `interim` during the build, the full table is carried over to it instead
+    /// ([`ClusterSnapshot::rebased`]) and that is published, still interim: the caller then
+    /// completes the newest set (see [`Completed::Rebased`]). Call it on the blocking pool.
+    pub fn complete_cluster(&self, interim: &Arc<ClusterSnapshot>) -> Completed {
+        let current = |snapshot: &Snapshot| {
+            snapshot
+                .cluster(interim.name())
+                .is_some_and(|c| Arc::ptr_eq(c, interim))
+        };
+        // Superseded before the build started: build for the newest set only.
+        if !current(&self.snapshot.load()) {
+            return Completed::Superseded;
+        }
+        let Some(full) = ClusterSnapshot::completed(interim) else {
+            return Completed::Superseded;
+        };
+        let _serial = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.snapshot.load_full();
+        let (cluster, outcome) = if current(&now) {
+            (full, None)
+        } else {
+            let Some(newer) = now.cluster(interim.name()) else {
+                return Completed::Superseded;
+            };
+            let Some(rebased) = ClusterSnapshot::rebased(&full, newer) else {
+                return Completed::Superseded;
+            };
+            (rebased, Some(Arc::clone(newer)))
+        };
+        let next = Arc::new(now.with_cluster(cluster));
+        self.snapshot.store(Arc::clone(&next));
+        if let Some(health) = self.health.get() {
+            health.follow(&next, &self.registry);
+        }
+        match (outcome, next.cluster(interim.name())) {
+            (Some(replaced), Some(published)) => Completed::Rebased {
+                replaced,
+                published: Arc::clone(published),
+            },
+            _ => Completed::Published,
+        }
     }
 
     /// Attaches the discovery supervisor (once, at start) and starts the current config's
@@ -308,6 +379,142 @@ endpoints = [{endpoints}]
         assert_eq!(old.cluster("app").map(|c| c.endpoints().len()), Some(2));
         drop(guard);
         assert_eq!(after.in_flight(), 0);
+    }
+
+    /// A maglev cluster at the second table size, fed by discovery: sets of `ports`.
+    fn maglev_shared() -> (Shared, EndpointSource) {
+        let text = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\ncluster = \"app\"\n\n[clusters.app]\nbalance = \"maglev\"\nhash_on = \"header:x-user\"\ndiscovery = { file = \"app.json\" }\n";
+        let shared = Shared::new(crate::config::parse(text, Path::new("t.toml")).expect("valid"));
+        let source = shared.snapshot().config().clusters["app"].endpoints.clone();
+        (shared, source)
+    }
+
+    fn set(source: &EndpointSource, ports: impl Iterator<Item = u16>) -> Arc<DiscoveredSet> {
+        let mut endpoints: Vec<StaticEndpoint> = ports
+            .map(|p| StaticEndpoint {
+                address: SocketAddr::from(([10, 0, 0, 1], p)),
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+        endpoints.sort_by_key(|e| e.address);
+        Arc::new(DiscoveredSet {
+            source: source.clone(),
+            endpoints,
+        })
+    }
+
+    /// The first candidate's address for each of a few thousand keys.
+    fn picks(cluster: &ClusterSnapshot, balancer: &dyn crate::balance::Balancer) -> Vec<String> {
+        (0..3000u64)
+            .map(|k| {
+                let ctx = crate::balance::PickContext {
+                    endpoints: cluster.endpoints(),
+                    client: None,
+                    random: 0,
+                    hash: Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                };
+                let first = balancer.candidates(&ctx).next().expect("a candidate");
+                cluster.endpoints()[first].address().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_maglev_update_goes_live_at_once_and_its_full_table_follows() {
+        let (shared, source) = maglev_shared();
+        // 700 endpoints: above the smallest table, where maglev publishes an interim table.
+        shared.publish_endpoints("app", set(&source, 1000..1700));
+        let first = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(
+            !first.is_interim(),
+            "a first set has no table to derive from"
+        );
+
+        // B: 50 leave, 10 join. Live at once, with a table naming none of the 50.
+        shared.publish_endpoints("app", set(&source, (1050..1700).chain(2000..2010)));
+        let b = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(b.is_interim());
+        assert_eq!(b.endpoints().len(), 660);
+        for address in picks(&b, b.balancer()) {
+            let port: u16 = address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            assert!(
+                (1050..1700).contains(&port),
+                "{address}: left, or joined without slots"
+            );
+        }
+        // Keys whose endpoint stayed do not move in the interim.
+        let kept = picks(&first, first.balancer())
+            .iter()
+            .zip(picks(&b, b.balancer()))
+            .filter(|(before, _)| {
+                let port: u16 = before
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                port >= 1050
+            })
+            .all(|(before, after)| *before == after);
+        assert!(kept, "surviving endpoints keep their keys");
+
+        // C arrives before B's full build: B's build is not published, C's is.
+        shared.publish_endpoints("app", set(&source, (1060..1700).chain(2000..2020)));
+        let c = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(c.is_interim());
+        assert!(
+            matches!(shared.complete_cluster(&b), Completed::Superseded),
+            "a build superseded before it started is not made"
+        );
+        assert!(Arc::ptr_eq(
+            shared.snapshot().cluster("app").expect("app"),
+            &c
+        ));
+        // Had B's build finished after C was published, B's full table would be carried over
+        // to C: keys of endpoints still listed stay where the full table put them, and
+        // nothing names an endpoint C does not list.
+        let full_b = ClusterSnapshot::completed(&b).expect("b is interim");
+        let full_b = Arc::new(full_b);
+        let rebased = ClusterSnapshot::rebased(&full_b, &c).expect("c is interim");
+        assert!(rebased.is_interim());
+        for (before, after) in picks(&full_b, full_b.balancer())
+            .iter()
+            .zip(picks(&rebased, rebased.balancer()))
+        {
+            let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            let listed = |a: &str| c.endpoints().iter().any(|e| e.address().to_string() == a);
+            assert!(listed(&after), "{after} is not in C");
+            if listed(before) {
+                assert_eq!(*before, after);
+            } else {
+                assert!(port(before).is_some_and(|p| p < 1060), "{before}");
+            }
+        }
+        assert!(matches!(shared.complete_cluster(&c), Completed::Published));
+        let done = shared.snapshot().cluster("app").cloned().expect("app");
+        assert!(!done.is_interim());
+        assert_eq!(done.endpoints().len(), c.endpoints().len());
+        assert!(done
+            .endpoints()
+            .iter()
+            .zip(c.endpoints())
+            .all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert_eq!(done.changes_since(&c), Some((&[][..], &[][..])));
+        // The final table is the from-scratch one: a function of the endpoint set alone.
+        let scratch = crate::balance::build(done.config(), done.endpoints());
+        assert_eq!(
+            picks(&done, done.balancer()),
+            picks(&done, scratch.as_ref())
+        );
+        assert!(matches!(shared.complete_cluster(&c), Completed::Superseded));
+        assert!(matches!(
+            shared.complete_cluster(&done),
+            Completed::Superseded
+        ));
     }
 
     #[test]

@@ -231,6 +231,18 @@ fn run(shape: &Shape) -> Figures {
     let burst = burst_started.elapsed();
     assert!(all_gone, "a burst of deletes not live after {DEADLINE:?}");
     let burst_publishes = published(&proxy, shape.clusters) - burst_before;
+    // A maglev cluster at scale goes live with an interim table and gets its full table from
+    // a build off the publishing path: how long after the burst the last one landed.
+    let complete = wait_until_every(DEADLINE, POLL, || {
+        let snapshot = shared.snapshot();
+        let all = snapshot.clusters().all(|c| !c.is_interim());
+        all
+    });
+    assert!(complete, "full tables not built after {DEADLINE:?}");
+    println!(
+        "# every full table live {} ms after the burst started",
+        ms(burst_started.elapsed())
+    );
     proxy.shutdown();
     Figures {
         endpoints,

@@ -113,6 +113,9 @@ pub struct ClusterSnapshot {
     /// For a discovery update: what changed from the cluster snapshot it was built after, so
     /// the health task holding that one follows the change without a pass over every endpoint.
     since: Option<Since>,
+    /// Whether `balancer` is a stand-in ([`balance::Balancer::interim`]) that the full build
+    /// for these same endpoints is to replace ([`Self::completed`]).
+    interim: bool,
 }
 
 /// How a cluster snapshot differs from the one it was built after ([`ClusterSnapshot::build_after`]).
@@ -431,6 +434,7 @@ impl ClusterSnapshot {
             zones,
             zoned,
             since: None,
+            interim: false,
         }
     }
 
@@ -506,7 +510,22 @@ impl ClusterSnapshot {
             }
         }
         removed.extend(old.iter().skip(j).map(|e| e.address()));
-        let balancer = balance::build_after(config, &endpoints, previous.balancer(), &diff);
+        // A stand-in table when the full one is slow to build (maglev at scale): the update
+        // goes live now, and the full build follows off this path (`Shared::complete_cluster`),
+        // so the table that stays is still a function of the endpoint set alone. Not with a
+        // zone split, whose own balancers are built here in full anyway.
+        let zone_split = matches!(
+            (config.locality, local_zone),
+            (Locality::PreferLocal, Some(_))
+        );
+        let interim = match zone_split {
+            true => None,
+            false => balance::interim_after(config, &endpoints, previous.balancer(), &diff),
+        };
+        let is_interim = interim.is_some();
+        let balancer = interim.unwrap_or_else(|| {
+            balance::build_after(config, &endpoints, previous.balancer(), &diff)
+        });
         let zoned = match (config.locality, local_zone) {
             (Locality::PreferLocal, Some(own)) => Some(Zoned::build(config, &endpoints, |i| {
                 zones.get(i).and_then(Option::as_deref) == Some(own)
@@ -525,8 +544,99 @@ impl ClusterSnapshot {
                 joined,
                 left: removed.clone(),
             }),
+            interim: is_interim,
         };
         (built, removed)
+    }
+
+    /// `current` (an interim cluster snapshot) with a new stand-in balancer derived from
+    /// `full`, a full build for an earlier set of the same cluster that `current` superseded
+    /// while it was being built: the full table's slots carried over to `current`'s endpoints
+    /// in one pass, as [`Self::build_after`] does from any previous table. Without it, under
+    /// changes that come faster than a full build, every build would be superseded and the
+    /// published table would stay derived from interim tables, with joined endpoints holding
+    /// no slots, for as long as the changes go on; with it, the table is never more than one
+    /// build behind. Still interim: `current`'s own full build follows. `None` when either is
+    /// not of the kind (not interim, a zone split, another algorithm or size).
+    pub(crate) fn rebased(full: &Self, current: &Arc<Self>) -> Option<Self> {
+        if !current.interim || current.zoned.is_some() || full.zoned.is_some() {
+            return None;
+        }
+        if full.balancer.name() != current.balancer.name() {
+            return None;
+        }
+        // Old (full's) index -> new (current's) index, by address: both lists are in order.
+        let mut diff = balance::Diff {
+            old_to_new: vec![balance::GONE; full.endpoints.len()],
+            changed: Vec::new(),
+        };
+        let mut j = 0;
+        for (i, e) in current.endpoints.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(balance::GONE);
+            while full
+                .endpoints
+                .get(j)
+                .is_some_and(|o| o.address() < e.address())
+            {
+                j += 1;
+            }
+            match full.endpoints.get(j).filter(|o| o.address() == e.address()) {
+                Some(_) => {
+                    if let Some(slot) = diff.old_to_new.get_mut(j) {
+                        *slot = index;
+                    }
+                    j += 1;
+                }
+                None => diff.changed.push(index),
+            }
+        }
+        let balancer =
+            balance::interim_after(&current.config, &current.endpoints, full.balancer(), &diff)?;
+        Some(Self {
+            config: current.config.clone(),
+            endpoints: current.endpoints.clone(),
+            balancer,
+            health: Arc::clone(&current.health),
+            zones: current.zones.clone(),
+            zoned: None,
+            since: Some(Since {
+                base: Arc::as_ptr(current) as usize,
+                joined: Vec::new(),
+                left: Vec::new(),
+            }),
+            interim: true,
+        })
+    }
+
+    /// Whether this cluster's balancer is a stand-in waiting for its full build
+    /// ([`Self::completed`]).
+    pub fn is_interim(&self) -> bool {
+        self.interim
+    }
+
+    /// The same cluster with the balancer built from scratch over the same endpoints (the full
+    /// build an interim snapshot left for later: the expensive part, made without the publish
+    /// lock), or `None` when `this` is not interim. The result differs from `this` in the
+    /// balancer alone: same endpoints, states, zones and health, and no endpoint joined or
+    /// left since `this`, which is what the health task is told.
+    pub(crate) fn completed(this: &Arc<Self>) -> Option<Self> {
+        if !this.interim || this.zoned.is_some() {
+            return None;
+        }
+        Some(Self {
+            config: this.config.clone(),
+            endpoints: this.endpoints.clone(),
+            balancer: balance::build(&this.config, &this.endpoints),
+            health: Arc::clone(&this.health),
+            zones: this.zones.clone(),
+            zoned: None,
+            since: Some(Since {
+                base: Arc::as_ptr(this) as usize,
+                joined: Vec::new(),
+                left: Vec::new(),
+            }),
+            interim: false,
+        })
     }
 
     /// When this snapshot was built after `earlier` by a discovery update: the endpoints that
