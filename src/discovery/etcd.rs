@@ -440,14 +440,19 @@ mod tests {
         url
     }
 
-    /// Runs the provider of cluster `c` against `url` with `watch_timeout` and a backoff far
-    /// longer than any test's deadline, so only an immediate re-list can pass.
-    fn provider(url: &str, watch_timeout: Duration) -> (Arc<Shared>, tokio::task::JoinHandle<()>) {
+    /// One listener, one route, cluster `c` discovered from etcd at `url` under `/s/`.
+    fn config(url: &str) -> crate::config::Config {
         let text = format!(
             "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nlistener = \"l\"\ncluster = \"c\"\n\n\
              [clusters.c]\ndiscovery = {{ etcd = {{ endpoints = [\"{url}\"], prefix = \"/s/\" }} }}\n"
         );
-        let config = crate::config::parse(&text, Path::new("t.toml")).expect("config");
+        crate::config::parse(&text, Path::new("t.toml")).expect("config")
+    }
+
+    /// Runs the provider of cluster `c` against `url` with `watch_timeout` and a backoff far
+    /// longer than any test's deadline, so only an immediate re-list can pass.
+    fn provider(url: &str, watch_timeout: Duration) -> (Arc<Shared>, tokio::task::JoinHandle<()>) {
+        let config = config(url);
         let source = config.clusters["c"].endpoints.clone();
         let shared = Arc::new(Shared::new(config));
         let sink = Sink::new(Arc::downgrade(&shared), "c", source);
@@ -491,11 +496,7 @@ mod tests {
         let ranges = Arc::new(AtomicUsize::new(0));
         let watches = Arc::new(AtomicUsize::new(0));
         let url = fake_gateway(Mode::Burst(500), ranges, watches).await;
-        let text = format!(
-            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nlistener = \"l\"\ncluster = \"c\"\n\n\
-             [clusters.c]\ndiscovery = {{ etcd = {{ endpoints = [\"{url}\"], prefix = \"/s/\" }} }}\n"
-        );
-        let config = crate::config::parse(&text, Path::new("t.toml")).expect("config");
+        let config = config(&url);
         let source = config.clusters["c"].endpoints.clone();
         let shared = Arc::new(Shared::new(config));
         let mut sink = Sink::new(Arc::downgrade(&shared), "c", source);
