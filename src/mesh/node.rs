@@ -1053,15 +1053,14 @@ impl<T: Transport> Node<T> {
     /// live members' records). O(members), which is why it is coalesced (see
     /// [`VIEW_MIN_INTERVAL`]).
     fn publish_view(&mut self) {
-        let own = self.table.get(self.id.addr);
+        let own = self.table.get_shared(self.id.addr);
         let mut members = Vec::with_capacity(self.foca.iter_membership_state().len() + 1);
         let mut records = Vec::with_capacity(members.capacity());
         members.push(MemberView {
             id: self.id,
             state: MemberStatus::Alive,
             incarnation: 0,
-            services: own.map(|s| s.services.clone()).unwrap_or_default(),
-            tunnel: own.and_then(|s| s.tunnel.clone()),
+            record: own.cloned(),
             last_seen_ms: self.clock.now_ms(),
         });
         records.extend(own.cloned());
@@ -1080,7 +1079,7 @@ impl<T: Transport> Node<T> {
                     foca::State::Down => MemberStatus::Dead,
                 }
             };
-            let record = self.table.get(id.addr).filter(|s| s.id == id);
+            let record = self.table.get_shared(id.addr).filter(|s| s.id == id);
             if state.is_live() {
                 records.extend(record.cloned());
             }
@@ -1088,8 +1087,7 @@ impl<T: Transport> Node<T> {
                 id,
                 state,
                 incarnation: member.incarnation(),
-                services: record.map(|s| s.services.clone()).unwrap_or_default(),
-                tunnel: record.and_then(|s| s.tunnel.clone()),
+                record: record.cloned(),
                 last_seen_ms: self.last_seen.get(&id.addr).copied().unwrap_or(0),
             });
         }
@@ -1511,6 +1509,11 @@ mod tests {
             assert_eq!(table.deadline(victim), Some(Instant::now() + params.min));
             assert_eq!(table.deadline(lonely), Some(Instant::now() + params.max));
         }
+        assert_eq!(
+            n.foca.custom_broadcast_backlog(),
+            2 * params.k,
+            "the confirmations are relayed; first accusations (foca's Suspect spreads them) not"
+        );
         // The refuter refutes (foca hears its higher incarnation) before the deadline.
         n.foca
             .apply_many(

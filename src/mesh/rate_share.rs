@@ -69,6 +69,7 @@ pub async fn run(shared: Weak<Shared>, mesh: MeshHandle) {
             .records
             .iter()
             .filter(|r| Some(r.id) != view.local)
+            .map(|r| &**r)
             .collect();
         for limiter in limiters {
             let own = published

@@ -45,6 +45,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -361,7 +362,9 @@ pub struct Table {
 /// keys come only from members holding the mesh key (randomly seeded all the same).
 #[derive(Debug, Default)]
 struct Bucket {
-    states: HashMap<SocketAddr, MemberState, foldhash::fast::RandomState>,
+    /// Shared with the published views ([`super::view::View::records`]): republishing the view
+    /// (up to five times a second while members change) copies pointers, not every record.
+    states: HashMap<SocketAddr, Arc<MemberState>, foldhash::fast::RandomState>,
     fingerprint: u64,
 }
 
@@ -409,12 +412,12 @@ impl Table {
             Some(held) if held.key() >= state.key() => false,
             Some(held) => {
                 bucket.fingerprint ^= record_hash(held) ^ added;
-                *held = state;
+                *held = Arc::new(state);
                 true
             }
             None => {
                 bucket.fingerprint ^= added;
-                bucket.states.insert(state.id.addr, state);
+                bucket.states.insert(state.id.addr, Arc::new(state));
                 true
             }
         }
@@ -451,12 +454,19 @@ impl Table {
 
     /// The record of the member at `addr`.
     pub fn get(&self, addr: SocketAddr) -> Option<&MemberState> {
+        self.get_shared(addr).map(|s| &**s)
+    }
+
+    /// The record of the member at `addr`, shared: what a view holds.
+    pub fn get_shared(&self, addr: SocketAddr) -> Option<&Arc<MemberState>> {
         self.bucket(addr).states.get(&addr)
     }
 
     /// Every record.
     pub fn iter(&self) -> impl Iterator<Item = &MemberState> {
-        self.buckets.iter().flat_map(|b| b.states.values())
+        self.buckets
+            .iter()
+            .flat_map(|b| b.states.values().map(|s| &**s))
     }
 
     /// How many records we hold.
@@ -558,7 +568,7 @@ impl Table {
             .filter_map(|&b| self.buckets.get(b))
             .flat_map(|b| b.states.values())
             .filter(|s| known.get(&s.id.addr).is_none_or(|&k| s.key() > k))
-            .cloned()
+            .map(|s| MemberState::clone(s))
             .collect()
     }
 }

@@ -28,13 +28,26 @@
 //!   piggybacked on SWIM's datagrams, retransmitted `max_transmissions` times like foca's own
 //!   updates, and authenticated because the whole datagram is sealed ([`super::seal`]).
 //!   [`Gossip`] is foca's `BroadcastHandler`: it passes an accusation on only when it was new
-//!   (deduplicated by (member, incarnation, accuser)) and counted;
+//!   (deduplicated by (member, incarnation, accuser)) and counted, and a peer's only when it
+//!   *confirms* a suspicion we already knew of (see "What is relayed" below);
 //! - the node ([`super::node`]) declares the member down itself (`apply_many` with `Down` at the
 //!   suspected incarnation) when our deadline passes while foca still holds the member suspect at
 //!   that incarnation; a refutation (foca holds a higher incarnation) settles the suspicion.
 //!
 //! Lifeguard's local health ([`super::health`]) multiplies both ends of the range, as it
 //! stretches foca's timeout.
+//!
+//! What is relayed: the accuser sends its own accusation (piggybacked `max_transmissions`
+//! times, so a few dozen members hear it first-hand), but a member that hears a first
+//! accusation (a suspicion new to it) does not pass it on: foca's own `Suspect` update already
+//! spreads the suspicion to everyone, and a first accuser is no confirmation. Only
+//! confirmations (a second, third... accuser) are relayed epidemically. At 10 % loss almost every
+//! suspicion is a false one with a single accuser, so this removes most of the bytes
+//! accusations cost (at 1,000 members an epidemic relay of every false suspicion's accusation
+//! was about a third of each member's gossip; docs/mesh.md, "Scale"). The price: a member that
+//! missed the first accuser counts the second as its first, one confirmation short; the members
+//! that did hear it (the first accuser's direct contacts, who relay the confirmations) reach the
+//! minimum as before, and the first member to declare the death spreads it to everyone.
 //!
 //! Everything is bounded: at most [`MAX_SUSPICIONS`] suspicions tracked (a member beyond that is
 //! left to foca's own timer), at most `K + 1` accusers each, settled suspicions forgotten after
@@ -106,6 +119,16 @@ impl foca::Invalidates for Accusation {
             && (self.incarnation > other.incarnation
                 || (self.incarnation == other.incarnation && self.accuser == other.accuser))
     }
+}
+
+/// Where an accusation comes from: it decides whether it is passed on (see the module doc,
+/// "What is relayed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Our own failed probe: always sent.
+    Ours,
+    /// Heard from a peer: relayed only when it confirms a suspicion we already knew of.
+    Heard,
 }
 
 /// The timeout range for a cluster size. See the module doc for the curve.
@@ -222,10 +245,12 @@ impl Suspicions {
         self.backlog = backlog;
     }
 
-    /// Records an accusation heard at `now`; returns whether it is news worth passing on (a new
-    /// suspicion, or a new accuser still counted). Duplicates, stale incarnations, accusers
-    /// beyond `k + 1` and suspicions beyond [`MAX_SUSPICIONS`] return `false`.
-    pub fn accuse(&mut self, accusation: Accusation, now: Instant) -> bool {
+    /// Records an accusation from `origin` at `now`; returns whether to pass it on: news (a new
+    /// suspicion, or a new accuser still counted) that is ours or, heard from a peer, a
+    /// confirmation of a suspicion we already knew of. Duplicates, stale incarnations, accusers
+    /// beyond `k + 1`, suspicions beyond [`MAX_SUSPICIONS`] and a peer's first accusation of a
+    /// member (recorded, not relayed) return `false`.
+    pub fn accuse(&mut self, accusation: Accusation, origin: Origin, now: Instant) -> bool {
         let Accusation {
             member,
             incarnation,
@@ -284,7 +309,8 @@ impl Suspicions {
         if started && self.fresh.len() < MAX_FRESH {
             self.fresh.push((member, incarnation));
         }
-        if news && self.backlog < MAX_BACKLOG {
+        let relay = news && (origin == Origin::Ours || !started);
+        if relay && self.backlog < MAX_BACKLOG {
             self.backlog += 1;
             true
         } else {
@@ -405,7 +431,7 @@ pub struct Malformed;
 
 /// foca's `BroadcastHandler` for accusations: foca calls it for each one it receives (and for
 /// ours, via `add_broadcast`); it records the accusation and tells foca to pass it on only if it
-/// was news ([`Suspicions::accuse`]).
+/// was news and ours or a confirmation ([`Suspicions::accuse`]).
 #[derive(Debug, Clone)]
 pub struct Gossip(pub Shared);
 
@@ -416,11 +442,16 @@ impl foca::BroadcastHandler<NodeId> for Gossip {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&NodeId>,
+        sender: Option<&NodeId>,
     ) -> Result<Option<Accusation>, Malformed> {
         let accusation = Accusation::decode(data).ok_or(Malformed)?;
-        let news = self.0.lock().accuse(accusation, Instant::now());
-        Ok(news.then_some(accusation))
+        // foca passes no sender for our own (`add_broadcast`).
+        let origin = match sender {
+            None => Origin::Ours,
+            Some(_) => Origin::Heard,
+        };
+        let relay = self.0.lock().accuse(accusation, origin, Instant::now());
+        Ok(relay.then_some(accusation))
     }
 }
 
@@ -484,7 +515,10 @@ mod tests {
         let mut t = table(50);
         let p = t.params();
         let start = Instant::now();
-        assert!(t.accuse(accusation(9, 4, 2), start));
+        assert!(
+            !t.accuse(accusation(9, 4, 2), Origin::Heard, start),
+            "a peer's first accusation is recorded, not relayed (foca's Suspect spreads it)"
+        );
         assert_eq!(
             t.take_fresh(),
             vec![(id(9), 4)],
@@ -494,13 +528,16 @@ mod tests {
         let mut last = p.max;
         for accuser in 3..3 + p.k as u8 {
             tokio::time::advance(Duration::from_millis(100)).await;
-            assert!(t.accuse(accusation(9, 4, accuser), Instant::now()));
             assert!(
-                !t.accuse(accusation(9, 4, accuser), Instant::now()),
+                t.accuse(accusation(9, 4, accuser), Origin::Heard, Instant::now()),
+                "a confirmation is relayed"
+            );
+            assert!(
+                !t.accuse(accusation(9, 4, accuser), Origin::Heard, Instant::now()),
                 "a duplicate is not news"
             );
             assert!(
-                !t.accuse(accusation(9, 4, 2), Instant::now()),
+                !t.accuse(accusation(9, 4, 2), Origin::Heard, Instant::now()),
                 "nor the first"
             );
             let left = t.deadline(id(9)).expect("open") - start;
@@ -514,24 +551,24 @@ mod tests {
             "measured from the start"
         );
         // Beyond k, accusers are neither counted nor passed on.
-        assert!(!t.accuse(accusation(9, 4, 40), Instant::now()));
+        assert!(!t.accuse(accusation(9, 4, 40), Origin::Heard, Instant::now()));
         assert_eq!(t.confirmations(id(9)), Some(p.k));
         assert!(
             t.take_fresh().is_empty(),
             "confirmations are not new suspicions"
         );
         // Nobody accuses themselves.
-        assert!(!t.accuse(accusation(7, 1, 7), Instant::now()));
+        assert!(!t.accuse(accusation(7, 1, 7), Origin::Heard, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
     async fn due_suspicions_are_taken_once_and_refutation_settles_the_rest() {
         let mut t = table(50);
         let p = t.params();
-        t.accuse(accusation(9, 1, 2), Instant::now());
-        t.accuse(accusation(8, 1, 2), Instant::now());
+        t.accuse(accusation(9, 1, 2), Origin::Heard, Instant::now());
+        t.accuse(accusation(8, 1, 2), Origin::Heard, Instant::now());
         for accuser in 3..3 + p.k as u8 {
-            t.accuse(accusation(9, 1, accuser), Instant::now());
+            t.accuse(accusation(9, 1, accuser), Origin::Heard, Instant::now());
         }
         assert_eq!(t.next_deadline(), t.deadline(id(9)));
         tokio::time::advance(p.min).await;
@@ -548,13 +585,13 @@ mod tests {
         t.settle(id(8), 2, false);
         assert_eq!(t.deadline(id(8)), None);
         assert_eq!(t.next_deadline(), None);
-        assert!(!t.accuse(accusation(8, 1, 5), Instant::now()));
+        assert!(!t.accuse(accusation(8, 1, 5), Origin::Heard, Instant::now()));
         assert!(t.open().is_empty());
         // Suspected again at the new incarnation: a new suspicion with the full timeout.
-        assert!(t.accuse(accusation(8, 2, 5), Instant::now()));
+        assert!(t.accuse(accusation(8, 2, 5), Origin::Ours, Instant::now()));
         assert_eq!(t.deadline(id(8)), Some(Instant::now() + p.max));
         // A stale one about the old incarnation changes nothing.
-        assert!(!t.accuse(accusation(8, 1, 6), Instant::now()));
+        assert!(!t.accuse(accusation(8, 1, 6), Origin::Heard, Instant::now()));
         assert_eq!(t.confirmations(id(8)), Some(0));
         // Everything is forgotten after twice the maximum.
         tokio::time::advance(p.max * 2).await;
@@ -579,7 +616,7 @@ mod tests {
                     incarnation: 0,
                     accuser: id(accuser + 100),
                 };
-                passed_on += usize::from(t.accuse(a, now));
+                passed_on += usize::from(t.accuse(a, Origin::Heard, now));
             }
         }
         assert_eq!(t.len(), MAX_SUSPICIONS);
@@ -592,14 +629,14 @@ mod tests {
         // Once foca drained its backlog, news is passed on again.
         t.set_backlog(0);
         t.forget_old(now + t.params.max * 2);
-        assert!(t.accuse(accusation(9, 0, 2), now + t.params.max * 2));
+        assert!(t.accuse(accusation(9, 0, 2), Origin::Ours, now + t.params.max * 2));
     }
 
     #[test]
     fn accusations_about_us_go_to_foca_and_are_not_passed_on() {
         let mut t = table(50);
         let now = Instant::now();
-        assert!(!t.accuse(accusation(1, 3, 2), now));
+        assert!(!t.accuse(accusation(1, 3, 2), Origin::Heard, now));
         assert_eq!(t.take_fresh(), vec![(id(1), 3)]);
         let older = Accusation {
             member: NodeId {
@@ -609,7 +646,7 @@ mod tests {
             incarnation: 3,
             accuser: id(2),
         };
-        assert!(!t.accuse(older, now));
+        assert!(!t.accuse(older, Origin::Heard, now));
         assert!(
             t.take_fresh().is_empty(),
             "an older generation of ours is history"
@@ -624,13 +661,34 @@ mod tests {
         let a = accusation(9, 2, 3);
         let bytes = a.encode();
         assert_eq!(Accusation::decode(&bytes), Some(a));
-        assert_eq!(gossip.receive_item(&bytes, None).expect("valid"), Some(a));
+        assert_eq!(
+            gossip.receive_item(&bytes, None).expect("valid"),
+            Some(a),
+            "ours (foca passes no sender) is sent"
+        );
         assert_eq!(
             gossip.receive_item(&bytes, Some(&id(4))).expect("valid"),
             None
         );
+        let confirmation = accusation(9, 2, 6);
+        assert_eq!(
+            gossip
+                .receive_item(&confirmation.encode(), Some(&id(4)))
+                .expect("valid"),
+            Some(confirmation),
+            "a peer's confirmation is relayed"
+        );
+        let first = accusation(8, 2, 6);
+        assert_eq!(
+            gossip
+                .receive_item(&first.encode(), Some(&id(4)))
+                .expect("valid"),
+            None,
+            "a peer's first accusation of a member is not relayed"
+        );
         assert!(gossip.receive_item(&[0xff, 0xff, 0xff], None).is_err());
-        assert_eq!(shared.lock().len(), 1);
+        assert_eq!(shared.lock().len(), 2, "both suspicions are recorded");
+        assert_eq!(shared.lock().confirmations(id(9)), Some(1));
         // foca's backlog keeps the newest incarnation's accusations only.
         assert!(accusation(9, 3, 5).invalidates(&a));
         assert!(a.invalidates(&a));

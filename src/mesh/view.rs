@@ -3,6 +3,7 @@
 //! ejection reports for the quorum, purges for the cache).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -52,12 +53,23 @@ pub struct MemberView {
     pub state: MemberStatus,
     /// foca's incarnation number (bumped when it refutes a suspicion).
     pub incarnation: u16,
-    /// What it announces (empty until its record arrives).
-    pub services: Vec<Service>,
-    /// Its tunnel announcement (none until its record arrives).
-    pub tunnel: Option<TunnelAd>,
+    /// Its record (services, tunnel), none until it arrives; shared with the node's table, so
+    /// a republished view copies a pointer per member.
+    pub record: Option<Arc<MemberState>>,
     /// When we last opened a datagram from it (ms since the epoch; 0 = never).
     pub last_seen_ms: u64,
+}
+
+impl MemberView {
+    /// What it announces (empty until its record arrives).
+    pub fn services(&self) -> &[Service] {
+        self.record.as_ref().map_or(&[], |r| &r.services)
+    }
+
+    /// Its tunnel announcement (none until its record arrives).
+    pub fn tunnel(&self) -> Option<&TunnelAd> {
+        self.record.as_ref().and_then(|r| r.tunnel.as_ref())
+    }
 }
 
 /// The published state of one node.
@@ -67,24 +79,25 @@ pub struct View {
     pub local: Option<NodeId>,
     /// Every member we know, ourselves first among equals, sorted by address.
     pub members: Vec<MemberView>,
-    /// The records of live members (ourselves included).
-    pub records: Vec<MemberState>,
+    /// The records of live members (ourselves included), shared with the node's table.
+    pub records: Vec<Arc<MemberState>>,
     /// Datagrams rejected so far (bad key, replay, malformed).
     pub rejected: u64,
 }
 
 impl View {
-    /// A view of `members` seen from `local`.
+    /// A view of `members` seen from `local` (records shared or owned: the node passes the
+    /// table's shared ones, tests plain ones).
     pub fn new(
         local: NodeId,
         members: Vec<MemberView>,
-        records: Vec<MemberState>,
+        records: impl IntoIterator<Item = impl Into<Arc<MemberState>>>,
         rejected: u64,
     ) -> Self {
         Self {
             local: Some(local),
             members,
-            records,
+            records: records.into_iter().map(Into::into).collect(),
             rejected,
         }
     }
@@ -150,7 +163,7 @@ impl View {
             .iter()
             .map(|m| {
                 let services: Vec<serde_json::Value> = m
-                    .services
+                    .services()
                     .iter()
                     .map(|s| serde_json::json!({ "service": s.name, "address": s.address.to_string() }))
                     .collect();
@@ -165,7 +178,7 @@ impl View {
                     "state": m.state.as_str(),
                     "incarnation": m.incarnation,
                     "services": services,
-                    "tunnel": m.tunnel.as_ref().map(|t| serde_json::json!({
+                    "tunnel": m.tunnel().map(|t| serde_json::json!({
                         "identity": t.identity,
                         "port": t.port,
                     })),

@@ -4,7 +4,8 @@
 //! (`MESH_SIM_RUNS`); the test prints p50/p99 and asserts the bounds of issue 12 on every run.
 //!
 //! The `scale_*` tests are the benchmark of issue 29 (ignored: `benches/mesh/run.sh` runs them
-//! in release at 200, 500 and 1,000 members and prints the table of docs/mesh.md, "Scale").
+//! in release at 200, 500 and 1,000 members and prints the table of docs/mesh.md, "Scale");
+//! they spread their seeds over `MESH_SIM_THREADS` threads (every core by default).
 //!
 //! Run with `--nocapture` to see the figures.
 
@@ -41,6 +42,17 @@ fn runs() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20u64)
+        .max(1)
+}
+/// Threads the `scale_*` benchmarks spread their seeds over: `MESH_SIM_THREADS`, else every
+/// core. Each thread runs whole runs on its own paused-clock runtime, so runs do not share a
+/// clock or a network; only the order in which results arrive differs (they are reported by
+/// seed).
+fn threads() -> usize {
+    std::env::var("MESH_SIM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
 }
 const BASE_MS: u64 = 1_700_000_000_000;
@@ -352,6 +364,47 @@ async fn run(seed: u64, loss: f64, watch: Duration, detect_limit: Duration) -> O
     }
 }
 
+/// Runs `run(seed, loss, watch, detect_limit)` for every seed in `seeds` on [`threads`] threads,
+/// each with its own current-thread runtime on a paused clock (what `#[tokio::test(start_paused
+/// = true)]` gives one test). Results in seed order.
+fn run_parallel(
+    seeds: std::ops::Range<u64>,
+    loss: f64,
+    watch: Duration,
+    detect_limit: Duration,
+) -> Vec<Outcome> {
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads().min(seeds.clone().count()) {
+            scope.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .start_paused(true)
+                    .build()
+                    .expect("runtime");
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    let outcome = runtime.block_on(run(seed, loss, watch, detect_limit));
+                    println!("seed {seed}: {outcome:?}");
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((seed, outcome));
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by_key(|(seed, _)| *seed);
+    results.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
 fn report(name: &str, results: &[Outcome]) {
     let of = |f: fn(&Outcome) -> f64| results.iter().map(f).collect::<Vec<f64>>();
     let detect = of(|r| r.detect);
@@ -547,13 +600,15 @@ async fn a_partitioned_member_is_declared_dead_then_rejoins_and_converges() {
 /// The no-loss half of the scale benchmark (`benches/mesh/run.sh`): join, announcement, late
 /// joiner, steady-state gossip and detection at `MESH_SIM_MEMBERS`, `MESH_SIM_RUNS` seeds.
 /// Asserts what every run must do at any size (converge, spread, detect, no false death).
-#[tokio::test(start_paused = true)]
+#[test]
 #[ignore = "benchmark: benches/mesh/run.sh runs it in release"]
-async fn scale_no_loss() {
-    let mut results = Vec::new();
-    for seed in 0..runs() {
-        results.push(run(seed, 0.0, Duration::from_secs(30), Duration::from_secs(30)).await);
-    }
+fn scale_no_loss() {
+    let results = run_parallel(
+        0..runs(),
+        0.0,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    );
     report("scale, no loss", &results);
     scale_line("no_loss", &results);
     let false_deaths: usize = results.iter().map(|r| r.false_deaths).sum();
@@ -562,13 +617,15 @@ async fn scale_no_loss() {
 
 /// The 10 % loss half of the scale benchmark: the same run with a false-death watch of
 /// [`loss_watch`] (10 simulated minutes with `MESH_SIM_FULL=1`, as the issue's target counts).
-#[tokio::test(start_paused = true)]
+#[test]
 #[ignore = "benchmark: benches/mesh/run.sh runs it in release"]
-async fn scale_ten_percent_loss() {
-    let mut results = Vec::new();
-    for seed in 100..100 + runs() {
-        results.push(run(seed, 0.10, loss_watch(), Duration::from_secs(30)).await);
-    }
+fn scale_ten_percent_loss() {
+    let results = run_parallel(
+        100..100 + runs(),
+        0.10,
+        loss_watch(),
+        Duration::from_secs(30),
+    );
     report(
         &format!("scale, 10% loss, {:?} watch", loss_watch()),
         &results,
