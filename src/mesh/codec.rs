@@ -19,7 +19,7 @@ use super::state::MemberState;
 /// Members of different versions do not read each other's datagrams, so a rolling
 /// upgrade splits the mesh until every member runs the new version (postcard is not
 /// self-describing: an older member would misread a newer record).
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// A member's identity: its mesh address and a generation that grows on every start and every
 /// rejoin, so a restarted or renewed member wins over its old self (foca's address conflict).

@@ -224,6 +224,11 @@ pub struct Node<T: Transport> {
     health: LocalHealth,
     /// Lifeguard's dynamic suspicion ([`suspicion`]), shared with foca's broadcast handler.
     suspicions: suspicion::Shared,
+    /// The member our current probe pinged (foca's `DataSent` of a `Ping`).
+    probing: Option<NodeId>,
+    /// Its incarnation if foca already held it suspect just before the probe's verdict: our
+    /// failed probe is then a confirmation ([`Accusation::confirms`]).
+    suspect_before_verdict: Option<(NodeId, foca::Incarnation)>,
     members_seen: usize,
     /// Members foca holds down, with their incarnation, by address: refreshed by
     /// [`Node::scan_membership`], so `tell_if_dead` and the down lists need no pass over
@@ -296,6 +301,8 @@ impl<T: Transport> Node<T> {
             timer_seq: 0,
             health: LocalHealth::default(),
             suspicions,
+            probing: None,
+            suspect_before_verdict: None,
             members_seen: 1,
             down: HashMap::new(),
             alone: true,
@@ -840,6 +847,15 @@ impl<T: Transport> Node<T> {
                 if self.health.observe_lateness(now.duration_since(at)) {
                     self.reconfigure();
                 }
+                // This timer gives the verdict on the current probe (foca marks a failed one
+                // suspect in the same call): note whether someone else's suspicion got there
+                // first. One lookup per probe period.
+                self.suspect_before_verdict = self.probing.take().and_then(|target| {
+                    self.foca
+                        .iter_membership_state()
+                        .find(|m| *m.id() == target && m.state() == foca::State::Suspect)
+                        .map(|m| (target, m.incarnation()))
+                });
             }
             if let Err(error) = self.foca.handle_timer(event, &mut self.runtime) {
                 tracing::debug!(%error, "foca timer failed");
@@ -948,9 +964,15 @@ impl<T: Transport> Node<T> {
                     // Not shown in the view (foca's suspect state is, when the view refreshes).
                     continue;
                 }
-                // Per-datagram notifications (`unstable-notifications` sends them too): nothing
-                // the view shows.
-                OwnedNotification::DataSent(_) | OwnedNotification::DataReceived(_) => continue,
+                OwnedNotification::DataSent(header) => {
+                    if let foca::Message::Ping(_) = header.message {
+                        // Only a probe pings (foca's indirect probes use other messages).
+                        self.probing = Some(header.dst);
+                    }
+                    continue;
+                }
+                // Per-datagram: nothing the view shows.
+                OwnedNotification::DataReceived(_) => continue,
                 _ => {}
             }
             self.view_dirty = true;
@@ -962,7 +984,9 @@ impl<T: Transport> Node<T> {
     }
 
     /// Our probe of `member` failed (directly and through the indirect probers): foca now holds
-    /// it suspect; tell the others, whose deadlines shorten with each independent accuser.
+    /// it suspect; tell the others, whose deadlines shorten with each independent accuser. It
+    /// is a confirmation if the suspicion was already known here (foca held the member suspect
+    /// before the verdict, or an accusation arrived): then every member relays it.
     fn accuse(&mut self, member: NodeId) {
         let Some(incarnation) = self
             .foca
@@ -973,10 +997,13 @@ impl<T: Transport> Node<T> {
             // Refuted or declared down meanwhile: nothing to accuse.
             return;
         };
+        let confirms = self.suspect_before_verdict.take() == Some((member, incarnation))
+            || self.suspicions.lock().knows(member, incarnation);
         let accusation = Accusation {
             member,
             incarnation,
             accuser: self.id,
+            confirms,
         };
         if let Err(error) = self.foca.add_broadcast(&accusation.encode()) {
             tracing::debug!(%error, "foca refused an accusation");
@@ -1477,12 +1504,13 @@ mod tests {
         // k + 1 distinct accusers (the first starts the suspicion, k confirm) of the victim and
         // of the refuter; one accuser, sent twice, of the lonely one.
         let mut accusations = Vec::new();
-        for accuser in &peers[1..=params.k + 1] {
+        for (i, accuser) in peers[1..=params.k + 1].iter().enumerate() {
             for member in [victim, refuter] {
                 accusations.push(Accusation {
                     member,
                     incarnation: 0,
                     accuser: *accuser,
+                    confirms: i > 0,
                 });
             }
         }
@@ -1490,6 +1518,7 @@ mod tests {
             member: lonely,
             incarnation: 0,
             accuser: peers[1],
+            confirms: false,
         };
         accusations.push(lonely_accusation);
         deliver_accusations(&mut n, &accusations);

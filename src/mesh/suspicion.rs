@@ -38,16 +38,18 @@
 //! stretches foca's timeout.
 //!
 //! What is relayed: the accuser sends its own accusation (piggybacked `max_transmissions`
-//! times, so a few dozen members hear it first-hand), but a member that hears a first
-//! accusation (a suspicion new to it) does not pass it on: foca's own `Suspect` update already
-//! spreads the suspicion to everyone, and a first accuser is no confirmation. Only
-//! confirmations (a second, third... accuser) are relayed epidemically. At 10 % loss almost every
-//! suspicion is a false one with a single accuser, so this removes most of the bytes
-//! accusations cost (at 1,000 members an epidemic relay of every false suspicion's accusation
-//! was about a third of each member's gossip; docs/mesh.md, "Scale"). The price: a member that
-//! missed the first accuser counts the second as its first, one confirmation short; the members
-//! that did hear it (the first accuser's direct contacts, who relay the confirmations) reach the
-//! minimum as before, and the first member to declare the death spreads it to everyone.
+//! times, so a few dozen members hear it first-hand), but only a *confirmation* is relayed by
+//! the others. The accuser marks its accusation as one ([`Accusation::confirms`]) when it
+//! already knew of the suspicion as its probe failed: foca held the member suspect just before
+//! the verdict (foca's own `Suspect` update, which spreads every suspicion to everyone) or an
+//! accusation had arrived. A member that hears a confirmation of a suspicion new to it counts
+//! one unknown first accuser besides it; the first accuser's own accusation, if it arrives
+//! later, takes that place rather than counting twice. At 10 % loss almost every suspicion is
+//! a false one with a single accuser, so this removes most of the bytes accusations cost (an
+//! epidemic relay of every first accusation made each member's gossip about a quarter larger
+//! at 1,000 members; docs/mesh.md, "Scale"). A member whose probe fails before the first
+//! suspicion reached it marks no confirmation: it counts as a first accuser, never as one too
+//! many.
 //!
 //! Everything is bounded: at most [`MAX_SUSPICIONS`] suspicions tracked (a member beyond that is
 //! left to foca's own timer), at most `K + 1` accusers each, settled suspicions forgotten after
@@ -96,6 +98,10 @@ pub struct Accusation {
     pub incarnation: Incarnation,
     /// Whose probe failed: distinct accusers are the independent confirmations.
     pub accuser: NodeId,
+    /// The accuser already knew of the suspicion when its probe failed (foca held the member
+    /// suspect before the verdict, or an accusation had arrived): a confirmation, relayed by
+    /// every member that finds it news. A first accusation (false) is only sent by its accuser.
+    pub confirms: bool,
 }
 
 impl Accusation {
@@ -112,8 +118,9 @@ impl Accusation {
 }
 
 impl foca::Invalidates for Accusation {
-    /// An accusation replaces, in foca's backlog, the same one (re-sent) and any about an older
-    /// incarnation of the same member (refuted since: no longer worth sending).
+    /// An accusation replaces, in foca's backlog, the same one (re-sent, whatever its flag) and
+    /// any about an older incarnation of the same member (refuted since: no longer worth
+    /// sending).
     fn invalidates(&self, other: &Self) -> bool {
         self.member == other.member
             && (self.incarnation > other.incarnation
@@ -127,7 +134,7 @@ impl foca::Invalidates for Accusation {
 pub enum Origin {
     /// Our own failed probe: always sent.
     Ours,
-    /// Heard from a peer: relayed only when it confirms a suspicion we already knew of.
+    /// Heard from a peer: relayed only when it is a confirmation ([`Accusation::confirms`]).
     Heard,
 }
 
@@ -191,11 +198,26 @@ struct Suspicion {
     incarnation: Incarnation,
     /// When we first heard of this suspicion (our own failed probe or someone's accusation).
     since: Instant,
-    /// Distinct accusers, the first one first; at most `k + 1`.
+    /// Distinct accusers, the first one first; with `anonymous`, at most `k + 1` together.
     accusers: Vec<NodeId>,
+    /// A confirmation arrived before any first accuser: one first accuser we do not know is
+    /// counted (the first accusation to arrive later takes its place).
+    anonymous: bool,
     /// Declared down or refuted: kept (until forgotten) only so late copies of its accusations
     /// are recognised and not spread again.
     settled: bool,
+}
+
+impl Suspicion {
+    /// Accusers counted, the unknown first one included.
+    fn count(&self) -> usize {
+        self.accusers.len() + usize::from(self.anonymous)
+    }
+
+    /// Independent confirmations: accusers after the first.
+    fn confirmations(&self) -> usize {
+        self.count().saturating_sub(1)
+    }
 }
 
 /// The suspicions a member knows of; shared between the node and foca's [`Gossip`] handler
@@ -246,15 +268,15 @@ impl Suspicions {
     }
 
     /// Records an accusation from `origin` at `now`; returns whether to pass it on: news (a new
-    /// suspicion, or a new accuser still counted) that is ours or, heard from a peer, a
-    /// confirmation of a suspicion we already knew of. Duplicates, stale incarnations, accusers
-    /// beyond `k + 1`, suspicions beyond [`MAX_SUSPICIONS`] and a peer's first accusation of a
-    /// member (recorded, not relayed) return `false`.
+    /// suspicion, or a new accuser still counted) that is ours or a confirmation. Duplicates,
+    /// stale incarnations, accusers beyond `k + 1`, suspicions beyond [`MAX_SUSPICIONS`] and a
+    /// peer's first accusation (recorded, not relayed) return `false`.
     pub fn accuse(&mut self, accusation: Accusation, origin: Origin, now: Instant) -> bool {
         let Accusation {
             member,
             incarnation,
             accuser,
+            confirms,
         } = accusation;
         if member == accuser {
             return false;
@@ -272,10 +294,14 @@ impl Suspicions {
         let (news, started) = match self.entries.get_mut(&member) {
             Some(known) if known.incarnation > incarnation => (false, false),
             Some(known) if known.incarnation == incarnation => {
-                if known.settled
-                    || known.accusers.contains(&accuser)
-                    || known.accusers.len() > self.params.k
-                {
+                if known.settled || known.accusers.contains(&accuser) {
+                    (false, false)
+                } else if known.anonymous && !confirms {
+                    // The first accuser we counted without knowing it.
+                    known.anonymous = false;
+                    known.accusers.insert(0, accuser);
+                    (false, false)
+                } else if known.count() > self.params.k {
                     (false, false)
                 } else {
                     known.accusers.push(accuser);
@@ -288,6 +314,7 @@ impl Suspicions {
                     incarnation,
                     since: now,
                     accusers: vec![accuser],
+                    anonymous: confirms,
                     settled: false,
                 };
                 (true, true)
@@ -300,6 +327,7 @@ impl Suspicions {
                         incarnation,
                         since: now,
                         accusers: vec![accuser],
+                        anonymous: confirms,
                         settled: false,
                     },
                 );
@@ -309,7 +337,7 @@ impl Suspicions {
         if started && self.fresh.len() < MAX_FRESH {
             self.fresh.push((member, incarnation));
         }
-        let relay = news && (origin == Origin::Ours || !started);
+        let relay = news && (origin == Origin::Ours || confirms);
         if relay && self.backlog < MAX_BACKLOG {
             self.backlog += 1;
             true
@@ -325,9 +353,17 @@ impl Suspicions {
 
     /// Independent confirmations of `member`'s current suspicion (accusers after the first).
     pub fn confirmations(&self, member: NodeId) -> Option<usize> {
-        self.entries
-            .get(&member)
-            .map(|s| s.accusers.len().saturating_sub(1))
+        self.entries.get(&member).map(Suspicion::confirmations)
+    }
+
+    /// Whether someone other than us accused `member` at `incarnation` in a suspicion still
+    /// open: our own failed probe of it would be a confirmation.
+    pub fn knows(&self, member: NodeId, incarnation: Incarnation) -> bool {
+        self.entries.get(&member).is_some_and(|s| {
+            !s.settled
+                && s.incarnation == incarnation
+                && (s.anonymous || s.accusers.iter().any(|a| *a != self.own))
+        })
     }
 
     /// When `member`'s unsettled suspicion times out, as things stand.
@@ -339,7 +375,7 @@ impl Suspicions {
     }
 
     fn deadline_of(&self, s: &Suspicion) -> Instant {
-        s.since + self.params.timeout(s.accusers.len().saturating_sub(1))
+        s.since + self.params.timeout(s.confirmations())
     }
 
     /// The earliest deadline of any unsettled suspicion: when the node should look again.
@@ -357,7 +393,7 @@ impl Suspicions {
         let params = self.params;
         let mut due = Vec::new();
         for (member, s) in &mut self.entries {
-            let confirmations = s.accusers.len().saturating_sub(1);
+            let confirmations = s.confirmations();
             if !s.settled && s.since + params.timeout(confirmations) <= now {
                 s.settled = true;
                 due.push((*member, s.incarnation, confirmations));
@@ -468,11 +504,21 @@ mod tests {
         }
     }
 
+    /// A first accusation (the accuser knew of no suspicion).
     fn accusation(member: u8, incarnation: Incarnation, accuser: u8) -> Accusation {
         Accusation {
             member: id(member),
             incarnation,
             accuser: id(accuser),
+            confirms: false,
+        }
+    }
+
+    /// A confirmation (the accuser already knew of the suspicion).
+    fn confirmation(member: u8, incarnation: Incarnation, accuser: u8) -> Accusation {
+        Accusation {
+            confirms: true,
+            ..accusation(member, incarnation, accuser)
         }
     }
 
@@ -529,11 +575,11 @@ mod tests {
         for accuser in 3..3 + p.k as u8 {
             tokio::time::advance(Duration::from_millis(100)).await;
             assert!(
-                t.accuse(accusation(9, 4, accuser), Origin::Heard, Instant::now()),
+                t.accuse(confirmation(9, 4, accuser), Origin::Heard, Instant::now()),
                 "a confirmation is relayed"
             );
             assert!(
-                !t.accuse(accusation(9, 4, accuser), Origin::Heard, Instant::now()),
+                !t.accuse(confirmation(9, 4, accuser), Origin::Heard, Instant::now()),
                 "a duplicate is not news"
             );
             assert!(
@@ -615,6 +661,7 @@ mod tests {
                     member,
                     incarnation: 0,
                     accuser: id(accuser + 100),
+                    confirms: accuser > 0,
                 };
                 passed_on += usize::from(t.accuse(a, Origin::Heard, now));
             }
@@ -624,7 +671,10 @@ mod tests {
             .entries
             .values()
             .all(|s| s.accusers.len() <= t.params.k + 1));
-        assert!(passed_on <= MAX_BACKLOG, "{passed_on} passed on");
+        assert_eq!(
+            passed_on, MAX_BACKLOG,
+            "confirmations passed on until the backlog is full"
+        );
         assert!(t.take_fresh().len() <= MAX_FRESH);
         // Once foca drained its backlog, news is passed on again.
         t.set_backlog(0);
@@ -643,8 +693,7 @@ mod tests {
                 generation: 0,
                 ..id(1)
             },
-            incarnation: 3,
-            accuser: id(2),
+            ..accusation(1, 3, 2)
         };
         assert!(!t.accuse(older, Origin::Heard, now));
         assert!(
@@ -670,25 +719,40 @@ mod tests {
             gossip.receive_item(&bytes, Some(&id(4))).expect("valid"),
             None
         );
-        let confirmation = accusation(9, 2, 6);
-        assert_eq!(
+        let heard = |gossip: &mut Gossip, a: Accusation| {
             gossip
-                .receive_item(&confirmation.encode(), Some(&id(4)))
-                .expect("valid"),
-            Some(confirmation),
+                .receive_item(&a.encode(), Some(&id(4)))
+                .expect("valid")
+        };
+        assert_eq!(
+            heard(&mut gossip, confirmation(9, 2, 6)),
+            Some(confirmation(9, 2, 6)),
             "a peer's confirmation is relayed"
         );
-        let first = accusation(8, 2, 6);
         assert_eq!(
-            gossip
-                .receive_item(&first.encode(), Some(&id(4)))
-                .expect("valid"),
+            heard(&mut gossip, accusation(8, 2, 6)),
             None,
-            "a peer's first accusation of a member is not relayed"
+            "a peer's first accusation is not relayed"
         );
-        assert!(gossip.receive_item(&[0xff, 0xff, 0xff], None).is_err());
-        assert_eq!(shared.lock().len(), 2, "both suspicions are recorded");
         assert_eq!(shared.lock().confirmations(id(9)), Some(1));
+        assert_eq!(shared.lock().confirmations(id(8)), Some(0));
+        // A confirmation of a suspicion new to us counts an unknown first accuser besides it;
+        // that accuser's own accusation, arriving later, takes its place.
+        assert_eq!(
+            heard(&mut gossip, confirmation(7, 2, 6)),
+            Some(confirmation(7, 2, 6))
+        );
+        assert_eq!(shared.lock().confirmations(id(7)), Some(1));
+        assert_eq!(heard(&mut gossip, accusation(7, 2, 5)), None);
+        assert_eq!(
+            shared.lock().confirmations(id(7)),
+            Some(1),
+            "not counted twice"
+        );
+        assert!(shared.lock().knows(id(7), 2), "ours would confirm it");
+        assert!(!shared.lock().knows(id(7), 3), "not at another incarnation");
+        assert!(gossip.receive_item(&[0xff, 0xff, 0xff], None).is_err());
+        assert_eq!(shared.lock().len(), 3, "every suspicion is recorded");
         // foca's backlog keeps the newest incarnation's accusations only.
         assert!(accusation(9, 3, 5).invalidates(&a));
         assert!(a.invalidates(&a));

@@ -1,6 +1,9 @@
 //! The simulator's network: an in-memory datagram fabric that drops (a fixed loss rate),
 //! delays (uniform in a range) and partitions (cut addresses), seeded, on tokio's paused clock.
-//! One delivery task holds a timer heap, so a datagram costs a heap push, not a task.
+//! One delivery task holds a timer heap, so a datagram costs a heap push, not a task; the heap
+//! orders small keys (due time, sequence, slot) and the datagrams wait in a slab beside it, so
+//! sifting moves 24 bytes rather than the addresses and buffer (at 1,000 members the heap was a
+//! tenth of the simulation's CPU).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -112,24 +115,44 @@ impl Transport for SimTransport {
     }
 }
 
-type Pending = (Reverse<(Instant, u64)>, SocketAddr, SocketAddr, Vec<u8>);
+/// A datagram in flight: (from, to, bytes).
+type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
 
 async fn deliver(
     state: Arc<Mutex<State>>,
     mut rx: mpsc::UnboundedReceiver<(Instant, u64, SocketAddr, SocketAddr, Vec<u8>)>,
 ) {
-    let mut heap: BinaryHeap<HeapItem> = BinaryHeap::new();
+    // Due time and sequence (FIFO among equal times), then the datagram's slot.
+    let mut heap: BinaryHeap<Reverse<(Instant, u64, usize)>> = BinaryHeap::new();
+    let mut slots: Vec<Option<Datagram>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
     loop {
-        let next = heap.peek().map(|item| item.0 .0 .0 .0);
+        let next = heap.peek().map(|Reverse((at, _, _))| *at);
         tokio::select! {
             received = rx.recv() => match received {
-                Some((at, seq, from, to, data)) => heap.push(HeapItem((Reverse((at, seq)), from, to, data))),
+                Some((at, seq, from, to, data)) => {
+                    let slot = match free.pop() {
+                        Some(slot) => {
+                            slots[slot] = Some((from, to, data));
+                            slot
+                        }
+                        None => {
+                            slots.push(Some((from, to, data)));
+                            slots.len() - 1
+                        }
+                    };
+                    heap.push(Reverse((at, seq, slot)));
+                }
                 None => return,
             },
             () = sleep_until(next) => {
                 let now = Instant::now();
-                while heap.peek().is_some_and(|item| item.0 .0 .0 .0 <= now) {
-                    let Some(HeapItem((_, from, to, data))) = heap.pop() else { break };
+                while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+                    let Some(Reverse((_, _, slot))) = heap.pop() else { break };
+                    free.push(slot);
+                    let Some((from, to, data)) = slots.get_mut(slot).and_then(Option::take) else {
+                        continue;
+                    };
                     let inbox = {
                         let state = state.lock().unwrap_or_else(PoisonError::into_inner);
                         if state.cut.contains(&from) || state.cut.contains(&to) {
@@ -151,25 +174,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Orders by due time only (the payload has no order).
-struct HeapItem(Pending);
-
-impl PartialEq for HeapItem {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 .0 == other.0 .0
-    }
-}
-impl Eq for HeapItem {}
-impl PartialOrd for HeapItem {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapItem {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0 .0.cmp(&other.0 .0)
     }
 }
