@@ -1595,6 +1595,38 @@ mod tests {
         assert_eq!(n.foca.custom_broadcast_backlog(), 1, "ready to piggyback");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn our_failed_probe_of_a_member_already_suspect_is_a_confirmation() {
+        let mut n = node();
+        let peers = with_peers(&mut n, 5);
+        // Someone else's suspicion of every peer reached us (foca's Suspect updates) before
+        // our probe: whichever we probe, its failure confirms a suspicion we knew of.
+        let suspects = peers
+            .iter()
+            .map(|&p| Member::new(p, 0, foca::State::Suspect));
+        n.foca
+            .apply_many(suspects, true, &mut n.runtime)
+            .expect("suspects");
+        n.flush();
+        let mut accused = None;
+        for _ in 0..50 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            n.fire_timers();
+            n.flush();
+            if let Some((member, _)) = n.suspicions.lock().open().first().copied() {
+                accused = Some(member);
+                break;
+            }
+        }
+        let member = accused.expect("a failed probe within 5 s");
+        assert_eq!(
+            n.suspicions.lock().confirmations(member),
+            Some(1),
+            "ours plus the unknown first accuser"
+        );
+        assert_eq!(n.foca.custom_broadcast_backlog(), 1, "ready to piggyback");
+    }
+
     #[test]
     fn a_new_tunnel_announcement_bumps_our_record_and_an_equal_one_does_not() {
         let mut n = node();
