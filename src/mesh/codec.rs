@@ -91,6 +91,11 @@ pub enum Wire {
     /// digest, so a member that missed a death's few gossip transmissions learns it within a
     /// couple of exchanges instead of probing the dead member itself.
     Down(Vec<(NodeId, u16)>),
+    /// A suspicion check's ping ([`super::check`]): answer with [`Wire::CheckAck`] carrying
+    /// the same nonce.
+    Check(u64),
+    /// The answer to a [`Wire::Check`]: the sender is alive.
+    CheckAck(u64),
 }
 
 /// Encodes `wire` with the version byte.

@@ -46,6 +46,7 @@
 //! (`state::Shared::meshed`) that upstream connections consult, [`rate_share`] gossips the
 //! demand on mesh-scoped rate limits and sets this member's share of each.
 
+pub mod check;
 pub mod codec;
 pub mod discovery;
 pub mod ejection;

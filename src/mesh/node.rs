@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::check::Checks;
 use super::codec::{self, NodeId, Wire};
 use super::health::LocalHealth;
 use super::seal::{Keys, Opener, Sealer};
@@ -224,6 +225,8 @@ pub struct Node<T: Transport> {
     health: LocalHealth,
     /// Lifeguard's dynamic suspicion ([`suspicion`]), shared with foca's broadcast handler.
     suspicions: suspicion::Shared,
+    /// Suspicion checks in progress ([`check`]).
+    checks: Checks,
     /// The member our current probe pinged (foca's `DataSent` of a `Ping`).
     probing: Option<NodeId>,
     /// Its incarnation if foca already held it suspect just before the probe's verdict: our
@@ -301,6 +304,7 @@ impl<T: Transport> Node<T> {
             timer_seq: 0,
             health: LocalHealth::default(),
             suspicions,
+            checks: Checks::default(),
             probing: None,
             suspect_before_verdict: None,
             members_seen: 1,
@@ -347,6 +351,7 @@ impl<T: Transport> Node<T> {
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let next_suspicion = self.suspicions.lock().next_deadline();
+            let next_check = self.checks.next_at();
             tokio::select! {
                 received = inbox.recv() => match received {
                     Some((from, datagram)) => self.on_datagram(from, &datagram),
@@ -355,6 +360,7 @@ impl<T: Transport> Node<T> {
                 () = sleep_until(next_timer) => self.fire_timers(),
                 () = sleep_until(self.publish_due) => self.publish_due = None,
                 () = sleep_until(next_suspicion) => self.declare_due(),
+                () = sleep_until(next_check) => self.run_checks(),
                 _ = anti_entropy.tick() => self.anti_entropy(),
                 _ = seeds.tick() => self.announce_to_seeds(),
                 _ = refresh.tick() => self.scan_membership(),
@@ -393,7 +399,7 @@ impl<T: Transport> Node<T> {
         };
         self.last_seen.insert(from, now);
         keep_newest(&mut self.last_seen, MAX_REMEMBERED, |&at| at);
-        if !matches!(wire, Wire::Swim(_)) {
+        if !matches!(wire, Wire::Swim(_) | Wire::Check(_) | Wire::CheckAck(_)) {
             self.traffic
                 .state_in
                 .fetch_add(datagram.len() as u64, Ordering::Relaxed);
@@ -444,6 +450,10 @@ impl<T: Transport> Node<T> {
                     state.clamp_stamps(now);
                     self.accept(state, Some(from));
                 }
+            }
+            Wire::Check(nonce) => self.send_wire(from, &Wire::CheckAck(nonce), Purpose::Swim),
+            Wire::CheckAck(nonce) => {
+                self.checks.answered(nonce);
             }
             Wire::Down(members) => {
                 let updates = members
@@ -897,6 +907,15 @@ impl<T: Transport> Node<T> {
         if self.apply_fresh_suspicions() {
             self.drain_runtime();
         }
+        let to_check = self.suspicions.lock().take_to_check();
+        if !to_check.is_empty() {
+            let now = Instant::now();
+            for (member, incarnation) in to_check {
+                self.checks.start(member, incarnation, now);
+            }
+            self.run_checks();
+            self.drain_runtime();
+        }
         let backlog = self.foca.custom_broadcast_backlog();
         self.suspicions.lock().set_backlog(backlog);
         if self.view_dirty && self.publish_due.is_none() {
@@ -1010,6 +1029,38 @@ impl<T: Transport> Node<T> {
         }
     }
 
+    /// Sends the suspicion checks' pings now due; a check that got no answer confirms the
+    /// suspicion if foca still holds the member suspect at that incarnation (not refuted, not
+    /// declared down meanwhile).
+    fn run_checks(&mut self) {
+        let due = self.checks.due(Instant::now());
+        for (member, nonce) in due.pings {
+            self.send_wire(member.addr, &Wire::Check(nonce), Purpose::Swim);
+        }
+        for (member, incarnation) in due.failed {
+            if !self.holds_suspect(member, incarnation) {
+                continue;
+            }
+            let accusation = Accusation {
+                member,
+                incarnation,
+                accuser: self.id,
+                confirms: true,
+            };
+            if let Err(error) = self.foca.add_broadcast(&accusation.encode()) {
+                tracing::debug!(%error, "foca refused a confirmation");
+            }
+        }
+    }
+
+    /// Whether foca holds `member` suspect at `incarnation` (a pass over its membership: called
+    /// per suspicion that comes due, a few a second at most).
+    fn holds_suspect(&self, member: NodeId, incarnation: foca::Incarnation) -> bool {
+        self.foca.iter_membership_state().any(|m| {
+            *m.id() == member && m.state() == foca::State::Suspect && m.incarnation() == incarnation
+        })
+    }
+
     /// Hands foca, as `Suspect`, the suspicions first heard of through accusations (foca's own
     /// update may have been lost) and accusations of ourselves (foca then refutes at once).
     /// Returns whether there were any.
@@ -1033,12 +1084,7 @@ impl<T: Transport> Node<T> {
         let due = self.suspicions.lock().take_due(Instant::now());
         let mut down = Vec::new();
         for (member, incarnation, confirmations) in due {
-            let still_suspect = self.foca.iter_membership_state().any(|m| {
-                *m.id() == member
-                    && m.state() == foca::State::Suspect
-                    && m.incarnation() == incarnation
-            });
-            if still_suspect {
+            if self.holds_suspect(member, incarnation) {
                 tracing::debug!(
                     confirmations,
                     "mesh: suspicion of {} timed out; declaring it down",
@@ -1625,6 +1671,44 @@ mod tests {
             "ours plus the unknown first accuser"
         );
         assert_eq!(n.foca.custom_broadcast_backlog(), 1, "ready to piggyback");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_accusation_heard_is_checked_and_an_unanswered_check_confirms_it() {
+        let mut n = node();
+        let peers = with_peers(&mut n, 30);
+        let (silent, answering) = (peers[29], peers[28]);
+        let first = |member| Accusation {
+            member,
+            incarnation: 0,
+            accuser: peers[1],
+            confirms: false,
+        };
+        deliver_accusations(&mut n, &[first(silent), first(answering)]);
+        assert_eq!(n.checks.len(), 2, "both suspects are being checked");
+        // The answering suspect answers the ping it was sent.
+        let nonce = n.checks.nonce_of(answering).expect("checking it");
+        let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 5);
+        let ack = sealed(&mut sender, n.clock, &Wire::CheckAck(nonce));
+        n.on_datagram(answering.addr, &ack);
+        assert_eq!(n.checks.len(), 1, "the answered check ended");
+        tokio::time::advance(crate::mesh::check::WINDOW).await;
+        n.run_checks();
+        n.flush();
+        let table = n.suspicions.lock();
+        assert_eq!(
+            table.confirmations(silent),
+            Some(1),
+            "the unanswered check is our confirmation"
+        );
+        assert_eq!(table.confirmations(answering), Some(0), "no confirmation");
+        drop(table);
+        assert!(n.checks.is_empty());
+        assert_eq!(
+            n.foca.custom_broadcast_backlog(),
+            1,
+            "our confirmation, to relay"
+        );
     }
 
     #[test]

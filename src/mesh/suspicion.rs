@@ -230,6 +230,9 @@ pub struct Suspicions {
     /// New suspicions (and accusations of ourselves) the node hands to foca as `Suspect`, so
     /// foca holds what our deadline checks even if its own update was lost.
     fresh: Vec<(NodeId, Incarnation)>,
+    /// Suspicions a peer's first accusation told us of: the node checks each suspect itself
+    /// ([`super::check`]).
+    to_check: Vec<(NodeId, Incarnation)>,
     /// Our estimate of foca's custom broadcast backlog: what the node last read plus what we
     /// accepted since.
     backlog: usize,
@@ -243,6 +246,7 @@ impl Suspicions {
             params,
             entries: HashMap::new(),
             fresh: Vec::new(),
+            to_check: Vec::new(),
             backlog: 0,
         }
     }
@@ -337,6 +341,9 @@ impl Suspicions {
         if started && self.fresh.len() < MAX_FRESH {
             self.fresh.push((member, incarnation));
         }
+        if started && origin == Origin::Heard && !confirms && self.to_check.len() < MAX_FRESH {
+            self.to_check.push((member, incarnation));
+        }
         let relay = news && (origin == Origin::Ours || confirms);
         if relay && self.backlog < MAX_BACKLOG {
             self.backlog += 1;
@@ -349,6 +356,11 @@ impl Suspicions {
     /// Suspicions to hand to foca as `Suspect` (new ones, and accusations of ourselves).
     pub fn take_fresh(&mut self) -> Vec<(NodeId, Incarnation)> {
         std::mem::take(&mut self.fresh)
+    }
+
+    /// Suspects to check ourselves: those a peer's first accusation told us of.
+    pub fn take_to_check(&mut self) -> Vec<(NodeId, Incarnation)> {
+        std::mem::take(&mut self.to_check)
     }
 
     /// Independent confirmations of `member`'s current suspicion (accusers after the first).
@@ -736,6 +748,11 @@ mod tests {
         );
         assert_eq!(shared.lock().confirmations(id(9)), Some(1));
         assert_eq!(shared.lock().confirmations(id(8)), Some(0));
+        assert_eq!(
+            shared.lock().take_to_check(),
+            vec![(id(8), 2)],
+            "a peer's first accusation is checked; ours and confirmations are not"
+        );
         // A confirmation of a suspicion new to us counts an unknown first accuser besides it;
         // that accuser's own accusation, arriving later, takes its place.
         assert_eq!(
