@@ -17,6 +17,9 @@
 #   MESH_SIM_FULL=1 benches/mesh/run.sh 1000   the 10 % loss watch is 10 simulated minutes
 #                                              per run (2 otherwise)
 #
+# Runs spread over MESH_SIM_THREADS threads (every core by default), each run on its own
+# paused clock: the figures do not depend on the machine's speed or load, only the time taken.
+#
 # Builds `cargo test --release --locked --test mesh_sim` (fat LTO: minutes; for exploring,
 # CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 are passed through).
 # Each test's full output goes to target/mesh-scale/<members>-<test>.log.
@@ -24,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ $# -gt 0 ] && { [ "$1" = -h ] || [ "$1" = --help ]; }; then
-  sed -n '2,22p' "$0"
+  sed -n '2,25p' "$0"
   exit 0
 fi
 sizes=("$@")
