@@ -8,7 +8,7 @@
 //! tests drives everything, seal timestamps included.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -275,14 +275,10 @@ impl<T: Transport> Node<T> {
         );
         let mut table = Table::default();
         table.merge(MemberState {
-            id: setup.id,
-            version: 1,
             services: setup.services,
-            ejections: Vec::new(),
-            purges: Vec::new(),
             tunnel: setup.tunnel,
             zone: setup.zone,
-            rate_usage: Vec::new(),
+            ..MemberState::new(setup.id)
         });
         let (view, view_rx) = watch::channel(Arc::new(View::default()));
         let node = Self {
@@ -560,13 +556,7 @@ impl<T: Transport> Node<T> {
                 // Trimmed before comparing, so a list over the bound does not read as a change
                 // every round.
                 trim_ejections(&mut reports);
-                let same = self
-                    .table
-                    .get(self.id.addr)
-                    .is_some_and(|s| s.ejections == reports);
-                if !same {
-                    self.update_own(|own| own.ejections = reports);
-                }
+                self.update_own_field(|own| &mut own.ejections, reports);
             }
             Command::Purge(target) if target.len() > MAX_PURGE_TARGET => {
                 tracing::warn!(
@@ -583,26 +573,27 @@ impl<T: Transport> Node<T> {
                     target,
                 });
             }),
-            Command::RateUsage(usage) => {
-                let same = self
-                    .table
-                    .get(self.id.addr)
-                    .is_some_and(|s| s.rate_usage == usage);
-                if !same {
-                    self.update_own(|own| own.rate_usage = usage);
-                }
-            }
-            Command::Tunnel(tunnel) => {
-                let same = self
-                    .table
-                    .get(self.id.addr)
-                    .is_some_and(|s| s.tunnel == tunnel);
-                if !same {
-                    self.update_own(|own| own.tunnel = tunnel);
-                }
-            }
+            Command::RateUsage(usage) => self.update_own_field(|own| &mut own.rate_usage, usage),
+            Command::Tunnel(tunnel) => self.update_own_field(|own| &mut own.tunnel, tunnel),
             Command::Leave(_) => {}
         }
+    }
+
+    /// Sets one field of our own record to `value` through [`Node::update_own`], unless it holds
+    /// that already: commands repeat the current value every round, and an unchanged record is
+    /// not news to spread.
+    fn update_own_field<V: PartialEq>(
+        &mut self,
+        field: impl Fn(&mut MemberState) -> &mut V,
+        value: V,
+    ) {
+        // Compared on a copy (one record, a command a second at most): `field` serves both
+        // the comparison and the change.
+        let mut held = self.table.get(self.id.addr).cloned();
+        if held.as_mut().is_some_and(|own| *field(own) == value) {
+            return;
+        }
+        self.update_own(|own| *field(own) = value);
     }
 
     /// Changes our own record, bumps its version and pushes it out at once.
@@ -1107,16 +1098,18 @@ impl<T: Transport> Node<T> {
     /// forgets old ones, so the table holds only what is still open or recent.
     fn settle_suspicions(&mut self) {
         let mut table = self.suspicions.lock();
-        for (member, _) in table.open() {
-            match self
-                .foca
-                .iter_membership_state()
-                .find(|m| *m.id() == member)
-            {
-                Some(m) => table.settle(member, m.incarnation(), m.state() == foca::State::Down),
-                // Forgotten by foca (or replaced by a newer generation): nothing left to decide.
-                None => table.settle(member, foca::Incarnation::MAX, true),
+        let mut open: HashSet<NodeId> = table.open().into_iter().map(|(m, _)| m).collect();
+        // One pass over foca's membership for all of them.
+        if !open.is_empty() {
+            for m in self.foca.iter_membership_state() {
+                if open.remove(m.id()) {
+                    table.settle(*m.id(), m.incarnation(), m.state() == foca::State::Down);
+                }
             }
+        }
+        // Forgotten by foca (or replaced by a newer generation): nothing left to decide.
+        for member in open {
+            table.settle(member, foca::Incarnation::MAX, true);
         }
         table.forget_old(Instant::now());
     }
@@ -1379,25 +1372,16 @@ mod tests {
         assert!(!fresh(&n), "expired one window after it arrived");
     }
 
-    fn record(id: NodeId) -> MemberState {
-        MemberState {
-            id,
-            version: 1,
-            services: Vec::new(),
-            ejections: Vec::new(),
-            purges: Vec::new(),
-            tunnel: None,
-            zone: None,
-            rate_usage: Vec::new(),
-        }
-    }
-
     #[test]
     fn a_record_introduces_an_unknown_member_to_foca_but_never_revives_a_dead_one() {
         let mut n = node();
         let mut sender = Sealer::new(Keys::from_text(KEY).expect("key"), 2);
         let live = |n: &Node<Nowhere>, id: NodeId| n.foca.iter_members().any(|m| *m.id() == id);
-        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(1))]));
+        let states = sealed(
+            &mut sender,
+            n.clock,
+            &Wire::States(vec![MemberState::new(peer(1))]),
+        );
         n.on_datagram(peer(1).addr, &states);
         n.flush();
         assert!(live(&n, peer(1)), "learned from its record");
@@ -1408,7 +1392,11 @@ mod tests {
             .apply_many(std::iter::once(down), false, &mut n.runtime)
             .expect("apply");
         n.flush();
-        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(peer(2))]));
+        let states = sealed(
+            &mut sender,
+            n.clock,
+            &Wire::States(vec![MemberState::new(peer(2))]),
+        );
         n.on_datagram(peer(3).addr, &states);
         n.flush();
         assert!(
@@ -1424,7 +1412,11 @@ mod tests {
             generation: 2,
             ..peer(2)
         };
-        let states = sealed(&mut sender, n.clock, &Wire::States(vec![record(renewed)]));
+        let states = sealed(
+            &mut sender,
+            n.clock,
+            &Wire::States(vec![MemberState::new(renewed)]),
+        );
         n.on_datagram(peer(3).addr, &states);
         n.flush();
         assert!(live(&n, renewed));

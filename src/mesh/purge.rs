@@ -116,13 +116,6 @@ mod tests {
 
     fn record(port: u16, purges: std::ops::Range<u64>) -> MemberState {
         MemberState {
-            id: NodeId {
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                generation: 1,
-            },
-            version: 1,
-            services: Vec::new(),
-            ejections: Vec::new(),
             purges: purges
                 .map(|id| Purge {
                     id,
@@ -130,9 +123,10 @@ mod tests {
                     target: PurgeTarget::Prefix(format!("/{id}")),
                 })
                 .collect(),
-            tunnel: None,
-            zone: None,
-            rate_usage: Vec::new(),
+            ..MemberState::new(NodeId {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                generation: 1,
+            })
         }
     }
 

@@ -204,6 +204,21 @@ impl TunnelAd {
 }
 
 impl MemberState {
+    /// A member's first record (version 1): nothing announced, reported or purged yet. Its
+    /// owner fills in what it announces; tests build records from it.
+    pub fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            version: 1,
+            services: Vec::new(),
+            ejections: Vec::new(),
+            purges: Vec::new(),
+            tunnel: None,
+            zone: None,
+            rate_usage: Vec::new(),
+        }
+    }
+
     fn key(&self) -> (u64, u64) {
         (self.id.generation, self.version)
     }
@@ -596,17 +611,11 @@ mod tests {
 
     fn state(port: u16, generation: u64, version: u64) -> MemberState {
         MemberState {
-            id: NodeId {
+            version,
+            ..MemberState::new(NodeId {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 generation,
-            },
-            version,
-            services: Vec::new(),
-            ejections: Vec::new(),
-            purges: Vec::new(),
-            tunnel: None,
-            zone: None,
-            rate_usage: Vec::new(),
+            })
         }
     }
 

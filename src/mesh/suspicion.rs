@@ -49,7 +49,8 @@
 //! epidemic relay of every first accusation made each member's gossip about a quarter larger
 //! at 1,000 members; docs/mesh.md, "Scale"). A member whose probe fails before the first
 //! suspicion reached it marks no confirmation: it counts as a first accuser, never as one too
-//! many.
+//! many. The members a first accusation does reach check the suspect themselves
+//! ([`super::check`]): for a dead member, they are where the confirmations come from.
 //!
 //! Everything is bounded: at most [`MAX_SUSPICIONS`] suspicions tracked (a member beyond that is
 //! left to foca's own timer), at most `K + 1` accusers each, settled suspicions forgotten after

@@ -101,20 +101,14 @@ mod tests {
 
     fn record(addr: &str, tunnel: Option<(&str, u16)>) -> MemberState {
         MemberState {
-            id: NodeId {
-                addr: addr.parse::<SocketAddr>().expect("addr"),
-                generation: 1,
-            },
-            version: 1,
-            services: Vec::new(),
-            ejections: Vec::new(),
-            purges: Vec::new(),
             tunnel: tunnel.map(|(identity, port)| TunnelAd {
                 identity: identity.to_owned(),
                 port,
             }),
-            zone: None,
-            rate_usage: Vec::new(),
+            ..MemberState::new(NodeId {
+                addr: addr.parse::<SocketAddr>().expect("addr"),
+                generation: 1,
+            })
         }
     }
 

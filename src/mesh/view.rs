@@ -197,11 +197,6 @@ mod tests {
 
     fn record(port: u16, zone: Option<&str>, services: &[(&str, u16)]) -> MemberState {
         MemberState {
-            id: NodeId {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                generation: 1,
-            },
-            version: 1,
             services: services
                 .iter()
                 .map(|&(name, p)| Service {
@@ -209,11 +204,11 @@ mod tests {
                     address: SocketAddr::from(([10, 0, 0, 1], p)),
                 })
                 .collect(),
-            ejections: Vec::new(),
-            purges: Vec::new(),
-            tunnel: None,
             zone: zone.map(str::to_owned),
-            rate_usage: Vec::new(),
+            ..MemberState::new(NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                generation: 1,
+            })
         }
     }
 
