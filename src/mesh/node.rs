@@ -904,8 +904,9 @@ impl<T: Transport> Node<T> {
             for (member, incarnation) in to_check {
                 self.checks.start(member, incarnation, now);
             }
+            // The first pings go out now; `run_checks` sends them itself and hands any
+            // confirmation to foca's broadcast backlog, so foca's runtime has nothing to drain.
             self.run_checks();
-            self.drain_runtime();
         }
         let backlog = self.foca.custom_broadcast_backlog();
         self.suspicions.lock().set_backlog(backlog);

@@ -210,6 +210,18 @@ struct Suspicion {
 }
 
 impl Suspicion {
+    /// A suspicion heard of at `now` through `accuser`'s accusation; a confirmation
+    /// (`confirms`) counts an unknown first accuser besides it.
+    fn new(incarnation: Incarnation, accuser: NodeId, confirms: bool, now: Instant) -> Self {
+        Self {
+            incarnation,
+            since: now,
+            accusers: vec![accuser],
+            anonymous: confirms,
+            settled: false,
+        }
+    }
+
     /// Accusers counted, the unknown first one included.
     fn count(&self) -> usize {
         self.accusers.len() + usize::from(self.anonymous)
@@ -315,27 +327,13 @@ impl Suspicions {
             }
             Some(known) => {
                 // A newer incarnation was suspected again: a new suspicion.
-                *known = Suspicion {
-                    incarnation,
-                    since: now,
-                    accusers: vec![accuser],
-                    anonymous: confirms,
-                    settled: false,
-                };
+                *known = Suspicion::new(incarnation, accuser, confirms, now);
                 (true, true)
             }
             None if full => (false, false),
             None => {
-                self.entries.insert(
-                    member,
-                    Suspicion {
-                        incarnation,
-                        since: now,
-                        accusers: vec![accuser],
-                        anonymous: confirms,
-                        settled: false,
-                    },
-                );
+                self.entries
+                    .insert(member, Suspicion::new(incarnation, accuser, confirms, now));
                 (true, true)
             }
         };
