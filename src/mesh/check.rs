@@ -146,13 +146,9 @@ impl Checks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
     fn id(i: u8) -> NodeId {
-        NodeId {
-            addr: SocketAddr::from(([10, 0, 0, i], 7946)),
-            generation: 1,
-        }
+        NodeId::test_member(u32::from(i))
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,6 +31,19 @@ pub struct NodeId {
     pub generation: u64,
 }
 
+#[cfg(test)]
+impl NodeId {
+    /// The `i`-th member of a test mesh (generation 1): `10.a.b.c:7946` for `i`'s low three
+    /// bytes, so the mesh unit tests name members by number.
+    pub(crate) fn test_member(i: u32) -> Self {
+        let [_, a, b, c] = i.to_be_bytes();
+        Self {
+            addr: SocketAddr::from(([10, a, b, c], 7946)),
+            generation: 1,
+        }
+    }
+}
+
 impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 

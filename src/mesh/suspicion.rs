@@ -506,13 +506,9 @@ impl foca::BroadcastHandler<NodeId> for Gossip {
 mod tests {
     use super::*;
     use foca::{BroadcastHandler, Invalidates};
-    use std::net::SocketAddr;
 
     fn id(i: u8) -> NodeId {
-        NodeId {
-            addr: SocketAddr::from(([10, 0, 0, i], 7946)),
-            generation: 1,
-        }
+        NodeId::test_member(u32::from(i))
     }
 
     /// A first accusation (the accuser knew of no suspicion).
@@ -662,11 +658,7 @@ mod tests {
         let now = Instant::now();
         let mut passed_on = 0;
         for member in 0..4 * MAX_SUSPICIONS as u32 {
-            let [_, a, b, c] = (member + 1000).to_be_bytes();
-            let member = NodeId {
-                addr: SocketAddr::from(([10, a, b, c], 1)),
-                generation: 1,
-            };
+            let member = NodeId::test_member(member + 1000);
             for accuser in 0..20u8 {
                 let a = Accusation {
                     member,

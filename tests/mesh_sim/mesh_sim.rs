@@ -489,7 +489,15 @@ async fn no_loss_dead_within_15s_announcement_within_5s_and_traffic_under_10kbps
 
 /// The false-death watch at 10 % loss: 10 simulated minutes per run with `MESH_SIM_FULL=1`
 /// (about 50 s of CPU per run in a debug build), 2 minutes otherwise so CI stays affordable.
+/// `MESH_SIM_WATCH` (seconds) overrides both, to explore the other figures of a run quickly
+/// (the announcement and detection come after the watch).
 fn loss_watch() -> Duration {
+    if let Some(secs) = std::env::var("MESH_SIM_WATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_secs(secs);
+    }
     if std::env::var_os("MESH_SIM_FULL").is_some() {
         Duration::from_secs(600)
     } else {
