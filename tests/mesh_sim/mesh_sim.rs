@@ -25,33 +25,28 @@ use tokio::time::Instant;
 
 use crate::support::mesh_net::Net;
 
+/// The number in environment variable `name`, if set and a number: the knobs below use it to
+/// size a run while exploring or benchmarking.
+fn env_number<N: std::str::FromStr>(name: &str) -> Option<N> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// Members of the main runs: `MESH_SIM_MEMBERS`, 50 by default (the CI size; at least 5).
 fn members() -> usize {
-    static MEMBERS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-        std::env::var("MESH_SIM_MEMBERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(50usize)
-            .max(5)
-    });
+    static MEMBERS: std::sync::LazyLock<usize> =
+        std::sync::LazyLock::new(|| env_number("MESH_SIM_MEMBERS").unwrap_or(50usize).max(5));
     *MEMBERS
 }
 /// Seeded runs per figure; `MESH_SIM_RUNS` lowers it while exploring (never below 1).
 fn runs() -> u64 {
-    std::env::var("MESH_SIM_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20u64)
-        .max(1)
+    env_number("MESH_SIM_RUNS").unwrap_or(20u64).max(1)
 }
 /// Threads the `scale_*` benchmarks spread their seeds over: `MESH_SIM_THREADS`, else every
 /// core. Each thread runs whole runs on its own paused-clock runtime, so runs do not share a
 /// clock or a network; only the order in which results arrive differs (they are reported by
 /// seed).
 fn threads() -> usize {
-    std::env::var("MESH_SIM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    env_number("MESH_SIM_THREADS")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
 }
@@ -492,10 +487,7 @@ async fn no_loss_dead_within_15s_announcement_within_5s_and_traffic_under_10kbps
 /// `MESH_SIM_WATCH` (seconds) overrides both, to explore the other figures of a run quickly
 /// (the announcement and detection come after the watch).
 fn loss_watch() -> Duration {
-    if let Some(secs) = std::env::var("MESH_SIM_WATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(secs) = env_number("MESH_SIM_WATCH") {
         return Duration::from_secs(secs);
     }
     if std::env::var_os("MESH_SIM_FULL").is_some() {
